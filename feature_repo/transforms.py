@@ -1,0 +1,298 @@
+"""Feature pipeline of the ``flights_delay`` model: landed raw files -> lake partitions.
+
+Called by ``OfflinePartitionOperator(transform="feature_repo/transforms.py:build_partitions", ...)``
+inside a worker (heavy imports are fine here). Listed in ``.feastignore``: it defines no Feast objects.
+
+Lake layout written under ``lake_dir`` (``ModelPaths.lake``)::
+
+    raw/flights/month=YYYY-MM.parquet       validated raw flights of one (local-time) month
+    raw/weather/month=YYYY-MM.parquet       validated raw weather of one month
+    raw/planes.parquet                      static plane table
+    offline/origin_weather_hourly/month=YYYY-MM.parquet
+    offline/carrier_delay_stats/month=YYYY-MM.parquet
+    offline/plane_attributes/planes.parquet
+    labels/month=YYYY-MM.parquet            entity + request fields + label (the training "entity frame")
+
+Every file is a pure function of the landed files (and, for carrier stats, of the previous month's
+raw partition), written atomically, so re-running with the same input rewrites identical files.
+
+Time conventions. ``time_hour`` is the scheduled departure hour (local New York time) converted to
+UTC; the scheduled departure instant is ``time_hour + minute``. Carrier statistics for day ``D``
+(``event_timestamp = D 00:00 UTC``) use only flights scheduled in ``[D-8d, D-1d)``: strictly before
+``D-1`` so that every included flight has landed (1-day gap, no label leakage), a 7-day window.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlops_provider.exceptions import DataValidationError
+
+log = logging.getLogger(__name__)
+
+DELAY_THRESHOLD_MIN = 15.0
+STATS_WINDOW_DAYS = 7
+STATS_GAP_DAYS = 1
+PLANES_TIMESTAMP = pd.Timestamp("2013-01-01", tz="UTC")
+WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
+
+_REQUIRED = {
+    "flights": [
+        "year", "month", "day", "hour", "minute", "arr_delay", "carrier", "tailnum", "origin",
+        "distance", "time_hour",
+    ],
+    "weather": ["origin", "time_hour", *WEATHER_FEATURES],
+    "planes": ["tailnum", "year", "seats", "engines"],
+}
+_MONTHLY = re.compile(r"^(flights|weather)_(\d{4})_(\d{2})\.parquet$")
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def _write(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.reset_index(drop=True).to_parquet(tmp, index=False, engine="pyarrow")
+    tmp.replace(path)
+
+
+def _classify(landed_files: list[str]) -> tuple[dict[str, dict[str, Path]], Path | None]:
+    """``({"2013-01": {"flights": p, "weather": p}}, planes_path)`` from the landed file names."""
+    months: dict[str, dict[str, Path]] = {}
+    planes: Path | None = None
+    for f in landed_files:
+        p = Path(f)
+        m = _MONTHLY.match(p.name)
+        if m:
+            months.setdefault(f"{m.group(2)}-{m.group(3)}", {})[m.group(1)] = p
+        elif p.name == "planes.parquet":
+            planes = p
+        else:
+            raise DataValidationError(
+                f"landed file {p} has an unexpected name; expected flights_YYYY_MM.parquet, "
+                "weather_YYYY_MM.parquet or planes.parquet. Rename it or remove it from the landing zone."
+            )
+    return months, planes
+
+
+def _read(path: Path, table: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataValidationError(f"landed {table} file {path} does not exist; was it moved after arrival?")
+    df = pd.read_parquet(path)
+    missing = [c for c in _REQUIRED[table] if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"landed {table} file {path} lacks column(s) {missing}; run the data validation task first."
+        )
+    if "time_hour" in df.columns:
+        df["time_hour"] = pd.to_datetime(df["time_hour"], utc=True)
+    return df
+
+
+def _prev_month(month: str) -> str:
+    return (pd.Period(month, freq="M") - 1).strftime("%Y-%m")
+
+
+def _month_start(month: str) -> pd.Timestamp:
+    return pd.Timestamp(f"{month}-01", tz="UTC")
+
+
+def scheduled_departure_utc(flights: pd.DataFrame) -> pd.Series:
+    """Scheduled departure instant (UTC): ``time_hour`` (local hour as UTC) plus the scheduled minute."""
+    return pd.to_datetime(flights["time_hour"], utc=True) + pd.to_timedelta(flights["minute"], unit="min")
+
+
+# ----------------------------------------------------------------------------------------------------
+# per-view transforms (pure functions, unit-tested)
+# ----------------------------------------------------------------------------------------------------
+
+
+def weather_hourly(weather: pd.DataFrame) -> pd.DataFrame:
+    """``origin_weather_hourly`` rows: origin, event_timestamp (= time_hour), the weather floats."""
+    out = pd.DataFrame(
+        {"origin": weather["origin"].astype(str), "event_timestamp": pd.to_datetime(weather["time_hour"], utc=True)}
+    )
+    for c in WEATHER_FEATURES:
+        out[c] = pd.to_numeric(weather[c], errors="coerce").astype("float64")
+    out = out.drop_duplicates(["origin", "event_timestamp"], keep="last")
+    return out.sort_values(["event_timestamp", "origin"], kind="stable").reset_index(drop=True)
+
+
+def carrier_stats_for_days(flights: pd.DataFrame, days: pd.DatetimeIndex) -> pd.DataFrame:
+    """``carrier_delay_stats`` rows for each day ``D`` in ``days`` (UTC midnights).
+
+    A row (carrier, D) aggregates the carrier's *completed* flights (known ``arr_delay``)
+    scheduled in ``[D - 8 days, D - 1 day)``; carriers without such flights get no row (the
+    online/offline lookups then return nulls, which the model imputes).
+    """
+    cols = ["carrier", "event_timestamp", "carrier_delay_rate_7d", "carrier_mean_arr_delay_7d", "carrier_flights_7d"]
+    done = flights[flights["arr_delay"].notna()]
+    if done.empty or len(days) == 0:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}).astype(
+            {"carrier": "object", "event_timestamp": "datetime64[ns, UTC]"}
+        )
+    daily = (
+        pd.DataFrame(
+            {
+                "carrier": done["carrier"].astype(str),
+                "day": scheduled_departure_utc(done).dt.floor("D"),
+                "delayed": (done["arr_delay"] > DELAY_THRESHOLD_MIN).astype("float64"),
+                "arr_delay": done["arr_delay"].astype("float64"),
+            }
+        )
+        .groupby(["carrier", "day"], sort=True)
+        .agg(n=("arr_delay", "size"), delayed=("delayed", "sum"), delay_sum=("arr_delay", "sum"))
+        .reset_index()
+    )
+    frames = []
+    for d in days:
+        lo = d - pd.Timedelta(days=STATS_GAP_DAYS + STATS_WINDOW_DAYS)
+        hi = d - pd.Timedelta(days=STATS_GAP_DAYS)
+        win = daily[(daily["day"] >= lo) & (daily["day"] < hi)]
+        if win.empty:
+            continue
+        agg = win.groupby("carrier", sort=True)[["n", "delayed", "delay_sum"]].sum().reset_index()
+        frames.append(
+            pd.DataFrame(
+                {
+                    "carrier": agg["carrier"],
+                    "event_timestamp": d,
+                    "carrier_delay_rate_7d": agg["delayed"] / agg["n"],
+                    "carrier_mean_arr_delay_7d": agg["delay_sum"] / agg["n"],
+                    "carrier_flights_7d": agg["n"].astype("float64"),
+                }
+            )
+        )
+    if not frames:
+        return carrier_stats_for_days(flights.iloc[0:0], pd.DatetimeIndex([], tz="UTC"))
+    out = pd.concat(frames, ignore_index=True)
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
+    return out[cols].sort_values(["event_timestamp", "carrier"], kind="stable").reset_index(drop=True)
+
+
+def plane_attributes(planes: pd.DataFrame) -> pd.DataFrame:
+    """``plane_attributes`` rows: tailnum, event_timestamp (2013-01-01 UTC), year/seats/engines floats."""
+    out = pd.DataFrame(
+        {
+            "tailnum": planes["tailnum"].astype(str),
+            "event_timestamp": PLANES_TIMESTAMP,
+            "plane_year": pd.to_numeric(planes["year"], errors="coerce").astype("float64"),
+            "plane_seats": pd.to_numeric(planes["seats"], errors="coerce").astype("float64"),
+            "plane_engines": pd.to_numeric(planes["engines"], errors="coerce").astype("float64"),
+        }
+    )
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
+    return out.drop_duplicates("tailnum", keep="last").sort_values("tailnum").reset_index(drop=True)
+
+
+def labels_frame(flights: pd.DataFrame) -> pd.DataFrame:
+    """Entity frame + request-time fields + label; cancelled/diverted flights (no ``arr_delay``) dropped."""
+    done = flights[flights["arr_delay"].notna() & flights["tailnum"].notna()]
+    out = pd.DataFrame(
+        {
+            "event_timestamp": scheduled_departure_utc(done),
+            "origin": done["origin"].astype(str),
+            "carrier": done["carrier"].astype(str),
+            "tailnum": done["tailnum"].astype(str),
+            "sched_dep_hour": done["hour"].astype("int64"),
+            # weekday of the local scheduled date (Monday = 0), month of the local date
+            "weekday": pd.to_datetime(
+                dict(year=done["year"], month=done["month"], day=done["day"])
+            ).dt.weekday.astype("int64"),
+            "month": done["month"].astype("int64"),
+            "distance": done["distance"].astype("float64"),
+            "arr_delayed": (done["arr_delay"] > DELAY_THRESHOLD_MIN).astype("int64"),
+        }
+    )
+    return out.sort_values(list(out.columns), kind="stable").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the pipeline entry point
+# ----------------------------------------------------------------------------------------------------
+
+
+def build_partitions(landed_files: list[str], lake_dir: str) -> dict[str, Any]:
+    """Turn landed raw files into raw, offline (Feast) and label partitions under ``lake_dir``.
+
+    Returns ``{"window_start": iso, "window_end": iso, "months": [...], "rows": {name: n}}`` where
+    the window spans every event timestamp written (``window_end`` exclusive): the range to
+    materialize.
+    """
+    if isinstance(landed_files, str):
+        landed_files = [landed_files]
+    lake = Path(lake_dir)
+    months, planes_path = _classify(list(landed_files))
+    rows: dict[str, int] = {}
+    stamps: list[pd.Series] = []
+
+    if planes_path is not None:
+        planes = _read(planes_path, "planes").sort_values("tailnum", kind="stable").reset_index(drop=True)
+        _write(planes, lake / "raw" / "planes.parquet")
+        pa_rows = plane_attributes(planes)
+        _write(pa_rows, lake / "offline" / "plane_attributes" / "planes.parquet")
+        rows["raw/planes"] = len(planes)
+        rows["plane_attributes"] = len(pa_rows)
+        stamps.append(pa_rows["event_timestamp"])
+
+    for month in sorted(months):
+        files = months[month]
+        part = f"month={month}.parquet"
+        if "weather" in files:
+            weather = _read(files["weather"], "weather")
+            weather = weather.sort_values(["origin", "time_hour"], kind="stable").reset_index(drop=True)
+            _write(weather, lake / "raw" / "weather" / part)
+            wh = weather_hourly(weather)
+            _write(wh, lake / "offline" / "origin_weather_hourly" / part)
+            rows["raw/weather"] = rows.get("raw/weather", 0) + len(weather)
+            rows["origin_weather_hourly"] = rows.get("origin_weather_hourly", 0) + len(wh)
+            stamps.append(wh["event_timestamp"])
+        if "flights" in files:
+            flights = _read(files["flights"], "flights")
+            flights = flights.sort_values(
+                ["time_hour", "minute", "carrier", "flight", "origin"] if "flight" in flights.columns
+                else ["time_hour", "minute", "carrier", "origin"],
+                kind="stable",
+            ).reset_index(drop=True)
+            _write(flights, lake / "raw" / "flights" / part)
+            rows["raw/flights"] = rows.get("raw/flights", 0) + len(flights)
+
+            # carrier stats for every UTC day of this month, from this and the previous month's raw flights
+            prev = lake / "raw" / "flights" / f"month={_prev_month(month)}.parquet"
+            history = [pd.read_parquet(prev)] if prev.is_file() else []
+            history_df = pd.concat([*history, flights], ignore_index=True)
+            start = _month_start(month)
+            days = pd.date_range(start, start + pd.offsets.MonthBegin(1), freq="D", inclusive="left", tz="UTC")
+            stats = carrier_stats_for_days(history_df, days)
+            _write(stats, lake / "offline" / "carrier_delay_stats" / part)
+            rows["carrier_delay_stats"] = rows.get("carrier_delay_stats", 0) + len(stats)
+            if len(stats):
+                stamps.append(stats["event_timestamp"])
+
+            labels = labels_frame(flights)
+            _write(labels, lake / "labels" / part)
+            rows["labels"] = rows.get("labels", 0) + len(labels)
+            stamps.append(labels["event_timestamp"])
+
+    if stamps:
+        all_ts = pd.concat(stamps, ignore_index=True)
+        window_start = all_ts.min().isoformat()
+        window_end = (all_ts.max() + pd.Timedelta(seconds=1)).isoformat()
+    else:
+        window_start = window_end = None
+    result = {
+        "window_start": window_start,
+        "window_end": window_end,
+        "months": sorted(months),
+        "rows": dict(sorted(rows.items())),
+    }
+    log.info("built partitions under %s: %s", lake, result)
+    return result

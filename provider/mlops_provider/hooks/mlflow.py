@@ -1,0 +1,265 @@
+"""MLflow hook: resolves the tracking / registry URIs and credentials from an Airflow connection.
+
+Connection ``mlflow_default`` (type ``mlflow``):
+
+- ``host``: the tracking URI (``http://mlflow:5000``, ``https://...``, ``sqlite:///...``,
+  ``databricks``); a bare host name is combined with ``port`` and ``schema`` (``http`` default);
+- ``login`` / ``password``: exported as ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``;
+- extras: ``registry_uri``, ``artifact_location`` (artifact root of experiments this hook creates),
+  ``token`` (exported as ``MLFLOW_TRACKING_TOKEN``), ``ui_url`` (base URL of the MLflow web UI
+  for run links when it differs from the tracking URI).
+
+Without a connection the hook falls back to ``$MLFLOW_TRACKING_URI`` and then to the embedded
+store of :class:`~mlops_provider.paths.ModelPaths` (``sqlite:///<home>/mlflow/mlflow.db`` with
+artifacts under ``<home>/mlflow/artifacts``), so the demo and the tests need no setup.
+
+Parse-safe: mlflow is imported inside methods only. Secrets never reach logs or XCom.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from mlops_provider.paths import ModelPaths
+
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """What a task needs to talk to MLflow. ``credentials`` holds env var names -> secrets."""
+
+    tracking_uri: str
+    registry_uri: str | None = None
+    artifact_location: str | None = None
+    ui_url: str | None = None
+    source: str = "fallback"
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """JSON-safe view without secrets (for runtime functions, logs and XCom)."""
+        return {
+            "tracking_uri": self.tracking_uri,
+            "registry_uri": self.registry_uri,
+            "artifact_location": self.artifact_location,
+            "ui_url": self.ui_url,
+            "source": self.source,
+        }
+
+
+def _is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def get_or_create_experiment(name: str, artifact_location: str | None, client: Any) -> str:
+    """Experiment id of ``name``, creating it (with ``artifact_location``) when missing; race-safe."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    try:
+        return str(client.create_experiment(name, artifact_location=artifact_location))
+    except Exception:  # noqa: BLE001 - a concurrent creator won; read its experiment back
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+class MLflowHook(BaseHook):
+    """Talks to an MLflow tracking server / model registry (or the embedded sqlite store)."""
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "mlflow_default"
+    conn_type = "mlflow"
+    hook_name = "MLflow"
+
+    def __init__(self, mlflow_conn_id: str = default_conn_name, *, home: str | None = None) -> None:
+        super().__init__()
+        self.mlflow_conn_id = mlflow_conn_id
+        self.home = home
+        self._config: TrackingConfig | None = None
+
+    # ------------------------------------------------------------------ resolution
+    def _lookup_connection(self) -> Any | None:
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            return self.get_connection(self.mlflow_conn_id)
+        except AirflowNotFoundException:
+            return None
+
+    def tracking_config(self) -> TrackingConfig:
+        """Resolve the connection (or the fallbacks) once per hook instance."""
+        if self._config is not None:
+            return self._config
+        conn = self._lookup_connection()
+        if conn is not None and conn.host:
+            extras = conn.extra_dejson or {}
+            host = str(conn.host)
+            if "://" in host or host == "databricks":
+                uri = host
+                if conn.port and _is_remote(host) and host.count(":") == 1:
+                    uri = f"{host.rstrip('/')}:{conn.port}"
+            else:
+                scheme = extras.get("scheme") or conn.schema or "http"
+                uri = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+            creds: dict[str, str] = {}
+            if conn.login:
+                creds["MLFLOW_TRACKING_USERNAME"] = str(conn.login)
+            if conn.password:
+                creds["MLFLOW_TRACKING_PASSWORD"] = str(conn.password)
+            if extras.get("token"):
+                creds["MLFLOW_TRACKING_TOKEN"] = str(extras["token"])
+            self._config = TrackingConfig(
+                tracking_uri=uri,
+                registry_uri=extras.get("registry_uri") or None,
+                artifact_location=extras.get("artifact_location") or None,
+                ui_url=extras.get("ui_url") or (uri if _is_remote(uri) else None),
+                source=f"connection:{self.mlflow_conn_id}",
+                credentials=creds,
+            )
+            self.log.info("MLflow tracking URI from connection %s", self.mlflow_conn_id)
+        elif os.environ.get(ENV_TRACKING_URI):
+            uri = os.environ[ENV_TRACKING_URI]
+            artifact_location = None
+            if uri.startswith("sqlite:"):
+                # keep artifacts beside the embedded store instead of ./mlruns of the worker's cwd
+                db = Path(uri.split(":///", 1)[-1]) if ":///" in uri else None
+                if db is not None:
+                    artifact_location = (db.parent / "artifacts").resolve().as_uri()
+            self._config = TrackingConfig(
+                tracking_uri=uri,
+                registry_uri=os.environ.get(ENV_REGISTRY_URI) or None,
+                artifact_location=artifact_location,
+                ui_url=uri if _is_remote(uri) else None,
+                source=f"env:{ENV_TRACKING_URI}",
+            )
+        else:
+            paths = ModelPaths.for_model("_", self.home)
+            self._config = TrackingConfig(
+                tracking_uri=paths.mlflow_tracking_uri,
+                registry_uri=None,
+                artifact_location=paths.mlflow_artifacts.as_uri(),
+                source="embedded",
+            )
+        return self._config
+
+    # ------------------------------------------------------------------ actions
+    def configure(self) -> TrackingConfig:
+        """Point the ``mlflow`` module of this process at the resolved store (and export credentials)."""
+        import mlflow
+
+        cfg = self.tracking_config()
+        for key, value in cfg.credentials.items():
+            os.environ[key] = value
+        if cfg.tracking_uri.startswith("sqlite:///"):
+            Path(cfg.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(cfg.tracking_uri)
+        mlflow.set_registry_uri(cfg.registry_uri or cfg.tracking_uri)
+        return cfg
+
+    def get_client(self) -> Any:
+        """An ``mlflow.MlflowClient`` bound to the resolved tracking and registry URIs."""
+        from mlflow import MlflowClient
+
+        cfg = self.configure()
+        return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri or cfg.tracking_uri)
+
+    def get_or_create_experiment(self, name: str) -> str:
+        """Experiment id of ``name``; created with the configured artifact location when missing."""
+        cfg = self.configure()
+        return get_or_create_experiment(name, cfg.artifact_location, self.get_client())
+
+    def run_url(self, run_id: str, experiment_id: str | None = None) -> str | None:
+        """Web UI URL of a run, or None for stores without a UI (embedded sqlite)."""
+        cfg = self.tracking_config()
+        if not cfg.ui_url:
+            return None
+        if experiment_id is None:
+            experiment_id = self.get_client().get_run(run_id).info.experiment_id
+        return f"{cfg.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.get_client().search_experiments(max_results=1)
+        except Exception as e:  # noqa: BLE001 - reported to the UI, not raised
+            return False, f"MLflow at {self.tracking_config().tracking_uri} is not reachable: {e}"
+        return True, f"Connected to MLflow at {self.tracking_config().tracking_uri}"
+
+    # ------------------------------------------------------------------ connection form
+    # Airflow >= 3.2 reads the form declaratively from the provider info ("conn-fields" and
+    # "ui-field-behaviour" of the connection type): get_provider_info() should embed
+    # MLflowHook.connection_type_info(). The two classic classmethods below serve older UIs.
+    _CONN_FIELDS: dict[str, dict[str, Any]] = {
+        "registry_uri": {
+            "label": "Registry URI",
+            "description": "Model registry URI; defaults to the tracking URI.",
+            "schema": {"type": ["string", "null"]},
+        },
+        "artifact_location": {
+            "label": "Artifact location",
+            "description": "Artifact root of experiments the provider creates (e.g. s3://bucket/mlflow).",
+            "schema": {"type": ["string", "null"]},
+        },
+        "ui_url": {
+            "label": "Web UI URL",
+            "description": "Base URL of the MLflow UI for run links; defaults to an http(s) tracking URI.",
+            "schema": {"type": ["string", "null"]},
+        },
+        "token": {
+            "label": "Token",
+            "description": "Bearer token, exported as MLFLOW_TRACKING_TOKEN inside tasks.",
+            "schema": {"type": ["string", "null"], "format": "password"},
+        },
+    }
+    _UI_BEHAVIOUR: dict[str, Any] = {
+        "hidden_fields": ["schema", "extra"],
+        "relabeling": {"host": "Tracking URI", "login": "Username", "password": "Password"},
+        "placeholders": {
+            "host": "http://mlflow:5000 (empty: $MLFLOW_TRACKING_URI or the embedded sqlite store)",
+            "port": "5000 (when the host has no port)",
+            "registry_uri": "defaults to the tracking URI",
+            "artifact_location": "s3://bucket/mlflow",
+            "ui_url": "defaults to the tracking URI when it is http(s)",
+            "token": "bearer token",
+        },
+    }
+
+    @classmethod
+    def connection_type_info(cls) -> dict[str, Any]:
+        """The ``connection-types`` entry for ``get_provider_info()`` (declarative form, Airflow >= 3.2)."""
+        behaviour = cls._UI_BEHAVIOUR
+        return {
+            "connection-type": cls.conn_type,
+            "hook-class-name": f"{cls.__module__}.{cls.__qualname__}",
+            "hook-name": cls.hook_name,
+            "conn-fields": cls._CONN_FIELDS,
+            "ui-field-behaviour": {
+                "hidden-fields": list(behaviour["hidden_fields"]),
+                "relabeling": dict(behaviour["relabeling"]),
+                "placeholders": dict(behaviour["placeholders"]),
+            },
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Legacy (pre-3.2) form fields; empty where wtforms is absent (Airflow 3 without FAB)."""
+        try:
+            from wtforms import PasswordField, StringField
+        except ImportError:
+            return {}
+
+        return {
+            name: (PasswordField if spec["schema"].get("format") == "password" else StringField)(spec["label"])
+            for name, spec in cls._CONN_FIELDS.items()
+        }
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, list) else dict(v)) for k, v in cls._UI_BEHAVIOUR.items()}

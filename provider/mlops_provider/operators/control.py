@@ -1,0 +1,136 @@
+"""Small control-flow operators the factory puts between the heavy steps."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
+
+from mlops_provider.exceptions import DataValidationError
+
+
+def _triggering_events(context: Context) -> list[tuple[str, dict[str, Any]]]:
+    events = context.get("triggering_asset_events") or {}
+    out: list[tuple[str, dict[str, Any]]] = []
+    for asset, evs in events.items():
+        for ev in evs:
+            out.append((getattr(asset, "name", str(asset)), dict(ev.extra or {})))
+    return out
+
+
+class LandedFilesOperator(BaseOperator):
+    """Resolve which landed files this feature run processes.
+
+    In order: ``dag_run.conf["files"]`` (manual trigger), the files listed by the
+    DataArrivalTrigger events that triggered the run, or, for a cron schedule, every file
+    in the landing zone modified inside the run's data interval.
+    """
+
+    template_fields: Sequence[str] = ("landing_path", "pattern")
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, landing_path: str, pattern: str = "*", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.landing_path = landing_path
+        self.pattern = pattern
+
+    def execute(self, context: Context) -> list[str]:
+        dag_run = context.get("dag_run")
+        conf = (getattr(dag_run, "conf", None) or {}) if dag_run else {}
+        files: list[str] = []
+        source = ""
+        if conf.get("files"):
+            files, source = [str(f) for f in conf["files"]], "dag_run.conf"
+        else:
+            for name, extra in _triggering_events(context):
+                payload = extra.get("payload") or extra
+                files.extend(payload.get("files", []))
+                source = f"asset events of {name}"
+        if not files and not source:
+            start, end = context.get("data_interval_start"), context.get("data_interval_end")
+            files = self._modified_between(start, end)
+            source = f"landing zone files modified in [{start}, {end})"
+        files = sorted(dict.fromkeys(files))
+        missing = [f for f in files if not Path(f).exists()]
+        if missing:
+            raise DataValidationError(
+                f"{len(missing)} landed file(s) no longer exist: {missing[:5]}. They were moved or deleted "
+                f"after landing in {self.landing_path}; land them again to reprocess.",
+                failures=[{"rule": "file_exists", "count": len(missing), "examples": missing[:5]}],
+            )
+        if not files:
+            raise AirflowSkipException(f"No landed files to process ({source}).")
+        self.log.info("Processing %d landed file(s) from %s: %s", len(files), source, files)
+        return files
+
+    def _modified_between(self, start: datetime | None, end: datetime | None) -> list[str]:
+        if not os.path.isdir(self.landing_path):
+            return []
+        out = []
+        for entry in os.scandir(self.landing_path):
+            if not entry.is_file() or not fnmatch.fnmatch(entry.name, self.pattern):
+                continue
+            mtime = entry.stat().st_mtime
+            if (start is None or mtime >= start.timestamp()) and (end is None or mtime < end.timestamp()):
+                out.append(entry.path)
+        return out
+
+
+class TrainingPolicyOperator(BaseOperator):
+    """Decide whether this training run trains, from what triggered it.
+
+    The first model always trains (bootstrap). Once a ``@champion`` exists, only the
+    asset kinds listed in ``retrain_on`` retrain (e.g. drift, not every feature refresh);
+    manual and cron runs always train. Otherwise the task is skipped with the reason, and
+    so is the rest of the run: nothing is trained, nothing is promoted.
+    """
+
+    template_fields: Sequence[str] = ("model_name",)
+    ui_color = "#fdf5e8"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        retrain_on: Sequence[str],
+        asset_kinds: dict[str, str],
+        mlflow_conn_id: str = "mlflow_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.retrain_on = list(retrain_on)
+        self.asset_kinds = dict(asset_kinds)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def champion_version(self) -> str | None:
+        from mlops_provider.hooks.mlflow import MLflowHook
+
+        client = MLflowHook(mlflow_conn_id=self.mlflow_conn_id).get_client()
+        try:
+            return str(client.get_model_version_by_alias(self.model_name, "champion").version)
+        except Exception:  # no registered model / no alias yet
+            return None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        kinds = sorted({self.asset_kinds.get(name, name) for name, _ in _triggering_events(context)})
+        champion = self.champion_version()
+        if not kinds:
+            reason = "manual or scheduled run"
+        elif champion is None:
+            reason = f"bootstrap: no @champion yet (triggered by {kinds})"
+        elif set(kinds) & set(self.retrain_on):
+            reason = f"triggered by {sorted(set(kinds) & set(self.retrain_on))}"
+        else:
+            raise AirflowSkipException(
+                f"Not retraining: @champion is v{champion} and this run was triggered by {kinds}; "
+                f"retraining is driven by {self.retrain_on} (training.retrain_on in the YAML)."
+            )
+        self.log.info("Training %s: %s", self.model_name, reason)
+        return {"reason": reason, "triggered_by": kinds, "champion": champion}

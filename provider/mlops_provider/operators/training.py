@@ -1,0 +1,141 @@
+"""TorchTrainOperator: sanity check, then train + register a model version in MLflow (light module).
+
+torch / mlflow / pandas are imported inside ``execute()`` through ``mlops_provider.runtime``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+from mlops_provider.exceptions import ConfigError
+from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
+
+
+def _data_interval(context: Context) -> str:
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None and end is None:
+        return "none"
+    return f"{start.isoformat() if start else 'none'}/{end.isoformat() if end else 'none'}"
+
+
+class TorchTrainOperator(BaseOperator):
+    """Train the tabular PyTorch model on a snapshot and register a new MLflow model version.
+
+    Runs :func:`~mlops_provider.runtime.training.sanity_check` first (fails fast with
+    ``SanityCheckError``), then :func:`~mlops_provider.runtime.training.train`. The MLflow run is
+    keyed by (dag_id, run_id, snapshot hash, training config): a retry reuses the run, and a
+    re-run after success returns the already registered version. Training never moves an alias.
+
+    Returns ``{"run_id", "model_version", "model_uri", "metrics": {"roc_auc", "log_loss",
+    "best_epoch"}, "tracking_uri", "reused"}``.
+    """
+
+    template_fields: Sequence[str] = ("snapshot", "model_name")
+    operator_extra_links = (MLflowRunLink(),)
+    ui_color = "#ee4c2c"
+
+    def __init__(
+        self,
+        *,
+        snapshot: str,
+        model_name: str,
+        features: dict[str, list[str]],
+        label: str,
+        architecture: dict[str, Any],
+        epochs: int = 10,
+        batch_size: int = 1024,
+        learning_rate: float = 1e-3,
+        seed: int = 42,
+        patience: int = 3,
+        mlflow_conn_id: str = "mlflow_default",
+        queue: str = "gpu",
+        pool: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if pool is not None:
+            kwargs["pool"] = pool
+        super().__init__(queue=queue, **kwargs)
+        self.snapshot = snapshot
+        self.model_name = model_name
+        self.features = features
+        self.label = label
+        self.architecture = architecture
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.seed = seed
+        self.patience = patience
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def _feature_lists(self) -> tuple[list[str], list[str]]:
+        unknown = set(self.features) - {"categorical", "numeric"}
+        if unknown:
+            raise ConfigError(
+                f"{self.task_id}: features has unknown keys {sorted(unknown)}; use 'categorical' and 'numeric'."
+            )
+        categorical = list(self.features.get("categorical", []))
+        numeric = list(self.features.get("numeric", []))
+        if not categorical and not numeric:
+            raise ConfigError(f"{self.task_id}: features lists no columns (model.features in the YAML).")
+        return categorical, numeric
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.runtime import training
+
+        categorical, numeric = self._feature_lists()
+        df, manifest = training.load_snapshot_frame(self.snapshot)
+        self.log.info("snapshot %s: %s rows, hash %s", self.snapshot, manifest.get("rows"),
+                      str(manifest.get("hash", ""))[:16])
+        sanity = training.sanity_check(df, categorical, numeric, self.label, self.architecture, seed=self.seed)
+        self.log.info("sanity check passed: loss %.4f -> %.4f", sanity["initial_loss"], sanity["final_loss"])
+        del df
+
+        hook = MLflowHook(self.mlflow_conn_id)
+        cfg = hook.configure()
+        dag_id = context["dag"].dag_id if context.get("dag") else self.dag_id
+        dag_run = context.get("dag_run")
+        run_id = dag_run.run_id if dag_run is not None else str(context.get("run_id", "manual"))
+        train_config = {
+            "features": {"categorical": categorical, "numeric": numeric}, "label": self.label,
+            "architecture": self.architecture, "epochs": self.epochs, "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate, "seed": self.seed, "patience": self.patience,
+        }
+        config_digest = hashlib.sha256(json.dumps(train_config, sort_keys=True).encode()).hexdigest()
+        key = training.make_idempotency_key(
+            self.model_name, dag_id, run_id, manifest.get("hash", self.snapshot), config_digest
+        )
+        ti = context["ti"]
+
+        def on_run_start(mlflow_run_id: str, experiment_id: str | None) -> None:
+            # web UI URL when the store has one; the embedded sqlite store has none -> a runs:/ URI
+            url = hook.run_url(mlflow_run_id, experiment_id) or f"runs:/{mlflow_run_id}"
+            ti.xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
+            self.log.info("MLflow run %s: %s", mlflow_run_id, url)
+
+        result = training.train(
+            self.snapshot,
+            self.model_name,
+            categorical,
+            numeric,
+            self.label,
+            self.architecture,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.learning_rate,
+            seed=self.seed,
+            patience=self.patience,
+            tags={"dag_id": dag_id, "run_id": run_id, "data_interval": _data_interval(context)},
+            tracking=cfg.public(),
+            idempotency_key=key,
+            on_run_start=on_run_start,
+        )
+        if result["reused"]:
+            on_run_start(result["run_id"], None)  # link still points at the run
+        self.log.info("%s v%s: %s", self.model_name, result["model_version"], result["metrics"])
+        return result

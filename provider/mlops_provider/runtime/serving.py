@@ -1,0 +1,534 @@
+"""Package an MLflow model into a bento, run it on loopback, smoke-test it over HTTP.
+
+Packaging (:func:`package_bento`) is idempotent by key:
+
+- the BentoML model tag is derived from the MLflow model version (``flights_delay:v3``); the
+  store is checked first, so the model is imported once per version;
+- the bento tag is ``<model>_service:v<version>-<hash>`` where the hash covers the service
+  config, the bundled source code, the requirements and the BentoML version; an existing bento
+  with that tag is reused, so a re-run builds nothing.
+
+Local deployment (:func:`deploy_local`) is **blue/green on two loopback ports**: the new bento
+starts on whichever of ``port`` / ``port + 1`` the current deployment does not use, the state
+file is switched only once the new server answers ``/readyz``, and only then is the old server
+stopped. If the new one fails readiness it is killed and the old one keeps serving untouched
+(:class:`~mlops_provider.exceptions.DeploymentError`). Re-deploying the tag that is already
+serving and ready is a no-op. The URL therefore alternates between the two ports; it is returned
+(and pushed to XCom / the asset event) on every deploy.
+
+State file: ``<state_dir>/deployment.json`` = ``{"bento_tag", "pid", "host", "port", "url",
+"log_file", "started_at"}``; server logs: ``<state_dir>/logs/<bento-version>-<port>.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlops_provider.exceptions import DeploymentError, ModelRegistryError
+
+log = logging.getLogger(__name__)
+
+SERVICE_IMPORT = "mlops_provider.runtime.bento_service:ModelService"
+CONFIG_FILE = "bento_config.json"
+STATE_FILE = "deployment.json"
+#: Distributions the service itself imports; pinned to the versions installed here.
+SERVING_DISTRIBUTIONS = ("bentoml", "mlflow", "feast", "pandas", "numpy", "pyarrow", "pydantic")
+DEFAULT_REQUEST_FIELDS = ["sched_dep_hour", "weekday", "month", "distance"]
+#: Env var the service reads its config from (never passed on to a deployed server).
+ENV_CONFIG_NAME = "MLOPS_BENTO_CONFIG"
+#: request_id prefix of smoke-test traffic in the inference log.
+SMOKE_ID_PREFIX = "smoke-"
+
+
+# ---------------------------------------------------------------------------- helpers
+def _safe_name(name: str) -> str:
+    """A BentoML tag name part (lowercase alnum, ``-``, ``_``, ``.``)."""
+    s = re.sub(r"[^a-z0-9_.-]+", "_", name.lower()).strip("_.-")
+    if not s:
+        raise DeploymentError(f"Cannot derive a BentoML tag name from {name!r}")
+    return s
+
+
+@contextlib.contextmanager
+def bentoml_home(path: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Point BentoML's model and bento stores at ``path`` for this block (in-process).
+
+    BentoML resolves ``$BENTOML_HOME`` once per process; patching the DI container lets one
+    process (a test session, a long-lived worker) package into different homes.
+    """
+    if path is None:
+        yield
+        return
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    home = Path(path).expanduser().resolve()
+    for sub in ("models", "bentos", "tmp", "envs"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    c = BentoMLContainer
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(c.bentoml_home.patch(str(home)))
+        stack.enter_context(c.model_store_dir.patch(str(home / "models")))
+        stack.enter_context(c.bento_store_dir.patch(str(home / "bentos")))
+        stack.enter_context(c.tmp_bento_store_dir.patch(str(home / "tmp")))
+        stack.enter_context(c.env_store_dir.patch(str(home / "envs")))
+        stack.enter_context(c.model_store.patch(ModelStore(str(home / "models"))))
+        stack.enter_context(c.bento_store.patch(BentoStore(str(home / "bentos"))))
+        stack.enter_context(c.tmp_bento_store.patch(BentoStore(str(home / "tmp"))))
+        yield
+
+
+def _pinned_requirements(extra: list[str] | None = None) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs: dict[str, str] = {}
+    for dist in SERVING_DISTRIBUTIONS:
+        try:
+            reqs[dist.lower()] = f"{dist}=={version(dist)}"
+        except PackageNotFoundError:
+            continue
+    for line in extra or []:
+        line = line.strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        name = re.split(r"[<>=!~;\[ @]", line, maxsplit=1)[0].strip().lower()
+        reqs.setdefault(name, line)  # serving pins win over the model's own list
+    return sorted(reqs.values())
+
+
+def _stage_sources(stage: Path, config: Mapping[str, Any]) -> None:
+    """Copy the mlops_provider package (python files only) and the config into ``stage``."""
+    import mlops_provider
+
+    pkg = Path(mlops_provider.__file__).resolve().parent
+    shutil.copytree(
+        pkg,
+        stage / "mlops_provider",
+        ignore=lambda d, names: [n for n in names if n == "__pycache__" or (Path(d, n).is_file() and not n.endswith(".py"))],
+    )
+    (stage / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _hash_tree(stage: Path, exclude: set[str]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(stage.rglob("*")):
+        rel = p.relative_to(stage).as_posix()
+        if p.is_file() and rel not in exclude:
+            h.update(rel.encode())
+            h.update(b"\0")
+            h.update(p.read_bytes())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- packaging
+def resolve_model_version(model_name: str, alias: str, client: Any) -> Any:
+    """The MLflow ModelVersion behind ``models:/<model_name>@<alias>``."""
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except Exception as e:  # noqa: BLE001 - MlflowException has no finer class for "not found"
+        raise ModelRegistryError(
+            f"MLflow has no model version {model_name}@{alias} ({e}). Train and promote a model first "
+            f"(the gate sets @{alias}), or pass another alias."
+        ) from e
+
+
+def import_model_version(model_name: str, mv: Any) -> tuple[str, bool]:
+    """Import MLflow version ``mv`` into the BentoML store as ``<model>:v<version>``; (tag, created)."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException, NotFound
+
+    tag = f"{_safe_name(model_name)}:v{mv.version}"
+    try:
+        existing = bentoml.models.get(tag)
+    except NotFound:
+        existing = None
+    if existing is not None:
+        have = existing.info.labels.get("mlflow_run_id", "")
+        if mv.run_id and have and have != mv.run_id:
+            raise DeploymentError(
+                f"BentoML model {tag} was imported from MLflow run {have}, but {model_name} version "
+                f"{mv.version} now comes from run {mv.run_id} (the MLflow store was reset?). Delete the "
+                f"stale model with `bentoml models delete {tag}` (BENTOML_HOME) and re-run."
+            )
+        log.info("BentoML model %s already in the store; not importing again", tag)
+        return tag, False
+    uri = f"models:/{model_name}/{mv.version}"  # pinned version: the alias may move meanwhile
+    log.info("Importing %s into the BentoML store as %s", uri, tag)
+    try:
+        bentoml.mlflow.import_model(
+            tag,
+            uri,
+            signatures={"predict": {"batchable": True}},
+            labels={
+                "mlflow_model": _safe_name(model_name),
+                "mlflow_version": str(mv.version),
+                "mlflow_run_id": str(mv.run_id or ""),
+            },
+            metadata={"mlflow_source": str(mv.source or ""), "mlflow_model_name": model_name},
+        )
+    except BentoMLException as e:
+        # a concurrent packager won the race: use its copy
+        try:
+            bentoml.models.get(tag)
+        except NotFound:
+            raise DeploymentError(f"Importing {uri} into BentoML failed: {e}") from e
+        return tag, False
+    return tag, True
+
+
+def package_bento(
+    model_name: str,
+    alias: str = "champion",
+    mlflow_tracking_uri: str | None = None,
+    feature_repo: str | os.PathLike[str] = "",
+    feature_service: str = "",
+    features: Mapping[str, list[str]] | None = None,
+    inference_log_dir: str | os.PathLike[str] = "",
+    *,
+    mlflow_registry_uri: str | None = None,
+    bentoml_home_dir: str | os.PathLike[str] | None = None,
+    request_fields: list[str] | None = None,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Import ``models:/<model_name>@<alias>`` and build the serving bento (idempotent).
+
+    ``features`` = ``{"categorical": [...], "numeric": [...]}`` (the YAML's ``model.features``).
+    Returns ``{"bento_tag", "model_tag", "model_version", "mlflow_run_id", "bento_created",
+    "model_created"}``.
+    """
+    import bentoml
+    from bentoml.exceptions import NotFound
+    from mlflow import MlflowClient
+
+    feats = dict(features or {})
+    if not feats.get("categorical") and not feats.get("numeric"):
+        raise DeploymentError(
+            "package_bento needs features={'categorical': [...], 'numeric': [...]} (the model's raw columns)"
+        )
+    if not feature_repo or not feature_service or not inference_log_dir:
+        raise DeploymentError("package_bento needs feature_repo, feature_service and inference_log_dir")
+    client = MlflowClient(tracking_uri=mlflow_tracking_uri, registry_uri=mlflow_registry_uri or mlflow_tracking_uri)
+    mv = resolve_model_version(model_name, alias, client)
+
+    with bentoml_home(bentoml_home_dir):
+        model_tag, model_created = import_model_version(model_name, mv)
+        model = bentoml.models.get(model_tag)
+        req_file = Path(model.path_of("mlflow_model")) / "requirements.txt"
+        model_reqs = req_file.read_text().splitlines() if req_file.is_file() else []
+        requirements = _pinned_requirements(model_reqs)
+
+        config: dict[str, Any] = {
+            "model_name": model_name,
+            "model_tag": model_tag,
+            "model_version": str(mv.version),
+            "mlflow_run_id": str(mv.run_id or ""),
+            "alias": alias,
+            "feature_repo": str(Path(feature_repo).expanduser().resolve()),
+            "feature_service": feature_service,
+            "categorical": list(feats.get("categorical") or []),
+            "numeric": list(feats.get("numeric") or []),
+            "request_fields": list(request_fields if request_fields is not None else DEFAULT_REQUEST_FIELDS),
+            "inference_log_dir": str(Path(inference_log_dir).expanduser().resolve()),
+            "threshold": float(threshold),
+        }
+        bento_name = f"{_safe_name(model_name)}_service"
+        with tempfile.TemporaryDirectory(prefix="mlops-bento-") as tmp:
+            stage = Path(tmp)
+            _stage_sources(stage, config)
+            h = hashlib.sha256()
+            h.update(_hash_tree(stage, exclude=set()).encode())
+            h.update(json.dumps(requirements).encode())
+            h.update(bentoml.__version__.encode())
+            bento_tag = f"{bento_name}:v{mv.version}-{h.hexdigest()[:12]}"
+            try:
+                bentoml.bentos.get(bento_tag)
+                log.info("Bento %s already built; nothing to do", bento_tag)
+                bento_created = False
+            except NotFound:
+                config["bento_tag"] = bento_tag  # not part of the hash (it is the hash)
+                (stage / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+                log.info("Building bento %s (model %s, %d requirements)", bento_tag, model_tag, len(requirements))
+                bento = bentoml.build(
+                    SERVICE_IMPORT,
+                    name=bento_name,
+                    version=bento_tag.split(":", 1)[1],
+                    build_ctx=str(stage),
+                    include=["mlops_provider/**/*.py", CONFIG_FILE],
+                    models=[model_tag],
+                    labels={
+                        "model": _safe_name(model_name),
+                        "mlflow_version": str(mv.version),
+                        "alias": _safe_name(alias),
+                    },
+                    description=f"{model_name} v{mv.version} served with feature service {feature_service}",
+                    python={"packages": requirements, "lock_packages": False},
+                )
+                bento_tag = str(bento.tag)
+                bento_created = True
+    return {
+        "bento_tag": bento_tag,
+        "model_tag": model_tag,
+        "model_version": str(mv.version),
+        "mlflow_run_id": str(mv.run_id or ""),
+        "bento_created": bento_created,
+        "model_created": model_created,
+    }
+
+
+# ---------------------------------------------------------------------------- local deployment
+def _state_path(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir) / STATE_FILE
+
+
+def read_state(state_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    p = _state_path(state_dir)
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError:
+        log.warning("Ignoring unreadable deployment state %s", p)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_state(state_dir: str | os.PathLike[str], state: Mapping[str, Any] | None) -> None:
+    p = _state_path(state_dir)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        p.unlink(missing_ok=True)
+        return
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(state), indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def _is_our_server(pid: int | None) -> bool:
+    """True if ``pid`` is alive (not a zombie) and is a ``bentoml serve`` process."""
+    if not pid:
+        return False
+    try:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return False  # our child and it just exited
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            if "\nState:\tZ" in (proc / "status").read_text():
+                return False
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+        return "bentoml" in cmd and "serve" in cmd
+    return True  # no /proc (macOS): trust the state file
+
+
+def _ready(url: str, timeout: float = 2.0) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/readyz", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _stop_pid(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM the server's process group, SIGKILL after ``timeout``."""
+    if not _is_our_server(pid):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _is_our_server(pid):
+            return
+        time.sleep(0.2)
+    log.warning("bentoml serve pid %s ignored SIGTERM for %.0fs; killing", pid, timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _log_tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def deploy_local(
+    bento_tag: str,
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    state_dir: str | os.PathLike[str] = ".",
+    timeout: float = 120.0,
+    *,
+    bentoml_home_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    smoke_request: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Serve ``bento_tag`` with ``bentoml serve`` on loopback, blue/green (see module docstring).
+
+    With ``smoke_request`` the new server must also answer it correctly (:func:`smoke_test`) before
+    it takes over; otherwise it is stopped and the previous deployment keeps serving.
+
+    Returns ``{"url", "pid", "bento_tag", "host", "port", "log_file", "changed", "previous"}``
+    where ``previous`` is the replaced deployment's state (or None).
+    """
+    state_dir = Path(state_dir).expanduser().resolve()
+    current = read_state(state_dir)
+    if current and not _is_our_server(current.get("pid")):
+        log.info("Previous deployment %s (pid %s) is not running any more", current.get("bento_tag"), current.get("pid"))
+        current = None
+    if current and current.get("bento_tag") == bento_tag and _ready(current["url"]):
+        log.info("%s already serving at %s (pid %s); nothing to do", bento_tag, current["url"], current["pid"])
+        return {**current, "changed": False, "previous": None}
+
+    slots = [port, port + 1]
+    target = slots[1] if current and int(current.get("port", -1)) == slots[0] else slots[0]
+    if not _port_free(host, target):
+        raise DeploymentError(
+            f"Cannot deploy {bento_tag}: {host}:{target} is in use by a process this deployment does not "
+            f"own (state {_state_path(state_dir)}). Free the port or choose another base port."
+        )
+    version = bento_tag.split(":", 1)[-1]
+    log_file = state_dir / "logs" / f"{_safe_name(version)}-{target}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    child_env = dict(os.environ if env is None else env)
+    if bentoml_home_dir is not None:
+        child_env["BENTOML_HOME"] = str(Path(bentoml_home_dir).expanduser().resolve())
+    child_env.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    child_env.pop(ENV_CONFIG_NAME, None)  # the bento's bundled config must win
+    cmd = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(target)]
+    log.info("Starting %s (log %s)", " ".join(cmd), log_file)
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=child_env, cwd=str(state_dir), start_new_session=True,
+        )
+    url = f"http://{host}:{target}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise DeploymentError(
+                f"bentoml serve {bento_tag} exited with code {proc.returncode} before becoming ready; "
+                f"the previous deployment keeps serving. Log {log_file}:\n{_log_tail(log_file)}"
+            )
+        if _ready(url):
+            break
+        if time.monotonic() > deadline:
+            _stop_pid(proc.pid)
+            raise DeploymentError(
+                f"{bento_tag} was not ready at {url}/readyz within {timeout:.0f}s; stopped it, the previous "
+                f"deployment keeps serving. Log {log_file}:\n{_log_tail(log_file)}"
+            )
+        time.sleep(0.5)
+    if smoke_request is not None:
+        try:
+            smoke_test(url, smoke_request)
+        except DeploymentError as e:
+            _stop_pid(proc.pid)
+            raise DeploymentError(
+                f"{bento_tag} failed its smoke test at {url}; stopped it, the previous deployment keeps "
+                f"serving. {e}"
+            ) from e
+
+    state = {
+        "bento_tag": bento_tag,
+        "pid": proc.pid,
+        "host": host,
+        "port": target,
+        "url": url,
+        "log_file": str(log_file),
+        "started_at": datetime.now(UTC).isoformat(),
+        "previous_bento_tag": current.get("bento_tag") if current else None,
+    }
+    _write_state(state_dir, state)
+    log.info("%s ready at %s (pid %s)", bento_tag, url, proc.pid)
+    if current:
+        log.info("Stopping previous deployment %s (pid %s)", current.get("bento_tag"), current.get("pid"))
+        _stop_pid(int(current["pid"]))
+    return {**state, "changed": True, "previous": current}
+
+
+
+def stop_local(state_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Stop the deployment recorded in ``state_dir`` (if any) and clear the state; returns it."""
+    current = read_state(state_dir)
+    if current is None:
+        return None
+    if current.get("pid"):
+        _stop_pid(int(current["pid"]))
+    _write_state(state_dir, None)
+    return current
+
+
+# ---------------------------------------------------------------------------- smoke test
+def smoke_test(
+    url: str,
+    request: Mapping[str, Any] | list[Mapping[str, Any]],
+    timeout: float = 30.0,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """POST ``request`` to ``<url>/predict`` over HTTP and check the answer; returns the first prediction.
+
+    Requests without ``request_id`` get ``smoke-<uuid>`` (drift monitoring can filter them out).
+    Raises DeploymentError on a non-2xx status, a missing probability, NaN, or a value outside [0, 1].
+    """
+    import httpx
+
+    reqs = [dict(r) for r in request] if isinstance(request, list) else [dict(request)]
+    for r in reqs:  # mark smoke traffic so drift monitoring can leave it out
+        r.setdefault("request_id", f"{SMOKE_ID_PREFIX}{uuid.uuid4().hex}")
+    endpoint = f"{url.rstrip('/')}/predict"
+    try:
+        resp = httpx.post(endpoint, json={"requests": reqs}, timeout=timeout, headers=dict(headers or {}))
+    except httpx.HTTPError as e:
+        raise DeploymentError(f"Smoke test could not reach {endpoint}: {e}") from e
+    if not 200 <= resp.status_code < 300:
+        raise DeploymentError(f"Smoke test got HTTP {resp.status_code} from {endpoint}: {resp.text[:500]}")
+    try:
+        body = resp.json()
+    except ValueError as e:
+        raise DeploymentError(f"Smoke test got non-JSON from {endpoint}: {resp.text[:500]}") from e
+    if not isinstance(body, list) or len(body) != len(reqs):
+        raise DeploymentError(f"Smoke test expected {len(reqs)} predictions from {endpoint}, got: {str(body)[:500]}")
+    for item in body:
+        p = item.get("probability") if isinstance(item, dict) else None
+        if not isinstance(p, int | float) or isinstance(p, bool) or math.isnan(p) or not 0.0 <= p <= 1.0:
+            raise DeploymentError(f"Smoke test got an invalid probability from {endpoint}: {item!r}")
+    return dict(body[0])
