@@ -12,10 +12,10 @@ import os
 from datetime import timedelta
 
 import pandas as pd
-
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, Project, RequestSource, ValueType
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64
+
 from mlops_provider.paths import ModelPaths
 
 MODEL = "flights_delay"

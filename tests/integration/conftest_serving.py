@@ -9,6 +9,7 @@ follows the training contract: ``predict(DataFrame of raw feature columns) -> pr
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -168,8 +169,8 @@ def register_model(tracking_uri: str, artifacts: Path, code_dir: Path, *, alias:
     return version
 
 
-@pytest.fixture(scope="module")
-def serving_world(tmp_path_factory: pytest.TempPathFactory) -> ServingWorld:
+@pytest.fixture(scope="module", name="serving_world")
+def serving_world_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingWorld]:
     home = tmp_path_factory.mktemp("mlops_home")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLOPS_HOME", str(home))

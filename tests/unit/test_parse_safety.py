@@ -36,7 +36,7 @@ def test_dag_files_parse_without_errors_or_heavy_imports(tmp_path: Path) -> None
         f"""
         import json, sys
         from airflow.dag_processing.dagbag import DagBag
-        bag = DagBag(dag_folder={str(REPO / 'dags')!r}, include_examples=False)
+        bag = DagBag(dag_folder={str(REPO / 'dags')!r})
         heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)
         print(json.dumps({{"dags": sorted(bag.dag_ids), "errors": {{k: str(v) for k, v in bag.import_errors.items()}},
                            "heavy": heavy}}))

@@ -84,7 +84,7 @@ class DriftReportOperator(BaseOperator):
         super().__init__(**kwargs)
         self.model_name = model_name
         self.inference_log_dir = inference_log_dir
-        self.features = {k: list(v) for k, v in dict(features).items()}
+        self.features = {k: list(v) for k, v in dict(features).items() if not isinstance(v, str)}
         self.report_dir = report_dir
         self.window_start = window_start
         self.window_end = window_end

@@ -64,7 +64,7 @@ class ModelGateOperator(BaseOperator):
         self.challenger_version = challenger_version
         self.snapshot = snapshot
         self.features = features
-        self.label = label
+        self.label_column = label
         self.primary_metric = primary_metric
         self.floors = {"roc_auc": 0.55} if floors is None else floors
         self.max_regression = {"roc_auc": 0.005} if max_regression is None else max_regression
@@ -82,7 +82,7 @@ class ModelGateOperator(BaseOperator):
             self.snapshot,
             list(self.features.get("categorical", [])),
             list(self.features.get("numeric", [])),
-            self.label,
+            self.label_column,
             primary_metric=self.primary_metric,
             floors=self.floors,
             max_regression=self.max_regression,

@@ -63,7 +63,7 @@ class TorchTrainOperator(BaseOperator):
         self.snapshot = snapshot
         self.model_name = model_name
         self.features = features
-        self.label = label
+        self.label_column = label
         self.architecture = architecture
         self.epochs = epochs
         self.batch_size = batch_size
@@ -92,7 +92,7 @@ class TorchTrainOperator(BaseOperator):
         df, manifest = training.load_snapshot_frame(self.snapshot)
         self.log.info("snapshot %s: %s rows, hash %s", self.snapshot, manifest.get("rows"),
                       str(manifest.get("hash", ""))[:16])
-        sanity = training.sanity_check(df, categorical, numeric, self.label, self.architecture, seed=self.seed)
+        sanity = training.sanity_check(df, categorical, numeric, self.label_column, self.architecture, seed=self.seed)
         self.log.info("sanity check passed: loss %.4f -> %.4f", sanity["initial_loss"], sanity["final_loss"])
         del df
 
@@ -102,7 +102,7 @@ class TorchTrainOperator(BaseOperator):
         dag_run = context.get("dag_run")
         run_id = dag_run.run_id if dag_run is not None else str(context.get("run_id", "manual"))
         train_config = {
-            "features": {"categorical": categorical, "numeric": numeric}, "label": self.label,
+            "features": {"categorical": categorical, "numeric": numeric}, "label": self.label_column,
             "architecture": self.architecture, "epochs": self.epochs, "batch_size": self.batch_size,
             "learning_rate": self.learning_rate, "seed": self.seed, "patience": self.patience,
         }
@@ -123,7 +123,7 @@ class TorchTrainOperator(BaseOperator):
             self.model_name,
             categorical,
             numeric,
-            self.label,
+            self.label_column,
             self.architecture,
             epochs=self.epochs,
             batch_size=self.batch_size,

@@ -133,9 +133,9 @@ def _parse_snapshot(snapshot: Snapshot) -> tuple[float | None, dict[str, dict[st
     # Evidently's per-column test ("drift") FAILs exactly when it detected drift in that column.
     for test in data.get("tests", []):
         params = (test.get("metric_config") or {}).get("params") or {}
-        col = params.get("column")
-        if test.get("id") == "drift" and col in columns:
-            columns[col]["drifted"] = test.get("status") == "FAIL"
+        test_col = params.get("column")
+        if test.get("id") == "drift" and test_col in columns:
+            columns[test_col]["drifted"] = test.get("status") == "FAIL"
     unresolved = [c for c, v in columns.items() if v["drifted"] is None]
     if unresolved:
         raise DriftError(
@@ -291,6 +291,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be read by the UI / humans
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -19,10 +19,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.pyfunc import PythonModel
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,9 @@ class TabularMLP(nn.Module):
 
     def __init__(self, n_numeric: int, cardinalities: list[int], hidden: list[int], dropout: float) -> None:
         super().__init__()
-        self.embeddings = nn.ModuleList(nn.Embedding(c, embedding_dim(c)) for c in cardinalities)
-        width = n_numeric + sum(e.embedding_dim for e in self.embeddings)
+        dims = [embedding_dim(c) for c in cardinalities]
+        self.embeddings = nn.ModuleList([nn.Embedding(c, d) for c, d in zip(cardinalities, dims, strict=True)])
+        width = n_numeric + sum(dims)
         layers: list[nn.Module] = []
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
@@ -212,7 +213,7 @@ def load_network(config: dict[str, Any], state_dict_path: str) -> tuple[TabularM
     return net, pre
 
 
-class TabularTorchModel(mlflow.pyfunc.PythonModel):
+class TabularTorchModel(PythonModel):
     """``predict(raw feature frame) -> 1-D float64 array of delay probabilities``."""
 
     def load_context(self, context: Any) -> None:

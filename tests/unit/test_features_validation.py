@@ -1,0 +1,156 @@
+"""Data contract rules (runtime.validation + DataValidationOperator) on small frames."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from mlops_provider.exceptions import DataValidationError
+from mlops_provider.operators.data_validation import DataValidationOperator
+from mlops_provider.runtime.validation import table_for_file, validate_files, validate_frame
+
+CONTRACT = {
+    "tables": {
+        "flights": {
+            "min_rows": 3,
+            "unique": ["carrier", "flight"],
+            "no_future": "time_hour",
+            "columns": {
+                "carrier": {"dtype": "str", "nullable": False, "allowed": ["UA", "AA", "B6"]},
+                "flight": {"dtype": "int", "nullable": False, "min": 1, "max": 9999},
+                "arr_delay": {"dtype": "float", "nullable": True, "min": -180, "max": 2000},
+                "time_hour": {"dtype": "datetime", "nullable": False},
+            },
+        },
+        "weather": {"min_rows": 1, "columns": {"temp": {"dtype": "float"}}},
+        "planes": {"min_rows": 1, "columns": {"tailnum": {"dtype": "str", "nullable": False}}},
+    }
+}
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def good_flights(n: int = 4) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "carrier": ["UA", "AA", "B6", "UA"][:n],
+            "flight": [1, 2, 3, 4][:n],
+            "arr_delay": [1.0, None, -3.0, 20.0][:n],
+            "time_hour": pd.to_datetime(["2013-01-01 10:00"] * n, utc=True),
+        }
+    )
+
+
+def rules(failures):
+    return {(f["rule"], f["column"]) for f in failures}
+
+
+def check(df):
+    return validate_frame(df, CONTRACT["tables"]["flights"], table="flights", file="f.parquet", now=NOW)
+
+
+def test_conforming_frame_has_no_failures():
+    assert check(good_flights()) == []
+
+
+def test_missing_column():
+    assert ("missing_column", "arr_delay") in rules(check(good_flights().drop(columns=["arr_delay"])))
+
+
+def test_wrong_dtype():
+    df = good_flights()
+    df["flight"] = ["1", "2", "3", "4"]
+    failures = check(df)
+    assert ("dtype", "flight") in rules(failures)
+    f = next(f for f in failures if f["rule"] == "dtype")
+    assert f["examples"] and f["examples"][0]["flight"] == "1"
+
+
+def test_nulls_in_non_nullable_column():
+    df = good_flights()
+    df.loc[1, "carrier"] = None
+    failures = check(df)
+    f = next(f for f in failures if f["rule"] == "not_null")
+    assert f["column"] == "carrier" and f["count"] == 1 and len(f["examples"]) == 1
+
+
+def test_out_of_range_and_not_allowed():
+    df = good_flights()
+    df.loc[0, "arr_delay"] = 5000.0
+    df.loc[2, "flight"] = 0
+    df.loc[3, "carrier"] = "ZZ"
+    got = rules(check(df))
+    assert {("max", "arr_delay"), ("min", "flight"), ("allowed", "carrier")} <= got
+
+
+def test_future_timestamp():
+    df = good_flights()
+    df.loc[2, "time_hour"] = pd.Timestamp("2030-01-01", tz="UTC")
+    f = next(f for f in check(df) if f["rule"] == "no_future")
+    assert f["count"] == 1 and f["examples"][0]["time_hour"].startswith("2030-01-01")
+
+
+def test_duplicate_key():
+    df = pd.concat([good_flights(), good_flights().iloc[[0]]], ignore_index=True)
+    f = next(f for f in check(df) if f["rule"] == "unique")
+    assert f["count"] == 1 and len(f["examples"]) == 2
+
+
+def test_too_few_rows():
+    assert ("min_rows", None) in rules(check(good_flights(2)))
+
+
+def test_every_violation_reported_with_at_most_five_examples():
+    df = pd.concat([good_flights()] * 5, ignore_index=True)  # 20 rows, 16 duplicates
+    df["carrier"] = "ZZ"
+    failures = check(df)
+    assert {"unique", "allowed"} <= {f["rule"] for f in failures}
+    assert all(len(f["examples"]) <= 5 for f in failures)
+    assert next(f for f in failures if f["rule"] == "allowed")["count"] == 20
+
+
+def test_table_recognised_from_file_name():
+    tables = ["flights", "weather", "planes"]
+    assert table_for_file("/x/flights_2013_01.parquet", tables) == "flights"
+    assert table_for_file("weather_2013_02.parquet", tables) == "weather"
+    assert table_for_file("planes.parquet", tables) == "planes"
+    assert table_for_file("airports.parquet", tables) is None
+
+
+def test_validate_files_writes_reports_and_raises_with_failures(tmp_path):
+    bad = good_flights()
+    bad.loc[0, "flight"] = None
+    good_flights().to_parquet(tmp_path / "flights_2013_01.parquet")
+    bad.to_parquet(tmp_path / "flights_2013_02.parquet")
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "airports.parquet")
+    files = [str(tmp_path / n) for n in ("flights_2013_01.parquet", "flights_2013_02.parquet", "airports.parquet")]
+    with pytest.raises(DataValidationError) as err:
+        validate_files(files, CONTRACT, tmp_path / "reports", name="landing", now=NOW)
+    assert {"not_null", "unknown_table"} <= {f["rule"] for f in err.value.failures}
+    assert "flights_2013_02.parquet" in str(err.value)
+    report = json.loads((tmp_path / "reports" / "landing.json").read_text())
+    assert report["passed"] is False and len(report["failures"]) == len(err.value.failures)
+    assert "FAILED" in (tmp_path / "reports" / "landing.html").read_text()
+
+
+def test_operator_passes_and_returns_report(tmp_path):
+    good_flights().to_parquet(tmp_path / "flights_2013_01.parquet")
+    op = DataValidationOperator(
+        task_id="validate", data_paths=str(tmp_path), contract=CONTRACT, report_dir=str(tmp_path / "r"), name="x"
+    )
+    out = op.execute(context={})
+    assert out["passed"] is True
+    assert out["files"][0]["table"] == "flights" and out["files"][0]["rows"] == 4
+    assert json.loads((tmp_path / "r" / "x.json").read_text())["passed"] is True
+
+
+def test_real_january_meets_the_yaml_contract(tmp_path, repo_root):
+    yaml = pytest.importorskip("yaml")
+    from mlops_provider.runtime.flights_data import write_landing_month, write_landing_planes
+
+    contract = {"tables": yaml.safe_load((repo_root / "dags" / "flights_delay.yaml").read_text())["features"]["contract"]}
+    files = write_landing_month(tmp_path, 2013, 1) + [write_landing_planes(tmp_path)]
+    report = validate_files(files, contract, tmp_path / "reports")
+    assert report["passed"] and {f["table"] for f in report["files"]} == {"flights", "weather", "planes"}
