@@ -225,6 +225,8 @@ def build_deploy_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             port=s.port,
             state_dir=str(cfg.paths.state / "serving" / cfg.model),
             ready_timeout=s.ready_timeout,
+            smoke_request=s.smoke_request or None,  # the new server must answer before traffic switches
+            bentoml_conn_id=cfg.connections.bentoml,
         )
         smoke = BentoSmokeTestOperator(
             task_id="smoke_test",
@@ -247,7 +249,8 @@ def build_monitor_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             inference_log_dir=str(cfg.paths.inference_log),
             features=cfg.training.features.model_dump(),
             report_dir=str(cfg.paths.reports / "drift"),
-            window_start="{{ (dag_run.run_after - macros.timedelta(hours=%d)).isoformat() }}" % mon.window_hours,
+            window_start="{{ (dag_run.run_after - macros.timedelta(hours=%s)).isoformat() }}"
+            .replace("%s", str(mon.window_hours)),
             window_end="{{ dag_run.run_after.isoformat() }}",
             drift_share=mon.drift_share,
             min_rows=mon.min_rows,
