@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
-
-from airflow.plugins_manager import AirflowPlugin
 
 app = FastAPI(title="airflow-provider-mlops", description="Model pipelines built from YAML configs")
 

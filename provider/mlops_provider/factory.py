@@ -249,8 +249,7 @@ def build_monitor_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             inference_log_dir=str(cfg.paths.inference_log),
             features=cfg.training.features.model_dump(),
             report_dir=str(cfg.paths.reports / "drift"),
-            window_start="{{ (dag_run.run_after - macros.timedelta(hours=%s)).isoformat() }}"
-            .replace("%s", str(mon.window_hours)),
+            window_start=f"{{{{ (dag_run.run_after - macros.timedelta(hours={mon.window_hours})).isoformat() }}}}",
             window_end="{{ dag_run.run_after.isoformat() }}",
             drift_share=mon.drift_share,
             min_rows=mon.min_rows,

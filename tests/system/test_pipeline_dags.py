@@ -9,7 +9,6 @@ logged requests). A second features run over a bad landing proves nothing is mat
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -66,15 +65,21 @@ def dags(env):
 
 
 def _xcom(dag_run, task_id: str):
+    import json
+
+    from sqlalchemy import select
+
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        value = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id,
-                                   key="return_value", session=session).with_entities(XComModel.value).first()
-    import json
-
-    return json.loads(value[0]) if value and isinstance(value[0], (str, bytes)) else (value[0] if value else None)
+        value = session.scalar(
+            select(XComModel.value).where(
+                XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == task_id, XComModel.key == "return_value",
+            )
+        )
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def _states(dag_run) -> dict[str, str]:
@@ -86,8 +91,9 @@ def test_golden_path(env, dags) -> None:
 
     landing = env["home"] / "landing" / "flights_delay"
     landing.mkdir(parents=True)
-    files = [write_landing_planes(str(landing)), *(write_landing_month(str(landing), 2013, m) for m in (1, 2))]
-    files = [str(f) for f in files]
+    files = [str(write_landing_planes(str(landing)))]
+    for month in (1, 2):
+        files += [str(f) for f in write_landing_month(str(landing), 2013, month)]
 
     feat = dags["flights_delay__features"].test(run_conf={"files": files})
     assert feat.state == "success", _states(feat)
