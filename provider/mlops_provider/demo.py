@@ -176,12 +176,15 @@ class Demo:
             time.sleep(2)
         raise TimeoutError(f"timed out waiting for: {what}")
 
-    def wait_run(self, kind: str, nth: int) -> tuple[str, str]:
-        """Wait until the ``nth`` (1-based) run of a DAG has finished; fail loudly if it failed."""
+    def wait_run(self, kind: str, nth: int, run_type: str | None = None) -> tuple[str, str]:
+        """Wait until the ``nth`` (1-based) run of a DAG (of ``run_type``, if given) has finished.
+
+        Fails loudly, naming the task states, if the run failed.
+        """
         last: dict[str, str] = {}
 
         def done() -> tuple[str, str] | None:
-            runs = self.runs(kind)
+            runs = [r for r in self.runs(kind) if run_type is None or r[2] == run_type]
             if len(runs) < nth:
                 return None
             run_id, state, _ = runs[nth - 1]
@@ -276,7 +279,7 @@ class Demo:
 
         traffic = self.send_requests(url)
         self.trigger("monitor")
-        mon1, _ = self.wait_run("monitor", 1)
+        mon1, _ = self.wait_run("monitor", 1, run_type="manual")
         drift = self.xcom("monitor", mon1, "drift_report") or {}
         log(f"drift verdict: {'drift' if drift.get('drift') else 'no drift'} "
             f"(share {drift.get('share')}, columns {drift.get('drifted_columns')})")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlops_provider.connection_forms import CONNECTION_TYPES
+
 _P = "mlops_provider"
 VERSION = "0.1.0"
 
@@ -49,9 +51,5 @@ def get_provider_info() -> dict[str, Any]:
             f"{_P}.links.bentoml.BentoEndpointLink",
             f"{_P}.links.drift.DriftReportLink",
         ],
-        "connection-types": [
-            {"hook-class-name": f"{_P}.hooks.feast.FeastHook", "connection-type": "feast"},
-            {"hook-class-name": f"{_P}.hooks.mlflow.MLflowHook", "connection-type": "mlflow"},
-            {"hook-class-name": f"{_P}.hooks.bentoml.BentoMLHook", "connection-type": "bentoml"},
-        ],
+        "connection-types": list(CONNECTION_TYPES.values()),
     }

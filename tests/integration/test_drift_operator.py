@@ -171,3 +171,18 @@ def test_lost_reference_snapshot_raises_drift_error_naming_path_and_version(worl
         _report(world, "2013-07-10T00:00:00+00:00", "2013-07-12T00:00:00+00:00", reference_alias="stale")
     msg = str(err.value)
     assert world["lost"] in msg and f"version {world['v2']}" in msg and "does not exist" in msg
+
+
+def test_no_champion_yet_skips_instead_of_failing(tmp_path, monkeypatch) -> None:
+    """Before the first promotion the monitor's cron run skips with a reason (no false failure)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from mlops_provider.operators.drift import DriftReportOperator
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    op = DriftReportOperator(
+        task_id="drift_report", model_name="never_trained", inference_log_dir=str(tmp_path / "log"),
+        features={"categorical": ["origin"], "numeric": ["temp"]}, report_dir=str(tmp_path / "reports"),
+    )
+    with pytest.raises(AirflowSkipException, match="Nothing to monitor yet"):
+        op._reference_version(op._client())

@@ -23,6 +23,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from mlops_provider.connection_forms import ui_field_behaviour
 from mlops_provider.paths import ModelPaths
 
 ENV_BENTOML_HOME = "BENTOML_HOME"
@@ -147,14 +148,4 @@ class BentoMLHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["login", "extra"],
-            "relabeling": {"host": "Endpoint URL", "schema": "Scheme", "password": "API token (alt.)"},
-            "placeholders": {
-                "host": "http://127.0.0.1:3000 (empty: the deploy task reports the local URL)",
-                "schema": "http",
-                "port": "3000 (when the host has no port)",
-                "bentoml_home": "BENTOML_HOME of packaging and local serving (default <MLOPS_HOME>/bentoml)",
-                "api_token": "bearer token sent to the endpoint",
-            },
-        }
+        return ui_field_behaviour("bentoml")

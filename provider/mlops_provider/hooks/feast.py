@@ -28,6 +28,8 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from mlops_provider.connection_forms import conn_fields, ui_field_behaviour
+
 
 class FeastHook(BaseHook):
     """Build (once) the ``feast.FeatureStore`` of a repo, with connection overrides applied."""
@@ -38,33 +40,7 @@ class FeastHook(BaseHook):
     hook_name = "Feast"
 
     #: Airflow 3 connection form fields (``conn-fields`` of the provider info), by extra key.
-    CONN_FIELDS: dict[str, dict[str, Any]] = {
-        "repo_path": {
-            "label": "Feast repo path",
-            "description": "Directory holding feature_store.yaml and the definitions (default: the operator's).",
-            "schema": {"type": ["string", "null"]},
-        },
-        "fs_yaml_file": {
-            "label": "Feature store YAML",
-            "description": "YAML file relative to the repo, e.g. feature_store.production.yaml.",
-            "schema": {"type": ["string", "null"]},
-        },
-        "registry_path": {
-            "label": "Registry path / URL",
-            "description": "Overrides registry.path (file path, s3:// URI or SQLAlchemy URL).",
-            "schema": {"type": ["string", "null"]},
-        },
-        "online_store_path": {
-            "label": "Online store path",
-            "description": "Overrides online_store.path (SQLite file of the embedded store).",
-            "schema": {"type": ["string", "null"]},
-        },
-        "config_overrides": {
-            "label": "Config overrides (JSON)",
-            "description": "JSON object deep-merged into the feature_store.yaml.",
-            "schema": {"type": ["string", "null"]},
-        },
-    }
+    CONN_FIELDS: dict[str, dict[str, Any]] = conn_fields("feast")
 
     def __init__(self, feast_conn_id: str = default_conn_name, repo_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -74,16 +50,7 @@ class FeastHook(BaseHook):
     # --- UI -------------------------------------------------------------------------------------------
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["host", "schema", "port", "login"],
-            "relabeling": {"password": "Online store password (Redis)"},
-            "placeholders": {
-                "repo_path": "/opt/airflow/feature_repo",
-                "fs_yaml_file": "feature_store.production.yaml",
-                "registry_path": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-                "config_overrides": '{"online_store": {"connection_string": "127.0.0.1:6379"}}',
-            },
-        }
+        return ui_field_behaviour("feast")
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:

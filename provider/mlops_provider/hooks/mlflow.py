@@ -25,6 +25,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from mlops_provider.connection_forms import CONNECTION_TYPES, conn_fields, ui_field_behaviour
 from mlops_provider.paths import ModelPaths
 
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
@@ -193,59 +194,13 @@ class MLflowHook(BaseHook):
         return True, f"Connected to MLflow at {self.tracking_config().tracking_uri}"
 
     # ------------------------------------------------------------------ connection form
-    # Airflow >= 3.2 reads the form declaratively from the provider info ("conn-fields" and
-    # "ui-field-behaviour" of the connection type): get_provider_info() should embed
-    # MLflowHook.connection_type_info(). The two classic classmethods below serve older UIs.
-    _CONN_FIELDS: dict[str, dict[str, Any]] = {
-        "registry_uri": {
-            "label": "Registry URI",
-            "description": "Model registry URI; defaults to the tracking URI.",
-            "schema": {"type": ["string", "null"]},
-        },
-        "artifact_location": {
-            "label": "Artifact location",
-            "description": "Artifact root of experiments the provider creates (e.g. s3://bucket/mlflow).",
-            "schema": {"type": ["string", "null"]},
-        },
-        "ui_url": {
-            "label": "Web UI URL",
-            "description": "Base URL of the MLflow UI for run links; defaults to an http(s) tracking URI.",
-            "schema": {"type": ["string", "null"]},
-        },
-        "token": {
-            "label": "Token",
-            "description": "Bearer token, exported as MLFLOW_TRACKING_TOKEN inside tasks.",
-            "schema": {"type": ["string", "null"], "format": "password"},
-        },
-    }
-    _UI_BEHAVIOUR: dict[str, Any] = {
-        "hidden_fields": ["schema", "extra"],
-        "relabeling": {"host": "Tracking URI", "login": "Username", "password": "Password"},
-        "placeholders": {
-            "host": "http://mlflow:5000 (empty: $MLFLOW_TRACKING_URI or the embedded sqlite store)",
-            "port": "5000 (when the host has no port)",
-            "registry_uri": "defaults to the tracking URI",
-            "artifact_location": "s3://bucket/mlflow",
-            "ui_url": "defaults to the tracking URI when it is http(s)",
-            "token": "bearer token",
-        },
-    }
+    # Airflow 3 renders the form from the provider info (mlops_provider.connection_forms).
+    _CONN_FIELDS: dict[str, dict[str, Any]] = conn_fields("mlflow")
 
     @classmethod
     def connection_type_info(cls) -> dict[str, Any]:
-        """The ``connection-types`` entry for ``get_provider_info()`` (declarative form, Airflow >= 3.2)."""
-        behaviour = cls._UI_BEHAVIOUR
-        return {
-            "connection-type": cls.conn_type,
-            "hook-class-name": f"{cls.__module__}.{cls.__qualname__}",
-            "hook-name": cls.hook_name,
-            "conn-fields": cls._CONN_FIELDS,
-            "ui-field-behaviour": {
-                "hidden-fields": list(behaviour["hidden_fields"]),
-                "relabeling": dict(behaviour["relabeling"]),
-                "placeholders": dict(behaviour["placeholders"]),
-            },
-        }
+        """The ``connection-types`` entry of ``get_provider_info()``."""
+        return CONNECTION_TYPES["mlflow"]
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -262,4 +217,4 @@ class MLflowHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, list) else dict(v)) for k, v in cls._UI_BEHAVIOUR.items()}
+        return ui_field_behaviour("mlflow")

@@ -113,6 +113,12 @@ class DriftReportOperator(BaseOperator):
         try:
             return client.get_model_version_by_alias(self.model_name, self.reference_alias)
         except Exception as e:  # mlflow raises MlflowException / RestException
+            if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                # Normal before the first promotion (the monitor's cron starts with the deployment).
+                raise AirflowSkipException(
+                    f"Nothing to monitor yet: models:/{self.model_name}@{self.reference_alias} does not exist "
+                    f"({e}). The first training run's gate promotes one."
+                ) from e
             raise ModelRegistryError(
                 f"models:/{self.model_name}@{self.reference_alias} does not resolve ({e}). Drift needs a "
                 f"model version under alias '{self.reference_alias}': run the training DAG and let the gate "
