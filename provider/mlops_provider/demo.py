@@ -293,10 +293,11 @@ class Demo:
                 deploy2, _ = self.wait_run("deploy", 2)
         return {
             "features_runs": [feat1, feat2],
+            "partitions": [self.xcom("features", r, "write_offline_partition") for r in (feat1, feat2)],
             "materialized": [self.xcom("features", r, "materialize") for r in (feat1, feat2)],
             "training_runs": [t for t in (train1, train2, retrain) if t],
             "deploy_runs": [d for d in (deploy1, deploy2) if d],
-            "url": url,
+            "url": (self.xcom("deploy", deploy2, "deploy") or {}).get("url", url) if deploy2 else url,
             "traffic": traffic,
             "drift": drift,
             "gate": [self.xcom("training", t, "gate") for t in (train1, retrain) if t],
@@ -308,23 +309,41 @@ class Demo:
 
         client = MLflowHook().get_client()
         lines = ["", "=" * 78, f"airflow-provider-mlops demo — {MODEL} — {time.monotonic() - self.t0:.0f}s", "=" * 78]
-        for i, m in enumerate(out["materialized"], 1):
-            if m:
-                lines.append(f"features run {i}: materialized {m.get('rows')} window {m.get('window')}")
-        champion = None
-        try:
-            champion = client.get_model_version_by_alias(MODEL, "champion").version
-        except Exception:  # noqa: BLE001
-            pass
-        lines.append("model versions:")
+        for i, (part, mat) in enumerate(zip(out["partitions"], out["materialized"], strict=True), 1):
+            if part and mat:
+                rows = part.get("rows", {})
+                lines.append(
+                    f"features run {i}: months {part.get('months')}: {rows.get('raw/flights', 0):,} flights, "
+                    f"{rows.get('labels', 0):,} labelled rows, offline rows "
+                    + ", ".join(f"{v}={rows.get(v, 0):,}" for v in mat.get("rows", {}))
+                    + "; online entities " + ", ".join(f"{v}={n}" for v, n in mat.get("rows", {}).items())
+                )
+        champion = previous = None
+        for alias in ("champion", "previous"):
+            try:
+                version = client.get_model_version_by_alias(MODEL, alias).version
+            except Exception:  # noqa: BLE001 - alias not set
+                version = None
+            champion, previous = (version, previous) if alias == "champion" else (champion, version)
+        lines.append("model versions (metrics on each version's own validation window):")
         for mv in sorted(client.search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version)):
-            run = client.get_run(mv.run_id)
-            met = run.data.metrics
-            aliases = ",".join(mv.aliases) if getattr(mv, "aliases", None) else ""
+            met = client.get_run(mv.run_id).data.metrics
+            alias = {champion: "@champion", previous: "@previous"}.get(mv.version, "")
             lines.append(
                 f"  v{mv.version}  run {mv.run_id}  roc_auc={met.get('roc_auc', float('nan')):.4f}  "
-                f"log_loss={met.get('log_loss', float('nan')):.4f}  gate={mv.tags.get('gate.decision', '-')}"
-                f"  {('@' + aliases) if aliases else ''}"
+                f"log_loss={met.get('log_loss', float('nan')):.4f}  gate={mv.tags.get('gate.decision', '-')}  {alias}"
+            )
+        for verdict in out["gate"]:
+            if not verdict:
+                continue
+            ch, champ = verdict["challenger"], verdict.get("champion")
+            versus = (
+                f"champion v{champ['version']} roc_auc={champ['metrics']['roc_auc']:.4f}" if champ else "no champion (bootstrap)"
+            )
+            lines.append(
+                f"gate v{ch['version']}: {verdict['decision'].upper()} — challenger roc_auc="
+                f"{ch['metrics']['roc_auc']:.4f} vs {versus} on the same window "
+                f"({verdict['evaluation_set']['rows']:,} rows)"
             )
         lines.append(f"champion: v{champion}")
         for b in out["bento"]:
@@ -343,7 +362,7 @@ class Demo:
             f"drift verdict: {'DRIFT' if d.get('drift') else 'no drift'} — share {d.get('share')} "
             f"of columns drifted: {d.get('drifted_columns')}"
         )
-        lines.append(f"drift report: {d.get('report_html')}")
+        lines.append(f"drift report: {(d.get('report') or {}).get('html')}")
         lines.append(f"MLflow: mlflow ui --backend-store-uri sqlite:///{self.home / 'mlflow' / 'mlflow.db'}")
         lines.append("=" * 78)
         text = "\n".join(lines)
