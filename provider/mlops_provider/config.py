@@ -49,7 +49,7 @@ class FeaturesConfig(_Strict):
     feature_service: str = Field(..., description="FeatureService the model trains and serves on.")
     feature_views: list[str] | None = Field(None, description="Views to materialize; default all.")
     transform: str = Field(..., description="'path/to/file.py:function' building offline partitions.")
-    arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
+    arrival: ArrivalConfig = Field(default_factory=lambda: ArrivalConfig())
     schedule: str | None = Field(None, description="Cron alternative to data arrival (e.g. '@daily').")
     contract: dict[str, TableContract] = Field(default_factory=dict, description="Data contract per table.")
 
@@ -82,7 +82,7 @@ class TrainingConfig(_Strict):
     queue: str = Field("gpu", description="Celery queue of the GPU workers.")
     pool: str | None = Field(None, description="Airflow pool (slots = GPUs).")
     retrain_on: list[Literal["features", "drift"]] = Field(
-        default_factory=lambda: ["drift"],
+        default_factory=lambda: list[Literal["features", "drift"]](["drift"]),
         description="Asset events that retrain once a champion exists (the first model always trains).",
     )
     schedule: str | None = Field(None, description="Optional cron retraining in addition to the assets.")
@@ -131,10 +131,10 @@ class PipelineConfig(_Strict):
     home: str | None = Field(None, description="Embedded backends' root; default $MLOPS_HOME.")
     features: FeaturesConfig
     training: TrainingConfig
-    gate: GateConfig = Field(default_factory=GateConfig)
-    serving: ServingConfig = Field(default_factory=ServingConfig)
-    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
-    connections: Connections = Field(default_factory=Connections)
+    gate: GateConfig = Field(default_factory=lambda: GateConfig())
+    serving: ServingConfig = Field(default_factory=lambda: ServingConfig())
+    monitoring: MonitoringConfig = Field(default_factory=lambda: MonitoringConfig())
+    connections: Connections = Field(default_factory=lambda: Connections())
 
     # Set by load_config, not by users.
     source: str = Field("", exclude=True)
@@ -191,7 +191,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def _fix_for(err: dict[str, Any]) -> str:
+def _fix_for(err: Any) -> str:
     kind, loc = err["type"], err["loc"]
     if kind == "extra_forbidden":
         known = [k for k in _fields_at(loc) if k != "source"]

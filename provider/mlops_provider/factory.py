@@ -94,6 +94,11 @@ def _dag(cfg: PipelineConfig, kind: str, schedule: Any, doc: str) -> DAG:
     )
 
 
+def _output(op: Any) -> Any:
+    """An operator's return value as an XComArg (resolved at run time; typed Any for the operators)."""
+    return op.output
+
+
 def _xcom(task_id: str, key: str | None = None) -> str:
     expr = f"ti.xcom_pull(task_ids='{task_id}')"
     return "{{ " + (f"{expr}['{key}']" if key else expr) + " }}"
@@ -110,7 +115,7 @@ def build_features_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
         )
         validate = DataValidationOperator(
             task_id="validate_landing",
-            data_paths=files.output,
+            data_paths=_output(files),
             contract={"tables": {k: v.model_dump() for k, v in cfg.features.contract.items()}},
             report_dir=str(paths.reports / "validation"),
             name="landing",
@@ -118,7 +123,7 @@ def build_features_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
         partition = OfflinePartitionOperator(
             task_id="write_offline_partition",
             transform=cfg.transform_ref,
-            landed_files=files.output,
+            landed_files=_output(files),
             lake_dir=str(paths.lake),
         )
         apply = FeastApplyOperator(
@@ -194,7 +199,7 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
         promote = PromoteModelOperator(
             task_id="promote",
             model_name=cfg.model,
-            verdict=gate.output,
+            verdict=_output(gate),
             mlflow_conn_id=cfg.connections.mlflow,
             outlets=[assets.champion],
         )
@@ -255,7 +260,7 @@ def build_monitor_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             min_rows=mon.min_rows,
             mlflow_conn_id=cfg.connections.mlflow,
         )
-        signal = DriftSignalOperator(task_id="signal_drift", result=report.output, outlets=[assets.drift])
+        signal = DriftSignalOperator(task_id="signal_drift", result=_output(report), outlets=[assets.drift])
         report >> signal
     return dag
 

@@ -67,10 +67,9 @@ def dags(env):
 def _xcom(dag_run, task_id: str):
     import json
 
-    from sqlalchemy import select
-
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         value = session.scalar(

@@ -130,8 +130,11 @@ class PointInTimeFileOfflineStore(DaskOfflineStore):
             out[ts_col] = _utc_ns(out[ts_col])
             out[_ROW] = range(len(out))
             for fv, features in fv_to_features.items():
-                src = _read_datasource(fv.batch_source, repo_path).compute()
-                mapping = dict(fv.batch_source.field_mapping or {})
+                source = fv.batch_source
+                if source is None:
+                    raise ValueError(f"feature view {fv.name} has no batch source to join from")
+                src = _read_datasource(source, repo_path).compute()
+                mapping = dict(source.field_mapping or {})
                 mapping.update(fv.projection.join_key_map or {})
                 if mapping:
                     src = src.rename(columns=mapping)
@@ -144,8 +147,8 @@ class PointInTimeFileOfflineStore(DaskOfflineStore):
                     ts_col,
                     src,
                     join_keys=join_keys,
-                    timestamp_field=fv.batch_source.timestamp_field,
-                    created_timestamp_column=fv.batch_source.created_timestamp_column or None,
+                    timestamp_field=source.timestamp_field,
+                    created_timestamp_column=source.created_timestamp_column or None,
                     features=names,
                     ttl=ttl,
                 )

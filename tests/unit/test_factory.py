@@ -1,0 +1,94 @@
+"""The factory builds four DAGs wired by Assets exactly as in DESIGN.md §2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from airflow.sdk import Asset
+
+from mlops_provider.config import load_config
+from mlops_provider.factory import PipelineAssets, build_dags
+from mlops_provider.triggers.data_arrival import DataArrivalTrigger
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(REPO / "dags" / "flights_delay.yaml")
+
+
+@pytest.fixture(scope="module")
+def dags(cfg):
+    return build_dags(cfg)
+
+
+def _assert_chain(dag, task_ids: list[str]) -> None:
+    """Exactly these tasks, each one downstream of the one before it."""
+    assert sorted(dag.task_ids) == sorted(task_ids)
+    for up, down in zip(task_ids, task_ids[1:], strict=False):
+        assert up in dag.get_task(down).upstream_task_ids, f"{up} -> {down} missing"
+
+
+def _asset_names(cond) -> set[str]:
+    if isinstance(cond, Asset):
+        return {cond.name}
+    return set().union(*(_asset_names(o) for o in cond.objects))
+
+
+def _outlets(task) -> list[str]:
+    return [a.name for a in task.outlets]
+
+
+def test_four_dags_and_their_chains(dags) -> None:
+    assert sorted(dags) == [f"flights_delay__{k}" for k in ("deploy", "features", "monitor", "training")]
+    _assert_chain(dags["flights_delay__features"], [
+        "landed_files", "validate_landing", "write_offline_partition", "feast_apply", "materialize"])
+    _assert_chain(dags["flights_delay__training"], [
+        "training_policy", "training_dataset", "train", "gate", "promote"])
+    _assert_chain(dags["flights_delay__deploy"], ["package", "deploy", "smoke_test"])
+    _assert_chain(dags["flights_delay__monitor"], ["drift_report", "signal_drift"])
+
+
+def test_assets_connect_the_dags(cfg, dags) -> None:
+    assets = PipelineAssets(cfg)
+    feat, train = dags["flights_delay__features"], dags["flights_delay__training"]
+    deploy, mon = dags["flights_delay__deploy"], dags["flights_delay__monitor"]
+    # producers: only the final "signal" tasks carry outlets
+    assert _outlets(feat.get_task("materialize")) == ["feast/flights_delay_v1"]
+    assert _outlets(train.get_task("promote")) == ["mlflow/flights_delay@champion"]
+    assert _outlets(train.get_task("gate")) == []
+    assert _outlets(deploy.get_task("smoke_test")) == ["bento/flights_delay"]
+    assert _outlets(mon.get_task("signal_drift")) == ["drift/flights_delay"]
+    # consumers
+    def names(d):
+        return _asset_names(d.timetable.asset_condition)
+
+    assert names(feat) == {"landing/flights_delay"}
+    assert names(train) == {"feast/flights_delay_v1", "drift/flights_delay"}
+    assert names(deploy) == {"mlflow/flights_delay@champion"}
+    assert type(mon.timetable).__name__ == "CronTriggerTimetable" and mon.schedule == "@daily"
+    # the landing asset is watched by the data-arrival trigger on the landing zone
+    (watcher,) = assets.landing.watchers
+    assert isinstance(watcher.trigger, DataArrivalTrigger)
+    assert watcher.trigger.path == cfg.landing_path and watcher.trigger.pattern == "*.parquet"
+
+
+def test_training_routes_to_the_gpu_queue_unless_overridden(cfg, monkeypatch) -> None:
+    monkeypatch.delenv("MLOPS_TRAINING_QUEUE", raising=False)
+    assert build_dags(cfg)["flights_delay__training"].get_task("train").queue == "gpu"
+    monkeypatch.setenv("MLOPS_TRAINING_QUEUE", "default")
+    assert build_dags(cfg)["flights_delay__training"].get_task("train").queue == "default"
+
+
+def test_operator_arguments_come_from_the_yaml(cfg, dags) -> None:
+    train = dags["flights_delay__training"].get_task("train")
+    assert train.epochs == cfg.training.epochs and train.model_name == "flights_delay"
+    gate = dags["flights_delay__training"].get_task("gate")
+    assert gate.floors == {"roc_auc": 0.6} and gate.max_regression == {"roc_auc": 0.005}
+    deploy = dags["flights_delay__deploy"].get_task("deploy")
+    assert deploy.port == 3000 and deploy.host == "127.0.0.1"
+    assert "window_hours" not in str(dags["flights_delay__monitor"].get_task("drift_report").window_start)
+    for dag in dags.values():
+        assert dag.max_active_runs == 1 and not dag.catchup and "flights_delay" in dag.tags
