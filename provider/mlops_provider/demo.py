@@ -338,20 +338,24 @@ class Demo:
                 continue
             ch, champ = verdict["challenger"], verdict.get("champion")
             versus = (
-                f"champion v{champ['version']} roc_auc={champ['metrics']['roc_auc']:.4f}" if champ else "no champion (bootstrap)"
+                f"vs champion v{champ['version']} roc_auc={champ['metrics']['roc_auc']:.4f} on the same window"
+                if champ
+                else "(bootstrap: no champion yet, floors only)"
             )
             lines.append(
                 f"gate v{ch['version']}: {verdict['decision'].upper()} — challenger roc_auc="
-                f"{ch['metrics']['roc_auc']:.4f} vs {versus} on the same window "
-                f"({verdict['evaluation_set']['rows']:,} rows)"
+                f"{ch['metrics']['roc_auc']:.4f} {versus} ({verdict['evaluation_set']['rows']:,} evaluation rows)"
             )
         lines.append(f"champion: v{champion}")
         for b in out["bento"]:
             if b:
                 lines.append(f"bento: {b.get('bento_tag')} (model v{b.get('model_version')})")
         url = out["url"]
-        lines.append(f"endpoint: {url}/predict  ({out['traffic']['ok']} of {out['traffic']['sent']} "
-                     "July–August requests answered)")
+        t = out["traffic"]
+        lines.append(f"traffic: {t['ok']} of {t['sent']} July–August requests answered over HTTP by the first "
+                     f"champion (mean delay probability {t['mean_probability']:.3f})")
+        lines.append(f"endpoint now: {url}/predict  (blue/green: the redeploy moved it; stopped at the end "
+                     "unless --keep)")
         lines.append(
             f"  curl -s -X POST {url}/predict -H 'content-type: application/json' -d "
             "'{\"requests\": [{\"origin\": \"JFK\", \"carrier\": \"B6\", \"tailnum\": \"N804JB\", "
