@@ -4,7 +4,8 @@ PY_VERSION ?= 3.11
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION ?= 0.13.9
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else the one `make setup` installs into the base interpreter (python3 -m uv)
+UV = $$(command -v uv || echo python3 -m uv)
 STAMP := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
 export UV_PYTHON := $(PY_VERSION)
@@ -14,10 +15,9 @@ export UV_PYTHON := $(PY_VERSION)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(UV):
-	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
-
-$(STAMP): pyproject.toml uv.lock | $(UV)
+$(STAMP): pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+	  || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --all-extras --python $(PY_VERSION)
 	$(BIN)/python -W ignore -c "import mlops_provider, torch, feast, mlflow, bentoml, evidently; print('environment ok: torch', torch.__version__)"
 	@touch $(STAMP)
