@@ -10,7 +10,7 @@ STAMP := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
 export UV_PYTHON := $(PY_VERSION)
 
-.PHONY: help setup demo test test-fast lint bench airflow-ui clean
+.PHONY: help setup demo test test-fast lint bench airflow-ui clean reproduce
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,3 +58,7 @@ airflow-ui: setup ## the embedded Airflow (SQLite, LocalExecutor) with dags/ and
 
 clean: ## remove the venv and every local state directory
 	rm -rf $(VENV) .demo .mlops .airflow .pytest_cache .mypy_cache .ruff_cache
+
+reproduce: setup ## retrain an MLflow run from its recorded snapshot, config and seed: make reproduce RUN=<run id>
+	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<mlflow run id>"; exit 2; }
+	$(BIN)/python -m mlops_provider.runtime.reproduce $(RUN)

@@ -1,7 +1,8 @@
 """Feature pipeline of the ``flights_delay`` model: landed raw files -> lake partitions.
 
 Called by ``OfflinePartitionOperator(transform="feature_repo/transforms.py:build_partitions", ...)``
-inside a worker (heavy imports are fine here). Listed in ``.feastignore``: it defines no Feast objects.
+inside a worker (heavy imports are fine here). Landed files are parquet or CSV (same names with
+``.csv``); ``s3://`` landings arrive here as local copies (the operator downloads them). Listed in ``.feastignore``: it defines no Feast objects.
 
 Lake layout written under ``lake_dir`` (``ModelPaths.lake``)::
 
@@ -32,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
+from mlops_provider.runtime.validation import read_landed
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,13 @@ _REQUIRED = {
     "weather": ["origin", "time_hour", *WEATHER_FEATURES],
     "planes": ["tailnum", "year", "seats", "engines"],
 }
-_MONTHLY = re.compile(r"^(flights|weather)_(\d{4})_(\d{2})\.parquet$")
+_MONTHLY = re.compile(r"^(flights|weather)_(\d{4})_(\d{2})\.(?:parquet|csv)$")
+_PLANES = ("planes.parquet", "planes.csv")
+# how a CSV landing is typed (parquet carries its own types); the data contract checks the rest
+_CSV_COLUMNS = {
+    "carrier": {"dtype": "str"}, "tailnum": {"dtype": "str"}, "origin": {"dtype": "str"}, "dest": {"dtype": "str"},
+    "time_hour": {"dtype": "datetime"},
+}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -73,12 +81,13 @@ def _classify(landed_files: list[str]) -> tuple[dict[str, dict[str, Path]], Path
         m = _MONTHLY.match(p.name)
         if m:
             months.setdefault(f"{m.group(2)}-{m.group(3)}", {})[m.group(1)] = p
-        elif p.name == "planes.parquet":
+        elif p.name in _PLANES:
             planes = p
         else:
             raise DataValidationError(
                 f"landed file {p} has an unexpected name; expected flights_YYYY_MM.parquet, "
-                "weather_YYYY_MM.parquet or planes.parquet. Rename it or remove it from the landing zone."
+                "weather_YYYY_MM.parquet or planes.parquet (or the same names with .csv). Rename it or "
+                "remove it from the landing zone."
             )
     return months, planes
 
@@ -86,7 +95,15 @@ def _classify(landed_files: list[str]) -> tuple[dict[str, dict[str, Path]], Path
 def _read(path: Path, table: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataValidationError(f"landed {table} file {path} does not exist; was it moved after arrival?")
-    df = pd.read_parquet(path)
+    try:
+        df = read_landed(path, _CSV_COLUMNS)
+    except DataValidationError:
+        raise
+    except Exception as e:  # truncated / garbled files: pyarrow and the CSV parser raise many types
+        raise DataValidationError(
+            f"landed {table} file {path} is unreadable ({type(e).__name__}: {e}); run the data validation "
+            "task first and land the file again."
+        ) from e
     missing = [c for c in _REQUIRED[table] if c not in df.columns]
     if missing:
         raise DataValidationError(
@@ -231,11 +248,18 @@ def build_partitions(landed_files: list[str], lake_dir: str) -> dict[str, Any]:
         landed_files = [landed_files]
     lake = Path(lake_dir)
     months, planes_path = _classify(list(landed_files))
+    # read (and check) every landed file before writing anything: a bad file leaves the lake untouched
+    loaded: dict[Path, pd.DataFrame] = {}
+    if planes_path is not None:
+        loaded[planes_path] = _read(planes_path, "planes")
+    for files in months.values():
+        for table, path in sorted(files.items()):
+            loaded[path] = _read(path, table)
     rows: dict[str, int] = {}
     stamps: list[pd.Series] = []
 
     if planes_path is not None:
-        planes = _read(planes_path, "planes").sort_values("tailnum", kind="stable").reset_index(drop=True)
+        planes = loaded.pop(planes_path).sort_values("tailnum", kind="stable").reset_index(drop=True)
         _write(planes, lake / "raw" / "planes.parquet")
         pa_rows = plane_attributes(planes)
         _write(pa_rows, lake / "offline" / "plane_attributes" / "planes.parquet")
@@ -247,7 +271,7 @@ def build_partitions(landed_files: list[str], lake_dir: str) -> dict[str, Any]:
         files = months[month]
         part = f"month={month}.parquet"
         if "weather" in files:
-            weather = _read(files["weather"], "weather")
+            weather = loaded.pop(files["weather"])
             weather = weather.sort_values(["origin", "time_hour"], kind="stable").reset_index(drop=True)
             _write(weather, lake / "raw" / "weather" / part)
             wh = weather_hourly(weather)
@@ -256,7 +280,7 @@ def build_partitions(landed_files: list[str], lake_dir: str) -> dict[str, Any]:
             rows["origin_weather_hourly"] = rows.get("origin_weather_hourly", 0) + len(wh)
             stamps.append(wh["event_timestamp"])
         if "flights" in files:
-            flights = _read(files["flights"], "flights")
+            flights = loaded.pop(files["flights"])
             flights = flights.sort_values(
                 ["time_hour", "minute", "carrier", "flight", "origin"] if "flight" in flights.columns
                 else ["time_hour", "minute", "carrier", "origin"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,3 +25,20 @@ os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(autouse=True)
+def _isolate_process_globals(monkeypatch: pytest.MonkeyPatch):
+    """MLflow writes its tracking/registry URIs into os.environ; give every test a clean slate."""
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN",
+                "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        if var in os.environ:
+            monkeypatch.setenv(var, os.environ[var])
+        else:
+            monkeypatch.delenv(var, raising=False)
+    yield
+    # ... and forget the URIs a test set through mlflow.set_tracking_uri / set_registry_uri.
+    for module, attr in (("mlflow.tracking._tracking_service.utils", "_tracking_uri"),
+                         ("mlflow.tracking._model_registry.utils", "_registry_uri")):
+        if module in sys.modules:
+            setattr(sys.modules[module], attr, None)

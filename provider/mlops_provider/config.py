@@ -27,9 +27,9 @@ class _Strict(BaseModel):
 
 
 class ArrivalConfig(_Strict):
-    """Data arrival: an AssetWatcher on the landing zone (directory; ``s3://`` in a later release)."""
+    """Data arrival: an AssetWatcher on the landing zone (a directory or an ``s3://`` prefix)."""
 
-    path: str | None = Field(None, description="Landing zone; default <home>/landing/<model>.")
+    path: str | None = Field(None, description="Landing zone: a directory or s3://bucket/prefix/; default <home>/landing/<model>.")
     pattern: str = Field("*.parquet", description="Glob of the files that count as arrivals.")
     poll_interval: float = Field(5.0, gt=0, description="Seconds between two scans.")
     settle_seconds: float = Field(2.0, ge=0, description="A file must be unchanged this long to count.")
@@ -44,12 +44,18 @@ class TableContract(_Strict):
     no_future: str | None = None
 
 
+class MaterializeConfig(_Strict):
+    chunk_hours: int = Field(168, ge=1, description="Time chunk of one read: bounds peak memory, not the window.")
+    overlap: str | None = Field(None, description="Re-materialize this much before the window (late data), e.g. PT6H.")
+
+
 class FeaturesConfig(_Strict):
     repo: str = Field(..., description="Feast repo directory, relative to the YAML file.")
     feature_service: str = Field(..., description="FeatureService the model trains and serves on.")
     feature_views: list[str] | None = Field(None, description="Views to materialize; default all.")
     transform: str = Field(..., description="'path/to/file.py:function' building offline partitions.")
     arrival: ArrivalConfig = Field(default_factory=lambda: ArrivalConfig())
+    materialize: MaterializeConfig = Field(default_factory=lambda: MaterializeConfig())
     schedule: str | None = Field(None, description="Cron alternative to data arrival (e.g. '@daily').")
     contract: dict[str, TableContract] = Field(default_factory=dict, description="Data contract per table.")
 
@@ -68,6 +74,31 @@ class FeatureColumns(_Strict):
         return self
 
 
+class SearchConfig(_Strict):
+    """Hyperparameter search: a discrete space, one mapped Airflow task (and MLflow child run) per trial."""
+
+    params: dict[str, list[Any]] = Field(
+        ...,
+        min_length=1,
+        description="key -> candidate values: learning_rate, batch_size, epochs, patience, seed, or an "
+        "architecture key (hidden, dropout, ... / 'architecture.<key>')",
+    )
+    max_trials: int = Field(8, ge=1, le=1000)
+    metric: Literal["roc_auc", "log_loss"] = "roc_auc"
+    seed: int | None = Field(None, description="Sampling seed when the grid exceeds max_trials; default training.seed.")
+    max_active_trials: int | None = Field(None, ge=1, description="Concurrent trials per DAG run (e.g. GPU count).")
+
+    @model_validator(mode="after")
+    def _expandable(self) -> SearchConfig:
+        from mlops_provider.operators.hpo import expand_search_space
+
+        try:
+            expand_search_space(self.params, self.max_trials, self.seed or 0)
+        except ConfigError as e:  # pydantic turns only ValueError into a validation error
+            raise ValueError(str(e)) from None
+        return self
+
+
 class TrainingConfig(_Strict):
     label: str
     features: FeatureColumns
@@ -79,6 +110,10 @@ class TrainingConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0)
     seed: int = 42
     patience: int = Field(3, ge=1)
+    checkpoint_every: int = Field(1, ge=1, description="Checkpoint every N epochs (retries resume from it).")
+    compile: bool = Field(False, description="torch.compile the network (CUDA workers).")
+    system_metrics_interval: float | None = Field(5.0, gt=0, description="MLflow system-metrics sampling, s.")
+    search: SearchConfig | None = Field(None, description="Hyperparameter search (mapped trials).")
     queue: str = Field("gpu", description="Celery queue of the GPU workers.")
     pool: str | None = Field(None, description="Airflow pool (slots = GPUs).")
     retrain_on: list[Literal["features", "drift"]] = Field(
@@ -116,6 +151,7 @@ class MonitoringConfig(_Strict):
 
 
 class Connections(_Strict):
+    aws: str = "aws_default"
     mlflow: str = "mlflow_default"
     feast: str = "feast_default"
     bentoml: str = "bentoml_default"

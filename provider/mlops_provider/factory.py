@@ -5,6 +5,7 @@
         => Asset feast/<feature_service>
     training  (feast asset | drift asset [| cron])
         training_policy -> training_dataset -> train (queue gpu) -> gate -> promote
+                           (or, with training.search: hpo_parent -> hpo_trial[mapped] -> select_best)
         => Asset mlflow/<model>@champion   (only on a real alias change)
     deploy    (champion asset)
         package -> deploy -> smoke_test
@@ -38,6 +39,7 @@ from mlops_provider.operators.feast import (
     OfflinePartitionOperator,
 )
 from mlops_provider.operators.gate import ModelGateOperator, PromoteModelOperator
+from mlops_provider.operators.hpo import add_search_tasks
 from mlops_provider.operators.training import TorchTrainOperator
 from mlops_provider.triggers.data_arrival import DataArrivalTrigger
 
@@ -66,6 +68,7 @@ class PipelineAssets:
                         settle_seconds=arrival.settle_seconds,
                         batch_files=arrival.batch_files,
                         batch_seconds=arrival.batch_seconds,
+                        aws_conn_id=cfg.connections.aws,
                     ),
                 )
             ],
@@ -111,7 +114,10 @@ def build_features_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
     paths = cfg.paths
     with dag:
         files = LandedFilesOperator(
-            task_id="landed_files", landing_path=cfg.landing_path, pattern=cfg.features.arrival.pattern
+            task_id="landed_files",
+            landing_path=cfg.landing_path,
+            pattern=cfg.features.arrival.pattern,
+            aws_conn_id=cfg.connections.aws,
         )
         validate = DataValidationOperator(
             task_id="validate_landing",
@@ -119,12 +125,14 @@ def build_features_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             contract={"tables": {k: v.model_dump() for k, v in cfg.features.contract.items()}},
             report_dir=str(paths.reports / "validation"),
             name="landing",
+            aws_conn_id=cfg.connections.aws,
         )
         partition = OfflinePartitionOperator(
             task_id="write_offline_partition",
             transform=cfg.transform_ref,
             landed_files=_output(files),
             lake_dir=str(paths.lake),
+            aws_conn_id=cfg.connections.aws,
         )
         apply = FeastApplyOperator(
             task_id="feast_apply", repo_path=cfg.repo_path, feast_conn_id=cfg.connections.feast
@@ -136,6 +144,8 @@ def build_features_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             end=_xcom("write_offline_partition", "window_end"),
             feature_views=cfg.features.feature_views,
             feast_conn_id=cfg.connections.feast,
+            chunk_hours=cfg.features.materialize.chunk_hours,
+            overlap=cfg.features.materialize.overlap,
             outlets=[assets.features],
         )
         files >> validate >> partition >> apply >> materialize
@@ -166,27 +176,59 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             validation_days=t.validation_days,
             max_rows=t.max_rows,
             feast_conn_id=cfg.connections.feast,
+            aws_conn_id=cfg.connections.aws,
         )
-        train = TorchTrainOperator(
-            task_id="train",
-            snapshot=_xcom("training_dataset", "path"),
-            model_name=cfg.model,
-            features=features,
-            label=t.label,
-            architecture=t.architecture,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            learning_rate=t.learning_rate,
-            seed=t.seed,
-            patience=t.patience,
-            mlflow_conn_id=cfg.connections.mlflow,
-            queue=_queue(t.queue),
-            **({"pool": t.pool} if t.pool else {}),
-        )
+        head: Any
+        tail: Any
+        if t.search is not None:
+            search = add_search_tasks(
+                dag,
+                snapshot=_xcom("training_dataset", "path"),
+                model_name=cfg.model,
+                features=features,
+                label=t.label,
+                base_config={
+                    "architecture": t.architecture,
+                    "epochs": t.epochs,
+                    "batch_size": t.batch_size,
+                    "learning_rate": t.learning_rate,
+                    "seed": t.seed,
+                    "patience": t.patience,
+                },
+                params=t.search.params,
+                max_trials=t.search.max_trials,
+                metric=t.search.metric,
+                seed=t.search.seed,
+                max_active_trials=t.search.max_active_trials,
+                mlflow_conn_id=cfg.connections.mlflow,
+                queue=_queue(t.queue),
+                pool=t.pool,
+            )
+            head, tail = search.first, search.last
+        else:
+            head = tail = TorchTrainOperator(
+                task_id="train",
+                snapshot=_xcom("training_dataset", "path"),
+                model_name=cfg.model,
+                features=features,
+                label=t.label,
+                architecture=t.architecture,
+                epochs=t.epochs,
+                batch_size=t.batch_size,
+                learning_rate=t.learning_rate,
+                seed=t.seed,
+                patience=t.patience,
+                checkpoint_every=t.checkpoint_every,
+                compile=t.compile,
+                system_metrics_interval=t.system_metrics_interval,
+                mlflow_conn_id=cfg.connections.mlflow,
+                queue=_queue(t.queue),
+                **({"pool": t.pool} if t.pool else {}),
+            )
         gate = ModelGateOperator(
             task_id="gate",
             model_name=cfg.model,
-            challenger_version=_xcom("train", "model_version"),
+            challenger_version=_xcom(tail.task_id, "model_version"),
             snapshot=_xcom("training_dataset", "path"),
             features=features,
             label=t.label,
@@ -203,7 +245,8 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             mlflow_conn_id=cfg.connections.mlflow,
             outlets=[assets.champion],
         )
-        policy >> dataset >> train >> gate >> promote
+        policy >> dataset >> head
+        tail >> gate >> promote
     return dag
 
 

@@ -16,7 +16,7 @@ VERSION = "0.1.0"
 
 INTEGRATIONS = {
     "Feast": ("https://docs.feast.dev/", ["feast", "data_validation"]),
-    "MLflow": ("https://mlflow.org/docs/latest/", ["training", "gate"]),
+    "MLflow": ("https://mlflow.org/docs/latest/", ["training", "gate", "hpo", "ddp"]),
     "BentoML": ("https://docs.bentoml.com/", ["bentoml"]),
     "Evidently": ("https://docs.evidentlyai.com/", ["drift"]),
     "MLOps pipelines": ("https://github.com/airflow-provider-mlops/airflow-provider-mlops", ["control"]),
@@ -43,8 +43,12 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "MLflow", "python-modules": [f"{_P}.hooks.mlflow"]},
             {"integration-name": "BentoML", "python-modules": [f"{_P}.hooks.bentoml"]},
         ],
+        "sensors": [
+            {"integration-name": "Feast", "python-modules": [f"{_P}.sensors.feast"]},
+        ],
         "triggers": [
             {"integration-name": "MLOps pipelines", "python-modules": [f"{_P}.triggers.data_arrival"]},
+            {"integration-name": "Feast", "python-modules": [f"{_P}.triggers.feast"]},
         ],
         "extra-links": [
             f"{_P}.links.mlflow.MLflowRunLink",

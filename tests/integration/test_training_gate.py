@@ -41,6 +41,8 @@ def env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_HOME", str(home))
         mp.setenv("MLFLOW_TRACKING_URI", uri)
+        # mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI and never clears it: pin it so teardown restores it
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
         mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
         snapshot = write_training_snapshot(home, max_rows=8000)
         tracking = {"tracking_uri": uri, "artifact_location": (home / "mlflow" / "artifacts").as_uri()}

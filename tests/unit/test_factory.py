@@ -92,3 +92,40 @@ def test_operator_arguments_come_from_the_yaml(cfg, dags) -> None:
     assert "window_hours" not in str(dags["flights_delay__monitor"].get_task("drift_report").window_start)
     for dag in dags.values():
         assert dag.max_active_runs == 1 and not dag.catchup and "flights_delay" in dag.tags
+
+
+def test_search_section_maps_trials_and_gates_the_best(tmp_path) -> None:
+    import shutil
+
+    import yaml
+
+    data = yaml.safe_load((REPO / "dags" / "flights_delay.yaml").read_text())
+    data["training"]["search"] = {"max_trials": 3, "params": {"learning_rate": [0.001, 0.003],
+                                                              "hidden": [[64, 32], [128, 64]]}}
+    shutil.copytree(REPO / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "dags").mkdir()
+    path = tmp_path / "dags" / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    dag = build_dags(load_config(path))["flights_delay__training"]
+    assert "train" not in dag.task_ids
+    _assert_chain(dag, ["training_policy", "training_dataset", "hpo_parent", "hpo_trial", "select_best", "gate",
+                        "promote"])
+    assert "select_best" in dag.get_task("gate").challenger_version
+    assert dag.get_task("hpo_trial").queue == "default"  # MLOPS_TRAINING_QUEUE in the test env
+
+
+def test_bad_search_space_is_a_config_error(tmp_path) -> None:
+    import shutil
+
+    import yaml
+
+    from mlops_provider.exceptions import ConfigError
+
+    data = yaml.safe_load((REPO / "dags" / "flights_delay.yaml").read_text())
+    data["training"]["search"] = {"params": {"learning_rate": []}}
+    shutil.copytree(REPO / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "dags").mkdir()
+    path = tmp_path / "dags" / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"training\.search"):
+        load_config(path)

@@ -24,7 +24,7 @@ def _import(path: str):
 
 def test_every_listed_module_and_class_imports() -> None:
     info = get_provider_info()
-    for section in ("operators", "hooks", "triggers"):
+    for section in ("operators", "hooks", "sensors", "triggers"):
         for entry in info[section]:
             for mod in entry["python-modules"]:
                 importlib.import_module(mod)
@@ -38,8 +38,8 @@ def test_every_listed_module_and_class_imports() -> None:
 
 def test_every_module_on_disk_is_listed() -> None:
     info = get_provider_info()
-    listed = {m for s in ("operators", "hooks", "triggers") for e in info[s] for m in e["python-modules"]}
-    for kind in ("operators", "hooks", "triggers"):
+    listed = {m for s in ("operators", "hooks", "sensors", "triggers") for e in info[s] for m in e["python-modules"]}
+    for kind in ("operators", "hooks", "sensors", "triggers"):
         for f in (PKG / kind).glob("*.py"):
             if f.stem != "__init__":
                 assert f"mlops_provider.{kind}.{f.stem}" in listed, f"{kind}/{f.name} missing from get_provider_info"

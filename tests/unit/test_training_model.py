@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mlops_provider.exceptions import SanityCheckError
+from mlops_provider.exceptions import SanityCheckError, TrainingError
 from mlops_provider.runtime.model import OOV_INDEX, Preprocessor, build_mlp, normalize_architecture
 from mlops_provider.runtime.training import sanity_check
 
@@ -75,10 +75,10 @@ def test_mlp_output_shape_and_architecture_validation():
     assert out.shape == (7,)
     linear = [m for m in net.mlp if isinstance(m, nn.Linear)]
     assert [m.out_features for m in linear] == [16, 8, 1]
-    assert normalize_architecture(None) == {"hidden": [64, 32], "dropout": 0.1}
-    with pytest.raises(ValueError, match="unknown architecture keys"):
+    assert normalize_architecture(None) == {"name": "mlp", "hidden": [64, 32], "dropout": 0.1}
+    with pytest.raises(TrainingError, match="unknown architecture keys"):
         normalize_architecture({"hidden": [8], "layers": 3})
-    with pytest.raises(ValueError):
+    with pytest.raises(TrainingError):
         normalize_architecture({"hidden": [0]})
 
 

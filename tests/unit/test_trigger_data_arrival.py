@@ -102,3 +102,32 @@ def test_file_still_being_written_restarts_its_clock(tmp_path: Path) -> None:
 def test_missing_directory_is_not_an_error(tmp_path: Path) -> None:
     trig = _trigger(tmp_path)
     assert trig.poll_once(Watermark(trig.state_path), {}, 0.0) is None
+
+
+def test_serialize_s3_variant_exactly(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    trig = DataArrivalTrigger(path="s3://landing-bucket/flights/", pattern="*.parquet", aws_conn_id="aws_lake",
+                              poll_interval=30, settle_seconds=0, batch_files=10, batch_seconds=60)
+    path, kwargs = trig.serialize()
+    assert path == "mlops_provider.triggers.data_arrival.DataArrivalTrigger"
+    # the default watermark of an S3 prefix is local (a prefix has no place for it), keyed by the URL
+    state = kwargs["state_path"]
+    assert state.startswith(str(tmp_path / "home" / "state" / "arrival" / "s3-")) and state.endswith(".json")
+    assert kwargs == {
+        "path": "s3://landing-bucket/flights/", "pattern": "*.parquet", "state_path": state,
+        "poll_interval": 30.0, "settle_seconds": 0.0, "batch_files": 10, "batch_seconds": 60.0,
+        "aws_conn_id": "aws_lake",
+    }
+    assert DataArrivalTrigger(**kwargs).serialize() == (path, kwargs)
+    other = DataArrivalTrigger(path="s3://landing-bucket/other/").serialize()[1]["state_path"]
+    assert other != state
+
+
+def test_zero_byte_local_file_is_skipped_not_emitted(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "flights_2013_01.parquet").write_bytes(b"x")
+    (landing / "weather_2013_01.parquet").write_bytes(b"")
+    ev = _first_event(_trigger(tmp_path))
+    assert ev.payload["files"] == [str(landing / "flights_2013_01.parquet")]
+    assert ev.payload["skipped"] == [str(landing / "weather_2013_01.parquet")]

@@ -18,7 +18,10 @@ Parse-safe: mlflow is imported inside methods only. Secrets never reach logs or 
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,86 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from mlops_provider.connection_forms import CONNECTION_TYPES, conn_fields, ui_field_behaviour
+from mlops_provider.exceptions import ModelRegistryError
 from mlops_provider.paths import ModelPaths
 
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
+#: bounded retry of the first contact with a remote tracking server (overridable per call)
+ENV_CONNECT_ATTEMPTS = "MLOPS_MLFLOW_CONNECT_ATTEMPTS"
+ENV_CONNECT_BACKOFF = "MLOPS_MLFLOW_CONNECT_BACKOFF"
+ENV_CONNECT_TIMEOUT = "MLOPS_MLFLOW_CONNECT_TIMEOUT"
+DEFAULT_CONNECT_ATTEMPTS = 5
+DEFAULT_CONNECT_BACKOFF = 1.0  # seconds; doubles each attempt (1, 2, 4, 8: ~15 s in all)
+DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds per attempt
+
+_log = logging.getLogger(__name__)
+
+
+class MlflowUnreachableError(ModelRegistryError):
+    """The MLflow tracking server did not answer after the bounded retries."""
+
+
+def check_reachable(
+    tracking_uri: str,
+    *,
+    attempts: int | None = None,
+    backoff_s: float | None = None,
+    timeout_s: float | None = None,
+    probe: Callable[[], Any] | None = None,
+) -> int:
+    """Probe a remote tracking server with exponential backoff; return the attempts used.
+
+    Local stores (``sqlite:``, ``file:``, paths) are not probed. Each attempt runs with MLflow's
+    own HTTP retries off and a short timeout, so the total wait is bounded by roughly
+    ``attempts * timeout_s + backoff_s * (2**(attempts-1) - 1)``. Defaults come from
+    ``$MLOPS_MLFLOW_CONNECT_ATTEMPTS`` (5), ``$MLOPS_MLFLOW_CONNECT_BACKOFF`` (1 s) and
+    ``$MLOPS_MLFLOW_CONNECT_TIMEOUT`` (10 s). Raises :class:`MlflowUnreachableError`.
+    """
+    if not _is_remote(tracking_uri) and probe is None:
+        return 0
+    attempts = max(1, int(attempts if attempts is not None else os.environ.get(ENV_CONNECT_ATTEMPTS,
+                                                                             DEFAULT_CONNECT_ATTEMPTS)))
+    backoff = float(backoff_s if backoff_s is not None else os.environ.get(ENV_CONNECT_BACKOFF,
+                                                                         DEFAULT_CONNECT_BACKOFF))
+    timeout = float(timeout_s if timeout_s is not None else os.environ.get(ENV_CONNECT_TIMEOUT,
+                                                                         DEFAULT_CONNECT_TIMEOUT))
+    if probe is None:
+        def probe() -> Any:
+            from mlflow import MlflowClient
+
+            return MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    last: BaseException | None = None
+    try:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(timeout)))
+        for attempt in range(1, attempts + 1):
+            try:
+                probe()
+                if attempt > 1:
+                    _log.info("MLflow at %s answered on attempt %d", tracking_uri, attempt)
+                return attempt
+            except Exception as e:  # noqa: BLE001 - connection refused / timeout / 5xx: retried
+                last = e
+                if attempt < attempts:
+                    delay = backoff * 2 ** (attempt - 1)
+                    _log.warning("MLflow at %s not reachable (attempt %d/%d: %s); retrying in %.1f s",
+                                 tracking_uri, attempt, attempts, type(e).__name__, delay)
+                    time.sleep(delay)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    first_line = str(last).strip().splitlines()[0][:300] if last is not None and str(last).strip() else ""
+    raise MlflowUnreachableError(
+        f"MLflow tracking server {tracking_uri} is not reachable after {attempts} attempts "
+        f"({type(last).__name__}: {first_line}). Check that the server runs and the Airflow connection "
+        f"(host, port, credentials) points at it; the task can be retried safely (the run is keyed)."
+    )
 
 
 @dataclass(frozen=True)
@@ -164,6 +243,12 @@ class MLflowHook(BaseHook):
         mlflow.set_tracking_uri(cfg.tracking_uri)
         mlflow.set_registry_uri(cfg.registry_uri or cfg.tracking_uri)
         return cfg
+
+    def wait_until_reachable(self, *, attempts: int | None = None, backoff_s: float | None = None,
+                             timeout_s: float | None = None) -> int:
+        """:func:`check_reachable` on the resolved tracking URI (no-op for local stores)."""
+        return check_reachable(self.tracking_config().tracking_uri, attempts=attempts, backoff_s=backoff_s,
+                               timeout_s=timeout_s)
 
     def get_client(self) -> Any:
         """An ``mlflow.MlflowClient`` bound to the resolved tracking and registry URIs."""

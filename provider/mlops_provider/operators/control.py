@@ -29,16 +29,21 @@ class LandedFilesOperator(BaseOperator):
 
     In order: ``dag_run.conf["files"]`` (manual trigger), the files listed by the
     DataArrivalTrigger events that triggered the run, or, for a cron schedule, every file
-    in the landing zone modified inside the run's data interval.
+    in the landing zone modified inside the run's data interval. The landing zone may be an
+    ``s3://bucket/prefix/``: existence and modification times then come from S3 (``aws_conn_id``).
+    0-byte files are kept: the validation task rejects them with a named rule.
     """
 
     template_fields: Sequence[str] = ("landing_path", "pattern")
     ui_color = "#e8f4fd"
 
-    def __init__(self, *, landing_path: str, pattern: str = "*", **kwargs: Any) -> None:
+    def __init__(
+        self, *, landing_path: str, pattern: str = "*", aws_conn_id: str | None = "aws_default", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.landing_path = landing_path
         self.pattern = pattern
+        self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> list[str]:
         dag_run = context.get("dag_run")
@@ -57,7 +62,7 @@ class LandedFilesOperator(BaseOperator):
             files = self._modified_between(start, end)
             source = f"landing zone files modified in [{start}, {end})"
         files = sorted(dict.fromkeys(files))
-        missing = [f for f in files if not Path(f).exists()]
+        missing = self._missing(files)
         if missing:
             raise DataValidationError(
                 f"{len(missing)} landed file(s) no longer exist: {missing[:5]}. They were moved or deleted "
@@ -69,7 +74,26 @@ class LandedFilesOperator(BaseOperator):
         self.log.info("Processing %d landed file(s) from %s: %s", len(files), source, files)
         return files
 
+    def _missing(self, files: list[str]) -> list[str]:
+        remote = [f for f in files if f.startswith("s3://")]
+        missing = [f for f in files if not f.startswith("s3://") and not Path(f).exists()]
+        if remote:
+            from mlops_provider.runtime.objstore import client, head
+
+            s3 = client(self.aws_conn_id)
+            missing += [f for f in remote if head(f, s3=s3) is None]
+        return sorted(missing)
+
     def _modified_between(self, start: datetime | None, end: datetime | None) -> list[str]:
+        if str(self.landing_path).startswith("s3://"):
+            from mlops_provider.runtime.objstore import list_objects
+
+            objs = list_objects(str(self.landing_path), self.pattern, aws_conn_id=self.aws_conn_id)
+            return [
+                url for url, info in objs.items()
+                if info.last_modified is not None
+                and (start is None or info.last_modified >= start) and (end is None or info.last_modified < end)
+            ]
         if not os.path.isdir(self.landing_path):
             return []
         out = []

@@ -9,19 +9,21 @@ from airflow.sdk import BaseOperator, Context
 
 
 class DataValidationOperator(BaseOperator):
-    """Validate parquet file(s) against a data contract; fail with every violated rule.
+    """Validate parquet / CSV file(s), local or ``s3://``, against a data contract; fail with every violated rule.
 
     The contract is the plain dict of the model YAML (``features.contract``), wrapped as
     ``{"tables": {table: spec}}``; its schema is documented in ``mlops_provider.runtime.validation``.
     Each file is matched to a table by its name prefix (``flights_*``, ``weather_*``, ``planes*``).
 
     Always writes ``<report_dir>/<name>.json`` and ``<name>.html``. Returns
-    ``{"passed": True, "files": [...], "report_json", "report_html"}``; on a violation raises
+    ``{"passed": True, "files": [...], "warnings": [...], "report_json", "report_html"}`` (warnings, e.g.
+    columns the contract does not declare, never fail the task); on a violation raises
     :class:`~mlops_provider.exceptions.DataValidationError` listing every rule with counts and up to 5
     example rows (``.failures`` carries them), so nothing downstream runs.
 
     :param data_paths: file(s) to check (list, a rendered list string, comma-separated paths or a
-        directory of ``*.parquet``). Templated.
+        directory of ``*.parquet``, ``s3://`` object URLs). Templated.
+    :param aws_conn_id: connection used to download ``s3://`` files.
     """
 
     template_fields: Sequence[str] = ("data_paths", "report_dir", "name")
@@ -34,9 +36,11 @@ class DataValidationOperator(BaseOperator):
         contract: dict[str, Any],
         report_dir: str,
         name: str = "landing",
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
         self.data_paths = data_paths
         self.contract = contract
         self.report_dir = report_dir
@@ -48,11 +52,14 @@ class DataValidationOperator(BaseOperator):
 
         paths = as_path_list(self.data_paths)
         self.log.info("validating %d file(s) against the %r contract", len(paths), self.name)
-        report = validate_files(paths, self.contract, self.report_dir, name=self.name)
+        report = validate_files(paths, self.contract, self.report_dir, name=self.name, aws_conn_id=self.aws_conn_id)
+        for w in report["warnings"]:
+            self.log.warning("%s: %s", w["file"], w["message"])
         self.log.info("all rules hold; report %s", report["report_html"])
         return {
             "passed": report["passed"],
             "files": report["files"],
+            "warnings": report["warnings"],
             "report_json": report["report_json"],
             "report_html": report["report_html"],
         }

@@ -23,6 +23,16 @@ def _data_interval(context: Context) -> str:
     return f"{start.isoformat() if start else 'none'}/{end.isoformat() if end else 'none'}"
 
 
+def _dag_file(context: Context) -> str | None:
+    dag = context.get("dag")
+    return str(getattr(dag, "fileloc", "") or "") or None
+
+
+def _airflow_run_id(context: Context) -> str:
+    dag_run = context.get("dag_run")
+    return dag_run.run_id if dag_run is not None else str(context.get("run_id", "manual"))
+
+
 class TorchTrainOperator(BaseOperator):
     """Train the tabular PyTorch model on a snapshot and register a new MLflow model version.
 
@@ -31,8 +41,13 @@ class TorchTrainOperator(BaseOperator):
     keyed by (dag_id, run_id, snapshot hash, training config): a retry reuses the run, and a
     re-run after success returns the already registered version. Training never moves an alias.
 
+    Crash safety: the full training state is checkpointed every ``checkpoint_every`` epochs under
+    ``$MLOPS_HOME/checkpoints/<model>/<key>/``; a retry (or a rerun after ``kill -9``) continues from
+    it in the same MLflow run. ``compile``: ``torch.compile`` the network; ``system_metrics_interval``:
+    seconds between MLflow system-metric samples (None = off). Routed to the ``gpu`` queue by default.
+
     Returns ``{"run_id", "model_version", "model_uri", "metrics": {"roc_auc", "log_loss",
-    "best_epoch"}, "tracking_uri", "reused"}``.
+    "best_epoch"}, "tracking_uri", "reused", "resumed_from_epoch", "epochs_run"}``.
     """
 
     template_fields: Sequence[str] = ("snapshot", "model_name")
@@ -52,6 +67,9 @@ class TorchTrainOperator(BaseOperator):
         learning_rate: float = 1e-3,
         seed: int = 42,
         patience: int = 3,
+        checkpoint_every: int = 1,
+        compile: bool = False,
+        system_metrics_interval: float | None = 5.0,
         mlflow_conn_id: str = "mlflow_default",
         queue: str = "gpu",
         pool: str | None = None,
@@ -60,6 +78,9 @@ class TorchTrainOperator(BaseOperator):
         if pool is not None:
             kwargs["pool"] = pool
         super().__init__(queue=queue, **kwargs)
+        self.checkpoint_every = checkpoint_every
+        self.compile = compile
+        self.system_metrics_interval = system_metrics_interval
         self.snapshot = snapshot
         self.model_name = model_name
         self.features = features
@@ -99,13 +120,14 @@ class TorchTrainOperator(BaseOperator):
         hook = MLflowHook(self.mlflow_conn_id)
         cfg = hook.configure()
         dag_id = context["dag"].dag_id if context.get("dag") else self.dag_id
-        dag_run = context.get("dag_run")
-        run_id = dag_run.run_id if dag_run is not None else str(context.get("run_id", "manual"))
+        run_id = _airflow_run_id(context)
         train_config = {
             "features": {"categorical": categorical, "numeric": numeric}, "label": self.label_column,
             "architecture": self.architecture, "epochs": self.epochs, "batch_size": self.batch_size,
             "learning_rate": self.learning_rate, "seed": self.seed, "patience": self.patience,
         }
+        if self.compile:
+            train_config["compile"] = True
         config_digest = hashlib.sha256(json.dumps(train_config, sort_keys=True).encode()).hexdigest()
         key = training.make_idempotency_key(
             self.model_name, dag_id, run_id, manifest.get("hash", self.snapshot), config_digest
@@ -134,8 +156,80 @@ class TorchTrainOperator(BaseOperator):
             tracking=cfg.public(),
             idempotency_key=key,
             on_run_start=on_run_start,
+            compile_model=self.compile,
+            checkpoint_every=self.checkpoint_every,
+            system_metrics_interval=self.system_metrics_interval,
+            dag_file=_dag_file(context),
         )
+        if result.get("resumed_from_epoch"):
+            self.log.info("resumed from the checkpoint of epoch %s in MLflow run %s",
+                          result["resumed_from_epoch"], result["run_id"])
         if result["reused"]:
             on_run_start(result["run_id"], None)  # link still points at the run
         self.log.info("%s v%s: %s", self.model_name, result["model_version"], result["metrics"])
+        return result
+
+
+class ReproduceTrainingOperator(BaseOperator):
+    """Retrain an MLflow training run from its recorded snapshot, config and seed into a new run.
+
+    The new run is tagged ``mlops.reproduces=<run_id>``; no version is registered unless
+    ``register=True``. Returns ``{"original_run_id", "run_id", "original", "reproduced", "match",
+    "max_abs_diff", "model_version", ...}``; with ``fail_on_mismatch`` a metric difference above
+    ``tolerance`` fails the task (``TrainingError``). A retry resumes the same reproduction run.
+    """
+
+    template_fields: Sequence[str] = ("run_id",)
+    operator_extra_links = (MLflowRunLink(),)
+    ui_color = "#ee4c2c"
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        register: bool = False,
+        tolerance: float = 1e-6,
+        fail_on_mismatch: bool = False,
+        mlflow_conn_id: str = "mlflow_default",
+        queue: str = "gpu",
+        pool: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if pool is not None:
+            kwargs["pool"] = pool
+        super().__init__(queue=queue, **kwargs)
+        self.run_id = run_id
+        self.register = register
+        self.tolerance = tolerance
+        self.fail_on_mismatch = fail_on_mismatch
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.exceptions import TrainingError
+        from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.runtime import reproduce, training
+
+        if not self.run_id:
+            raise ConfigError(f"{self.task_id}: run_id is empty; pass the MLflow run id to reproduce.")
+        hook = MLflowHook(self.mlflow_conn_id)
+        cfg = hook.configure()
+        dag_id = context["dag"].dag_id if context.get("dag") else self.dag_id
+        key = training.make_idempotency_key("reproduce", self.run_id, dag_id, _airflow_run_id(context))
+        ti = context["ti"]
+
+        def on_run_start(mlflow_run_id: str, experiment_id: str | None) -> None:
+            url = hook.run_url(mlflow_run_id, experiment_id) or f"runs:/{mlflow_run_id}"
+            ti.xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
+
+        result = reproduce.reproduce(
+            self.run_id, tracking=cfg.public(), register=self.register, idempotency_key=key,
+            tolerance=self.tolerance, on_run_start=on_run_start,
+            tags={"dag_id": dag_id, "run_id": _airflow_run_id(context), "data_interval": _data_interval(context)},
+        )
+        self.log.info("\n%s", reproduce.format_report(result))
+        if self.fail_on_mismatch and not result["match"]:
+            raise TrainingError(
+                f"run {self.run_id} did not reproduce: largest metric difference {result['max_abs_diff']:.3g} > "
+                f"{self.tolerance} (new run {result['run_id']})."
+            )
         return result

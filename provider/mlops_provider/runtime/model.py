@@ -1,4 +1,4 @@
-"""The tabular model: preprocessing, the MLP and its MLflow pyfunc wrapper (runtime module).
+"""The tabular model: preprocessing, the network and its MLflow pyfunc wrapper (runtime module).
 
 One preprocessing code path (:meth:`Preprocessor.transform`) serves training, evaluation and
 serving: the pyfunc :class:`TabularTorchModel` reloads the fitted preprocessor from its JSON
@@ -9,6 +9,9 @@ reference (``mlops_provider.runtime.model.TabularTorchModel``), so loading it ne
 ``mlops_provider`` package importable (it is installed in the Airflow workers and in the bento
 images). Its state is not pickled: weights and preprocessor live in two artifacts,
 ``state_dict`` (torch ``state_dict``) and ``model_config`` (JSON), read in ``load_context``.
+The network is rebuilt from the architecture block recorded in ``model_config``
+(:mod:`mlops_provider.runtime.architectures`); for a user entry point ``module:function`` that
+module must be importable wherever the model is loaded (workers, gate, serving image).
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 from torch import nn
+
+from mlops_provider.runtime.architectures import (  # noqa: F401 - re-exported
+    TabularMLP,
+    TabularNet,
+    build_network,
+    embedding_dim,
+    normalize_architecture,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,48 +143,13 @@ class Preprocessor:
 
 
 # ---------------------------------------------------------------------------- network
-def embedding_dim(cardinality: int) -> int:
-    return int(min(16, max(2, round(1.6 * cardinality**0.56))))
+# The networks live in runtime/architectures.py (registry of built-ins + user entry points);
+# these names stay importable from here.
 
 
-class TabularMLP(nn.Module):
-    """Embeddings for categoricals, concatenated with numerics, then an MLP to one logit."""
-
-    def __init__(self, n_numeric: int, cardinalities: list[int], hidden: list[int], dropout: float) -> None:
-        super().__init__()
-        dims = [embedding_dim(c) for c in cardinalities]
-        self.embeddings = nn.ModuleList([nn.Embedding(c, d) for c, d in zip(cardinalities, dims, strict=True)])
-        width = n_numeric + sum(dims)
-        layers: list[nn.Module] = []
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.mlp = nn.Sequential(*layers)
-
-    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
-        parts = [x_num] + [emb(x_cat[:, j]) for j, emb in enumerate(self.embeddings)]
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
-
-
-def normalize_architecture(arch: dict[str, Any] | None) -> dict[str, Any]:
-    """Validate ``{"hidden": [64, 32], "dropout": 0.1}`` and fill defaults."""
-    arch = dict(arch or {})
-    unknown = set(arch) - {"hidden", "dropout"}
-    if unknown:
-        raise ValueError(f"unknown architecture keys {sorted(unknown)}; allowed: hidden, dropout")
-    hidden = [int(h) for h in arch.get("hidden", [64, 32])]
-    dropout = float(arch.get("dropout", 0.1))
-    if any(h <= 0 for h in hidden) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"invalid architecture {arch}: hidden sizes must be > 0 and 0 <= dropout < 1")
-    return {"hidden": hidden, "dropout": dropout}
-
-
-def build_mlp(arch: dict[str, Any] | None, n_numeric: int, cardinalities: list[int]) -> TabularMLP:
-    a = normalize_architecture(arch)
-    return TabularMLP(n_numeric, list(cardinalities), a["hidden"], a["dropout"])
+def build_mlp(arch: dict[str, Any] | None, n_numeric: int, cardinalities: list[int]) -> nn.Module:
+    """The network of any architecture block (historical name: the MLP was the only one)."""
+    return build_network(arch, n_numeric, list(cardinalities))
 
 
 def predict_proba(
@@ -204,9 +180,10 @@ def model_config(pre: Preprocessor, arch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_network(config: dict[str, Any], state_dict_path: str) -> tuple[TabularMLP, Preprocessor]:
+def load_network(config: dict[str, Any], state_dict_path: str) -> tuple[nn.Module, Preprocessor]:
+    """Rebuild the network from ``model_config`` (an entry point's module must be importable here)."""
     pre = Preprocessor.from_dict(config["preprocessor"])
-    net = build_mlp(config["architecture"], len(pre.numeric), list(config["cardinalities"]))
+    net = build_network(config["architecture"], len(pre.numeric), list(config["cardinalities"]))
     state = torch.load(state_dict_path, map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     net.eval()

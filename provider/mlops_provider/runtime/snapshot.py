@@ -15,6 +15,16 @@ per-row hash of every value, independent of the parquet library version) togethe
 feature service and the label. Identical inputs give the identical hash, hence the identical
 path; a snapshot that already exists is reused, never overwritten. Writing is atomic: the files
 are written to a temporary sibling directory which is then renamed into place.
+
+Object storage: ``root`` (and the ``path`` given to :func:`load_snapshot`) may be an ``s3://bucket/prefix``
+URL, reached through the amazon provider's ``S3Hook`` (connection ``aws_conn_id``). The snapshot is
+built in a local temporary directory exactly as above (same hash), then published under
+``<root>/<hash>/``: ``data.parquet`` first, ``manifest.json`` last and only if absent (a conditional
+``PUT If-None-Match: *``), so a snapshot without a manifest is treated as absent (a crashed writer
+leaves nothing a reader would use) and an existing snapshot is never overwritten.
+
+:func:`log_snapshot_input` records a snapshot as an MLflow dataset input of a run (source = the
+snapshot path, digest = its hash).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,12 +43,14 @@ from typing import Any
 import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
+from mlops_provider.runtime import objstore
 
 log = logging.getLogger(__name__)
 
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
 HASH_LEN = 16  # hex characters of the hash shown in messages
+MLFLOW_DIGEST_LEN = 36  # MLflow's limit on a dataset digest
 
 
 def _schema(df: pd.DataFrame) -> dict[str, str]:
@@ -63,7 +76,11 @@ def _roundtrip(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def write_snapshot(
-    df: pd.DataFrame, manifest_fields: dict[str, Any], root: str | os.PathLike[str]
+    df: pd.DataFrame,
+    manifest_fields: dict[str, Any],
+    root: str | os.PathLike[str],
+    *,
+    aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID,
 ) -> tuple[str, dict[str, Any]]:
     """Write ``df`` as an immutable snapshot under ``root`` and return ``(path, manifest)``.
 
@@ -83,6 +100,10 @@ def write_snapshot(
         raise DataValidationError(
             f"write_snapshot: label column {label!r} is not in the data (columns: {list(df.columns)})."
         )
+    if objstore.is_s3(root):
+        with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as local_root:
+            local, _ = write_snapshot(df, manifest_fields, local_root)
+            return publish_snapshot(local, str(root), aws_conn_id=aws_conn_id)
     root_path = Path(root)
     root_path.mkdir(parents=True, exist_ok=True)
     tmp = root_path / f".tmp-{uuid.uuid4().hex}"
@@ -118,6 +139,53 @@ def write_snapshot(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def publish_snapshot(
+    local_dir: str | os.PathLike[str], root: str, *, aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID
+) -> tuple[str, dict[str, Any]]:
+    """Copy a local snapshot directory to ``<root>/<hash>/`` on S3; reuse the remote one when it exists.
+
+    ``data.parquet`` is uploaded first and ``manifest.json`` last, with ``If-None-Match: *`` so a
+    concurrent writer's manifest is never replaced (its snapshot is then returned).
+    """
+    from botocore.exceptions import ClientError
+
+    local = Path(local_dir)
+    manifest = _read_manifest(local)
+    target = objstore.join_s3(root, str(manifest["hash"]))
+    s3 = objstore.client(aws_conn_id)
+    if objstore.head(objstore.join_s3(target, MANIFEST_FILE), s3=s3) is not None:
+        log.info("snapshot %s already exists; reusing it", target)
+        return target, _read_remote_manifest(target, s3)
+    objstore.upload(local / DATA_FILE, objstore.join_s3(target, DATA_FILE), s3=s3)
+    bucket, key = objstore.split_s3(objstore.join_s3(target, MANIFEST_FILE))
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=(local / MANIFEST_FILE).read_bytes(), IfNoneMatch="*",
+                      ContentType="application/json")
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code"))
+        if code not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            raise
+        log.info("snapshot %s was written concurrently; reusing it", target)
+        return target, _read_remote_manifest(target, s3)
+    log.info("published snapshot %s (%s rows)", target, manifest.get("rows"))
+    return target, manifest
+
+
+def read_manifest(
+    path: str | os.PathLike[str], *, aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID
+) -> dict[str, Any]:
+    """The manifest of a snapshot (local directory or ``s3://`` URL) without reading its data."""
+    if objstore.is_s3(path):
+        return _read_remote_manifest(str(path).rstrip("/"), objstore.client(aws_conn_id))
+    return _read_manifest(Path(path))
+
+
+def _read_remote_manifest(target: str, s3: Any) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
+        objstore.download(objstore.join_s3(target, MANIFEST_FILE), Path(tmp, MANIFEST_FILE), s3=s3)
+        return _read_manifest(Path(tmp))
+
+
 def _read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST_FILE
     try:
@@ -139,12 +207,17 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_snapshot(path: str | os.PathLike[str], *, verify: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+def load_snapshot(
+    path: str | os.PathLike[str], *, verify: bool = True, aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a snapshot directory (or its ``data.parquet`` / ``manifest.json``): ``(DataFrame, manifest)``.
 
+    ``path`` may be an ``s3://`` URL (a snapshot whose manifest is missing counts as absent).
     Raises :class:`DataValidationError` when the snapshot is missing, unreadable, or (with
     ``verify=True``, the default) when its data no longer matches the hash in its manifest.
     """
+    if objstore.is_s3(path):
+        return _load_remote(str(path), verify=verify, aws_conn_id=aws_conn_id)
     directory = Path(path)
     if directory.name in (DATA_FILE, MANIFEST_FILE):
         directory = directory.parent
@@ -174,3 +247,57 @@ def load_snapshot(path: str | os.PathLike[str], *, verify: bool = True) -> tuple
                 f"{str(manifest['hash'])[:HASH_LEN]}. Delete the directory and re-run the training-dataset task."
             )
     return df, manifest
+
+
+def _load_remote(url: str, *, verify: bool, aws_conn_id: str | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    url = url.rstrip("/")
+    if objstore.basename(url) in (DATA_FILE, MANIFEST_FILE):
+        url = url.rsplit("/", 1)[0]
+    s3 = objstore.client(aws_conn_id)
+    if objstore.head(objstore.join_s3(url, MANIFEST_FILE), s3=s3) is None:
+        raise DataValidationError(
+            f"snapshot {url} does not exist (no {MANIFEST_FILE}; an interrupted write leaves none). Check the "
+            "snapshot path passed through XCom / the model version tag 'snapshot_path', or re-run the "
+            "training-dataset task."
+        )
+    with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
+        local = Path(tmp, "snapshot")
+        try:
+            for name in (MANIFEST_FILE, DATA_FILE):
+                objstore.download(objstore.join_s3(url, name), local / name, s3=s3)
+            return load_snapshot(local, verify=verify)
+        except DataValidationError as e:
+            raise DataValidationError(str(e).replace(str(local), url)) from e
+
+
+def log_snapshot_input(
+    client: Any, run_id: str, path: str, manifest: dict[str, Any], *, context: str = "training"
+) -> dict[str, Any]:
+    """Log the snapshot as an MLflow dataset input of ``run_id`` (source = ``path``, digest = its hash).
+
+    MLflow caps a digest at 36 characters: the digest is the hash's first 36 hex characters and the
+    full hash is in the dataset profile. Idempotent: a run that already has this (name, digest) input
+    is left unchanged. Returns the dataset's ``{"name", "digest", "source"}``.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    digest = str(manifest["hash"])[:MLFLOW_DIGEST_LEN]
+    name = f"{manifest.get('feature_service', 'snapshot')}-{digest[:HASH_LEN]}"
+    info = {"name": name, "digest": digest, "source": str(path)}
+    run = client.get_run(run_id)
+    for existing in run.inputs.dataset_inputs or []:
+        if existing.dataset.name == name and existing.dataset.digest == digest:
+            log.info("snapshot %s is already an input of run %s", path, run_id)
+            return info
+    dataset = Dataset(
+        name=name,
+        digest=digest,
+        source_type="s3" if objstore.is_s3(path) else "local",
+        source=json.dumps({"uri": str(path)}),
+        schema=json.dumps({"columns": manifest.get("schema", {})}),
+        profile=json.dumps({"hash": manifest["hash"], "rows": manifest.get("rows"), "split": manifest.get("split"),
+                            "window": manifest.get("window")}, default=str),
+    )
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+    log.info("logged snapshot %s as dataset input %s of run %s", path, name, run_id)
+    return info

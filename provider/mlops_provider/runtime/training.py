@@ -7,13 +7,19 @@ moves an alias (the gate / promote step does).
 
 Idempotency: the MLflow run carries the tag ``mlops.idempotency_key``. A run with that key
 that already registered a version is returned as is (no retraining); a run with that key and
-no version yet (the task died mid-way) is reopened under the same ``run_id`` and trained again.
+no version yet (the task died mid-way) is reopened under the same ``run_id`` and continues from
+the last checkpoint (``runtime/checkpoint.py``, under ``$MLOPS_HOME/checkpoints/<model>/<key>/``)
+with restored model / optimizer / RNG / early-stopping state, so on CPU the result equals an
+uninterrupted run. Per-epoch metrics are logged asynchronously (one batch per epoch, each step
+once even across a resume) and flushed before the run ends; system metrics are sampled by MLflow.
+
+Architectures: ``runtime/architectures.py`` (built-ins ``mlp`` / ``resmlp`` / ``linear`` and user
+entry points ``module:function``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -33,6 +39,8 @@ from mlflow import MlflowClient
 from torch import nn
 
 from mlops_provider.exceptions import ModelRegistryError, SanityCheckError, TrainingError
+from mlops_provider.runtime.architectures import build_network
+from mlops_provider.runtime.checkpoint import CheckpointStore, checkpoint_dir
 from mlops_provider.runtime.model import (
     MODEL_CONFIG_ARTIFACT,
     STATE_DICT_ARTIFACT,
@@ -48,7 +56,10 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENCY_TAG = "mlops.idempotency_key"
 VERSION_TAG = "mlops.model_version"
+COMPLETE_TAG = "mlops.training_complete"
 MODEL_ARTIFACT_NAME = "model"
+CONFIG_ARTIFACT = "config/training_config.json"
+FINAL_METRICS = ("roc_auc", "log_loss", "best_epoch")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -69,6 +80,11 @@ def make_idempotency_key(*parts: Any) -> str:
 
 
 def _check_frame(df: pd.DataFrame, categorical: list[str], numeric: list[str], label: str, where: str) -> None:
+    if label not in df.columns:
+        raise TrainingError(
+            f"snapshot {where} has no label column {label!r} (columns: {sorted(map(str, df.columns))}). "
+            "Fix training.label in the YAML or rebuild the snapshot with the label."
+        )
     missing = [c for c in [*categorical, *numeric, label, "split"] if c not in df.columns]
     if missing:
         raise TrainingError(
@@ -149,7 +165,10 @@ def sanity_check(
     x_num, x_cat = pre.transform(batch)
     xn, xc = torch.from_numpy(x_num), torch.from_numpy(x_cat)
     y = torch.as_tensor(pd.to_numeric(batch[label]).to_numpy(dtype=np.float32))
-    net = build({**normalize_architecture(arch), "dropout": 0.0}, len(numeric), pre.cardinalities)
+    net = build(normalize_architecture(arch), len(numeric), pre.cardinalities)
+    for module in net.modules():  # dropout off (any architecture, entry points included)
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
     net.train()
     out = net(xn, xc)
     if tuple(out.shape) != (len(batch),):
@@ -186,6 +205,29 @@ def sanity_check(
 
 
 # ---------------------------------------------------------------------------- the loop
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host array -> device tensor; pinned + non-blocking copy on CUDA (one copy, whole split in memory)."""
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "perm": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    gen.set_state(state["perm"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def fit_network(
     pre: Preprocessor,
     train_df: pd.DataFrame,
@@ -199,58 +241,107 @@ def fit_network(
     seed: int,
     patience: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    device: torch.device | str | None = None,
+    compile_model: bool = False,
+    checkpoint: CheckpointStore | None = None,
+    checkpoint_every: int = 1,
+    checkpoint_extra: dict[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, list[dict[str, float]], int]:
-    """Train; return (best network on CPU, per-epoch history, best epoch; 0 = untrained init)."""
-    device = select_device()
+    """Train; return (best network on CPU, per-epoch history, best epoch; 0 = untrained init).
+
+    Whole splits live on the device as tensors and batches are index slices of a per-epoch
+    permutation (no DataLoader); the only host syncs are one per epoch (loss + validation for
+    logging). CUDA: bf16 autocast, pinned host->device copy. ``compile_model``: ``torch.compile``.
+    ``checkpoint``: every ``checkpoint_every`` epochs (and at the end) the full state is saved;
+    ``resume`` (a loaded checkpoint) continues from its epoch with identical RNG streams, so on CPU
+    the result equals an uninterrupted run.
+    """
+    device = torch.device(device) if device is not None else select_device()
     _seed_everything(seed)
-    net = build_mlp(arch, len(pre.numeric), pre.cardinalities).to(device)
+    net = build_network(arch, len(pre.numeric), pre.cardinalities).to(device)
+    step_net: Callable[..., torch.Tensor] = net
+    if compile_model:
+        step_net = torch.compile(net)  # type: ignore[assignment]
     x_num, x_cat = pre.transform(train_df)
-    xn = torch.from_numpy(x_num).to(device)
-    xc = torch.from_numpy(x_cat).to(device)
-    y = torch.as_tensor(pd.to_numeric(train_df[label]).to_numpy(dtype=np.float32), device=device)
+    xn, xc = _to_device(x_num, device), _to_device(x_cat, device)
+    y = _to_device(pd.to_numeric(train_df[label]).to_numpy(dtype=np.float32), device)
     y_val = pd.to_numeric(val_df[label]).to_numpy(dtype=np.int64)
     n = len(train_df)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
-    use_amp = device.type == "cuda"
+    use_amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
     history: list[dict[str, float]] = []
-    best_loss, best_epoch, bad_epochs = math.inf, 0, 0
-    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
-    log.info("training on %s: %d rows, %d epochs max, batch %d", device, n, epochs, batch_size)
-    for epoch in range(1, epochs + 1):
+    best_loss, best_epoch, bad_epochs, start = math.inf, 0, 0, 0
+    best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    stopped = False
+    if resume is not None:
+        net.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        _restore_rng(resume["rng"], gen)
+        es = resume["early_stopping"]
+        best_loss, best_epoch, bad_epochs = es["best_loss"], es["best_epoch"], es["bad_epochs"]
+        best_state = es["best_state"]
+        history = list(resume["history"])
+        start, stopped = int(resume["epoch"]), bool(resume.get("stopped", False))
+        log.info("resuming from the checkpoint of epoch %d (best epoch %d)", start, best_epoch)
+
+    def save(epoch: int, done: bool) -> None:
+        if checkpoint is None:
+            return
+        checkpoint.save({
+            **(checkpoint_extra or {}),
+            "epoch": epoch,
+            "stopped": done,
+            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "optimizer": opt.state_dict(),
+            "rng": _rng_state(gen),
+            "early_stopping": {"best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                               "best_state": best_state},
+            "history": history,
+        })
+
+    log.info("training on %s: %d rows, epochs %d..%d, batch %d, amp %s, compile %s",
+             device, n, start + 1, epochs, batch_size, use_amp, compile_model)
+    for epoch in range(start + 1, epochs + 1):
+        if stopped:
+            break
         net.train()
-        perm = torch.randperm(n, generator=gen).to(device)
+        perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)
         total = torch.zeros((), device=device)
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = net(xn[idx], xc[idx])
+                logits = step_net(xn[idx], xc[idx])
             loss = loss_fn(logits.float(), y[idx])
             (loss / len(idx)).backward()
             opt.step()
             total += loss.detach()
         train_loss = float(total) / n  # one device sync per epoch
         p_val = predict_proba(net, pre, val_df)
-        if not np.all(np.isfinite(p_val)) or not math.isfinite(train_loss):
+        if not math.isfinite(train_loss) or not np.all(np.isfinite(p_val)):
             raise TrainingError(
-                f"training diverged at epoch {epoch} (train loss {train_loss}); lower learning_rate in the YAML."
+                f"training diverged at epoch {epoch}: train loss {train_loss} (NaN/inf loss or predictions); "
+                "nothing was registered. Lower training.learning_rate in the YAML or check the architecture."
             )
         m = binary_metrics(y_val, p_val)
         row = {"train_loss": train_loss, "val_loss": m["log_loss"], "val_roc_auc": m["roc_auc"]}
         history.append(row)
-        if on_epoch is not None:
-            on_epoch(epoch, row)
-        log.info("epoch %d: train_loss %.4f val_loss %.4f val_auc %.4f", epoch, *row.values())
         if m["log_loss"] < best_loss - 1e-6:
             best_loss, best_epoch, bad_epochs = m["log_loss"], epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         else:
             bad_epochs += 1
-            if bad_epochs >= patience:
-                log.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
-                break
+        stopped = bad_epochs >= patience
+        if stopped or epoch == epochs or epoch % max(1, checkpoint_every) == 0:
+            save(epoch, stopped or epoch == epochs)
+        log.info("epoch %d: train_loss %.4f val_loss %.4f val_auc %.4f", epoch, *row.values())
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+        if stopped:
+            log.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
     net = net.cpu()
     net.load_state_dict(best_state)
     net.eval()
@@ -258,12 +349,23 @@ def fit_network(
 
 
 # ---------------------------------------------------------------------------- MLflow
-def configure_tracking(tracking: dict[str, Any] | None) -> MlflowClient:
+def configure_tracking(tracking: dict[str, Any] | None, *, check: bool = False) -> MlflowClient:
+    """Point this process at the store of ``tracking`` and return a client.
+
+    ``check``: probe a remote server first with bounded retries and backoff
+    (``tracking["connect_attempts"]`` / ``["connect_backoff_s"]`` / ``["connect_timeout_s"]``, or the
+    ``$MLOPS_MLFLOW_CONNECT_*`` variables); raises ``MlflowUnreachableError`` (a ModelRegistryError).
+    """
     tracking = tracking or {}
     uri = tracking.get("tracking_uri") or mlflow.get_tracking_uri()
     registry = tracking.get("registry_uri") or uri
     if str(uri).startswith("sqlite:///"):
         Path(str(uri)[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    if check:
+        from mlops_provider.hooks.mlflow import check_reachable
+
+        check_reachable(str(uri), attempts=tracking.get("connect_attempts"),
+                        backoff_s=tracking.get("connect_backoff_s"), timeout_s=tracking.get("connect_timeout_s"))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
     return MlflowClient(tracking_uri=uri, registry_uri=registry)
@@ -304,14 +406,18 @@ def registered_version(client: MlflowClient, model_name: str, run: Any) -> Any |
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def _result(run_id: str, version: Any, metrics: dict[str, float], uri: str, reused: bool) -> dict[str, Any]:
+def _result(
+    run_id: str, version: Any | None, metrics: dict[str, float], uri: str, reused: bool, **extra: Any
+) -> dict[str, Any]:
     return {
         "run_id": run_id,
-        "model_version": str(version.version),
-        "model_uri": f"models:/{version.name}/{version.version}",
+        "model_version": str(version.version) if version is not None else None,
+        "model_uri": (f"models:/{version.name}/{version.version}" if version is not None
+                      else f"runs:/{run_id}/{MODEL_ARTIFACT_NAME}"),
         "metrics": {k: float(v) for k, v in sorted(metrics.items())},
         "tracking_uri": uri,
         "reused": reused,
+        **extra,
     }
 
 
@@ -320,12 +426,60 @@ def _flatten_params(config: dict[str, Any]) -> dict[str, str]:
     for k, v in config.items():
         if isinstance(v, dict):
             for k2, v2 in v.items():
-                out[f"{k}.{k2}"] = json.dumps(v2) if isinstance(v2, list | dict) else str(v2)
+                out[f"{k}.{k2}"] = (json.dumps(v2, sort_keys=True) if isinstance(v2, list | dict) else str(v2))[:500]
         elif isinstance(v, list):
             out[k] = json.dumps(v)[:500]
         else:
             out[k] = str(v)
     return out
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_tags(project_dir: str | os.PathLike[str] | None = None, dag_file: str | None = None) -> dict[str, str]:
+    """Best-effort git lineage tags: the project's HEAD (+ dirty flag) and the DAG file's last commit.
+
+    ``project_dir`` defaults to the working directory. Outside a git repository (or without git)
+    the tags are simply absent; this never raises.
+    """
+    tags: dict[str, str] = {}
+    try:
+        proj = Path(project_dir or os.getcwd()).resolve()
+        head = _git(["rev-parse", "HEAD"], proj)
+        if head:
+            tags["mlops.git.project_commit"] = head
+            dirty = _git(["status", "--porcelain", "--untracked-files=no"], proj)
+            tags["mlops.git.project_dirty"] = str(bool(dirty)).lower()
+            root = _git(["rev-parse", "--show-toplevel"], proj)
+            if root:
+                tags["mlops.git.project_root"] = root
+        if dag_file:
+            f = Path(dag_file).resolve()
+            if f.exists():
+                tags["mlops.git.dag_file"] = str(f)
+                commit = _git(["log", "-1", "--format=%H", "--", f.name], f.parent)
+                if commit:
+                    tags["mlops.git.dag_commit"] = commit
+                    changed = _git(["status", "--porcelain", "--", f.name], f.parent)
+                    tags["mlops.git.dag_dirty"] = str(bool(changed)).lower()
+    except Exception as e:  # noqa: BLE001 - lineage is best effort
+        log.info("git lineage unavailable: %s", e)
+    return tags
+
+
+def _logged_steps(client: MlflowClient, run_id: str, key: str = "train_loss") -> set[int]:
+    try:
+        return {int(m.step) for m in client.get_metric_history(run_id, key)}
+    except Exception:  # noqa: BLE001
+        return set()
 
 
 def train(
@@ -346,23 +500,59 @@ def train(
     idempotency_key: str | None = None,
     experiment_name: str | None = None,
     on_run_start: Callable[[str, str], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    register: bool = True,
+    run_name: str | None = None,
+    run_tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+    device: str | None = None,
+    compile_model: bool = False,
+    checkpoint_every: int = 1,
+    checkpoint_home: str | None = None,
+    keep_checkpoint: bool = False,
+    system_metrics_interval: float | None = 5.0,
+    dag_file: str | None = None,
+    project_dir: str | None = None,
+    expected_snapshot_hash: str | None = None,
 ) -> dict[str, Any]:
-    """Train, log and register a new version of ``model_name``. Returns
-    ``{"run_id", "model_version", "model_uri", "metrics", "tracking_uri", "reused"}``.
+    """Train, log and (by default) register a new version of ``model_name``. Returns
+    ``{"run_id", "model_version", "model_uri", "metrics", "tracking_uri", "reused",
+    "resumed_from_epoch", "epochs_run"}`` (``model_version`` is None when ``register=False``).
 
     ``tracking``: ``{"tracking_uri", "registry_uri", "artifact_location"}`` (MLflowHook's public
-    config); ``tags``: model version tags from the caller (dag_id, run_id, data_interval);
-    snapshot_path / snapshot_hash / feature_service are added here from the manifest.
-    ``on_run_start(run_id, experiment_id)`` is called once the MLflow run exists (extra links).
+    config) plus optional ``connect_attempts`` / ``connect_backoff_s`` / ``connect_timeout_s`` for the
+    bounded first contact with a remote server; ``tags``: model version tags from the caller
+    (dag_id, run_id, data_interval); snapshot_path / snapshot_hash / feature_service are added here.
+    ``on_run_start(run_id, experiment_id)`` is called once the MLflow run exists (extra links);
+    ``on_epoch(epoch, metrics)`` after each epoch (after its checkpoint).
+
+    Crash safety: the run is keyed by ``idempotency_key``; the state is checkpointed every
+    ``checkpoint_every`` epochs under ``<checkpoint_home or $MLOPS_HOME>/checkpoints/<model>/<key>/``;
+    a second call with the same key after a crash / kill continues from the last checkpoint in the
+    SAME MLflow run (metric steps are logged once each); after success the checkpoint is deleted
+    (unless ``keep_checkpoint``) and a further call returns the registered version (``reused``).
+
+    Extras for callers: ``register=False`` logs the model without registering it (trials;
+    completion is marked by the run tag ``mlops.training_complete``), ``run_name`` / ``run_tags`` /
+    ``parent_run_id`` (child runs), ``device`` (e.g. ``"cuda:1"``; default: CUDA when present),
+    ``compile_model`` (``torch.compile``), ``system_metrics_interval`` (seconds; None = off),
+    ``dag_file`` / ``project_dir`` (git lineage tags), ``expected_snapshot_hash`` (refuse a snapshot
+    whose manifest hash differs).
     """
-    if epochs < 0 or batch_size <= 0 or lr <= 0 or patience < 1:
+    if epochs < 0 or batch_size <= 0 or lr <= 0 or patience < 1 or checkpoint_every < 1:
         raise TrainingError(
             f"invalid training settings epochs={epochs} batch_size={batch_size} learning_rate={lr} "
-            f"patience={patience}: need epochs >= 0, batch_size > 0, learning_rate > 0, patience >= 1."
+            f"patience={patience} checkpoint_every={checkpoint_every}: need epochs >= 0, batch_size > 0, "
+            "learning_rate > 0, patience >= 1, checkpoint_every >= 1."
         )
     arch_n = normalize_architecture(arch)
     df, manifest = load_snapshot_frame(snapshot_path)
     snapshot_hash = str(manifest.get("hash", ""))
+    if expected_snapshot_hash and snapshot_hash != expected_snapshot_hash:
+        raise TrainingError(
+            f"snapshot {snapshot_path} has hash {snapshot_hash[:16]} but {expected_snapshot_hash[:16]} was expected "
+            "(recorded on the run being reproduced). The snapshot was replaced; the original data is gone."
+        )
     feature_service = str(manifest.get("feature_service", ""))
     resolved = {
         "model_name": model_name,
@@ -378,72 +568,139 @@ def train(
         "seed": int(seed),
         "patience": int(patience),
     }
+    if compile_model:
+        resolved["compile"] = True
     key = idempotency_key or make_idempotency_key(model_name, snapshot_hash, config_hash(resolved))
 
-    client = configure_tracking(tracking)
+    client = configure_tracking(tracking, check=True)
     uri = mlflow.get_tracking_uri()
     experiment_id = get_or_create_experiment(
         client, experiment_name or model_name, (tracking or {}).get("artifact_location")
     )
     existing = find_keyed_run(client, experiment_id, key)
+    store = CheckpointStore(checkpoint_dir(model_name, key, checkpoint_home))
     resume_run_id: str | None = None
     if existing is not None:
-        version = registered_version(client, model_name, existing)
-        if version is not None:
+        version = registered_version(client, model_name, existing) if register else None
+        complete = existing.data.tags.get(COMPLETE_TAG) == "true"
+        if version is not None or (not register and complete):
             if existing.info.status != "FINISHED":
                 client.set_terminated(existing.info.run_id, "FINISHED")
-            log.info("run %s (key %s) already registered %s v%s; not retraining",
-                     existing.info.run_id, key, model_name, version.version)
-            metrics = {k: v for k, v in existing.data.metrics.items() if k in ("roc_auc", "log_loss", "best_epoch")}
-            return _result(existing.info.run_id, version, metrics, uri, reused=True)
+            log.info("run %s (key %s) already complete%s; not retraining", existing.info.run_id, key,
+                     f" and registered {model_name} v{version.version}" if version is not None else "")
+            metrics = {k: v for k, v in existing.data.metrics.items() if k in FINAL_METRICS}
+            store.clear()
+            return _result(existing.info.run_id, version, metrics, uri, reused=True, resumed_from_epoch=None,
+                           epochs_run=int(existing.data.metrics.get("epochs_run", 0)))
         resume_run_id = existing.info.run_id
         log.info("resuming MLflow run %s (key %s, status %s)", resume_run_id, key, existing.info.status)
 
     train_df, val_df = split_frames(df, categorical, numeric, label, str(snapshot_path))
+    del df
+    pre = Preprocessor.fit(train_df, categorical, numeric)
+    # build once before touching the run: a bad architecture / entry point fails here, named, with no run
+    probe_net = build_network(arch_n, len(numeric), pre.cardinalities)
+    del probe_net
+
+    checkpoint = store.load()
+    if checkpoint is not None and (resume_run_id is None or checkpoint.get("run_id") != resume_run_id
+                                   or checkpoint.get("config_hash") != config_hash(resolved)):
+        log.info("discarding checkpoint %s: it belongs to another run or configuration", store.path)
+        store.clear()
+        checkpoint = None
+    resumed_from = int(checkpoint["epoch"]) if checkpoint is not None else 0
+
     version_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     version_tags.update(
         {"snapshot_path": str(snapshot_path), "snapshot_hash": snapshot_hash, "feature_service": feature_service,
          IDEMPOTENCY_TAG: key}
     )
-    run_tags = {IDEMPOTENCY_TAG: key, **{f"mlops.{k}": v for k, v in version_tags.items() if k != IDEMPOTENCY_TAG}}
+    all_run_tags = {IDEMPOTENCY_TAG: key, **{f"mlops.{k}": v for k, v in version_tags.items() if k != IDEMPOTENCY_TAG}}
+    all_run_tags.update(git_tags(project_dir, dag_file))
+    all_run_tags.update({str(k): str(v) for k, v in (run_tags or {}).items()})
+    if parent_run_id:
+        all_run_tags["mlflow.parentRunId"] = parent_run_id
+    dev = torch.device(device) if device else select_device()
+    all_run_tags["mlops.device"] = str(dev)
 
+    system_metrics = bool(system_metrics_interval) and system_metrics_interval is not None
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(float(system_metrics_interval))  # type: ignore[arg-type]
+        mlflow.set_system_metrics_samples_before_logging(1)
     with mlflow.start_run(
         run_id=resume_run_id,
         experiment_id=None if resume_run_id else experiment_id,
-        run_name=None if resume_run_id else f"{model_name}-{snapshot_hash[:8] or 'snapshot'}",
-        tags=run_tags,
+        run_name=None if resume_run_id else (run_name or f"{model_name}-{snapshot_hash[:8] or 'snapshot'}"),
+        tags=all_run_tags,
+        log_system_metrics=system_metrics,
     ) as run:
         run_id = run.info.run_id
-        if on_run_start is not None:
-            on_run_start(run_id, experiment_id)
-        device = select_device()
-        mlflow.log_params({**_flatten_params({k: v for k, v in resolved.items() if k != "features"}),
-                           "n_categorical": len(categorical), "n_numeric": len(numeric),
-                           "device": device.type, "rows_train": len(train_df), "rows_validation": len(val_df)})
-        mlflow.log_dict(resolved, "config/training_config.json")
-        _log_inputs(train_df, val_df, snapshot_path, snapshot_hash, feature_service, label)
+        try:
+            if on_run_start is not None:
+                on_run_start(run_id, experiment_id)
+            if resumed_from:
+                client.set_tag(run_id, "mlops.resumed_from_epoch", str(resumed_from))
+            mlflow.log_params({**_flatten_params({k: v for k, v in resolved.items() if k != "features"}),
+                               "n_categorical": len(categorical), "n_numeric": len(numeric),
+                               "rows_train": len(train_df), "rows_validation": len(val_df)})
+            mlflow.log_dict(resolved, CONFIG_ARTIFACT)
+            inputs = client.get_run(run_id).inputs if resume_run_id else None
+            if not (inputs is not None and inputs.dataset_inputs):
+                _log_inputs(train_df, val_df, snapshot_path, snapshot_hash, feature_service, label)
 
-        pre = Preprocessor.fit(train_df, categorical, numeric)
+            logged = _logged_steps(client, run_id) if resume_run_id else set()
+            if checkpoint is not None:  # epochs the dead worker finished but whose metrics it never flushed
+                for step, row in enumerate(checkpoint["history"], start=1):
+                    if step not in logged:
+                        mlflow.log_metrics(row, step=step, synchronous=False)
+                        logged.add(step)
 
-        def on_epoch(epoch: int, row: dict[str, float]) -> None:
-            mlflow.log_metrics(row, step=epoch)
+            def epoch_done(epoch: int, row: dict[str, float]) -> None:
+                if epoch not in logged:  # one point per step, even across a resume
+                    mlflow.log_metrics(row, step=epoch, synchronous=False)  # batched, async
+                if on_epoch is not None:
+                    on_epoch(epoch, row)
 
-        net, history, best_epoch = fit_network(
-            pre, train_df, val_df, label, arch_n, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-            patience=patience, on_epoch=on_epoch,
-        )
-        p_val = predict_proba(net, pre, val_df)
-        if not np.all(np.isfinite(p_val)):
-            raise TrainingError(f"the trained model predicts non-finite probabilities on {snapshot_path}.")
-        final = binary_metrics(pd.to_numeric(val_df[label]).to_numpy(), p_val)
-        metrics = {**final, "best_epoch": float(best_epoch), "epochs_run": float(len(history))}
-        mlflow.log_metrics(metrics)
+            net, history, best_epoch = fit_network(
+                pre, train_df, val_df, label, arch_n, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                patience=patience, on_epoch=epoch_done, device=dev, compile_model=compile_model,
+                checkpoint=store, checkpoint_every=checkpoint_every,
+                checkpoint_extra={"run_id": run_id, "key": key, "config_hash": config_hash(resolved)},
+                resume=checkpoint,
+            )
+            p_val = predict_proba(net, pre, val_df)
+            if not np.all(np.isfinite(p_val)):
+                raise TrainingError(f"the trained model predicts non-finite probabilities on {snapshot_path}.")
+            final = binary_metrics(pd.to_numeric(val_df[label]).to_numpy(), p_val)
+            metrics = {**final, "best_epoch": float(best_epoch), "epochs_run": float(len(history))}
+            mlflow.log_metrics(metrics, synchronous=False)
 
-        feature_cols = [*categorical, *numeric]
-        version = _log_and_register(client, net, pre, arch_n, val_df[feature_cols], model_name, version_tags)
-        client.set_tag(run_id, VERSION_TAG, str(version.version))
-    log.info("registered %s v%s from run %s: %s", model_name, version.version, run_id, final)
-    return _result(run_id, version, {k: metrics[k] for k in ("roc_auc", "log_loss", "best_epoch")}, uri, False)
+            feature_cols = [*categorical, *numeric]
+            info = _log_model(net, pre, arch_n, val_df[feature_cols])
+            version = None
+            if register:
+                version = register_model_version(info.model_uri, model_name, version_tags)
+                client.set_tag(run_id, VERSION_TAG, str(version.version))
+            client.set_tag(run_id, COMPLETE_TAG, "true")
+        finally:
+            mlflow.flush_async_logging()  # every queued metric reaches the store before the task ends
+    if not keep_checkpoint:
+        store.clear()
+    log.info("%s %s from run %s: %s", "registered" if version is not None else "logged",
+             f"{model_name} v{version.version}" if version is not None else model_name, run_id, final)
+    return _result(run_id, version, {k: metrics[k] for k in FINAL_METRICS}, uri, False,
+                   resumed_from_epoch=resumed_from, epochs_run=len(history))
+
+
+def register_model_version(model_uri: str, model_name: str, version_tags: dict[str, str]) -> Any:
+    """Register ``model_uri`` (e.g. ``runs:/<id>/model``) as a new version of ``model_name`` with tags."""
+    try:
+        return mlflow.register_model(model_uri, model_name, tags=version_tags)
+    except Exception as e:
+        raise ModelRegistryError(
+            f"could not register {model_uri} as a version of {model_name!r} in {mlflow.get_registry_uri()}: "
+            f"{e}. Check the MLflow connection (registry_uri) and retry the task."
+        ) from e
 
 
 def _log_inputs(
@@ -495,15 +752,8 @@ def _pip_requirements() -> list[str]:
     ]
 
 
-def _log_and_register(
-    client: MlflowClient,
-    net: nn.Module,
-    pre: Preprocessor,
-    arch: dict[str, Any],
-    features: pd.DataFrame,
-    model_name: str,
-    version_tags: dict[str, str],
-) -> Any:
+def _log_model(net: nn.Module, pre: Preprocessor, arch: dict[str, Any], features: pd.DataFrame) -> Any:
+    """Log the pyfunc (weights + model_config artifacts, signature, input example) into the active run."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
@@ -527,19 +777,15 @@ def _log_and_register(
             inputs=Schema(cols),
             outputs=Schema([TensorSpec(np.dtype("float64"), (-1,))]),
         )
-        info = mlflow.pyfunc.log_model(
+        metadata = {"requires_python_package": "mlops_provider (airflow-provider-mlops)"}
+        if "entry_point" in arch:
+            metadata["requires_entry_point_module"] = str(arch["entry_point"]).split(":")[0]
+        return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT_NAME,
             python_model=TabularTorchModel(),
             artifacts={STATE_DICT_ARTIFACT: str(state_path), MODEL_CONFIG_ARTIFACT: str(config_path)},
             signature=signature,
             input_example=example,
             pip_requirements=_pip_requirements(),
-            metadata={"requires_python_package": "mlops_provider (airflow-provider-mlops)"},
+            metadata=metadata,
         )
-    try:
-        return mlflow.register_model(info.model_uri, model_name, tags=version_tags)
-    except Exception as e:
-        raise ModelRegistryError(
-            f"could not register {info.model_uri} as a version of {model_name!r} in {mlflow.get_registry_uri()}: "
-            f"{e}. Check the MLflow connection (registry_uri) and retry the task."
-        ) from e

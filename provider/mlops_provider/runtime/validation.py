@@ -22,6 +22,16 @@ mirrors it as pydantic models)::
       },
     }
 
+Besides the declared rules, every file is checked for: ``empty_file`` (0 bytes), ``readable`` (the
+parquet / CSV parses), ``all_null`` (a column with a declared ``dtype`` that is null in every row of
+a non-empty file -- a broken feed; opt out per column with ``allow_all_null: true``). Columns that
+the contract does not declare (in ``columns``, ``unique`` or ``no_future``) are *warnings*
+(``unknown_column``): logged and listed under ``warnings`` in the report, never a failure.
+
+Formats: ``*.parquet`` and ``*.csv`` (read with the contract's dtypes: ``str`` columns as strings,
+``datetime`` columns parsed as UTC, the rest inferred). Paths may be ``s3://bucket/key`` URLs: the
+object is downloaded to a temporary directory first (connection ``aws_conn_id``).
+
 A file is matched to the table whose name is the longest prefix of the file name
 (``flights_2013_01.parquet`` -> ``flights``; ``planes.parquet`` -> ``planes``). Every rule is
 checked (no early exit); each violation is reported as
@@ -34,6 +44,7 @@ import html
 import json
 import logging
 import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +52,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
+from mlops_provider.runtime import objstore
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +65,44 @@ def table_for_file(path: str | os.PathLike[str], tables: list[str]) -> str | Non
     name = Path(path).name
     matches = [t for t in tables if name.startswith(t)]
     return max(matches, key=len) if matches else None
+
+
+SUPPORTED_FORMATS = (".parquet", ".csv")
+
+
+def file_format(path: str | os.PathLike[str]) -> str:
+    """``parquet`` or ``csv`` from the file name; anything else is a DataValidationError."""
+    name = str(path).lower()
+    for suffix in SUPPORTED_FORMATS:
+        if name.endswith(suffix):
+            return suffix[1:]
+    raise DataValidationError(
+        f"unsupported format: {path} is neither parquet nor CSV (supported: {SUPPORTED_FORMATS}); "
+        "land the data as .parquet or .csv."
+    )
+
+
+def read_landed(path: str | os.PathLike[str], columns: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Read a landed parquet / CSV file. CSV columns follow the contract's dtypes (``columns``).
+
+    Raises :class:`DataValidationError` for an unsupported extension; parser errors propagate.
+    """
+    fmt = file_format(path)
+    if fmt == "parquet":
+        return pd.read_parquet(path)
+    specs = {c: (r or {}) for c, r in (columns or {}).items()}
+    str_cols = {c: "string" for c, r in specs.items() if r.get("dtype") == "str"}
+    df = pd.read_csv(path, dtype=str_cols or None, keep_default_na=True)
+    for c in str_cols:
+        if c in df.columns:  # back to plain object strings (None for missing), like parquet gives
+            df[c] = df[c].astype(object).where(df[c].notna(), None)
+    for c, r in specs.items():
+        if r.get("dtype") == "datetime" and c in df.columns:
+            try:
+                df[c] = pd.to_datetime(df[c], utc=True, format="ISO8601")
+            except (ValueError, TypeError):
+                pass  # left as text: the dtype rule reports it with examples
+    return df
 
 
 def _examples(df: pd.DataFrame, mask: pd.Series, cols: list[str] | None = None) -> list[dict[str, Any]]:
@@ -93,6 +143,14 @@ def _bound(value: Any, series: pd.Series) -> Any:
     return value
 
 
+def unknown_columns(df: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
+    """Columns of ``df`` the table contract does not declare (a warning, not a failure)."""
+    known = set(spec.get("columns") or {}) | set(spec.get("unique") or [])
+    if spec.get("no_future"):
+        known.add(spec["no_future"])
+    return [str(c) for c in df.columns if c not in known]
+
+
 def validate_frame(
     df: pd.DataFrame, spec: dict[str, Any], *, table: str, file: str, now: datetime | None = None
 ) -> list[dict[str, Any]]:
@@ -116,6 +174,10 @@ def validate_frame(
             continue
         s = df[col]
         dtype = rules.get("dtype")
+        if dtype and len(df) and not rules.get("allow_all_null") and bool(s.isna().all()):
+            fail("all_null", col, f"column {col!r} is null in all {len(df)} rows (a broken feed?)", len(df),
+                 _examples(df, s.isna(), [col]))
+            continue
         if dtype:
             if dtype not in DTYPES:
                 fail("dtype", col, f"contract dtype {dtype!r} is unknown; use one of {DTYPES}", 1, [])
@@ -196,6 +258,10 @@ def _write_reports(report: dict[str, Any], report_dir: Path, name: str) -> tuple
         f"<li>{html.escape(f['file'])}: table {html.escape(str(f['table']))}, {f['rows']} rows</li>"
         for f in report["files"]
     )
+    warns = "".join(
+        f"<li>{html.escape(str(w['file']))}: {html.escape(str(w['rule']))}: {html.escape(w['message'])}</li>"
+        for w in report.get("warnings") or []
+    )
     status = "PASSED" if report["passed"] else "FAILED"
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Data validation {html.escape(name)}</title>"
@@ -203,6 +269,7 @@ def _write_reports(report: dict[str, Any], report_dir: Path, name: str) -> tuple
         "padding:4px;vertical-align:top}</style></head><body>"
         f"<h1>Data validation '{html.escape(name)}': {status}</h1><p>checked at {report['checked_at']}</p>"
         f"<ul>{files}</ul>"
+        + (f"<h2>Warnings</h2><ul>{warns}</ul>" if warns else "")
         + (
             "<table><tr><th>file</th><th>table</th><th>rule</th><th>column</th><th>count</th><th>message</th>"
             f"<th>examples</th></tr>{rows}</table>"
@@ -225,11 +292,13 @@ def validate_files(
     name: str = "landing",
     now: datetime | None = None,
     raise_on_failure: bool = True,
+    aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID,
 ) -> dict[str, Any]:
-    """Validate parquet files against ``contract``; always write ``<report_dir>/<name>.{json,html}``.
+    """Validate landed parquet / CSV files (local or ``s3://``) against ``contract``.
 
-    Returns the report ``{"name", "passed", "checked_at", "files": [...], "failures": [...],
-    "report_json", "report_html"}``; raises :class:`DataValidationError` (carrying ``failures``) when a
+    Always writes ``<report_dir>/<name>.{json,html}``. Returns the report ``{"name", "passed",
+    "checked_at", "files": [...], "failures": [...], "warnings": [...], "report_json", "report_html"}``;
+    raises :class:`DataValidationError` (carrying ``failures``) when a
     rule is violated and ``raise_on_failure``.
     """
     tables = dict((contract or {}).get("tables") or {})
@@ -237,22 +306,52 @@ def validate_files(
         raise DataValidationError("data contract has no 'tables'; add features.contract to the model YAML")
     files_info: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
-    for p in paths:
-        table = table_for_file(p, list(tables))
-        if table is None:
-            failures.append({"file": p, "table": None, "rule": "unknown_table", "column": None, "count": 1,
-                             "message": f"file name matches no contract table {sorted(tables)}", "examples": []})
-            files_info.append({"file": p, "table": None, "rows": 0})
-            continue
-        try:
-            df = pd.read_parquet(p)
-        except Exception as e:
-            failures.append({"file": p, "table": table, "rule": "readable", "column": None, "count": 1,
-                             "message": f"cannot read parquet: {type(e).__name__}: {e}", "examples": []})
-            files_info.append({"file": p, "table": table, "rows": 0})
-            continue
-        files_info.append({"file": p, "table": table, "rows": int(len(df))})
-        failures.extend(validate_frame(df, tables[table], table=table, file=p, now=now))
+    warnings: list[dict[str, Any]] = []
+
+    def file_failure(p: str, table: str | None, rule: str, message: str) -> None:
+        failures.append({"file": p, "table": table, "rule": rule, "column": None, "count": 1,
+                         "message": message, "examples": []})
+        files_info.append({"file": p, "table": table, "rows": 0})
+
+    with tempfile.TemporaryDirectory(prefix="mlops-validate-") as tmp:
+        for i, p in enumerate(paths):
+            table = table_for_file(p, list(tables))
+            if table is None:
+                file_failure(p, None, "unknown_table", f"file name matches no contract table {sorted(tables)}")
+                continue
+            try:
+                file_format(p)
+            except DataValidationError as e:
+                file_failure(p, table, "unsupported_format", str(e))
+                continue
+            local = p
+            if objstore.is_s3(p):
+                try:
+                    local = str(objstore.download(p, Path(tmp, str(i), objstore.basename(p)),
+                                                  aws_conn_id=aws_conn_id))
+                except DataValidationError as e:
+                    file_failure(p, table, "file_exists", str(e))
+                    continue
+            elif not os.path.isfile(p):
+                file_failure(p, table, "file_exists", f"{p} does not exist (moved or deleted after landing?)")
+                continue
+            if os.path.getsize(local) == 0:
+                file_failure(p, table, "empty_file", "the file is 0 bytes (an aborted upload?); land it again")
+                continue
+            spec = tables[table]
+            try:
+                df = read_landed(local, spec.get("columns"))
+            except Exception as e:
+                file_failure(p, table, "readable", f"cannot read {file_format(p)}: {type(e).__name__}: {e}")
+                continue
+            files_info.append({"file": p, "table": table, "rows": int(len(df))})
+            failures.extend(validate_frame(df, spec, table=table, file=p, now=now))
+            extra = unknown_columns(df, spec)
+            if extra:
+                warnings.append({"file": p, "table": table, "rule": "unknown_column", "column": ",".join(extra),
+                                 "message": f"column(s) {extra} are not in the {table!r} contract (kept, not "
+                                            "validated); declare them in features.contract to silence this",
+                                 "count": len(extra), "examples": []})
     if not paths:
         failures.append({"file": None, "table": None, "rule": "no_files", "column": None, "count": 1,
                          "message": "no files to validate", "examples": []})
@@ -262,7 +361,10 @@ def validate_files(
         "checked_at": datetime.now(UTC).isoformat(),
         "files": files_info,
         "failures": failures,
+        "warnings": warnings,
     }
+    for w in warnings:
+        log.warning("data validation %r: %s: %s", name, w["file"], w["message"])
     jpath, hpath = _write_reports(report, Path(report_dir), name)
     report["report_json"], report["report_html"] = jpath, hpath
     if failures:

@@ -1,21 +1,34 @@
-"""Data arrival: an event trigger for an ``AssetWatcher`` on a landing directory.
+"""Data arrival: an event trigger for an ``AssetWatcher`` on a landing directory or S3 prefix.
 
 One event per batch of new or changed files. Files are deduplicated by
-(name, size, mtime) against a persisted watermark, so a triggerer restart neither
-replays old files nor loops. A file only counts once it is *settled* (unchanged for
-``settle_seconds``), so half-copied files are never processed. Pending files are
-coalesced: the event fires once ``batch_files`` are pending or the oldest pending file
-has waited ``batch_seconds``.
+(name, size, mtime) -- for ``s3://bucket/prefix/`` by (key, size, etag) -- against a persisted
+watermark, so a triggerer restart neither replays old files nor loops. A file only counts once it
+is *settled* (unchanged for ``settle_seconds``), so half-copied files are never processed. Pending
+files are coalesced: the event fires once ``batch_files`` are pending or the oldest pending file
+has waited ``batch_seconds``. Only the files directly under the directory / prefix count.
+
+0-byte files / objects are never processed: they are logged as a warning, listed under ``skipped``
+in the event of their batch (an event is not fired for a batch of 0-byte files only) and committed
+to the watermark, so they are not reported again -- until they are rewritten with content.
 
 The event payload (``asset_event.extra["payload"]``) is::
 
-    {"path": <landing dir>, "files": [absolute paths, sorted], "count": n, "fingerprints": {...}}
+    {"path": <landing dir or s3 prefix>, "files": [absolute paths or s3:// URLs, sorted], "count": n,
+     "fingerprints": {file: "size:mtime_ns" | "size:etag"}, "skipped": [0-byte files, sorted]}
+
+The watermark is a local JSON file (``state_path``): for a directory it defaults to
+``<dir>/.mlops_arrival_watermark.json``; for an S3 prefix to
+``$MLOPS_HOME/state/arrival/s3-<sha1 of the prefix URL>.json`` (resolved when the trigger is built,
+i.e. at DAG parse time, and serialized, so the triggerer uses the same file). The triggerer must be
+able to write it and keep it across restarts. S3 is reached through the amazon provider's
+``S3Hook`` (connection ``aws_conn_id``; ``endpoint_url`` / ``region_name`` in its extras), in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import json
 import os
 import time
@@ -54,6 +67,30 @@ def scan(path: str, pattern: str) -> dict[str, str]:
     return out
 
 
+def scan_s3(path: str, pattern: str, aws_conn_id: str | None, s3: Any = None) -> dict[str, str]:
+    """Fingerprints ``size:etag`` of the objects directly under ``s3://bucket/prefix/`` (none -> empty)."""
+    from mlops_provider.runtime.objstore import list_objects
+
+    infos = list_objects(path, pattern, aws_conn_id=aws_conn_id, s3=s3)
+    return {url: info.fingerprint for url, info in infos.items() if not basename_ignored(url.rsplit("/", 1)[-1])}
+
+
+def basename_ignored(name: str) -> bool:
+    return name.startswith(_IGNORED_PREFIXES) or name.endswith(_IGNORED_SUFFIXES)
+
+
+def is_empty_fingerprint(fingerprint: str) -> bool:
+    """Both fingerprint kinds start with the size: ``0:...`` is a 0-byte file / object."""
+    return fingerprint.split(":", 1)[0] == "0"
+
+
+def default_s3_state_path(path: str) -> str:
+    from mlops_provider.paths import mlops_home
+
+    digest = hashlib.sha1(path.encode()).hexdigest()[:16]
+    return str(mlops_home() / "state" / "arrival" / f"s3-{digest}.json")
+
+
 class Watermark:
     """The set of (file, fingerprint) already emitted, persisted atomically as JSON."""
 
@@ -78,7 +115,12 @@ class Watermark:
 
 
 class DataArrivalTrigger(BaseEventTrigger):
-    """Fire when new or changed files land in a directory (use it in an ``AssetWatcher``)."""
+    """Fire when new or changed files land in a directory or S3 prefix (use it in an ``AssetWatcher``).
+
+    :param path: a local directory or ``s3://bucket/prefix/``.
+    :param aws_conn_id: Airflow connection of the S3 prefix (ignored, and not serialized, for a
+        local directory).
+    """
 
     def __init__(
         self,
@@ -90,35 +132,56 @@ class DataArrivalTrigger(BaseEventTrigger):
         settle_seconds: float = 2.0,
         batch_files: int = 1,
         batch_seconds: float = 10.0,
+        aws_conn_id: str | None = "aws_default",
     ) -> None:
         super().__init__()
         self.path = str(path)
         self.pattern = pattern
-        self.state_path = state_path or str(Path(self.path, ".mlops_arrival_watermark.json"))
+        self.aws_conn_id = aws_conn_id
+        if state_path:
+            self.state_path = state_path
+        elif self.is_s3:
+            self.state_path = default_s3_state_path(self.path)
+        else:
+            self.state_path = str(Path(self.path, ".mlops_arrival_watermark.json"))
         self.poll_interval = float(poll_interval)
         self.settle_seconds = float(settle_seconds)
         self.batch_files = int(batch_files)
         self.batch_seconds = float(batch_seconds)
+        self._s3: Any = None
+
+    @property
+    def is_s3(self) -> bool:
+        return self.path.startswith("s3://")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "path": self.path,
-                "pattern": self.pattern,
-                "state_path": self.state_path,
-                "poll_interval": self.poll_interval,
-                "settle_seconds": self.settle_seconds,
-                "batch_files": self.batch_files,
-                "batch_seconds": self.batch_seconds,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "path": self.path,
+            "pattern": self.pattern,
+            "state_path": self.state_path,
+            "poll_interval": self.poll_interval,
+            "settle_seconds": self.settle_seconds,
+            "batch_files": self.batch_files,
+            "batch_seconds": self.batch_seconds,
+        }
+        if self.is_s3:  # a directory trigger serializes exactly as before
+            kwargs["aws_conn_id"] = self.aws_conn_id
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
+
+    def scan(self) -> dict[str, str]:
+        if self.is_s3:
+            if self._s3 is None:  # one boto3 client per trigger run, created in the worker thread
+                from mlops_provider.runtime.objstore import client
+
+                self._s3 = client(self.aws_conn_id)
+            return scan_s3(self.path, self.pattern, self.aws_conn_id, self._s3)
+        return scan(self.path, self.pattern)
 
     def poll_once(
         self, watermark: Watermark, pending: dict[str, tuple[str, float]], now: float
     ) -> dict[str, str] | None:
         """One scan. Updates ``pending`` {file: (fingerprint, first_seen)}; returns a batch to emit."""
-        current = scan(self.path, self.pattern)
+        current = self.scan()
         fresh = watermark.new_or_changed(current)
         for f in list(pending):
             if f not in fresh:  # deleted, or already emitted
@@ -141,11 +204,19 @@ class DataArrivalTrigger(BaseEventTrigger):
         while True:
             batch = await asyncio.to_thread(self.poll_once, watermark, pending, time.monotonic())
             if batch:
-                files = sorted(batch)
-                self.log.info("%d new file(s) landed in %s: %s", len(files), self.path, files)
-                yield TriggerEvent(
-                    {"path": self.path, "files": files, "count": len(files), "fingerprints": batch}
-                )
+                files = sorted(f for f, fp in batch.items() if not is_empty_fingerprint(fp))
+                skipped = sorted(f for f, fp in batch.items() if is_empty_fingerprint(fp))
+                if skipped:
+                    self.log.warning(
+                        "skipping %d 0-byte file(s) in %s (not processed; rewrite them with content to "
+                        "land them): %s", len(skipped), self.path, skipped,
+                    )
+                if files:
+                    self.log.info("%d new file(s) landed in %s: %s", len(files), self.path, files)
+                    yield TriggerEvent(
+                        {"path": self.path, "files": files, "count": len(files),
+                         "fingerprints": {f: batch[f] for f in files}, "skipped": skipped}
+                    )
                 # Committed after the event was handed over: at-least-once, never lost.
                 await asyncio.to_thread(watermark.commit, batch)
                 for f in batch:

@@ -1,0 +1,126 @@
+"""TorchDistributedTrainOperator: DistributedDataParallel training via ``torchrun`` on one worker (light module).
+
+Runs the sanity check in the task process, then launches
+``torchrun --standalone --nproc_per_node=N -m mlops_provider.runtime.ddp`` (one process per GPU,
+``nccl``; or ``gloo`` processes on CPU: the same code path). Rank 0 alone talks to MLflow and
+registers the version. torch / mlflow are imported inside ``execute()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+from mlops_provider.exceptions import ConfigError
+from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
+from mlops_provider.operators.hpo import _dag_and_run, _data_interval, _feature_lists
+
+
+class TorchDistributedTrainOperator(BaseOperator):
+    """Train with DDP over ``nproc_per_node`` processes of this worker; register one MLflow version.
+
+    ``nproc_per_node``: an int, or ``"gpu"`` (one per visible CUDA device; 1 without CUDA).
+    Give the task a pool slot count equal to the GPUs it takes (``pool_slots``). Returns
+    TorchTrainOperator's dict shape plus ``world_size``. Idempotent like TorchTrainOperator:
+    the MLflow run is keyed by (dag_id, run_id, snapshot hash, config, world size).
+    """
+
+    template_fields: Sequence[str] = ("snapshot", "model_name")
+    operator_extra_links = (MLflowRunLink(),)
+    ui_color = "#ee4c2c"
+
+    def __init__(
+        self,
+        *,
+        snapshot: str,
+        model_name: str,
+        features: dict[str, list[str]],
+        label: str,
+        architecture: dict[str, Any],
+        nproc_per_node: int | str = "gpu",
+        epochs: int = 10,
+        batch_size: int = 1024,
+        learning_rate: float = 1e-3,
+        seed: int = 42,
+        patience: int = 3,
+        sanity_check: bool = True,
+        launch_timeout: float | None = None,
+        mlflow_conn_id: str = "mlflow_default",
+        queue: str = "gpu",
+        pool: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if pool is not None:
+            kwargs["pool"] = pool
+        super().__init__(queue=queue, **kwargs)
+        self.snapshot = snapshot
+        self.model_name = model_name
+        self.features = features
+        self.label_column = label
+        self.architecture = architecture
+        self.nproc_per_node = nproc_per_node
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.seed = seed
+        self.patience = patience
+        self.sanity_check = sanity_check
+        self.launch_timeout = launch_timeout
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def _nproc(self) -> int:
+        if isinstance(self.nproc_per_node, int) and not isinstance(self.nproc_per_node, bool):
+            n = self.nproc_per_node
+        elif self.nproc_per_node == "gpu":
+            import torch
+
+            n = max(1, torch.cuda.device_count())
+        else:
+            raise ConfigError(f"{self.task_id}: nproc_per_node must be an int or 'gpu', got {self.nproc_per_node!r}.")
+        if n < 1:
+            raise ConfigError(f"{self.task_id}: nproc_per_node must be >= 1, got {n}.")
+        return n
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.runtime import ddp, training
+        from mlops_provider.runtime.hpo import read_manifest
+
+        categorical, numeric = _feature_lists(self.features, self.task_id)
+        nproc = self._nproc()
+        manifest = read_manifest(self.snapshot)
+        hook = MLflowHook(self.mlflow_conn_id)
+        tracking = hook.configure()  # exports credentials into this process's env: the ranks inherit them
+        dag_id, run_id = _dag_and_run(context, self.dag_id)
+        train_config = {
+            "categorical": categorical, "numeric": numeric, "label": self.label_column,
+            "architecture": self.architecture, "epochs": self.epochs, "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate, "seed": self.seed, "patience": self.patience,
+        }
+        digest = hashlib.sha256(json.dumps(train_config, sort_keys=True).encode()).hexdigest()
+        key = training.make_idempotency_key("ddp", self.model_name, dag_id, run_id,
+                                            manifest.get("hash", self.snapshot), digest, nproc)
+        cfg = {**train_config, "snapshot": self.snapshot, "model_name": self.model_name,
+               "tracking": tracking.public(), "idempotency_key": key,
+               "tags": {"dag_id": dag_id, "run_id": run_id, "data_interval": _data_interval(context)}}
+        result = ddp.registered_result(cfg)
+        if result is not None:
+            self.log.info("run %s already registered %s v%s; not relaunching", result["run_id"], self.model_name,
+                          result["model_version"])
+        else:
+            if self.sanity_check:  # cheap, in this process: a broken model never reaches torchrun
+                df, _ = training.load_snapshot_frame(self.snapshot)
+                training.sanity_check(df, categorical, numeric, self.label_column, self.architecture, seed=self.seed)
+                del df
+            with tempfile.TemporaryDirectory(prefix="mlops-ddp-") as out:
+                result = ddp.launch(cfg, out, nproc, timeout=self.launch_timeout,
+                                    on_line=lambda line: self.log.info("%s", line))
+        url = hook.run_url(result["run_id"]) or f"runs:/{result['run_id']}"
+        context["ti"].xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
+        self.log.info("%s v%s from %d ranks: %s", self.model_name, result["model_version"], nproc, result["metrics"])
+        return result

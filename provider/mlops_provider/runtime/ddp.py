@@ -1,0 +1,329 @@
+"""Multi-GPU training with DistributedDataParallel: the ``torchrun`` entry point every rank runs.
+
+    python -m torch.distributed.run --standalone --nproc_per_node=N \\
+        -m mlops_provider.runtime.ddp --config cfg.json --out-dir OUT
+
+One process per GPU of ONE worker (``nccl`` on CUDA, each rank on ``cuda:<LOCAL_RANK>``) or per
+CPU process (``gloo``): the same code path. Every rank loads the snapshot, fits the same
+preprocessor on the train split and keeps the tensors in memory; each epoch a permutation
+seeded identically on every rank is sharded ``perm[rank::world]`` (no DistributedSampler, no
+DataLoader), cut to the same length on every rank so all ranks take the same number of
+steps. DDP averages the gradients; the epoch loss is all-reduced. Rank 0 alone validates,
+talks to MLflow (params, per-epoch metrics, model) and registers the version; it broadcasts
+the validation loss and the early-stop decision so every rank keeps the same best weights.
+
+Every rank writes ``OUT/rank<r>.json`` (sha256 of its final ``state_dict``, steps, rows);
+rank 0 writes ``OUT/result.json`` (TorchTrainOperator's dict shape). :func:`launch` runs torchrun
+in a subprocess and returns that result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mlops_provider.exceptions import TrainingError
+
+log = logging.getLogger("mlops_provider.runtime.ddp")
+
+RESULT_FILE = "result.json"
+
+
+def state_digest(net: nn.Module) -> str:
+    """sha256 of a module's parameters and buffers (names, shapes, exact bytes)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _broadcast(obj: Any, rank: int) -> Any:
+    box = [obj if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:
+    """The body every rank runs inside an initialised process group. Returns the result on rank 0."""
+    from mlops_provider.runtime import training
+    from mlops_provider.runtime.model import (
+        Preprocessor,
+        build_network,
+        normalize_architecture,
+        predict_proba,
+    )
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and dist.get_backend() == "nccl"
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    categorical, numeric, label = list(cfg["categorical"]), list(cfg["numeric"]), str(cfg["label"])
+    arch = normalize_architecture(cfg.get("architecture"))
+    epochs, batch_size = int(cfg.get("epochs", 10)), int(cfg.get("batch_size", 1024))
+    lr, seed, patience = float(cfg.get("learning_rate", 1e-3)), int(cfg.get("seed", 42)), int(cfg.get("patience", 3))
+    snapshot_path, model_name = str(cfg["snapshot"]), str(cfg["model_name"])
+
+    df, manifest = training.load_snapshot_frame(snapshot_path)
+    train_df, val_df = training.split_frames(df, categorical, numeric, label, snapshot_path)
+    del df
+    snapshot_hash = str(manifest.get("hash", ""))
+    feature_service = str(manifest.get("feature_service", ""))
+    resolved = {
+        "model_name": model_name, "snapshot_path": snapshot_path, "snapshot_hash": snapshot_hash,
+        "feature_service": feature_service, "label": label, "architecture": arch, "epochs": epochs,
+        "batch_size": batch_size, "learning_rate": lr, "seed": seed, "patience": patience,
+        "distributed": {"world_size": world, "backend": dist.get_backend()},
+    }
+    key = str(cfg.get("idempotency_key") or training.make_idempotency_key(
+        "ddp", model_name, snapshot_hash, training.config_hash(resolved)))
+
+    # ---- rank 0: MLflow (reuse a registered version: every rank then skips training)
+    client = run = None
+    existing_result: dict[str, Any] | None = None
+    resume_run_id: str | None = None
+    if rank == 0:
+        import mlflow
+
+        tracking = cfg.get("tracking") or {}
+        client = training.configure_tracking(tracking)
+        experiment_id = training.get_or_create_experiment(client, model_name, tracking.get("artifact_location"))
+        found = training.find_keyed_run(client, experiment_id, key)
+        if found is not None:
+            version = training.registered_version(client, model_name, found)
+            if version is not None:
+                metrics = {k: v for k, v in found.data.metrics.items() if k in ("roc_auc", "log_loss", "best_epoch")}
+                existing_result = training._result(found.info.run_id, version, metrics, mlflow.get_tracking_uri(),
+                                                   reused=True)
+            else:
+                resume_run_id = found.info.run_id
+        if existing_result is None:
+            version_tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
+            run_tags = {training.IDEMPOTENCY_TAG: key, "mlops.snapshot_path": snapshot_path,
+                        "mlops.snapshot_hash": snapshot_hash, "mlops.feature_service": feature_service,
+                        "mlops.distributed.world_size": str(world),
+                        **{f"mlops.{k}": v for k, v in version_tags.items()}}
+            run = mlflow.start_run(run_id=resume_run_id, experiment_id=None if resume_run_id else experiment_id,
+                                   run_name=None if resume_run_id else f"{model_name}-ddp{world}-{snapshot_hash[:8]}",
+                                   tags=run_tags)
+            if resume_run_id is None:
+                mlflow.log_params({**training._flatten_params(resolved), "device": device.type,
+                                   "rows_train": len(train_df), "rows_validation": len(val_df)})
+            mlflow.log_dict(resolved, "config/training_config.json")
+    if _broadcast(existing_result is not None, rank):
+        if rank == 0:
+            (out_dir / RESULT_FILE).write_text(json.dumps(existing_result))
+        (out_dir / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world_size": world, "reused": True}))
+        return existing_result
+
+    # ---- every rank: same preprocessing, same init, in-memory tensors
+    pre = Preprocessor.fit(train_df, categorical, numeric)
+    x_num, x_cat = pre.transform(train_df)
+    xn, xc = torch.from_numpy(x_num).to(device), torch.from_numpy(x_cat).to(device)
+    y = torch.as_tensor(pd.to_numeric(train_df[label]).to_numpy(dtype=np.float32), device=device)
+    y_val = pd.to_numeric(val_df[label]).to_numpy(dtype=np.int64)
+    n = len(train_df)
+    per_rank = n // world
+    if per_rank < 1:
+        raise TrainingError(f"{n} train rows cannot be sharded over {world} ranks.")
+    local_batch = max(1, math.ceil(batch_size / world))  # the global batch stays batch_size
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    net = build_network(arch, len(pre.numeric), pre.cardinalities).to(device)
+    ddp = nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if use_cuda else None)
+    opt = torch.optim.Adam(ddp.parameters(), lr=lr)
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+    gen = torch.Generator(device="cpu").manual_seed(seed)  # identical permutation on every rank
+    best_loss, best_epoch, bad = math.inf, 0, 0
+    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+    history: list[dict[str, float]] = []
+    steps = 0
+    log.info("rank %d/%d on %s: %d of %d rows per epoch, local batch %d", rank, world, device, per_rank, n,
+             local_batch)
+    for epoch in range(1, epochs + 1):
+        ddp.train()
+        idx_all = torch.randperm(n, generator=gen)[rank::world][:per_rank].to(device)
+        total = torch.zeros((), device=device)
+        for i in range(0, per_rank, local_batch):
+            idx = idx_all[i : i + local_batch]
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_cuda):
+                logits = ddp(xn[idx], xc[idx])
+            loss = loss_fn(logits.float(), y[idx])
+            (loss / len(idx)).backward()
+            opt.step()
+            total += loss.detach()
+            steps += 1
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        train_loss = float(total) / (per_rank * world)
+        decision: dict[str, Any] | None = None
+        if rank == 0:
+            import mlflow
+
+            p_val = predict_proba(net, pre, val_df)
+            if not np.all(np.isfinite(p_val)) or not math.isfinite(train_loss):
+                decision = {"error": f"training diverged at epoch {epoch} (train loss {train_loss})"}
+            else:
+                m = training.binary_metrics(y_val, p_val)
+                row = {"train_loss": train_loss, "val_loss": m["log_loss"], "val_roc_auc": m["roc_auc"]}
+                mlflow.log_metrics(row, step=epoch)
+                decision = {"val_loss": m["log_loss"], "row": row}
+        decision = _broadcast(decision, rank)
+        if "error" in decision:
+            raise TrainingError(f"{decision['error']}; lower learning_rate in the YAML.")
+        history.append(decision["row"])
+        if decision["val_loss"] < best_loss - 1e-6:
+            best_loss, best_epoch, bad = decision["val_loss"], epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    final_digest = state_digest(net)  # weights after the last step: identical on every rank under DDP
+    net = net.cpu()
+    net.load_state_dict(best_state)
+    net.eval()
+    (out_dir / f"rank{rank}.json").write_text(json.dumps({
+        "rank": rank, "world_size": world, "backend": dist.get_backend(), "device": str(device),
+        "rows_per_epoch": per_rank, "steps": steps, "final_state_sha256": final_digest,
+        "best_state_sha256": state_digest(net), "train_loss": history[-1]["train_loss"], "reused": False,
+    }))
+    if rank != 0:
+        return None
+
+    import mlflow
+
+    from mlops_provider.runtime.hpo import register_run_model
+
+    assert client is not None and run is not None
+    p_val = predict_proba(net, pre, val_df)
+    final = training.binary_metrics(y_val, p_val)
+    metrics = {**final, "best_epoch": float(best_epoch), "epochs_run": float(len(history))}
+    mlflow.log_metrics(metrics)
+    training._log_model(net, pre, arch, val_df[[*categorical, *numeric]])
+    version_tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
+    version_tags.update({"snapshot_path": snapshot_path, "snapshot_hash": snapshot_hash,
+                         "feature_service": feature_service, training.IDEMPOTENCY_TAG: key,
+                         "distributed.world_size": str(world)})
+    version = register_run_model(client, run.info.run_id, model_name, version_tags)
+    client.set_tag(run.info.run_id, training.COMPLETE_TAG, "true")
+    mlflow.end_run()
+    result = training._result(run.info.run_id, version, {k: metrics[k] for k in ("roc_auc", "log_loss", "best_epoch")},
+                              mlflow.get_tracking_uri(), reused=False)
+    result["world_size"] = world
+    (out_dir / RESULT_FILE).write_text(json.dumps(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlops_provider.runtime.ddp", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="JSON file with the training config")
+    parser.add_argument("--out-dir", required=True, help="directory for rank<r>.json and result.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s rank" + os.environ.get("RANK", "?")
+                        + " %(levelname)s %(name)s: %(message)s")
+    cfg = json.loads(Path(args.config).read_text())
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    use_cuda = torch.cuda.is_available() and cfg.get("device", "auto") != "cpu"
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    try:
+        train_distributed(cfg, out_dir)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def registered_result(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The result of a run with ``cfg["idempotency_key"]`` that already registered a version (no torchrun)."""
+    import mlflow
+
+    from mlops_provider.runtime import training
+
+    key = cfg.get("idempotency_key")
+    if not key:
+        return None
+    tracking = cfg.get("tracking") or {}
+    client = training.configure_tracking(tracking)
+    exp = client.get_experiment_by_name(str(cfg["model_name"]))
+    if exp is None:
+        return None
+    found = training.find_keyed_run(client, str(exp.experiment_id), str(key))
+    version = training.registered_version(client, str(cfg["model_name"]), found) if found is not None else None
+    if found is None or version is None:
+        return None
+    metrics = {k: v for k, v in found.data.metrics.items() if k in ("roc_auc", "log_loss", "best_epoch")}
+    result = training._result(found.info.run_id, version, metrics, mlflow.get_tracking_uri(), reused=True)
+    result["world_size"] = int(found.data.tags.get("mlops.distributed.world_size", "0") or 0)
+    return result
+
+
+def launch(
+    cfg: dict[str, Any],
+    out_dir: str,
+    nproc_per_node: int,
+    *,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``torchrun --standalone --nproc_per_node=N -m mlops_provider.runtime.ddp`` and return rank 0's result."""
+    if nproc_per_node < 1:
+        raise TrainingError(f"nproc_per_node must be >= 1, got {nproc_per_node}.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT_FILE).unlink(missing_ok=True)
+    config_path = out / "config.json"
+    config_path.write_text(json.dumps(cfg, sort_keys=True, default=str))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+           "-m", "mlops_provider.runtime.ddp", "--config", str(config_path), "--out-dir", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+    log.info("launching %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    tail: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-40:]
+            if on_line is not None:
+                on_line(line)
+        rc = proc.wait(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    result_path = out / RESULT_FILE
+    if rc != 0 or not result_path.exists():
+        raise TrainingError(
+            f"distributed training (torchrun, {nproc_per_node} processes) failed with exit code {rc}; last output:\n"
+            + "\n".join(tail)
+        )
+    return dict(json.loads(result_path.read_text()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

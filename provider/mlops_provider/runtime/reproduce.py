@@ -1,0 +1,201 @@
+"""Reproduce a training run from what it recorded (runtime module).
+
+``reproduce(run_id)`` reads the run's resolved config (``config/training_config.json``: snapshot
+path and hash, features, label, architecture, epochs, batch size, learning rate, seed, patience),
+checks the snapshot is still there with the same content hash, retrains into a NEW MLflow run of
+the same experiment tagged ``mlops.reproduces=<run_id>``, and compares the final metrics. No
+model version is registered unless ``register=True``. On CPU the metrics match exactly (seeded,
+deterministic loop); on GPU they match within float noise only.
+
+CLI (``make reproduce RUN=<id>``)::
+
+    python -m mlops_provider.runtime.reproduce <run_id> [--register] [--tracking-uri URI]
+        [--conn-id mlflow_default] [--tolerance 1e-6]
+
+The tracking store comes from ``--tracking-uri``, else the MLflowHook resolution (connection
+``mlflow_default``, then ``$MLFLOW_TRACKING_URI``, then the embedded ``$MLOPS_HOME`` store).
+Exit status 0 when the metrics match, 1 when they differ, 2 when the run cannot be reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mlops_provider.exceptions import MlopsError, TrainingError
+
+log = logging.getLogger(__name__)
+
+REPRODUCES_TAG = "mlops.reproduces"
+COMPARED_METRICS = ("roc_auc", "log_loss", "best_epoch", "epochs_run")
+
+
+def load_run_config(client: Any, run_id: str) -> tuple[Any, dict[str, Any]]:
+    """``(run, resolved training config)`` of a training run; :class:`TrainingError` when absent."""
+    import mlflow
+
+    from mlops_provider.runtime.training import CONFIG_ARTIFACT
+
+    try:
+        run = client.get_run(run_id)
+    except Exception as e:
+        raise TrainingError(
+            f"MLflow run {run_id!r} does not exist in {client.tracking_uri} ({type(e).__name__}). Pass the id of "
+            "a training run (the 'MLflow run' link of the train task) and the same tracking store."
+        ) from e
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=CONFIG_ARTIFACT, tracking_uri=client.tracking_uri
+        )
+        config = json.loads(Path(local).read_text())
+    except Exception as e:
+        raise TrainingError(
+            f"run {run_id} has no readable {CONFIG_ARTIFACT} artifact ({type(e).__name__}: {e}); only runs "
+            "trained by TorchTrainOperator / runtime.training.train can be reproduced."
+        ) from e
+    missing = [k for k in ("snapshot_path", "snapshot_hash", "features", "label", "architecture", "epochs",
+                           "batch_size", "learning_rate", "seed", "patience", "model_name") if k not in config]
+    if missing:
+        raise TrainingError(f"run {run_id}: {CONFIG_ARTIFACT} lacks {missing}; it cannot be reproduced.")
+    return run, config
+
+
+def compare_metrics(original: dict[str, float], reproduced: dict[str, float], tolerance: float) -> tuple[bool, float]:
+    """(match, largest absolute difference) over the metrics both runs have."""
+    keys = [k for k in COMPARED_METRICS if k in original and k in reproduced]
+    if not keys:
+        return False, math.inf
+    diffs = [abs(float(original[k]) - float(reproduced[k])) for k in keys]
+    worst = max(diffs)
+    return worst <= tolerance, worst
+
+
+def reproduce(
+    run_id: str,
+    *,
+    tracking: dict[str, Any] | None = None,
+    register: bool = False,
+    tags: dict[str, str] | None = None,
+    idempotency_key: str | None = None,
+    tolerance: float = 1e-6,
+    system_metrics_interval: float | None = 5.0,
+    on_run_start: Any = None,
+) -> dict[str, Any]:
+    """Retrain run ``run_id`` from its recorded snapshot, config and seed into a new run.
+
+    Returns ``{"original_run_id", "run_id", "original": {metric: value}, "reproduced": {...},
+    "match", "max_abs_diff", "model_version", "snapshot_path", "experiment_id"}``.
+    ``idempotency_key``: the new run's key (a retry of the same key resumes it); default: fresh.
+    """
+    from mlops_provider.runtime import training
+
+    client = training.configure_tracking(tracking, check=True)
+    run, config = load_run_config(client, run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    original = {k: float(v) for k, v in run.data.metrics.items() if k in COMPARED_METRICS}
+    if not original:
+        raise TrainingError(f"run {run_id} logged none of {list(COMPARED_METRICS)}: it never finished training.")
+    log.info("reproducing run %s from snapshot %s (seed %s)", run_id, config["snapshot_path"], config["seed"])
+    key = idempotency_key or training.make_idempotency_key("reproduce", run_id, uuid.uuid4().hex)
+    result = training.train(
+        config["snapshot_path"],
+        config["model_name"],
+        list(config["features"].get("categorical", [])),
+        list(config["features"].get("numeric", [])),
+        config["label"],
+        config["architecture"],
+        epochs=int(config["epochs"]),
+        batch_size=int(config["batch_size"]),
+        lr=float(config["learning_rate"]),
+        seed=int(config["seed"]),
+        patience=int(config["patience"]),
+        tags={**(tags or {}), "reproduces": run_id},
+        tracking={**(tracking or {}), "tracking_uri": client.tracking_uri},
+        idempotency_key=key,
+        experiment_name=experiment.name,
+        on_run_start=on_run_start,
+        register=register,
+        run_name=f"reproduce-{run_id[:8]}",
+        run_tags={REPRODUCES_TAG: run_id},
+        compile_model=bool(config.get("compile", False)),
+        system_metrics_interval=system_metrics_interval,
+        expected_snapshot_hash=str(config["snapshot_hash"]),
+    )
+    new_run = client.get_run(result["run_id"])
+    reproduced = {k: float(v) for k, v in new_run.data.metrics.items() if k in COMPARED_METRICS}
+    match, worst = compare_metrics(original, reproduced, tolerance)
+    client.set_tag(result["run_id"], "mlops.reproduction_match", str(match).lower())
+    return {
+        "original_run_id": run_id,
+        "run_id": result["run_id"],
+        "experiment_id": run.info.experiment_id,
+        "original": original,
+        "reproduced": reproduced,
+        "match": match,
+        "max_abs_diff": worst,
+        "model_version": result["model_version"],
+        "snapshot_path": config["snapshot_path"],
+        "tracking_uri": result["tracking_uri"],
+    }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [
+        f"Original run   : {r['original_run_id']}",
+        f"Reproduction   : {r['run_id']}  (tag {REPRODUCES_TAG}={r['original_run_id']})",
+        f"Snapshot       : {r['snapshot_path']}",
+        f"Tracking store : {r['tracking_uri']}",
+        "",
+        f"{'metric':<12} {'original':>14} {'reproduced':>14} {'abs diff':>10}",
+    ]
+    for k in COMPARED_METRICS:
+        if k in r["original"] or k in r["reproduced"]:
+            a, b = r["original"].get(k, math.nan), r["reproduced"].get(k, math.nan)
+            lines.append(f"{k:<12} {a:>14.6f} {b:>14.6f} {abs(a - b):>10.2e}")
+    lines.append("")
+    if r.get("model_version"):
+        lines.append(f"Registered as version {r['model_version']}.")
+    lines.append(
+        "RESULT: MATCH - the run reproduces." if r["match"]
+        else f"RESULT: DIFFERS - largest difference {r['max_abs_diff']:.3g} (expected on GPU; a bug on CPU)."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mlops_provider.runtime.reproduce",
+        description="Retrain an MLflow training run from its recorded snapshot, config and seed, and compare.",
+    )
+    parser.add_argument("run_id", help="MLflow run id of the training run to reproduce")
+    parser.add_argument("--register", action="store_true", help="register the reproduction as a new version")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the MLflowHook's)")
+    parser.add_argument("--conn-id", default="mlflow_default", help="Airflow connection of the MLflowHook")
+    parser.add_argument("--tolerance", type=float, default=1e-6, help="largest accepted metric difference")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.tracking_uri:
+        tracking: dict[str, Any] = {"tracking_uri": args.tracking_uri}
+    else:
+        from mlops_provider.hooks.mlflow import MLflowHook
+
+        tracking = MLflowHook(args.conn_id).configure().public()
+    print(f"Reproducing MLflow run {args.run_id} against {tracking['tracking_uri']} ...", flush=True)
+    try:
+        result = reproduce(args.run_id, tracking=tracking, register=args.register, tolerance=args.tolerance)
+    except MlopsError as e:
+        print(f"\nCANNOT REPRODUCE {args.run_id}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    print()
+    print(format_report(result))
+    return 0 if result["match"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
