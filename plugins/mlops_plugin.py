@@ -27,7 +27,8 @@ def _champion(model: str, tracking_uri: str) -> dict[str, Any]:
     try:
         from mlflow import MlflowClient
 
-        mv = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(model, "champion")
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        mv = client.get_model_version_by_alias(model, "champion")
         return {"version": mv.version, "run_id": mv.run_id, "gate": mv.tags.get("gate.decision")}
     except Exception as exc:  # noqa: BLE001 - a page must render even without a champion yet
         return {"version": None, "error": type(exc).__name__}
@@ -44,7 +45,7 @@ def models() -> list[dict[str, Any]]:
             "model": cfg.model,
             "dags": [cfg.dag_id(k) for k in ("features", "training", "deploy", "monitor")],
             "feature_service": cfg.features.feature_service,
-            "champion": _champion(cfg.model, os.environ.get("MLFLOW_TRACKING_URI", cfg.paths.mlflow_tracking_uri)),
+            "champion": _champion(cfg.model, os.environ.get("MLFLOW_TRACKING_URI") or cfg.paths.mlflow_tracking_uri),
             "endpoint": f"http://{cfg.serving.host}:{cfg.serving.port}",
             "latest_drift_report": str(reports[-1]) if reports else None,
         })

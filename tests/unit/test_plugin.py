@@ -28,6 +28,7 @@ def test_models_page_lists_the_example_without_a_champion(tmp_path, monkeypatch)
     monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     client = TestClient(_plugin().app)
     models = client.get("/api/models").json()
     assert [m["model"] for m in models] == ["flights_delay"]
