@@ -8,10 +8,13 @@ request-time fields, label arr_delay > 15, split by time (validation = the last 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 
 MODEL = "flights_delay"
 FEATURE_SERVICE = "flights_delay_v1"
@@ -100,3 +103,32 @@ def write_training_snapshot(home: Path, validation_days: int = 7, **kwargs) -> s
     }
     path, _ = write_snapshot(df, manifest, ModelPaths.for_model(MODEL, home).snapshots)
     return path
+
+
+@contextmanager
+def mlflow_home(tmp_path_factory, name: str, **snapshot_kwargs):
+    """A temp MLOPS_HOME with a sqlite MLflow store and a real training snapshot, env pinned for a module.
+
+    ``mlflow.set_registry_uri()`` exports MLFLOW_REGISTRY_URI and never clears it: it is pinned here so
+    the monkeypatch teardown restores it, and MLflow's module globals are reset on exit.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    home = tmp_path_factory.mktemp(name)
+    uri = f"sqlite:///{home}/mlflow/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_HOME", str(home))
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
+        mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+        snapshot = write_training_snapshot(home, **snapshot_kwargs)
+        try:
+            yield SimpleNamespace(
+                home=home, snapshot=snapshot, uri=uri, report_dir=str(home / "reports"),
+                client=MlflowClient(tracking_uri=uri, registry_uri=uri),
+                tracking={"tracking_uri": uri, "artifact_location": (home / "mlflow" / "artifacts").as_uri()},
+            )
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)

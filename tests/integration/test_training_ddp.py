@@ -16,10 +16,9 @@ from types import SimpleNamespace
 
 import mlflow
 import pytest
-from mlflow import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_training import ARCH, CATEGORICAL, FEATURES, LABEL, MODEL, NUMERIC, write_training_snapshot  # noqa: E402
+from conftest_training import ARCH, CATEGORICAL, FEATURES, LABEL, MODEL, NUMERIC, mlflow_home  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -27,20 +26,8 @@ TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("ddp_home")
-    uri = f"sqlite:///{home}/mlflow/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(home))
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        # mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI and never clears it: pin it per module
-        mp.setenv("MLFLOW_REGISTRY_URI", uri)
-        mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
-        snapshot = write_training_snapshot(home, max_rows=5000)
-        yield SimpleNamespace(home=home, snapshot=snapshot, uri=uri, client=MlflowClient(uri, uri),
-                              tracking={"tracking_uri": uri,
-                                        "artifact_location": (home / "mlflow" / "artifacts").as_uri()})
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+    with mlflow_home(tmp_path_factory, "ddp_home", max_rows=5000) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

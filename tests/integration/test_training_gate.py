@@ -11,10 +11,9 @@ import mlflow
 import pytest
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowSkipException
-from mlflow import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_training import ARCH, CATEGORICAL, FEATURES, LABEL, MODEL, NUMERIC, write_training_snapshot  # noqa: E402
+from conftest_training import ARCH, CATEGORICAL, FEATURES, LABEL, MODEL, NUMERIC, mlflow_home  # noqa: E402
 
 from mlops_provider.exceptions import ModelRegistryError  # noqa: E402
 from mlops_provider.operators.gate import ModelGateOperator, PromoteModelOperator  # noqa: E402
@@ -36,20 +35,8 @@ class OutletEvents(dict):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("gate_home")
-    uri = f"sqlite:///{home}/mlflow/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(home))
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        # mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI and never clears it: pin it so teardown restores it
-        mp.setenv("MLFLOW_REGISTRY_URI", uri)
-        mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
-        snapshot = write_training_snapshot(home, max_rows=8000)
-        tracking = {"tracking_uri": uri, "artifact_location": (home / "mlflow" / "artifacts").as_uri()}
-        yield SimpleNamespace(home=home, snapshot=snapshot, tracking=tracking, report_dir=str(home / "reports"),
-                              client=MlflowClient(tracking_uri=uri, registry_uri=uri))
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+    with mlflow_home(tmp_path_factory, "gate_home", max_rows=8000) as env:
+        yield env
 
 
 def train_version(env, key: str, epochs: int = 3, seed: int = 5) -> str:

@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_training import ARCH, FEATURES, LABEL, MODEL, write_training_snapshot  # noqa: E402
+from conftest_training import ARCH, FEATURES, LABEL, MODEL, mlflow_home  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -59,20 +59,11 @@ def _serialize(dag) -> None:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("hpo_home")
-    uri = f"sqlite:///{home}/mlflow/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(home))
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        # mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI and never clears it: pin it per module
-        mp.setenv("MLFLOW_REGISTRY_URI", uri)
-        mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+    with mlflow_home(tmp_path_factory, "hpo_home", max_rows=5000) as env:
+        # dag.test() of the search tasks needs a metadata DB
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
                        env=os.environ.copy(), timeout=300)
-        snapshot = write_training_snapshot(home, max_rows=5000)
-        yield SimpleNamespace(home=home, snapshot=snapshot, uri=uri)
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+        yield env
 
 
 @pytest.fixture(scope="module")

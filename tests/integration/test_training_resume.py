@@ -31,7 +31,7 @@ UNIT = HERE.parent / "unit"
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(UNIT))  # training_user_nets (user entry points)
-from conftest_training import CATEGORICAL, LABEL, MODEL, NUMERIC, write_training_snapshot  # noqa: E402
+from conftest_training import CATEGORICAL, LABEL, MODEL, NUMERIC, mlflow_home  # noqa: E402
 
 from mlops_provider.exceptions import DataValidationError, ModelRegistryError, TrainingError  # noqa: E402
 from mlops_provider.runtime import training  # noqa: E402
@@ -46,19 +46,8 @@ BATCH = 256
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("mlops_home_resume")
-    uri = f"sqlite:///{home}/mlflow/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_HOME", str(home))
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        # mlflow.set_registry_uri() exports MLFLOW_REGISTRY_URI and never clears it: pin it so teardown restores it
-        mp.setenv("MLFLOW_REGISTRY_URI", uri)
-        mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
-        snapshot = write_training_snapshot(home, end="2013-01-22", max_rows=4000)
-        yield SimpleNamespace(home=home, snapshot=snapshot, uri=uri, tracking={
-            "tracking_uri": uri, "artifact_location": (home / "mlflow" / "artifacts").as_uri()})
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+    with mlflow_home(tmp_path_factory, "mlops_home_resume", end="2013-01-22", max_rows=4000) as env:
+        yield env
 
 
 def run_train(env, key, **kw):

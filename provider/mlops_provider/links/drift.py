@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from airflow.sdk import BaseOperatorLink
+from mlops_provider.links.base import XComUrlLink
 
 if TYPE_CHECKING:
-    from airflow.sdk import BaseOperator, Context
-    from airflow.sdk.types import TaskInstanceKey
+    from airflow.sdk import Context
 
 
-class DriftReportLink(BaseOperatorLink):
+class DriftReportLink(XComUrlLink):
     """``file://`` URL of the HTML report, pushed to XCom by the operator once the report exists."""
 
     name = "Drift report"
     key = "drift_report_url"
-
-    @property
-    def xcom_key(self) -> str:
-        return self.key
 
     @staticmethod
     def url_for(path: str | None) -> str | None:
@@ -33,9 +28,3 @@ class DriftReportLink(BaseOperatorLink):
         if url:
             context["ti"].xcom_push(key=cls.key, value=url)
         return url
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
-
-        value: Any = XCom.get_value(key=self.key, ti_key=ti_key)
-        return str(value) if value else ""
