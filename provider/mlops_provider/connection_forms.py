@@ -135,3 +135,15 @@ def ui_field_behaviour(conn_type: str) -> dict[str, Any]:
 
 def conn_fields(conn_type: str) -> dict[str, dict[str, Any]]:
     return CONNECTION_TYPES[conn_type]["conn-fields"]
+
+
+def legacy_form_widgets(conn_type: str) -> dict[str, Any]:
+    """``get_connection_form_widgets()`` for UIs that still render FAB/wtforms forms; ``{}`` without wtforms."""
+    try:
+        from wtforms import PasswordField, StringField
+    except ImportError:  # Airflow 3 without FAB: the UI renders conn-fields from the provider info
+        return {}
+    return {
+        name: (PasswordField if spec["schema"].get("format") == "password" else StringField)(spec["label"])
+        for name, spec in conn_fields(conn_type).items()
+    }

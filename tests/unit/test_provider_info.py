@@ -62,3 +62,12 @@ def test_airflow_cli_shows_the_provider(tmp_path: Path) -> None:
     for needle in ("FeastHook", "MLflowHook", "BentoMLHook", "mlops_provider.triggers.data_arrival", "MLflowRunLink",
                    "mlops_provider.operators.training", "\"connection-type\": \"mlflow\""):
         assert needle in text or needle in text.lower(), needle
+
+
+def test_hooks_give_form_widgets_without_fab() -> None:
+    """Legacy form widgets never raise: {} without wtforms, one field per conn-field with it."""
+    from mlops_provider.connection_forms import CONNECTION_TYPES
+
+    for conn in get_provider_info()["connection-types"]:
+        widgets = _import(conn["hook-class-name"]).get_connection_form_widgets()
+        assert widgets == {} or set(widgets) == set(CONNECTION_TYPES[conn["connection-type"]]["conn-fields"])

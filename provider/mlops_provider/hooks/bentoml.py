@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from mlops_provider.connection_forms import ui_field_behaviour
+from mlops_provider.connection_forms import legacy_form_widgets, ui_field_behaviour
 from mlops_provider.paths import ModelPaths
 
 ENV_BENTOML_HOME = "BENTOML_HOME"
@@ -137,14 +137,8 @@ class BentoMLHook(BaseHook):
     # ------------------------------------------------------------------ connection form
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import PasswordField, StringField
-
-        return {
-            "bentoml_home": StringField(lazy_gettext("BentoML home"), widget=BS3TextFieldWidget()),
-            "api_token": PasswordField(lazy_gettext("API token"), widget=BS3PasswordFieldWidget()),
-        }
+        """Legacy (FAB) form widgets; Airflow 3's UI renders the provider info's conn-fields."""
+        return legacy_form_widgets("bentoml")
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from mlops_provider.connection_forms import conn_fields, ui_field_behaviour
+from mlops_provider.connection_forms import conn_fields, legacy_form_widgets, ui_field_behaviour
 
 
 class FeastHook(BaseHook):
@@ -54,17 +54,8 @@ class FeastHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Legacy (FAB) form widgets; Airflow 3's UI uses :attr:`CONN_FIELDS` from the provider info."""
-        try:
-            from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-            from flask_babel import lazy_gettext
-            from wtforms import StringField
-        except ImportError:
-            return {}
-        return {
-            key: StringField(lazy_gettext(spec["label"]), widget=BS3TextFieldWidget())
-            for key, spec in cls.CONN_FIELDS.items()
-        }
+        """Legacy (FAB) form widgets; Airflow 3's UI renders the provider info's conn-fields."""
+        return legacy_form_widgets("feast")
 
     # --- connection -> settings ----------------------------------------------------------------------
     def _connection_settings(self) -> dict[str, Any]:

@@ -28,7 +28,12 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from mlops_provider.connection_forms import CONNECTION_TYPES, conn_fields, ui_field_behaviour
+from mlops_provider.connection_forms import (
+    CONNECTION_TYPES,
+    conn_fields,
+    legacy_form_widgets,
+    ui_field_behaviour,
+)
 from mlops_provider.exceptions import ModelRegistryError
 from mlops_provider.paths import ModelPaths
 
@@ -289,16 +294,8 @@ class MLflowHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Legacy (pre-3.2) form fields; empty where wtforms is absent (Airflow 3 without FAB)."""
-        try:
-            from wtforms import PasswordField, StringField
-        except ImportError:
-            return {}
-
-        return {
-            name: (PasswordField if spec["schema"].get("format") == "password" else StringField)(spec["label"])
-            for name, spec in cls._CONN_FIELDS.items()
-        }
+        """Legacy (FAB) form widgets; Airflow 3's UI renders the provider info's conn-fields."""
+        return legacy_form_widgets("mlflow")
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
