@@ -14,14 +14,15 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
 from mlops_provider.exceptions import ConfigError
 from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
 from mlops_provider.operators.hpo import _dag_and_run, _data_interval, _feature_lists
+from mlops_provider.operators.training import GpuRoutedOperator
 
 
-class TorchDistributedTrainOperator(BaseOperator):
+class TorchDistributedTrainOperator(GpuRoutedOperator):
     """Train with DDP over ``nproc_per_node`` processes of this worker; register one MLflow version.
 
     ``nproc_per_node``: an int, or ``"gpu"`` (one per visible CUDA device; 1 without CUDA).
@@ -55,9 +56,7 @@ class TorchDistributedTrainOperator(BaseOperator):
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if pool is not None:
-            kwargs["pool"] = pool
-        super().__init__(queue=queue, **kwargs)
+        super().__init__(queue=queue, pool=pool, **kwargs)
         self.snapshot = snapshot
         self.model_name = model_name
         self.features = features

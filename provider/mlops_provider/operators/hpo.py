@@ -31,6 +31,7 @@ from airflow.sdk import BaseOperator, Context
 
 from mlops_provider.exceptions import ConfigError, TrainingError
 from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
+from mlops_provider.operators.training import GpuRoutedOperator
 
 #: search keys that override training settings; any other key is an architecture key
 TRAINING_KEYS = ("learning_rate", "batch_size", "epochs", "patience", "seed")
@@ -238,7 +239,7 @@ class HpoParentOperator(BaseOperator):
         return result
 
 
-class HpoTrialOperator(BaseOperator):
+class HpoTrialOperator(GpuRoutedOperator):
     """Train ONE trial in an MLflow child run of the search's parent run; log, do not register.
 
     Meant to be mapped: ``HpoTrialOperator.partial(task_id="hpo_trial", parent=parent.output,
@@ -267,9 +268,7 @@ class HpoTrialOperator(BaseOperator):
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if pool is not None:
-            kwargs["pool"] = pool
-        super().__init__(queue=queue, **kwargs)
+        super().__init__(queue=queue, pool=pool, **kwargs)
         self.snapshot = snapshot
         self.model_name = model_name
         self.parent = parent

@@ -33,7 +33,19 @@ def _airflow_run_id(context: Context) -> str:
     return dag_run.run_id if dag_run is not None else str(context.get("run_id", "manual"))
 
 
-class TorchTrainOperator(BaseOperator):
+class GpuRoutedOperator(BaseOperator):
+    """Runs on the GPU workers: Celery queue ``gpu`` by default and an optional pool (slots = GPUs).
+
+    A CeleryExecutor GPU worker listens on the queue; a KubernetesExecutor pod override can key on it.
+    """
+
+    def __init__(self, *, queue: str = "gpu", pool: str | None = None, **kwargs: Any) -> None:
+        if pool is not None:
+            kwargs["pool"] = pool
+        super().__init__(queue=queue, **kwargs)
+
+
+class TorchTrainOperator(GpuRoutedOperator):
     """Train the tabular PyTorch model on a snapshot and register a new MLflow model version.
 
     Runs :func:`~mlops_provider.runtime.training.sanity_check` first (fails fast with
@@ -75,9 +87,7 @@ class TorchTrainOperator(BaseOperator):
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if pool is not None:
-            kwargs["pool"] = pool
-        super().__init__(queue=queue, **kwargs)
+        super().__init__(queue=queue, pool=pool, **kwargs)
         self.checkpoint_every = checkpoint_every
         self.compile = compile
         self.system_metrics_interval = system_metrics_interval
@@ -170,7 +180,7 @@ class TorchTrainOperator(BaseOperator):
         return result
 
 
-class ReproduceTrainingOperator(BaseOperator):
+class ReproduceTrainingOperator(GpuRoutedOperator):
     """Retrain an MLflow training run from its recorded snapshot, config and seed into a new run.
 
     The new run is tagged ``mlops.reproduces=<run_id>``; no version is registered unless
@@ -195,9 +205,7 @@ class ReproduceTrainingOperator(BaseOperator):
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if pool is not None:
-            kwargs["pool"] = pool
-        super().__init__(queue=queue, **kwargs)
+        super().__init__(queue=queue, pool=pool, **kwargs)
         self.run_id = run_id
         self.register = register
         self.tolerance = tolerance

@@ -163,17 +163,9 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
     for epoch in range(1, epochs + 1):
         ddp.train()
         idx_all = torch.randperm(n, generator=gen)[rank::world][:per_rank].to(device)
-        total = torch.zeros((), device=device)
-        for i in range(0, per_rank, local_batch):
-            idx = idx_all[i : i + local_batch]
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_cuda):
-                logits = ddp(xn[idx], xc[idx])
-            loss = loss_fn(logits.float(), y[idx])
-            (loss / len(idx)).backward()
-            opt.step()
-            total += loss.detach()
-            steps += 1
+        total, epoch_steps = training.train_epoch(ddp, opt, loss_fn, xn, xc, y, idx_all, local_batch,
+                                                  use_amp=use_cuda)
+        steps += epoch_steps
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         train_loss = float(total) / (per_rank * world)
         decision: dict[str, Any] | None = None

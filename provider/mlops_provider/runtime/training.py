@@ -228,6 +228,38 @@ def _restore_rng(state: dict[str, Any], gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def train_epoch(
+    net: Any,
+    opt: Any,
+    loss_fn: Any,
+    xn: torch.Tensor,
+    xc: torch.Tensor,
+    y: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    *,
+    use_amp: bool,
+) -> tuple[torch.Tensor, int]:
+    """One pass over the rows in ``order``: in-memory index batches, no host sync.
+
+    Returns the summed loss as a device tensor (read it once per epoch) and the number of steps.
+    Shared by the single-process loop and the DDP ranks (``runtime/ddp.py``).
+    """
+    total = torch.zeros((), device=xn.device)
+    steps = 0
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=xn.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = net(xn[idx], xc[idx])
+        loss = loss_fn(logits.float(), y[idx])
+        (loss / len(idx)).backward()
+        opt.step()
+        total += loss.detach()
+        steps += 1
+    return total, steps
+
+
 def fit_network(
     pre: Preprocessor,
     train_df: pd.DataFrame,
@@ -309,16 +341,7 @@ def fit_network(
             break
         net.train()
         perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)
-        total = torch.zeros((), device=device)
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = step_net(xn[idx], xc[idx])
-            loss = loss_fn(logits.float(), y[idx])
-            (loss / len(idx)).backward()
-            opt.step()
-            total += loss.detach()
+        total, _ = train_epoch(step_net, opt, loss_fn, xn, xc, y, perm, batch_size, use_amp=use_amp)
         train_loss = float(total) / n  # one device sync per epoch
         p_val = predict_proba(net, pre, val_df)
         if not math.isfinite(train_loss) or not np.all(np.isfinite(p_val)):
