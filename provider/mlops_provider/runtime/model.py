@@ -157,12 +157,19 @@ def predict_proba(
 ) -> np.ndarray:
     """Probabilities for a raw feature frame (eval mode, CPU or the net's device)."""
     x_num, x_cat = pre.transform(df)
+    return predict_proba_arrays(net, x_num, x_cat, batch_size=batch_size)
+
+
+def predict_proba_arrays(
+    net: nn.Module, x_num: np.ndarray, x_cat: np.ndarray, *, batch_size: int = 65536
+) -> np.ndarray:
+    """Probabilities for already preprocessed arrays (the training loop transforms validation once)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
     out = []
     with torch.inference_mode():
-        for i in range(0, len(df), batch_size):
+        for i in range(0, len(x_num), batch_size):
             xn = torch.from_numpy(x_num[i : i + batch_size]).to(device)
             xc = torch.from_numpy(x_cat[i : i + batch_size]).to(device)
             out.append(torch.sigmoid(net(xn, xc).float()).cpu().numpy())

@@ -50,6 +50,7 @@ from mlops_provider.runtime.model import (
     model_config,
     normalize_architecture,
     predict_proba,
+    predict_proba_arrays,
 )
 
 log = logging.getLogger(__name__)
@@ -334,6 +335,7 @@ def fit_network(
             "history": history,
         })
 
+    val_arrays = pre.transform(val_df)  # once, not every epoch
     log.info("training on %s: %d rows, epochs %d..%d, batch %d, amp %s, compile %s",
              device, n, start + 1, epochs, batch_size, use_amp, compile_model)
     for epoch in range(start + 1, epochs + 1):
@@ -343,7 +345,7 @@ def fit_network(
         perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)
         total, _ = train_epoch(step_net, opt, loss_fn, xn, xc, y, perm, batch_size, use_amp=use_amp)
         train_loss = float(total) / n  # one device sync per epoch
-        p_val = predict_proba(net, pre, val_df)
+        p_val = predict_proba_arrays(net, *val_arrays)
         if not math.isfinite(train_loss) or not np.all(np.isfinite(p_val)):
             raise TrainingError(
                 f"training diverged at epoch {epoch}: train loss {train_loss} (NaN/inf loss or predictions); "
