@@ -156,7 +156,10 @@ def test_checkpoints_hold_the_full_state_every_n_epochs(env):
         seen.append((epoch, ck["epoch"] if ck else None))
 
     result = run_train(env, key, epochs=3, checkpoint_every=2, keep_checkpoint=True, on_epoch=on_epoch)
-    assert seen == [(1, None), (2, 2), (3, 3)]  # every 2 epochs, and at the end
+    # every 2 epochs and at the end; written in the background, so at epoch k's callback the durable
+    # checkpoint is the one just queued or the previous one, and all of them before train() returns
+    assert seen[0] == (1, None)
+    assert seen[1][1] in (None, 2) and seen[2][1] in (2, 3)
     ck = store.load()
     assert ck["run_id"] == result["run_id"] and ck["stopped"] is True and len(ck["history"]) == 3
     assert set(ck) >= {"model", "optimizer", "rng", "early_stopping", "history", "config_hash"}

@@ -104,6 +104,53 @@ def test_checkpoint_store_is_atomic_and_survives_garbage(tmp_path):
     assert not (tmp_path / "ck").exists()
 
 
+def test_async_checkpoint_snapshots_the_state_when_queued_and_surfaces_write_errors(tmp_path):
+    from mlops_provider.runtime.checkpoint import CheckpointStore
+
+    store = CheckpointStore(tmp_path / "ck")
+    net = nn.Linear(3, 1)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.ones(2, 3)).sum().backward()
+    opt.step()
+    queued_w = net.weight.detach().clone()
+    queued_m = opt.state_dict()["state"][0]["exp_avg"].clone()
+    store.save_async({"epoch": 1, "model": net.state_dict(), "optimizer": opt.state_dict(), "history": [{"a": 1.0}]})
+    with torch.no_grad():  # the next steps mutate parameters and optimizer moments in place
+        net.weight.add_(5.0)
+    opt.state_dict()["state"][0]["exp_avg"].add_(7.0)
+    store.wait()
+    state = store.load()
+    assert state is not None and state["epoch"] == 1
+    assert torch.equal(state["model"]["weight"], queued_w)  # what was queued, not what happened after
+    assert torch.equal(state["optimizer"]["state"][0]["exp_avg"], queued_m)
+    store.save_async({"epoch": 2, "model": net.state_dict()})
+    store.close()
+    assert store.load()["epoch"] == 2
+
+    (tmp_path / "blocker").write_text("a file where the checkpoint directory should be")
+    bad = CheckpointStore(tmp_path / "blocker" / "ck")
+    bad.save_async({"epoch": 1})
+    with pytest.raises(OSError):
+        bad.wait()  # the background write error reaches the training thread
+    bad.close()
+
+
+def test_binary_metrics_match_scikit_learn_with_ties():
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from mlops_provider.runtime.training import binary_metrics
+
+    rng = np.random.default_rng(0)
+    for n in (2, 17, 1000, 5000):
+        y = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+        p = np.round(rng.random(n), 2)  # many ties
+        got = binary_metrics(y, p)
+        assert got["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        assert got["log_loss"] == pytest.approx(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]), abs=1e-12)
+    one_class = binary_metrics(np.zeros(5), np.full(5, 0.2))
+    assert np.isnan(one_class["roc_auc"]) and one_class["log_loss"] == pytest.approx(-np.log(0.8))
+
+
 def test_git_tags_are_best_effort(tmp_path):
     import subprocess
 

@@ -152,7 +152,7 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
     net = build_network(arch, len(pre.numeric), pre.cardinalities).to(device)
     ddp = nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if use_cuda else None)
     opt = torch.optim.Adam(ddp.parameters(), lr=lr)
-    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+    loss_fn = nn.BCEWithLogitsLoss()
     gen = torch.Generator(device="cpu").manual_seed(seed)  # identical permutation on every rank
     best_loss, best_epoch, bad = math.inf, 0, 0
     best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
