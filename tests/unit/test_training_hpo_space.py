@@ -129,4 +129,5 @@ def test_add_search_tasks_builds_a_mapped_trial_task():
     assert mapped.queue == "gpu" and mapped.pool == "gpu"
     assert mapped.max_active_tis_per_dagrun == 2
     assert dag.task_dict["select_best"].upstream_task_ids == {"hpo_parent", "hpo_trial"}
+    assert dag.task_dict["select_best"].trigger_rule == "all_done_min_one_success"  # one failed trial loses nothing else
     assert tasks.last.metric == "log_loss"

@@ -342,6 +342,10 @@ class HpoSelectBestOperator(BaseOperator):
 
         parent = _as_dict(self.parent, "parent", self.task_id)
         trials = [_as_dict(t, "each trial result", self.task_id) for t in list(self.trials or []) if t is not None]
+        expected = int(parent.get("n_trials") or 0)
+        if expected and len(trials) < expected:
+            self.log.warning("%d of %d trials did not finish (see the failed hpo_trial map indexes); "
+                             "selecting among the %d that did", expected - len(trials), expected, len(trials))
         best = best_trial(trials, self.metric)
         self.log.info("best of %d trials by %s: %s = %s", len(trials), self.metric, best["trial_id"],
                       best["metrics"][self.metric])
@@ -428,6 +432,8 @@ def add_search_tasks(
         select = HpoSelectBestOperator(
             task_id=f"{task_prefix}select_best", model_name=model_name, parent=parent.output,
             trials=mapped.output, metric=metric, mlflow_conn_id=mlflow_conn_id,
+            # a failed trial (e.g. one diverging learning rate) must not throw away the others
+            trigger_rule="all_done_min_one_success",
         )
         parent >> mapped >> select
     return SearchTasks(parent=parent, trials=mapped, select=select, n_trials=len(trials))
