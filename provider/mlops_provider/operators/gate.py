@@ -1,8 +1,11 @@
-"""Validation gate (challenger vs @champion) and alias promotion operators (light module).
+"""Validation gate, promotion, human approval and manual alias operators (light module).
 
-``ModelGateOperator`` computes the verdict (never raises on a reject); ``PromoteModelOperator``
-signals: it moves the aliases and emits its outlet asset event only on "promote", otherwise it
-raises ``AirflowSkipException`` so the ``mlflow/<model>@champion`` asset gets no event.
+``ModelGateOperator`` computes the verdict (never raises on a reject; bad input raises a named error).
+``GateApprovalOperator`` (optional, Airflow 3 HITL) asks a human, showing the verdict and the model card.
+``PromoteModelOperator`` signals: it moves the aliases and emits its outlet asset event only on a real
+alias change; on a reject it raises ``AirflowSkipException`` (or :class:`GateRejected` with
+``fail_on_reject``) so the ``mlflow/<model>@champion`` asset gets no event and the champion keeps serving.
+``ChampionAliasOperator`` is the force-promote / rollback task of the manual DAGs.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Context
 
-from mlops_provider.exceptions import ConfigError
+from mlops_provider.exceptions import ConfigError, GateRejected
+from mlops_provider.links.gate import MODEL_CARD_URL_XCOM_KEY, ModelCardLink
 
 
 def _parse_verdict(verdict: dict[str, Any] | str, task_id: str) -> dict[str, Any]:
@@ -33,15 +39,39 @@ def _parse_verdict(verdict: dict[str, Any] | str, task_id: str) -> dict[str, Any
     )
 
 
-class ModelGateOperator(BaseOperator):
-    """Evaluate challenger and current @champion on the snapshot's validation split.
+def _run_ref(context: Context) -> str | None:
+    ti = context.get("ti")
+    if ti is None:
+        return None
+    return f"{ti.dag_id}/{ti.run_id}"
 
-    Returns the verdict ``{"decision": "promote"|"reject", "bootstrap", "challenger": {"version",
-    "metrics"}, "champion": {...} | None, "checks": [{"name", "value", "bound", "passed"}],
-    "report_path", ...}``. Writes it to ``report_dir`` and tags the challenger version ``gate.*``.
+
+def _emit(operator: BaseOperator, context: Context, extra: dict[str, Any]) -> None:
+    outlet_events = context.get("outlet_events")
+    if outlet_events is not None:
+        for outlet in operator.outlets or []:
+            outlet_events[outlet].extra = extra
+
+
+class ModelGateOperator(BaseOperator):
+    """Evaluate the challenger and the current @champion on the snapshot's frozen evaluation split.
+
+    Returns the verdict ``{"decision": "promote"|"reject", "bootstrap", "challenger": {"version", "metrics",
+    "ci", ...}, "champion": {...} | None, "checks": [{"name", "kind", "value", "bound", "passed"}], "failed",
+    "slices", "behavioral", "model_card": {"url", ...}, "report_path", ...}``. Writes it to ``report_dir``,
+    logs it with the model card on the challenger's MLflow run and tags the version ``gate.*``.
+
+    :param slices: ``[{"column", "metric", "max_regression", "floor", "min_rows", "values"}]`` (config.SliceCheck)
+    :param behavioral: behavioral tests (config.BehavioralTest dumps)
+    :param calibration: ``{"max_ece", "bins", "max_regression"}`` or None
+    :param latency: ``{"batch_size", "repeats", "max_ms", "max_ratio"}`` or None
+    :param bootstrap: ``{"samples", "confidence", "seed"}`` of the confidence intervals
+    :param first_run: with no champion, ``"floors"`` (default): only the floor checks decide, the other
+        absolute checks are reported as advisory; ``"absolute"``: every absolute check decides.
     """
 
     template_fields: Sequence[str] = ("challenger_version", "snapshot", "report_dir", "model_name")
+    operator_extra_links = (ModelCardLink(),)
     ui_color = "#f5d76e"
 
     def __init__(
@@ -55,6 +85,13 @@ class ModelGateOperator(BaseOperator):
         primary_metric: str = "roc_auc",
         floors: dict[str, float] | None = None,
         max_regression: dict[str, float] | None = None,
+        slices: list[dict[str, Any]] | None = None,
+        behavioral: list[dict[str, Any]] | None = None,
+        calibration: dict[str, Any] | None = None,
+        latency: dict[str, Any] | None = None,
+        bootstrap: dict[str, Any] | None = None,
+        model_card: bool = True,
+        first_run: str = "floors",
         report_dir: str,
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
@@ -68,6 +105,13 @@ class ModelGateOperator(BaseOperator):
         self.primary_metric = primary_metric
         self.floors = {"roc_auc": 0.55} if floors is None else floors
         self.max_regression = {"roc_auc": 0.005} if max_regression is None else max_regression
+        self.slices = list(slices or [])
+        self.behavioral = list(behavioral or [])
+        self.calibration = calibration
+        self.latency = latency
+        self.bootstrap = bootstrap
+        self.model_card = model_card
+        self.first_run = first_run
         self.report_dir = report_dir
         self.mlflow_conn_id = mlflow_conn_id
 
@@ -86,23 +130,126 @@ class ModelGateOperator(BaseOperator):
             primary_metric=self.primary_metric,
             floors=self.floors,
             max_regression=self.max_regression,
+            slices=self.slices,
+            behavioral=self.behavioral,
+            calibration=self.calibration,
+            latency=self.latency,
+            bootstrap=self.bootstrap,
+            model_card=self.model_card,
+            first_run=self.first_run,
             report_dir=self.report_dir,
             tracking=cfg.public(),
         )
+        url = (verdict.get("model_card") or {}).get("url")
+        ti = context.get("ti")
+        if url and ti is not None:
+            ti.xcom_push(key=MODEL_CARD_URL_XCOM_KEY, value=url)
         for c in verdict["checks"]:
-            self.log.info("check %-22s value %.4f bound %.4f %s", c["name"], c["value"], c["bound"],
-                          "PASS" if c["passed"] else "FAIL")
-        self.log.info("gate decision for %s v%s: %s (bootstrap=%s); report %s", self.model_name,
-                      verdict["challenger"]["version"], verdict["decision"], verdict["bootstrap"],
-                      verdict["report_path"])
+            value = "nan" if c["value"] is None else f"{c['value']:.4f}"
+            bound = "nan" if c["bound"] is None else f"{c['bound']:.4f}"
+            self.log.info(
+                "check %-40s value %8s %s bound %s %s",
+                c["name"],
+                value,
+                c.get("direction", ""),
+                bound,
+                "PASS" if c["passed"] else "FAIL",
+            )
+        for w in verdict.get("warnings", []):
+            self.log.warning("gate: %s", w)
+        self.log.info(
+            "gate decision for %s v%s: %s (bootstrap=%s); report %s; model card %s",
+            self.model_name,
+            verdict["challenger"]["version"],
+            verdict["decision"].upper(),
+            verdict["bootstrap"],
+            verdict["report_path"],
+            url,
+        )
         return verdict
+
+
+class GateApprovalOperator(ApprovalOperator):
+    """Human approval of a promotion (Airflow 3 HITL): the required action shows the verdict and card link.
+
+    Skips itself (so nothing downstream runs and no one is asked) when the gate rejected. "Reject" skips the
+    promote task; either answer is recorded on the version (``gate.approval``, ``gate.approval_by``).
+    """
+
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "verdict", "model_name")
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        verdict: dict[str, Any] | str,
+        mlflow_conn_id: str = "mlflow_default",
+        response_timeout: timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("subject", f"Promote the {model_name} challenger to @champion?")
+        super().__init__(response_timeout=response_timeout, **kwargs)
+        self.model_name = model_name
+        self.verdict = verdict
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @staticmethod
+    def describe(verdict: dict[str, Any]) -> str:
+        ch, champ = verdict.get("challenger") or {}, verdict.get("champion")
+        lines = [
+            f"**Gate: {str(verdict.get('decision')).upper()}** — challenger v{ch.get('version')} "
+            + (f"vs @champion v{champ.get('version')}" if champ else "(bootstrap: no champion yet)"),
+            "",
+            "| metric | challenger | champion |",
+            "|---|---|---|",
+        ]
+        for m, v in (ch.get("metrics") or {}).items():
+            c = ((champ or {}).get("metrics") or {}).get(m)
+            lines.append(f"| {m} | {v:.4f} | {'—' if c is None else f'{c:.4f}'} |")
+        lines += ["", f"{len(verdict.get('checks', []))} checks, failed: {verdict.get('failed') or 'none'}"]
+        url = (verdict.get("model_card") or {}).get("url")
+        if url:
+            lines += ["", f"Model card: [{url}]({url})"]
+        lines += ["", f"Report: `{verdict.get('report_path')}`"]
+        return "\n".join(lines)
+
+    def execute(self, context: Context) -> Any:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        verdict = _parse_verdict(self.verdict, self.task_id)
+        if verdict.get("decision") != "promote":
+            raise AirflowSkipException(f"the gate decided {verdict.get('decision')!r}: nothing to approve.")
+        self.subject = f"Promote {self.model_name} v{verdict['challenger']['version']} to @champion?"
+        self.body = self.describe(verdict)
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        ret = super().execute_complete(context=context, event=event)
+        try:
+            from mlops_provider.hooks.mlflow import MLflowHook
+
+            verdict = _parse_verdict(self.verdict, self.task_id)
+            client = MLflowHook(self.mlflow_conn_id).get_client()
+            version = str(verdict["challenger"]["version"])
+            client.set_model_version_tag(self.model_name, version, "gate.approval", ret["chosen_options"][0])
+            user = ret.get("responded_by_user") or {}
+            who = user.get("name") or user.get("id") if isinstance(user, dict) else str(user)
+            client.set_model_version_tag(self.model_name, version, "gate.approval_by", str(who or "unknown"))
+            self.log.info("%s v%s: %s by %s", self.model_name, version, ret["chosen_options"][0], who)
+        except Exception as e:  # noqa: BLE001 - the human decision stands even if the tag cannot be written
+            self.log.warning("could not record the approval on the model version: %s", e)
+        return ret
 
 
 class PromoteModelOperator(BaseOperator):
     """Flip ``@champion`` to the gate's challenger (old champion -> ``@previous``), or skip on reject.
 
     Returns ``{"champion": v, "previous": v_old | None}`` and sets the outlet asset event extra
-    ``{"model", "version", "previous"}`` on every outlet.
+    ``{"model", "version", "previous"}`` on every outlet — only when this run moved the alias (a retry of
+    the run that moved it re-announces it; a version that already serves for another reason skips).
+    Run it in a pool of one slot per model (``pool=``) so promotions of one model are serialized.
+
+    :param fail_on_reject: raise :class:`GateRejected` (task failed) instead of skipping on a reject.
     """
 
     template_fields: Sequence[str] = ("verdict", "model_name")
@@ -113,12 +260,14 @@ class PromoteModelOperator(BaseOperator):
         *,
         model_name: str,
         verdict: dict[str, Any] | str,
+        fail_on_reject: bool = False,
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.verdict = verdict
+        self.fail_on_reject = fail_on_reject
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -129,19 +278,116 @@ class PromoteModelOperator(BaseOperator):
         if verdict.get("decision") != "promote":
             from mlops_provider.runtime.gate import failed_checks_summary
 
-            raise AirflowSkipException(
-                f"challenger v{version} rejected: {failed_checks_summary(verdict)}; @champion unchanged."
+            message = (
+                f"challenger v{version} rejected: {failed_checks_summary(verdict)}; @champion unchanged "
+                f"(report {verdict.get('report_path')})."
             )
+            if self.fail_on_reject:
+                raise GateRejected(message, verdict)
+            raise AirflowSkipException(message)
         from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.runtime import gate
 
         cfg = MLflowHook(self.mlflow_conn_id).configure()
-        result = gate.promote(self.model_name, verdict, tracking=cfg.public())
-        extra = {"model": self.model_name, "version": result["champion"], "previous": result["previous"]}
-        outlet_events = context.get("outlet_events")
-        if outlet_events is not None:
-            for outlet in self.outlets or []:
-                outlet_events[outlet].extra = extra
-        self.log.info("%s@champion = v%s (previous v%s)%s", self.model_name, result["champion"],
-                      result["previous"], "" if result["changed"] else " [already promoted]")
+        by = _run_ref(context)
+        result = gate.promote(self.model_name, verdict, tracking=cfg.public(), by=by)
+        if not result["changed"] and (by is None or result.get("promoted_by") != by):
+            raise AirflowSkipException(
+                f"{self.model_name}@champion already is v{result['champion']} (set by "
+                f"{result.get('promoted_by') or 'another run'}): no alias change, no asset event."
+            )
+        _emit(
+            self,
+            context,
+            {"model": self.model_name, "version": result["champion"], "previous": result["previous"]},
+        )
+        self.log.info(
+            "%s@champion = v%s (previous v%s)%s",
+            self.model_name,
+            result["champion"],
+            result["previous"],
+            "" if result["changed"] else " [moved by an earlier try of this run]",
+        )
         return {"champion": result["champion"], "previous": result["previous"]}
+
+
+class ChampionAliasOperator(BaseOperator):
+    """Force-promote a version or roll back to one (the manual DAGs' task); a reason is required.
+
+    ``action="force_promote"``: ``version`` becomes ``@champion`` whatever the gate said.
+    ``action="rollback"``: ``version`` (default: ``@previous``) becomes ``@champion``.
+    The old champion becomes ``@previous``; reason, user and run are tagged ``mlops.<action>.*`` on the
+    version and logged. Emits the outlet asset event (so the deploy DAG redeploys) only on a real change.
+    """
+
+    template_fields: Sequence[str] = ("version", "reason", "model_name")
+    ui_color = "#f1948a"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        action: str,
+        version: str | int | None,
+        reason: str,
+        mlflow_conn_id: str = "mlflow_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if action not in ("force_promote", "rollback"):
+            raise ConfigError(
+                f"{kwargs.get('task_id')}: action must be 'force_promote' or 'rollback', got {action!r}"
+            )
+        self.model_name = model_name
+        self.action = action
+        self.version = version
+        self.reason = reason
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.runtime import gate
+
+        dag_run = context.get("dag_run")
+        actor = getattr(dag_run, "triggering_user_name", None) if dag_run is not None else None
+        version = None if self.version in (None, "", "None") else str(self.version)
+        self.log.warning(
+            "%s of %s to v%s requested by %s; reason: %s",
+            self.action,
+            self.model_name,
+            version or "@previous",
+            actor or "unknown",
+            self.reason,
+        )
+        cfg = MLflowHook(self.mlflow_conn_id).configure()
+        result = gate.set_champion(
+            self.model_name,
+            version,
+            action=self.action,
+            reason=str(self.reason or ""),
+            actor=actor,
+            by=_run_ref(context),
+            tracking=cfg.public(),
+        )
+        if not result["changed"]:
+            raise AirflowSkipException(
+                f"{self.model_name}@champion already is v{result['champion']}: no alias change, no asset event."
+            )
+        _emit(
+            self,
+            context,
+            {
+                "model": self.model_name,
+                "version": result["champion"],
+                "previous": result["previous"],
+                "action": self.action,
+            },
+        )
+        return {
+            "champion": result["champion"],
+            "previous": result["previous"],
+            "action": self.action,
+            "reason": str(self.reason),
+        }

@@ -301,3 +301,91 @@ def log_snapshot_input(
     client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
     log.info("logged snapshot %s as dataset input %s of run %s", path, name, run_id)
     return info
+
+
+# ----------------------------------------------------------------------------------------------------
+# the gate's frozen evaluation split
+# ----------------------------------------------------------------------------------------------------
+
+EVALUATION_SPLIT = "evaluation"
+
+
+def split_evaluation(
+    df: pd.DataFrame, manifest: dict[str, Any], evaluation_days: int
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Relabel the last ``evaluation_days`` days of the validation split as ``split == "evaluation"``.
+
+    The evaluation rows lie strictly after every train / validation row, so a model trained on the
+    snapshot never saw them: the gate scores challenger and champion on them. Training code reads only
+    ``train`` and ``validation`` and ignores the new split. Returns ``(data, manifest fields)`` to pass to
+    :func:`write_snapshot` (hash, schema and created_at are recomputed there).
+    """
+    if evaluation_days < 1:
+        raise DataValidationError(f"evaluation_days must be >= 1, got {evaluation_days}")
+    if "split" not in df.columns or "event_timestamp" not in df.columns:
+        raise DataValidationError("split_evaluation: the snapshot lacks the 'split' / 'event_timestamp' columns.")
+    out = df.copy()
+    ts = pd.to_datetime(out["event_timestamp"], utc=True)
+    last = ts.max()
+    start = (last.floor("D") + pd.Timedelta(days=1)) - pd.Timedelta(days=int(evaluation_days))
+    moved = (out["split"] == "validation") & (ts >= start)
+    if (out["split"] == "train").to_numpy()[(ts >= start).to_numpy()].any():
+        raise DataValidationError(
+            f"split_evaluation: the last {evaluation_days} days reach into the train split; build the snapshot "
+            "with validation_days + evaluation_days of validation."
+        )
+    out.loc[moved, "split"] = EVALUATION_SPLIT
+    rows = {s: int((out["split"] == s).sum()) for s in ("train", "validation", EVALUATION_SPLIT)}
+    if min(rows.values()) == 0:
+        raise DataValidationError(
+            f"time split leaves an empty side {rows}: the data spans {ts.min()} .. {last} and evaluation_days="
+            f"{evaluation_days}. Land more data or lower training.evaluation_days / validation_days."
+        )
+    validation_ts = ts[out["split"] == "validation"]
+    split = dict(manifest.get("split") or {})
+    split.update({
+        "validation_end": validation_ts.max().isoformat(),
+        "validation_days": int(split.get("validation_days", 0)) - int(evaluation_days) or None,
+        "training_end": start.isoformat(),  # exclusive: every train / validation row is before it
+        "evaluation_start": start.isoformat(),
+        "evaluation_end": last.isoformat(),
+        "evaluation_days": int(evaluation_days),
+    })
+    fields = {k: v for k, v in manifest.items() if k not in ("hash", "schema", "created_at", "rows", "split")}
+    fields.update({"rows": rows, "split": split})
+    return out, fields
+
+
+def add_evaluation_split(
+    path: str | os.PathLike[str],
+    evaluation_days: int,
+    root: str | os.PathLike[str],
+    *,
+    aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID,
+) -> tuple[str, dict[str, Any]]:
+    """Write a copy of the snapshot at ``path`` with an evaluation split under ``root``: ``(path, manifest)``.
+
+    Immutable and content-addressed like any snapshot: the same input gives the same hash and path.
+    """
+    df, manifest = load_snapshot(path, aws_conn_id=aws_conn_id)
+    data, fields = split_evaluation(df, manifest, evaluation_days)
+    return write_snapshot(data, fields, root, aws_conn_id=aws_conn_id)
+
+
+def training_window(manifest: dict[str, Any]) -> tuple[pd.Timestamp | None, pd.Timestamp | None, bool]:
+    """``(start, end, end_inclusive)`` of the rows a model trained on this snapshot saw (train + validation).
+
+    With an evaluation split the end is its start (exclusive); otherwise the whole window (inclusive).
+    """
+    split = manifest.get("split") or {}
+    window = manifest.get("window") or {}
+
+    def ts(value: Any) -> pd.Timestamp | None:
+        if not value:
+            return None
+        t = pd.Timestamp(value)
+        return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")
+
+    if split.get("training_end"):
+        return ts(window.get("start")), ts(split["training_end"]), False
+    return ts(window.get("start")), ts(window.get("end")), True

