@@ -1,4 +1,4 @@
-"""Inference log: JSONL writer (per-process file, per-day partition, thread-safe) and reader."""
+"""Inference log: JSONL write-ahead log compacted into partitioned parquet parts (local and S3) + reader."""
 
 from __future__ import annotations
 
@@ -19,8 +19,16 @@ T0 = datetime(2013, 6, 1, 23, 59, tzinfo=UTC)
 
 
 def _rec(i: int, **kw: object) -> dict:
-    return {"request_id": f"r{i}", "origin": "JFK", "carrier": "UA", "tailnum": "N1", "temp": 60.0 + i,
-            "sched_dep_hour": 7, "prediction": 0.1 * (i % 10), **kw}
+    return {
+        "request_id": f"r{i}",
+        "origin": "JFK",
+        "carrier": "UA",
+        "tailnum": "N1",
+        "temp": 60.0 + i,
+        "sched_dep_hour": 7,
+        "prediction": 0.1 * (i % 10),
+        **kw,
+    }
 
 
 @pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p])
@@ -35,20 +43,102 @@ def test_missing_or_empty_dir_gives_empty_frame(tmp_path: Path, make) -> None:
 def test_writer_layout_metadata_and_roundtrip(tmp_path: Path) -> None:
     with InferenceLogWriter(tmp_path, model_version="3", bento_tag="m_service:v3-abc") as w:
         w.write_batch([_rec(0), _rec(1, temp=float("nan"), plane_year=np.float32(2004.0))], timestamp=T0)
-        w.write_batch([_rec(2)], timestamp=T0 + timedelta(minutes=2))  # next UTC day
-    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jsonl"))
+        wal = w.path_for("2013-06-01")
+        first = json.loads(wal.read_text().splitlines()[1])  # live WAL: strict JSON, NaN -> null
+        assert first["temp"] is None and first["plane_year"] == 2004.0
+        assert first["model_version"] == "3" and first["bento_tag"] == "m_service:v3-abc"
+        assert len(read_inference_log(tmp_path)) == 2  # visible before compaction
+        w.write_batch([_rec(2)], timestamp=T0 + timedelta(minutes=2))  # next UTC day: day 1 compacted
+        assert not wal.exists()
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert [f.split("/")[0] for f in files] == ["date=2013-06-01", "date=2013-06-02"]
-    assert files[0].split("/")[1] == f"{w.worker_id}.jsonl"
-    lines = (tmp_path / files[0]).read_text().splitlines()
-    first = json.loads(lines[1])  # strict JSON: NaN became null, numpy scalars plain numbers
-    assert first["temp"] is None and first["plane_year"] == 2004.0
-    assert first["model_version"] == "3" and first["bento_tag"] == "m_service:v3-abc"
+    assert all(f.endswith(".parquet") and f"part-{w.worker_id}-" in f for f in files)
+    part = pd.read_parquet(tmp_path / files[0])
+    assert str(part["timestamp"].dtype).startswith("datetime64") and part["temp"].isna().sum() == 1
 
     frame = read_inference_log(tmp_path)
     assert list(frame["request_id"]) == ["r0", "r1", "r2"]
     assert frame["timestamp"].is_monotonic_increasing
+    assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
     assert math.isnan(frame.loc[1, "temp"]) and frame.loc[2, "temp"] == 62.0
     assert frame["prediction"].dtype == "float64"
+
+
+def test_flush_rows_compacts_and_mixed_types_never_fail(tmp_path: Path) -> None:
+    w = InferenceLogWriter(tmp_path, flush_rows=3, flush_interval_s=0)
+    w.write_batch([_rec(0, note="a"), _rec(1, note=5)], timestamp=T0)  # 'note' has mixed types
+    assert not list(tmp_path.rglob("*.parquet"))
+    w.write_batch([_rec(2, note=None)], timestamp=T0)
+    assert len(list(tmp_path.rglob("*.parquet"))) == 1 and not list(tmp_path.rglob("*.jsonl"))
+    w.write_batch([_rec(3)], timestamp=T0)
+    frame = read_inference_log(tmp_path)
+    assert list(frame["request_id"]) == ["r0", "r1", "r2", "r3"]
+    assert list(frame["note"][:2]) == ["a", "5"]
+    w.close()
+    assert len(read_inference_log(tmp_path)) == 4 and len(list(tmp_path.rglob("*.parquet"))) == 2
+
+
+def test_interval_flush_in_background(tmp_path: Path) -> None:
+    w = InferenceLogWriter(tmp_path, flush_interval_s=0.1)
+    w.write_batch([_rec(0)], timestamp=T0)
+    for _ in range(100):
+        if list(tmp_path.rglob("*.parquet")):
+            break
+        threading.Event().wait(0.05)
+    assert len(list(tmp_path.rglob("*.parquet"))) == 1 and not list(tmp_path.rglob("*.jsonl"))
+    w.close()
+
+
+def test_orphaned_wal_of_a_killed_worker_is_compacted_once(tmp_path: Path) -> None:
+    import os
+
+    dead = InferenceLogWriter(tmp_path, flush_interval_s=0)
+    dead.write_batch([_rec(0), _rec(1)], timestamp=T0)  # never closed: "kill -9"
+    wal = dead.path_for("2013-06-01")
+    with open(wal, "a") as fh:
+        fh.write('{"request_id": "torn", "timesta')
+    os.utime(wal, (0, 0))
+    a = InferenceLogWriter(tmp_path, orphan_age_s=60)
+    b = InferenceLogWriter(tmp_path, orphan_age_s=60)  # nothing left to claim
+    assert not wal.exists() and len(list(tmp_path.rglob("*.parquet"))) == 1
+    frame = read_inference_log(tmp_path)
+    assert list(frame["request_id"]) == ["r0", "r1"]
+    a.close()
+    b.close()
+
+
+def test_s3_root_writes_parquet_objects_and_reads_them_back(tmp_path: Path) -> None:
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://{host}:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        s3.create_bucket(Bucket="logs")
+        root = "s3://logs/inference/flights_delay"
+        with InferenceLogWriter(root, model_version="2", s3_client=s3, spool_dir=tmp_path / "spool") as w:
+            w.write_batch([_rec(0), _rec(1)], timestamp=T0)
+            w.write_batch([_rec(2)], timestamp=T0 + timedelta(minutes=2))
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="logs")["Contents"])
+        assert [k.split("/")[2] for k in keys] == ["date=2013-06-01", "date=2013-06-02"]
+        assert all(k.startswith("inference/flights_delay/") and k.endswith(".parquet") for k in keys)
+        assert not list((tmp_path / "spool").rglob("*.jsonl"))
+        frame = read_inference_log(root, s3_client=s3)
+        assert list(frame["request_id"]) == ["r0", "r1", "r2"] and set(frame["model_version"]) == {"2"}
+        assert list(
+            read_inference_log(root, start=T0 + timedelta(minutes=1), s3_client=s3)["request_id"]
+        ) == ["r2"]
+        assert read_inference_log("s3://logs/nothing-here", s3_client=s3).empty
+    finally:
+        server.stop()
 
 
 def test_generated_request_id_and_window(tmp_path: Path) -> None:
@@ -69,21 +159,24 @@ def test_corrupt_lines_are_skipped_and_counted(tmp_path: Path, caplog: pytest.Lo
     w.close()
     path = w.path_for("2013-06-01")
     with open(path, "a") as fh:
-        fh.write('{"request_id": "torn", "timestamp": "2013-06-01T23:59:00+00:00", "predic\n')  # killed writer
+        fh.write(
+            '{"request_id": "torn", "timestamp": "2013-06-01T23:59:00+00:00", "predic\n'
+        )  # killed writer
         fh.write("[1, 2]\n")  # not an object
         fh.write('{"request_id": "nots", "timestamp": "yesterday"}\n')  # bad timestamp
         fh.write("\n")  # blank lines are not errors
     (tmp_path / "date=garbage").mkdir()
     (tmp_path / "date=garbage" / "x.jsonl").write_text("{}\n")  # not a partition: ignored
+    (tmp_path / "date=2013-06-01" / "part-truncated.parquet").write_bytes(b"PAR1 not really")
     with caplog.at_level(logging.WARNING):
         frame = read_inference_log(tmp_path)
     assert list(frame["request_id"]) == ["r0", "r1"]
-    assert frame.attrs["skipped_lines"] == 3
+    assert frame.attrs["skipped_lines"] == 3 and frame.attrs["skipped_files"] == 1
     assert "Skipped 3 corrupt line(s)" in caplog.text
 
 
-def test_concurrent_batches_never_interleave(tmp_path: Path) -> None:
-    w = InferenceLogWriter(tmp_path, model_version="1")
+def test_concurrent_batches_never_interleave_or_get_lost(tmp_path: Path) -> None:
+    w = InferenceLogWriter(tmp_path, model_version="1", flush_rows=150)
 
     def worker(t: int) -> None:
         for b in range(20):
@@ -94,19 +187,21 @@ def test_concurrent_batches_never_interleave(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    w.close()
-    frame = read_inference_log(tmp_path)
+    frame = read_inference_log(tmp_path)  # parts + the live WAL
     assert frame.attrs["skipped_lines"] == 0
     assert len(frame) == 8 * 20 * 10 == frame["request_id"].nunique()
-    assert len(list(tmp_path.rglob("*.jsonl"))) == 1
+    w.close()
+    assert len(read_inference_log(tmp_path)) == 1600 and not list(tmp_path.rglob("*.jsonl"))
+    assert len(list(tmp_path.rglob("*.parquet"))) == w.parts_written >= 10
 
 
 def test_two_writers_write_separate_files(tmp_path: Path) -> None:
     a, b = InferenceLogWriter(tmp_path), InferenceLogWriter(tmp_path)
     a.write_batch([_rec(1)], timestamp=T0)
     b.write_batch([_rec(2)], timestamp=T0)
+    assert len(list(tmp_path.rglob("*.jsonl"))) == 2  # one live WAL per writer
     a.close()
     b.close()
-    assert len(list(tmp_path.rglob("*.jsonl"))) == 2
+    assert len(list(tmp_path.rglob("*.parquet"))) == 2
     assert isinstance(read_inference_log(tmp_path), pd.DataFrame)
     assert set(read_inference_log(tmp_path)["request_id"]) == {"r1", "r2"}

@@ -15,8 +15,15 @@ from mlops_provider.exceptions import ConfigError, DeploymentError
 from mlops_provider.runtime.bento_service import FlightRequest, load_service_config
 from mlops_provider.runtime.serving import _pinned_requirements, _safe_name, smoke_test
 
-GOOD = {"origin": "jfk", "carrier": "UA", "tailnum": "N14228", "sched_dep_hour": 17, "weekday": 4,
-        "month": 6, "distance": 1400}
+GOOD = {
+    "origin": "jfk",
+    "carrier": "UA",
+    "tailnum": "N14228",
+    "sched_dep_hour": 17,
+    "weekday": 4,
+    "month": 6,
+    "distance": 1400,
+}
 
 
 def test_good_request_is_normalised() -> None:
@@ -27,9 +34,19 @@ def test_good_request_is_normalised() -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"sched_dep_hour": 24}, {"sched_dep_hour": -1}, {"weekday": 7}, {"month": 0}, {"month": "june"},
-        {"distance": 0}, {"distance": float("nan")}, {"distance": float("inf")}, {"origin": ""},
-        {"origin": "J F K"}, {"carrier": "U"}, {"tailnum": "N1;drop"}, {"unexpected": 1},
+        {"sched_dep_hour": 24},
+        {"sched_dep_hour": -1},
+        {"weekday": 7},
+        {"month": 0},
+        {"month": "june"},
+        {"distance": 0},
+        {"distance": float("nan")},
+        {"distance": float("inf")},
+        {"origin": ""},
+        {"origin": "J F K"},
+        {"carrier": "U"},
+        {"tailnum": "N1;drop"},
+        {"unexpected": 1},
         {"request_id": "x" * 200},
     ],
 )
@@ -46,11 +63,21 @@ def test_every_field_is_required(missing: str) -> None:
 
 def _config(tmp_path: Path) -> Path:
     p = tmp_path / "bento_config.json"
-    p.write_text(json.dumps({
-        "model_name": "m", "model_tag": "m:v1", "model_version": "1", "bento_tag": "m_service:v1-x",
-        "feature_repo": "/repo", "feature_service": "fs", "categorical": ["origin"], "numeric": ["temp"],
-        "inference_log_dir": "/log",
-    }))
+    p.write_text(
+        json.dumps(
+            {
+                "model_name": "m",
+                "model_tag": "m:v1",
+                "model_version": "1",
+                "bento_tag": "m_service:v1-x",
+                "feature_repo": "/repo",
+                "feature_service": "fs",
+                "categorical": ["origin"],
+                "numeric": ["temp"],
+                "inference_log_dir": "/log",
+            }
+        )
+    )
     return p
 
 
@@ -78,6 +105,11 @@ def test_tag_names_and_pins() -> None:
     assert "bentoml" in names and "torch" in names and names.count("pandas") == 1
     assert not any(r.startswith(("#", "-")) for r in reqs)
     assert next(r for r in reqs if r.lower().startswith("pandas")).startswith("pandas==")  # serving pin wins
+    from importlib.metadata import version
+
+    # an unpinned model requirement is pinned to the installed version; unknown ones stay as given
+    assert f"pyyaml=={version('pyyaml')}" in _pinned_requirements(["pyyaml", "not-installed-pkg-xyz"])
+    assert "not-installed-pkg-xyz" in _pinned_requirements(["not-installed-pkg-xyz"])
 
 
 # ------------------------------------------------------------------ smoke test against a real HTTP server
@@ -113,7 +145,10 @@ def server() -> Iterator[tuple[str, type[_Handler]]]:
 
 def test_smoke_test_accepts_a_good_answer(server) -> None:
     url, handler = server
-    handler.reply = (200, '[{"request_id": "a", "model_version": "3", "probability": 0.25, "delayed": false}]')
+    handler.reply = (
+        200,
+        '[{"request_id": "a", "model_version": "3", "probability": 0.25, "delayed": false}]',
+    )
     out = smoke_test(url, GOOD, headers={"Authorization": "Bearer t"})
     assert out["probability"] == 0.25 and out["model_version"] == "3"
     seen = handler.seen[0]

@@ -1,4 +1,5 @@
-"""BentoML operators: package the champion, deploy it on loopback, smoke-test it (light module).
+"""BentoML operators: package the champion, infra-validate it, deploy it (local blue/green, Kubernetes,
+BentoCloud), verify the live version, smoke-test it, containerize it; offline batch scoring (light module).
 
 bentoml / mlflow / httpx are imported inside ``execute()`` through :mod:`mlops_provider.runtime.serving`.
 """
@@ -29,10 +30,12 @@ class BentoPackageOperator(BaseOperator):
     Idempotent: the BentoML model tag is derived from the MLflow version (``flights_delay:v3``) and
     the bento tag from the version plus a hash of the service config and code; existing ones are
     reused, so a re-run builds nothing. ``features`` = ``{"categorical": [...], "numeric": [...]}``
-    (the YAML's ``model.features``).
+    (the YAML's ``model.features``). ``challenger_alias`` + ``experiment`` (``{"mode": "shadow" |
+    "split", "share", "route_by"}``) put the challenger in the same bento for an online experiment;
+    ``limits`` overrides the service's request limits (``serving.limits``).
 
     Returns ``{"bento_tag", "model_tag", "model_version", "mlflow_run_id", "bento_created",
-    "model_created", "bentoml_home"}``.
+    "model_created", "challenger", "bentoml_home"}``.
     """
 
     template_fields: Sequence[str] = ("model_name", "alias", "feature_repo", "feature_service", "inference_log_dir")
@@ -49,11 +52,19 @@ class BentoPackageOperator(BaseOperator):
         inference_log_dir: str,
         request_fields: list[str] | None = None,
         threshold: float = 0.5,
+        challenger_alias: str | None = None,
+        experiment: dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        log_flush_interval_s: float | None = None,
         mlflow_conn_id: str = "mlflow_default",
         bentoml_conn_id: str = "bentoml_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.challenger_alias = challenger_alias
+        self.experiment = experiment
+        self.limits = limits
+        self.log_flush_interval_s = log_flush_interval_s
         self.model_name = model_name
         self.alias = alias
         self.feature_repo = feature_repo
@@ -88,7 +99,13 @@ class BentoPackageOperator(BaseOperator):
             bentoml_home_dir=home,
             request_fields=self.request_fields,
             threshold=self.threshold,
+            challenger_alias=self.challenger_alias,
+            experiment=self.experiment,
+            limits=self.limits,
+            log_flush_interval_s=self.log_flush_interval_s,
         )
+        if result.get("challenger"):
+            self.log.info("Online experiment: %s", result["challenger"])
         self.log.info(
             "Bento %s (model %s, MLflow version %s)%s",
             result["bento_tag"], result["model_tag"], result["model_version"],
@@ -97,19 +114,100 @@ class BentoPackageOperator(BaseOperator):
         return {**result, "bentoml_home": home}
 
 
-class BentoDeployOperator(BaseOperator):
-    """Serve a bento with ``bentoml serve`` on loopback, blue/green on ``port`` / ``port + 1``.
+class BentoInfraValidateOperator(BaseOperator):
+    """Serve the bento on a free loopback port and validate it before it is deployed.
 
-    The new server must answer ``/readyz`` within ``ready_timeout`` (and, when ``smoke_request`` is
-    given, return a valid prediction for it) before the state switches to it and the previous
-    deployment is stopped; otherwise it is killed, the previous one keeps serving and the task
-    fails with ``DeploymentError``. Deploying the tag that is already serving is a no-op.
-
-    Returns ``{"url", "pid", "bento_tag", "host", "port", "log_file", "changed",
-    "previous_bento_tag"}`` and pushes the URL for the "BentoML endpoint" link.
+    Waits for ``/readyz``, replays the MLflow input example and a sample of the evaluation snapshot
+    (the version's ``snapshot_path`` tag, or ``snapshot``), checks the response schema, that the
+    predictions equal the registered model's own (pyfunc) predictions within ``tolerance``, and that
+    the single-row latency quantile is within ``latency_budget_ms``; always stops the server. Fails
+    with ``InfraValidationError`` (the report lists every failed check); returns the report.
     """
 
-    template_fields: Sequence[str] = ("bento_tag", "state_dir", "host")
+    template_fields: Sequence[str] = ("bento_tag", "snapshot", "report_dir")
+    ui_color = "#fddb3a"
+
+    def __init__(
+        self,
+        *,
+        bento_tag: str,
+        snapshot: str | None = None,
+        sample_rows: int = 20,
+        tolerance: float = 1e-5,
+        latency_budget_ms: float = 1000.0,
+        latency_quantile: float = 0.95,
+        ready_timeout: float = 180,
+        report_dir: str | None = None,
+        mlflow_conn_id: str = "mlflow_default",
+        bentoml_conn_id: str = "bentoml_default",
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.bento_tag = bento_tag
+        self.snapshot = snapshot
+        self.sample_rows = sample_rows
+        self.tolerance = tolerance
+        self.latency_budget_ms = latency_budget_ms
+        self.latency_quantile = latency_quantile
+        self.ready_timeout = ready_timeout
+        self.report_dir = report_dir
+        self.mlflow_conn_id = mlflow_conn_id
+        self.bentoml_conn_id = bentoml_conn_id
+        self.aws_conn_id = aws_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.hooks.bentoml import BentoMLHook
+        from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.runtime.infra_validate import infra_validate
+
+        tracking = MLflowHook(self.mlflow_conn_id).configure()
+        report = infra_validate(
+            self.bento_tag,
+            bentoml_home_dir=BentoMLHook(self.bentoml_conn_id).bentoml_home,
+            mlflow_tracking_uri=tracking.tracking_uri,
+            mlflow_registry_uri=tracking.registry_uri,
+            snapshot=self.snapshot or None,
+            sample_rows=int(self.sample_rows),
+            tolerance=float(self.tolerance),
+            latency_budget_ms=float(self.latency_budget_ms),
+            latency_quantile=float(self.latency_quantile),
+            ready_timeout=float(self.ready_timeout),
+            report_dir=self.report_dir or None,
+            aws_conn_id=self.aws_conn_id,
+        )
+        self.log.info(
+            "Bento %s passed infra validation: replayed %s, max |diff| %s, latency %s",
+            self.bento_tag, report["replayed"], report.get("max_abs_diff"), report.get("latency_ms"),
+        )
+        return report
+
+
+TARGETS = ("local", "kubernetes", "bentocloud")
+
+
+class BentoDeployOperator(BaseOperator):
+    """Deploy a bento to ``target`` and verify the live version the endpoint reports.
+
+    - ``local``: ``bentoml serve`` on loopback, blue/green on ``port`` / ``port + 1``. The new server
+      must answer ``/readyz`` within ``ready_timeout``, answer ``smoke_request`` (when given) and
+      report the deployed bento on ``/health`` before the state switches to it; the previous one
+      drains ``drain_seconds`` and stops. Otherwise the new one is killed, the previous one keeps
+      serving and the task fails with ``DeploymentError`` giving the reason. Re-deploying the tag
+      that is already serving is a no-op. With ``front_port`` a stable front on that port forwards
+      to the live version (``front_url``: one URL across switches).
+    - ``kubernetes``: Deployment / Service / HPA (readiness + liveness probes, ``maxUnavailable: 0``)
+      rendered from ``kubernetes`` (the YAML's ``serving.kubernetes``), validated against the API
+      models and written under ``state_dir``; applied through the cncf.kubernetes ``KubernetesHook``
+      when ``kubernetes.conn_id`` exists, render-only otherwise.
+    - ``bentocloud``: BentoML's deployment API (``bentocloud`` = the YAML's ``serving.bentocloud``).
+
+    After the deploy the endpoint's ``/health`` must report the deployed bento tag, else
+    ``LiveVersionMismatch`` (a silent rollback). Returns ``{"target", "url", "bento_tag", "changed",
+    "previous_bento_tag", "live", ...}`` and pushes the URL for the "BentoML endpoint" link.
+    """
+
+    template_fields: Sequence[str] = ("bento_tag", "state_dir", "host", "target")
     operator_extra_links = (BentoEndpointLink(),)
     ui_color = "#fddb3a"
 
@@ -122,6 +220,12 @@ class BentoDeployOperator(BaseOperator):
         state_dir: str,
         ready_timeout: float = 120,
         smoke_request: dict[str, Any] | None = None,
+        target: str = "local",
+        drain_seconds: float = 2.0,
+        verify_version: bool = True,
+        front_port: int | None = None,
+        kubernetes: dict[str, Any] | None = None,
+        bentocloud: dict[str, Any] | None = None,
         bentoml_conn_id: str = "bentoml_default",
         **kwargs: Any,
     ) -> None:
@@ -132,13 +236,48 @@ class BentoDeployOperator(BaseOperator):
         self.state_dir = state_dir
         self.ready_timeout = ready_timeout
         self.smoke_request = smoke_request
+        self.target = target
+        self.drain_seconds = drain_seconds
+        self.verify_version = verify_version
+        self.front_port = front_port
+        self.kubernetes = dict(kubernetes or {})
+        self.bentocloud = dict(bentocloud or {})
         self.bentoml_conn_id = bentoml_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.exceptions import DeploymentError
         from mlops_provider.hooks.bentoml import BentoMLHook
+        from mlops_provider.runtime.serving import verify_live_version
+
+        if self.target not in TARGETS:
+            raise DeploymentError(f"Unknown deployment target {self.target!r}; use one of {', '.join(TARGETS)}.")
+        hook = BentoMLHook(self.bentoml_conn_id)
+        if self.target == "local":
+            result = self._deploy_local(hook)
+        elif self.target == "kubernetes":
+            result = self._deploy_kubernetes(hook)
+        else:
+            result = self._deploy_bentocloud(hook)
+        result["target"] = self.target
+        url = result.get("front_url") or result.get("url")  # the stable front when there is one
+        if url:
+            context["ti"].xcom_push(key=BENTO_ENDPOINT_XCOM_KEY, value=url)
+            if self.verify_version:
+                headers = hook.headers() if self.target != "local" else {}
+                result["live"] = verify_live_version(url, bento_tag=self.bento_tag, headers=headers)
+                self.log.info("Live version at %s: %s", url, result["live"])
+        else:
+            self.log.info("No endpoint URL for target %s: live version not verified", self.target)
+        self.log.info(
+            "%s deployed to %s%s%s", self.bento_tag, self.target, f" at {url}" if url else "",
+            f"; replaced {result['previous_bento_tag']}" if result.get("previous_bento_tag") else "",
+        )
+        _set_outlet_extras(self, context, {"bento_tag": self.bento_tag, "url": url, "target": self.target})
+        return result
+
+    def _deploy_local(self, hook: Any) -> dict[str, Any]:
         from mlops_provider.runtime.serving import deploy_local
 
-        hook = BentoMLHook(self.bentoml_conn_id)
         result = deploy_local(
             self.bento_tag,
             host=self.host,
@@ -147,27 +286,211 @@ class BentoDeployOperator(BaseOperator):
             timeout=float(self.ready_timeout),
             bentoml_home_dir=hook.bentoml_home,
             smoke_request=self.smoke_request,
+            drain_seconds=float(self.drain_seconds),
+            verify_version=bool(self.verify_version),
+            front_port=int(self.front_port) if self.front_port else None,
         )
         previous = result.pop("previous", None) or {}
         result["previous_bento_tag"] = previous.get("bento_tag")
-        context["ti"].xcom_push(key=BENTO_ENDPOINT_XCOM_KEY, value=result["url"])
-        self.log.info(
-            "%s serving at %s (pid %s)%s",
-            result["bento_tag"], result["url"], result["pid"],
-            f"; replaced {result['previous_bento_tag']}" if result["previous_bento_tag"] else "",
+        return result
+
+    def _deploy_kubernetes(self, hook: Any) -> dict[str, Any]:
+        from pathlib import Path
+
+        from mlops_provider.runtime.infra_validate import bento_config
+        from mlops_provider.runtime.k8s import deploy_kubernetes
+
+        k = dict(self.kubernetes)
+        cfg = bento_config(self.bento_tag, hook.bentoml_home)
+        render = {key: k[key] for key in (
+            "namespace", "name", "replicas", "max_replicas", "target_cpu_utilization", "resources", "image",
+            "image_registry", "env", "service_type") if k.get(key) is not None}
+        result = deploy_kubernetes(
+            bento_tag=self.bento_tag,
+            model_name=str(cfg.get("model_name", "model")),
+            model_version=str(cfg.get("model_version", "")) or None,
+            out_dir=Path(self.state_dir) / "kubernetes",
+            conn_id=k.get("conn_id", "kubernetes_default"),
+            wait=bool(k.get("wait", True)),
+            **render,
         )
-        _set_outlet_extras(self, context, {"bento_tag": result["bento_tag"], "url": result["url"]})
+        self.log.info("Kubernetes manifests %s (%s)", result["manifests_path"], result["mode"])
+        result["url"] = k.get("url") if result["mode"] == "applied" else None
+        result["bento_tag"] = self.bento_tag
+        result["changed"] = result["mode"] == "applied"
+        return result
+
+    def _deploy_bentocloud(self, hook: Any) -> dict[str, Any]:
+        from mlops_provider.runtime.bentocloud import cloud_client, deploy_bentocloud, deployment_kwargs
+        from mlops_provider.runtime.infra_validate import bento_config
+
+        b = dict(self.bentocloud)
+        cfg = bento_config(self.bento_tag, hook.bentoml_home)
+        api_key, endpoint = _bentocloud_credentials(str(b.get("conn_id") or "bentocloud_default"))
+        client = cloud_client(api_key, endpoint)
+        kwargs = deployment_kwargs(
+            name=str(b.get("name") or f"{cfg.get('model_name', 'model')}-serving").replace("_", "-"),
+            bento_tag=self.bento_tag,
+            cluster=b.get("cluster"),
+            scaling_min=int(b.get("scaling_min", 1)),
+            scaling_max=int(b.get("scaling_max", 2)),
+            instance_type=b.get("instance_type"),
+            access_authorization=b.get("access_authorization", True),
+            envs=b.get("envs") or None,
+            labels={"model": str(cfg.get("model_name", "")), "model_version": str(cfg.get("model_version", ""))},
+        )
+        result = deploy_bentocloud(
+            kwargs, client=client, bentoml_home_dir=hook.bentoml_home, wait_timeout=int(b.get("wait_timeout", 900))
+        )
+        result["bento_tag"] = self.bento_tag
+        result["changed"] = True
+        return result
+
+
+def _bentocloud_credentials(conn_id: str) -> tuple[str | None, str | None]:
+    """(api_key, endpoint) from the connection (password or extra ``api_token``; host), or (None, None)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None, None
+    extras = conn.extra_dejson or {}
+    key = extras.get("api_token") or conn.password or None
+    if key:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(str(key))
+    endpoint = None
+    if conn.host:
+        endpoint = str(conn.host).rstrip("/")
+        if "://" not in endpoint:
+            endpoint = f"{conn.schema or 'https'}://{endpoint}"
+    return (str(key) if key else None), endpoint
+
+
+class BentoContainerizeOperator(BaseOperator):
+    """``bentoml containerize`` the bento into an image (for the kubernetes target).
+
+    Skips (with the reason in the log and the UI) when no Docker engine answers here; re-runs reuse an
+    existing image. Returns ``{"image", "created", "engine"}``.
+    """
+
+    template_fields: Sequence[str] = ("bento_tag", "image_tag")
+    ui_color = "#fddb3a"
+
+    def __init__(
+        self, *, bento_tag: str, image_tag: str | None = None, bentoml_conn_id: str = "bentoml_default", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.bento_tag = bento_tag
+        self.image_tag = image_tag
+        self.bentoml_conn_id = bentoml_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from mlops_provider.exceptions import ContainerEngineUnavailable
+        from mlops_provider.hooks.bentoml import BentoMLHook
+        from mlops_provider.runtime.serving import containerize
+
+        try:
+            result = containerize(
+                self.bento_tag, image_tag=self.image_tag or None, bentoml_home_dir=BentoMLHook(self.bentoml_conn_id).bentoml_home
+            )
+        except ContainerEngineUnavailable as e:
+            self.log.warning("%s", e)
+            raise AirflowSkipException(str(e)) from e
+        self.log.info("Image %s %s", result["image"], "built" if result["created"] else "already exists")
+        return result
+
+
+class BatchPredictOperator(BaseOperator):
+    """Offline scoring: a dataset window scored with the registered model version into parquet.
+
+    ``source``: a snapshot directory, a parquet file or directory (local or ``s3://``); rows with
+    ``timestamp_column`` in ``[window_start, window_end)`` are scored with ``models:/<model>@<alias>``
+    (resolved once; or a pinned ``version``) and written to
+    ``<output_root>/<model>/v<version>/<window>.parquet`` (local or ``s3://``). Idempotent per
+    (window, model version): an existing output is kept and the task changes nothing. Returns
+    ``{"output", "rows", "created", "model_version", "window", ...}``.
+    """
+
+    template_fields: Sequence[str] = (
+        "model_name", "source", "output_root", "alias", "version", "window_start", "window_end",
+    )
+    ui_color = "#fddb3a"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        source: str,
+        output_root: str,
+        features: dict[str, list[str]],
+        alias: str = "champion",
+        version: str | None = None,
+        window_start: str | None = None,
+        window_end: str | None = None,
+        timestamp_column: str = "event_timestamp",
+        chunk_rows: int = 50_000,
+        mlflow_conn_id: str = "mlflow_default",
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.source = source
+        self.output_root = output_root
+        self.features = features
+        self.alias = alias
+        self.version = version
+        self.window_start = window_start
+        self.window_end = window_end
+        self.timestamp_column = timestamp_column
+        self.chunk_rows = chunk_rows
+        self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.runtime.batch_predict import batch_predict
+
+        tracking = MLflowHook(self.mlflow_conn_id).configure()
+        result = batch_predict(
+            self.model_name,
+            self.source,
+            self.output_root,
+            self.features,
+            alias=self.alias,
+            version=self.version or None,
+            window_start=self.window_start or None,
+            window_end=self.window_end or None,
+            timestamp_column=self.timestamp_column,
+            chunk_rows=int(self.chunk_rows),
+            mlflow_tracking_uri=tracking.tracking_uri,
+            mlflow_registry_uri=tracking.registry_uri,
+            aws_conn_id=self.aws_conn_id,
+        )
+        self.log.info(
+            "%s rows of %s scored with %s v%s -> %s%s", result["rows"], self.source, self.model_name,
+            result["model_version"], result["output"], "" if result["created"] else " (already there: nothing to do)",
+        )
+        _set_outlet_extras(self, context, {"output": result["output"], "model_version": result["model_version"]})
         return result
 
 
 class BentoSmokeTestOperator(BaseOperator):
     """POST ``request`` to ``<url>/predict`` over HTTP; fail with ``DeploymentError`` on a bad answer.
 
-    A bad answer is a non-2xx status, a missing probability, NaN or a value outside [0, 1].
+    A bad answer is a non-2xx status, a missing probability, NaN or a value outside [0, 1]. With
+    ``expected_bento_tag`` the endpoint's ``/health`` must also report that bento, else
+    ``LiveVersionMismatch`` (a silent rollback since the deploy).
     Returns the first prediction ``{"request_id", "model_version", "probability", "delayed"}``.
     """
 
-    template_fields: Sequence[str] = ("url", "request")
+    template_fields: Sequence[str] = ("url", "request", "expected_bento_tag")
     template_fields_renderers = {"request": "json"}
     ui_color = "#fddb3a"
 
@@ -177,6 +500,7 @@ class BentoSmokeTestOperator(BaseOperator):
         url: str,
         request: dict[str, Any],
         timeout: float = 30,
+        expected_bento_tag: str | None = None,
         bentoml_conn_id: str = "bentoml_default",
         **kwargs: Any,
     ) -> None:
@@ -184,15 +508,19 @@ class BentoSmokeTestOperator(BaseOperator):
         self.url = url
         self.request = request
         self.timeout = timeout
+        self.expected_bento_tag = expected_bento_tag
         self.bentoml_conn_id = bentoml_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
-        from mlops_provider.runtime.serving import smoke_test
+        from mlops_provider.runtime.serving import smoke_test, verify_live_version
 
         url = self.url or BentoMLHook(self.bentoml_conn_id).url or ""
         headers = BentoMLHook(self.bentoml_conn_id).headers()
         response = smoke_test(url, self.request, timeout=float(self.timeout), headers=headers)
         self.log.info("Smoke test of %s: %s", url, response)
+        if self.expected_bento_tag:
+            live = verify_live_version(url, bento_tag=self.expected_bento_tag, headers=headers)
+            self.log.info("Live version at %s: %s", url, live)
         _set_outlet_extras(self, context, {"url": url, "model_version": response.get("model_version")})
         return response

@@ -1,34 +1,45 @@
-"""Append-only JSONL log of every prediction the bento service makes (writer + reader).
+"""Inference log of the bento service: partitioned parquet, local or ``s3://`` (writer + reader).
 
 Layout (see :mod:`mlops_provider.paths`)::
 
-    <home>/inference_log/<model>/date=YYYY-MM-DD/<worker-uuid>.jsonl
+    <root>/date=YYYY-MM-DD/part-<worker-uuid>-<seq>.parquet     compacted parts (what monitoring reads)
+    <spool>/date=YYYY-MM-DD/<worker-uuid>.jsonl                   the live write-ahead log of one worker
 
-One JSON object per line and per prediction::
+``<root>`` is a local directory or an ``s3://bucket/prefix``; ``<spool>`` is ``<root>`` itself for a
+local root, and a local directory (``$MLOPS_INFERENCE_SPOOL_DIR`` or the system temp dir) for S3.
 
-    {"request_id": str, "timestamp": iso UTC, "model_version": str, "bento_tag": str,
-     "origin": ..., "carrier": ..., "tailnum": ..., <every raw feature column>: value,
-     "prediction": float}
+One row per prediction::
 
-Every worker process writes its own file (named by a per-process uuid), so several
-workers never interleave partial lines. Within a process, a lock serialises writers
-(BentoML runs sync APIs in a thread pool). Each request batch is written with one
-``write`` and flushed before the response is returned, so a crash loses at most the
-batch in flight. Files roll over at UTC midnight (the ``date=`` directory is taken from
-each record's timestamp).
+    request_id, timestamp (UTC), model_version, bento_tag, <entity keys>, <every raw feature column>,
+    prediction [, variant, champion_prediction, challenger_prediction, challenger_version]
+    [, latency_ms, feature_ms, missing_features]
 
-The reader (:func:`read_inference_log`) is what drift monitoring uses: it tolerates a
-missing or empty directory (empty frame) and skips corrupt lines (e.g. the torn last line
-of a killed worker), logging how many it skipped.
+Write path (:class:`InferenceLogWriter`): every request batch is appended to the worker's JSONL
+write-ahead log with one ``write`` and flushed before the response is returned, so a crash loses at
+most the batch in flight and the rows are visible to the reader at once. The buffered rows are
+compacted into one parquet part when ``flush_rows`` accumulate, when ``flush_interval_s`` passes
+(a background thread), at the UTC day boundary and on ``close()``; the WAL is then removed. Parts
+are written to a temp name and renamed (local) or put as one object (S3), so a reader never sees a
+half-written part. A WAL left behind by a killed worker is compacted by the next writer that starts
+on the same spool (it claims it with an atomic rename, so two writers never both compact it).
+
+Read path (:func:`read_inference_log`) is what drift monitoring uses: a missing or empty root gives
+an empty frame; parts and live WALs are read; corrupt WAL lines (the torn last line of a killed
+worker) and unreadable parts are skipped and counted (``frame.attrs["skipped_lines"]`` /
+``["skipped_files"]``). Whole ``date=`` partitions outside ``[start, end)`` are pruned.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
 import os
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -42,6 +53,10 @@ log = logging.getLogger(__name__)
 #: Columns every record carries besides the features.
 META_COLUMNS = ("request_id", "timestamp", "model_version", "bento_tag")
 PREDICTION_COLUMN = "prediction"
+WAL_SUFFIX = ".jsonl"
+PART_SUFFIX = ".parquet"
+ENV_SPOOL = "MLOPS_INFERENCE_SPOOL_DIR"
+S3_SCHEME = "s3://"
 
 
 def _json_default(value: Any) -> Any:
@@ -54,7 +69,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _clean(value: Any) -> Any:
-    """NaN/inf become null so every line is strict JSON (``json.loads`` in any language)."""
+    """NaN/inf become null so every WAL line is strict JSON and every part column is typed."""
     if hasattr(value, "item") and not isinstance(value, str | bytes):
         try:
             value = value.item()
@@ -75,11 +90,91 @@ def _as_utc(ts: datetime | str | None) -> datetime:
     return ts.astimezone(UTC)
 
 
-class InferenceLogWriter:
-    """Thread-safe append-only JSONL writer; one file per process per UTC day.
+def is_s3(path: Any) -> bool:
+    return str(path).startswith(S3_SCHEME)
 
-    ``write_batch`` adds the metadata (``request_id`` when absent, ``timestamp``,
-    ``model_version``, ``bento_tag``) and writes + flushes the whole batch at once.
+
+def _split_s3(url: str) -> tuple[str, str]:
+    bucket, _, key = url[len(S3_SCHEME) :].partition("/")
+    return bucket, key.strip("/")
+
+
+def _default_s3_client() -> Any:
+    """boto3's default chain (env credentials, instance role); ``AWS_ENDPOINT_URL`` for MinIO/moto."""
+    import boto3
+
+    return boto3.client("s3")
+
+
+def default_spool_dir(root: str) -> Path:
+    """Local spool of an ``s3://`` root (one per root, so writers of the same root share orphans)."""
+    import hashlib
+
+    base = Path(os.environ.get(ENV_SPOOL) or Path(tempfile.gettempdir()) / "mlops-inference-spool")
+    return base / hashlib.sha256(root.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------- parquet
+def _to_table(rows: list[dict[str, Any]]) -> Any:
+    """Rows -> pyarrow Table; a column with mixed types falls back to strings (never fails)."""
+    import pyarrow as pa
+
+    columns: list[str] = list(dict.fromkeys(k for r in rows for k in r))
+    arrays = []
+    for col in columns:
+        values = [r.get(col) for r in rows]
+        if col == "timestamp":
+            arr = pa.array(
+                pd.to_datetime(values, utc=True, format="ISO8601"), type=pa.timestamp("us", tz="UTC")
+            )
+        else:
+            try:
+                arr = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+                arr = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, names=columns)
+
+
+def _parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(_to_table(rows), buf, compression="zstd")
+    return buf.getvalue()
+
+
+def _read_wal(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """(records, skipped lines) of one JSONL WAL; torn / non-object / timestamp-less lines are skipped."""
+    rows: list[dict[str, Any]] = []
+    skipped = 0
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    except OSError:
+        return rows, 0
+    with fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+                _as_utc(rec["timestamp"])
+            except (ValueError, KeyError, TypeError):
+                skipped += 1
+                continue
+            rows.append(rec)
+    return rows, skipped
+
+
+# ---------------------------------------------------------------------------------------- writer
+class InferenceLogWriter:
+    """Thread-safe inference log writer: JSONL write-ahead log per worker, compacted to parquet parts.
+
+    ``write_batch`` adds the metadata (``request_id`` when absent, ``timestamp``, ``model_version``,
+    ``bento_tag``), appends + flushes the whole batch at once and returns the rows as written.
     """
 
     def __init__(
@@ -90,31 +185,98 @@ class InferenceLogWriter:
         bento_tag: str = "",
         worker_id: str | None = None,
         fsync: bool = False,
+        flush_rows: int = 5000,
+        flush_interval_s: float = 10.0,
+        spool_dir: str | os.PathLike[str] | None = None,
+        s3_client: Any = None,
+        orphan_age_s: float | None = None,
     ) -> None:
-        self.directory = Path(directory)
+        self.root = str(directory)
+        self.remote = is_s3(self.root)
+        self.directory = Path(self.root) if not self.remote else default_spool_dir(self.root)
+        self.spool = Path(spool_dir) if spool_dir is not None else self.directory
         self.model_version = str(model_version)
         self.bento_tag = str(bento_tag)
         self.worker_id = worker_id or uuid.uuid4().hex
         self.fsync = fsync
-        self._lock = threading.Lock()
+        self.flush_rows = max(1, int(flush_rows))
+        self.flush_interval_s = float(flush_interval_s)
+        self.orphan_age_s = (
+            orphan_age_s if orphan_age_s is not None else max(120.0, 10 * self.flush_interval_s)
+        )
+        self._s3 = s3_client
+        self._lock = threading.RLock()
         self._day: str | None = None
         self._fh: IO[str] | None = None
+        self._buffer: list[dict[str, Any]] = []
+        self._buffer_since = 0.0
+        self._seq = 0
         self._pid = os.getpid()
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.parts_written = 0
+        with contextlib.suppress(OSError):
+            self.compact_orphans()
 
+    # -- paths
     def path_for(self, day: str) -> Path:
-        return self.directory / f"date={day}" / f"{self.worker_id}.jsonl"
+        """The live WAL of this worker for ``day``."""
+        return self.spool / f"date={day}" / f"{self.worker_id}{WAL_SUFFIX}"
 
-    def _handle(self, day: str) -> IO[str]:
-        # A fork (e.g. a worker process forked after the writer was created) must not share the
-        # parent's file: switch to a new worker id so each process keeps its own file.
+    def _s3_client(self) -> Any:
+        if self._s3 is None:
+            self._s3 = _default_s3_client()
+        return self._s3
+
+    def _put_part(self, day: str, name: str, payload: bytes) -> str:
+        if self.remote:
+            bucket, prefix = _split_s3(self.root)
+            key = "/".join(p for p in (prefix, f"date={day}", name) if p)
+            self._s3_client().put_object(Bucket=bucket, Key=key, Body=payload)
+            return f"{S3_SCHEME}{bucket}/{key}"
+        final = Path(self.root) / f"date={day}" / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{name}.tmp")
+        tmp.write_bytes(payload)
+        os.replace(tmp, final)
+        return str(final)
+
+    # -- process / thread housekeeping
+    def _check_fork(self) -> None:
+        # A fork (e.g. a worker forked after the writer was created) must not share the parent's
+        # WAL or buffer: switch to a new worker id so each process keeps its own files.
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self.worker_id = uuid.uuid4().hex
             self._fh = None
             self._day = None
+            self._buffer = []
+            self._flusher = None
+            self._stop = threading.Event()
+
+    def _ensure_flusher(self) -> None:
+        if self.flush_interval_s <= 0 or (self._flusher is not None and self._flusher.is_alive()):
+            return
+        t = threading.Thread(target=self._flush_loop, name="inference-log-flusher", daemon=True)
+        self._flusher = t
+        t.start()
+
+    def _flush_loop(self) -> None:
+        tick = min(1.0, max(0.05, self.flush_interval_s / 4))
+        while not self._stop.wait(tick):
+            try:
+                with self._lock:
+                    due = self._buffer and time.monotonic() - self._buffer_since >= self.flush_interval_s
+                    if due:
+                        self._compact_locked()
+            except Exception:  # noqa: BLE001 - keep serving; the WAL still holds the rows
+                log.exception("Compacting the inference log under %s failed; will retry", self.root)
+
+    # -- writing
+    def _handle(self, day: str) -> IO[str]:
         if self._fh is None or self._day != day:
-            if self._fh is not None:
-                self._fh.close()
+            if self._fh is not None:  # day rolled over: the previous day's rows become a part
+                self._compact_locked()
             path = self.path_for(day)
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across batches
@@ -145,19 +307,80 @@ class InferenceLogWriter:
         )
         day = ts.date().isoformat()
         with self._lock:
+            self._check_fork()
             fh = self._handle(day)
             fh.write(payload)
             fh.flush()
             if self.fsync:
                 os.fsync(fh.fileno())
+            if not self._buffer:
+                self._buffer_since = time.monotonic()
+            self._buffer.extend(dict(r) for r in out)
+            if len(self._buffer) >= self.flush_rows:
+                self._compact_locked()
+            else:
+                self._ensure_flusher()
         return out
 
-    def close(self) -> None:
+    def _compact_locked(self) -> str | None:
+        """Buffered rows -> one parquet part; the WAL is removed afterwards (caller holds the lock)."""
+        if self._fh is None or self._day is None:
+            return None
+        day, rows = self._day, self._buffer
+        path = None
+        if rows:
+            self._seq += 1
+            path = self._put_part(
+                day, f"part-{self.worker_id}-{self._seq:06d}{PART_SUFFIX}", _parquet_bytes(rows)
+            )
+            self.parts_written += 1
+        self._fh.close()
+        self._fh = None
+        self._day = None
+        self.path_for(day).unlink(missing_ok=True)
+        self._buffer = []
+        return path
+
+    def flush(self) -> str | None:
+        """Compact what is buffered now (returns the part written, if any)."""
         with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
-                self._day = None
+            self._check_fork()
+            return self._compact_locked()
+
+    def compact_orphans(self) -> int:
+        """Compact WALs of dead writers (untouched for ``orphan_age_s``) on this spool; returns rows."""
+        if not self.spool.is_dir():
+            return 0
+        now = time.time()
+        total = 0
+        for wal in self.spool.glob(f"date=*/*{WAL_SUFFIX}"):
+            if wal.stem == self.worker_id:
+                continue
+            try:
+                if now - wal.stat().st_mtime < self.orphan_age_s:
+                    continue
+                claimed = wal.with_name(f"{wal.name}.claimed-{self.worker_id}")
+                os.rename(wal, claimed)  # atomic: only one writer wins the orphan
+            except OSError:
+                continue
+            rows, skipped = _read_wal(claimed)
+            if rows:
+                day = wal.parent.name[len("date=") :]
+                self._put_part(day, f"part-{wal.stem}-orphan{PART_SUFFIX}", _parquet_bytes(rows))
+            claimed.unlink(missing_ok=True)
+            total += len(rows)
+            log.info(
+                "Compacted orphaned inference WAL %s (%d rows, %d corrupt lines)", wal, len(rows), skipped
+            )
+        return total
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if os.getpid() == self._pid:
+                self._compact_locked()
+            self._fh = None
+            self._day = None
 
     def __enter__(self) -> InferenceLogWriter:
         return self
@@ -166,6 +389,7 @@ class InferenceLogWriter:
         self.close()
 
 
+# ---------------------------------------------------------------------------------------- reader
 def _day_of(dirname: str) -> date | None:
     if not dirname.startswith("date="):
         return None
@@ -175,61 +399,109 @@ def _day_of(dirname: str) -> date | None:
         return None
 
 
+def _in_days(day: date, lo: datetime | None, hi: datetime | None) -> bool:
+    return not ((lo is not None and day < lo.date()) or (hi is not None and day > hi.date()))
+
+
+def _read_part(data: bytes | Path) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(data) if isinstance(data, bytes) else str(data))
+
+
+def _list_s3(root: str, s3: Any) -> list[tuple[date, str]]:
+    bucket, prefix = _split_s3(root)
+    base = f"{prefix}/" if prefix else ""
+    out: list[tuple[date, str]] = []
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base)
+    for page in pages:
+        for obj in page.get("Contents", []) or []:
+            rel = obj["Key"][len(base) :]
+            part_dir, _, name = rel.partition("/")
+            day = _day_of(part_dir)
+            if day is not None and name.endswith(PART_SUFFIX) and "/" not in name:
+                out.append((day, obj["Key"]))
+    return sorted(out)
+
+
 def read_inference_log(
     directory: str | os.PathLike[str],
     start: datetime | str | None = None,
     end: datetime | str | None = None,
+    *,
+    s3_client: Any = None,
+    aws_conn_id: str | None = "aws_default",
 ) -> pd.DataFrame:
     """Read every record with ``start <= timestamp < end`` (both optional, UTC) into a DataFrame.
 
-    A missing or empty directory gives an empty frame (with the meta + prediction columns).
-    Lines that are not a JSON object with a parseable ``timestamp`` are skipped; the count is
-    logged as a warning and stored in ``frame.attrs["skipped_lines"]``. ``timestamp`` is
-    returned as a tz-aware UTC datetime column, rows sorted by it.
+    ``directory`` is a local path or ``s3://bucket/prefix`` (read through ``s3_client``, else the
+    Airflow connection ``aws_conn_id``). A missing or empty root gives an empty frame (with the meta
+    + prediction columns). ``timestamp`` is a tz-aware UTC column, rows sorted by it.
     """
-    root = Path(directory)
+    import pyarrow as pa
+
+    root = str(directory)
     lo = _as_utc(start) if start is not None else None
     hi = _as_utc(end) if end is not None else None
-    rows: list[dict[str, Any]] = []
-    skipped = 0
-    files = 0
-    if root.is_dir():
-        for day_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            day = _day_of(day_dir.name)
-            if day is None:
+    tables: list[Any] = []
+    wal_rows: list[dict[str, Any]] = []
+    skipped = skipped_files = files = 0
+    if is_s3(root):
+        if s3_client is None:
+            from mlops_provider.runtime.objstore import client as s3_factory
+
+            s3_client = s3_factory(aws_conn_id)
+        bucket, _ = _split_s3(root)
+        for day, key in _list_s3(root, s3_client):
+            if not _in_days(day, lo, hi):
                 continue
-            # Prune whole partitions outside the window (a day dir holds records of that UTC day).
-            if lo is not None and day < lo.date():
+            files += 1
+            try:
+                tables.append(_read_part(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+            except Exception as e:  # noqa: BLE001 - a bad part must not hide the others
+                skipped_files += 1
+                log.warning("Skipping unreadable inference log part s3://%s/%s: %s", bucket, key, e)
+    elif Path(root).is_dir():
+        for day_dir in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+            part_day = _day_of(day_dir.name)
+            if part_day is None or not _in_days(part_day, lo, hi):
                 continue
-            if hi is not None and day > hi.date():
-                continue
-            for path in sorted(day_dir.glob("*.jsonl")):
+            for path in sorted(day_dir.glob(f"*{PART_SUFFIX}")):
                 files += 1
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    for line in fh:
-                        line = line.strip()
-                        if not line:
-                            continue
-                        try:
-                            rec = json.loads(line)
-                            if not isinstance(rec, dict):
-                                raise ValueError("not an object")
-                            ts = _as_utc(rec["timestamp"])
-                        except (ValueError, KeyError, TypeError):
-                            skipped += 1
-                            continue
-                        if (lo is not None and ts < lo) or (hi is not None and ts >= hi):
-                            continue
-                        rows.append(rec)
+                try:
+                    tables.append(_read_part(path))
+                except Exception as e:  # noqa: BLE001
+                    skipped_files += 1
+                    log.warning("Skipping unreadable inference log part %s: %s", path, e)
+            for path in sorted(day_dir.glob(f"*{WAL_SUFFIX}*")):  # live (or claimed) write-ahead logs
+                files += 1
+                rows, bad = _read_wal(path)
+                wal_rows.extend(rows)
+                skipped += bad
     if skipped:
         log.warning("Skipped %d corrupt line(s) in the inference log under %s", skipped, root)
-    if not rows:
+    frames: list[pd.DataFrame] = []
+    if tables:
+        frames.append(pa.concat_tables(tables, promote_options="permissive").to_pandas())
+    if wal_rows:
+        frames.append(pd.DataFrame.from_records(wal_rows))
+    frames = [f for f in frames if not f.empty]
+    if not frames:
         frame = pd.DataFrame(columns=[*META_COLUMNS, PREDICTION_COLUMN])
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[ns, UTC]")
     else:
-        frame = pd.DataFrame.from_records(rows)
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601").astype(
+            "datetime64[ns, UTC]"
+        )
+        if lo is not None:
+            frame = frame[frame["timestamp"] >= pd.Timestamp(lo)]
+        if hi is not None:
+            frame = frame[frame["timestamp"] < pd.Timestamp(hi)]
+        if len(frames) > 1:  # a crash between "part written" and "WAL removed": drop the copies
+            frame = frame.drop_duplicates(subset=["request_id", "timestamp"], keep="first")
         frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
     frame.attrs["skipped_lines"] = skipped
+    frame.attrs["skipped_files"] = skipped_files
     log.info("Read %d inference record(s) from %d file(s) under %s", len(frame), files, root)
     return frame

@@ -111,6 +111,9 @@ def _pinned_requirements(extra: list[str] | None = None) -> list[str]:
         if not line or line.startswith(("#", "-")):
             continue
         name = re.split(r"[<>=!~;\[ @]", line, maxsplit=1)[0].strip().lower()
+        if name == line.lower():  # unpinned in the model's list: pin what is installed here
+            with contextlib.suppress(PackageNotFoundError):
+                line = f"{line}=={version(line)}"
         reqs.setdefault(name, line)  # serving pins win over the model's own list
     return sorted(reqs.values())
 
@@ -224,12 +227,23 @@ def package_bento(
     bentoml_home_dir: str | os.PathLike[str] | None = None,
     request_fields: list[str] | None = None,
     threshold: float = 0.5,
+    challenger_alias: str | None = None,
+    experiment: Mapping[str, Any] | None = None,
+    limits: Mapping[str, Any] | None = None,
+    log_flush_interval_s: float | None = None,
+    log_flush_rows: int | None = None,
 ) -> dict[str, Any]:
     """Import ``models:/<model_name>@<alias>`` and build the serving bento (idempotent).
 
     ``features`` = ``{"categorical": [...], "numeric": [...]}`` (the YAML's ``model.features``).
+    With ``challenger_alias`` (e.g. ``"challenger"``) the bento also holds that model version and
+    runs an online experiment: ``experiment`` = ``{"mode": "shadow" | "split", "share": 0.01,
+    "route_by": [...], "name": ...}`` (see :mod:`mlops_provider.runtime.experiments`); when the alias
+    points at the champion's own version no experiment is configured. ``limits`` overrides
+    :class:`~mlops_provider.runtime.bento_service.ServiceLimits` fields.
     Returns ``{"bento_tag", "model_tag", "model_version", "mlflow_run_id", "bento_created",
-    "model_created"}``.
+    "model_created", "challenger"}`` (``challenger`` = ``{"model_tag", "model_version", "mode",
+    "share"}`` or None).
     """
     import bentoml
     from bentoml.exceptions import NotFound
@@ -245,12 +259,44 @@ def package_bento(
     client = MlflowClient(tracking_uri=mlflow_tracking_uri, registry_uri=mlflow_registry_uri or mlflow_tracking_uri)
     mv = resolve_model_version(model_name, alias, client)
 
+    challenger_mv = None
+    if challenger_alias:
+        challenger_mv = resolve_model_version(model_name, challenger_alias, client)
+        if str(challenger_mv.version) == str(mv.version):
+            log.info(
+                "%s@%s is the champion's version %s: no experiment", model_name, challenger_alias, mv.version
+            )
+            challenger_mv = None
+    log_dir = str(inference_log_dir)
+    if not log_dir.startswith("s3://"):
+        log_dir = str(Path(inference_log_dir).expanduser().resolve())
+
     with bentoml_home(bentoml_home_dir):
         model_tag, model_created = import_model_version(model_name, mv)
-        model = bentoml.models.get(model_tag)
-        req_file = Path(model.path_of("mlflow_model")) / "requirements.txt"
-        model_reqs = req_file.read_text().splitlines() if req_file.is_file() else []
+        model_reqs: list[str] = []
+        models: list[Any] = [model_tag]
+        experiment_cfg: dict[str, Any] | None = None
+        if challenger_mv is not None:
+            challenger_tag, _ = import_model_version(model_name, challenger_mv)
+            models.append(challenger_tag)
+            experiment_cfg = {
+                "mode": "shadow",
+                **dict(experiment or {}),
+                "challenger_tag": challenger_tag,
+                "challenger_version": str(challenger_mv.version),
+            }
+            from mlops_provider.runtime.experiments import ExperimentSpec
+
+            experiment_cfg = ExperimentSpec.model_validate(experiment_cfg).model_dump()
+        for tag in models:
+            req_file = Path(bentoml.models.get(tag).path_of("mlflow_model")) / "requirements.txt"
+            model_reqs += req_file.read_text().splitlines() if req_file.is_file() else []
+        if log_dir.startswith("s3://"):
+            model_reqs.append("boto3")
         requirements = _pinned_requirements(model_reqs)
+        from mlops_provider.runtime.bento_service import ServiceLimits
+
+        service_limits = ServiceLimits.model_validate(dict(limits or {})).model_dump()
 
         config: dict[str, Any] = {
             "model_name": model_name,
@@ -263,9 +309,15 @@ def package_bento(
             "categorical": list(feats.get("categorical") or []),
             "numeric": list(feats.get("numeric") or []),
             "request_fields": list(request_fields if request_fields is not None else DEFAULT_REQUEST_FIELDS),
-            "inference_log_dir": str(Path(inference_log_dir).expanduser().resolve()),
+            "inference_log_dir": log_dir,
             "threshold": float(threshold),
+            "limits": service_limits,
+            "experiment": experiment_cfg,
         }
+        if log_flush_interval_s is not None:
+            config["log_flush_interval_s"] = float(log_flush_interval_s)
+        if log_flush_rows is not None:
+            config["log_flush_rows"] = int(log_flush_rows)
         bento_name = f"{_safe_name(model_name)}_service"
         with tempfile.TemporaryDirectory(prefix="mlops-bento-") as tmp:
             stage = Path(tmp)
@@ -289,7 +341,7 @@ def package_bento(
                     version=bento_tag.split(":", 1)[1],
                     build_ctx=str(stage),
                     include=["mlops_provider/**/*.py", CONFIG_FILE],
-                    models=[model_tag],
+                    models=models,
                     labels={
                         "model": _safe_name(model_name),
                         "mlflow_version": str(mv.version),
@@ -307,6 +359,16 @@ def package_bento(
         "mlflow_run_id": str(mv.run_id or ""),
         "bento_created": bento_created,
         "model_created": model_created,
+        "challenger": (
+            {
+                "model_tag": experiment_cfg["challenger_tag"],
+                "model_version": experiment_cfg["challenger_version"],
+                "mode": experiment_cfg["mode"],
+                "share": experiment_cfg["share"],
+            }
+            if experiment_cfg
+            else None
+        ),
     }
 
 
@@ -465,6 +527,125 @@ def _log_tail(path: Path, n: int = 40) -> str:
         return "(no log)"
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free on ``host`` right now (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(
+    bento_tag: str,
+    host: str,
+    port: int,
+    log_file: Path,
+    *,
+    bentoml_home_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``bentoml serve <bento_tag>`` on ``host:port`` in its own session; (process, log offset)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    child_env = dict(os.environ if env is None else env)
+    if bentoml_home_dir is not None:
+        child_env["BENTOML_HOME"] = str(Path(bentoml_home_dir).expanduser().resolve())
+    child_env.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    child_env.pop(ENV_CONFIG_NAME, None)  # the bento's bundled config must win
+    cmd = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(port)]
+    log.info("Starting %s (log %s)", " ".join(cmd), log_file)
+    log_offset = log_file.stat().st_size if log_file.exists() else 0
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=child_env, cwd=str(cwd or log_file.parent), start_new_session=True,
+        )
+    return proc, log_offset
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    log_file: Path,
+    log_offset: int,
+    timeout: float,
+    bento_tag: str,
+    consequence: str = "the previous deployment keeps serving",
+) -> None:
+    """Wait for ``<url>/readyz``; on exit / startup failure / timeout stop the server and raise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise DeploymentError(
+                f"bentoml serve {bento_tag} exited with code {proc.returncode} before becoming ready; "
+                f"{consequence}. Log {log_file}:\n{_log_tail(log_file)}"
+            )
+        if _ready(url):
+            return
+        if _startup_failed(log_file, log_offset):
+            _stop_pid(proc.pid, timeout=10)
+            raise DeploymentError(
+                f"{bento_tag} failed to start (the service raised while initialising; BentoML would keep "
+                f"restarting it), stopped it; {consequence}. Log {log_file}:\n{_log_tail(log_file)}"
+            )
+        if time.monotonic() > deadline:
+            _stop_pid(proc.pid)
+            raise DeploymentError(
+                f"{bento_tag} was not ready at {url}/readyz within {timeout:.0f}s; stopped it, {consequence}. "
+                f"Log {log_file}:\n{_log_tail(log_file)}"
+            )
+        time.sleep(0.5)
+
+
+def live_version(url: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """What the endpoint says it serves: the JSON of ``POST <url>/health`` (``bento_tag``, ``model_version``)."""
+    import httpx
+
+    endpoint = f"{url.rstrip('/')}/health"
+    try:
+        resp = httpx.post(endpoint, json={}, timeout=timeout, headers=dict(headers or {}))
+    except httpx.HTTPError as e:
+        raise DeploymentError(f"Cannot ask {endpoint} which version it serves: {e}") from e
+    if resp.status_code != 200:
+        raise DeploymentError(f"{endpoint} answered HTTP {resp.status_code}: {resp.text[:300]}")
+    try:
+        body = resp.json()
+    except ValueError as e:
+        raise DeploymentError(f"{endpoint} did not answer JSON: {resp.text[:300]}") from e
+    if not isinstance(body, dict):
+        raise DeploymentError(f"{endpoint} answered {str(body)[:300]}, expected an object")
+    return body
+
+
+def verify_live_version(
+    url: str,
+    *,
+    bento_tag: str | None = None,
+    model_version: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Check the endpoint reports the deployed ``bento_tag`` / ``model_version``; returns what it reports.
+
+    Raises :class:`~mlops_provider.exceptions.LiveVersionMismatch` when it serves something else (a
+    silent rollback: the platform kept or restored the old version, another deploy won a race, ...).
+    """
+    from mlops_provider.exceptions import LiveVersionMismatch
+
+    live = live_version(url, headers=headers, timeout=timeout)
+    wrong = []
+    if bento_tag and str(live.get("bento_tag")) != bento_tag:
+        wrong.append(f"bento_tag {live.get('bento_tag')!r} != deployed {bento_tag!r}")
+    if model_version and str(live.get("model_version")) != str(model_version):
+        wrong.append(f"model_version {live.get('model_version')!r} != deployed {model_version!r}")
+    if wrong:
+        raise LiveVersionMismatch(
+            f"{url} does not serve what was deployed ({'; '.join(wrong)}): a silent rollback or a concurrent "
+            "deploy. Check the deployment's events/logs and re-run the deploy task.",
+            live=live,
+        )
+    return live
+
+
 def deploy_local(
     bento_tag: str,
     host: str = "127.0.0.1",
@@ -475,11 +656,19 @@ def deploy_local(
     bentoml_home_dir: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     smoke_request: Mapping[str, Any] | None = None,
+    drain_seconds: float = 2.0,
+    verify_version: bool = True,
+    front_port: int | None = None,
 ) -> dict[str, Any]:
     """Serve ``bento_tag`` with ``bentoml serve`` on loopback, blue/green (see module docstring).
 
+    With ``front_port`` a stable front (a small reverse proxy, :func:`ensure_front`) listens there and
+    forwards to whatever the state file names, so callers keep one URL (``front_url``) across switches.
+
     With ``smoke_request`` the new server must also answer it correctly (:func:`smoke_test`) before
-    it takes over; otherwise it is stopped and the previous deployment keeps serving.
+    it takes over; with ``verify_version`` its ``/health`` must report ``bento_tag``. Otherwise it is
+    stopped and the previous deployment keeps serving. After the switch the previous server keeps
+    answering for ``drain_seconds`` (clients that resolved the old URL finish), then stops gracefully.
 
     Returns ``{"url", "pid", "bento_tag", "host", "port", "log_file", "changed", "previous"}``
     where ``previous`` is the replaced deployment's state (or None).
@@ -491,7 +680,8 @@ def deploy_local(
         current = None
     if current and current.get("bento_tag") == bento_tag and _ready(current["url"]):
         log.info("%s already serving at %s (pid %s); nothing to do", bento_tag, current["url"], current["pid"])
-        return {**current, "changed": False, "previous": None}
+        front = ensure_front(host, front_port, state_dir) if front_port else None
+        return {**current, "changed": False, "previous": None, "front_url": front["url"] if front else None}
 
     slots = [port, port + 1]
     target = slots[1] if current and int(current.get("port", -1)) == slots[0] else slots[0]
@@ -502,53 +692,24 @@ def deploy_local(
         )
     version = bento_tag.split(":", 1)[-1]
     log_file = state_dir / "logs" / f"{_safe_name(version)}-{target}.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    child_env = dict(os.environ if env is None else env)
-    if bentoml_home_dir is not None:
-        child_env["BENTOML_HOME"] = str(Path(bentoml_home_dir).expanduser().resolve())
-    child_env.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    child_env.pop(ENV_CONFIG_NAME, None)  # the bento's bundled config must win
-    cmd = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(target)]
-    log.info("Starting %s (log %s)", " ".join(cmd), log_file)
-    log_offset = log_file.stat().st_size if log_file.exists() else 0
-    with open(log_file, "ab") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=child_env, cwd=str(state_dir), start_new_session=True,
-        )
+    proc, log_offset = start_server(
+        bento_tag, host, target, log_file, bentoml_home_dir=bentoml_home_dir, env=env, cwd=state_dir
+    )
     url = f"http://{host}:{target}"
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise DeploymentError(
-                f"bentoml serve {bento_tag} exited with code {proc.returncode} before becoming ready; "
-                f"the previous deployment keeps serving. Log {log_file}:\n{_log_tail(log_file)}"
-            )
-        if _ready(url):
-            break
-        if _startup_failed(log_file, log_offset):
-            _stop_pid(proc.pid, timeout=10)
-            raise DeploymentError(
-                f"{bento_tag} failed to start (the service raised while initialising; BentoML would keep "
-                f"restarting it), stopped it; the previous deployment keeps serving. Log {log_file}:\n"
-                f"{_log_tail(log_file)}"
-            )
-        if time.monotonic() > deadline:
-            _stop_pid(proc.pid)
-            raise DeploymentError(
-                f"{bento_tag} was not ready at {url}/readyz within {timeout:.0f}s; stopped it, the previous "
-                f"deployment keeps serving. Log {log_file}:\n{_log_tail(log_file)}"
-            )
-        time.sleep(0.5)
-    if smoke_request is not None:
-        try:
+    wait_ready(proc, url, log_file, log_offset, timeout, bento_tag)
+    try:
+        if smoke_request is not None:
             smoke_test(url, smoke_request)
-        except DeploymentError as e:
-            _stop_pid(proc.pid)
-            raise DeploymentError(
-                f"{bento_tag} failed its smoke test at {url}; stopped it, the previous deployment keeps "
-                f"serving. {e}"
-            ) from e
+        if verify_version:
+            verify_live_version(url, bento_tag=bento_tag)
+    except DeploymentError as e:
+        from mlops_provider.exceptions import LiveVersionMismatch
+
+        _stop_pid(proc.pid)
+        msg = f"{bento_tag} failed its pre-switch check at {url}; stopped it, the previous deployment keeps serving. {e}"
+        if isinstance(e, LiveVersionMismatch):
+            raise LiveVersionMismatch(msg, live=e.live) from e
+        raise DeploymentError(msg) from e
 
     state = {
         "bento_tag": bento_tag,
@@ -564,14 +725,18 @@ def deploy_local(
     _write_state(state_dir, state)
     log.info("%s ready at %s (pid %s)", bento_tag, url, proc.pid)
     if current:
+        if drain_seconds > 0:
+            log.info("Draining %s at %s for %.1fs", current.get("bento_tag"), current.get("url"), drain_seconds)
+            time.sleep(drain_seconds)
         log.info("Stopping previous deployment %s (pid %s)", current.get("bento_tag"), current.get("pid"))
         _stop_pid(int(current["pid"]), proc_start=current.get("proc_start"))
-    return {**state, "changed": True, "previous": current}
-
+    front = ensure_front(host, front_port, state_dir) if front_port else None
+    return {**state, "changed": True, "previous": current, "front_url": front["url"] if front else None}
 
 
 def stop_local(state_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Stop the deployment recorded in ``state_dir`` (if any) and clear the state; returns it."""
+    stop_front(state_dir)
     current = read_state(state_dir)
     if current is None:
         return None
@@ -616,3 +781,220 @@ def smoke_test(
         if not isinstance(p, int | float) or isinstance(p, bool) or math.isnan(p) or not 0.0 <= p <= 1.0:
             raise DeploymentError(f"Smoke test got an invalid probability from {endpoint}: {item!r}")
     return dict(body[0])
+
+
+# ---------------------------------------------------------------------------- containerize
+def docker_engine(timeout: float = 15.0) -> tuple[bool, str]:
+    """(available, detail): a ``docker`` CLI on PATH whose engine answers ``docker info``."""
+    exe = shutil.which("docker")
+    if not exe:
+        return False, "no `docker` executable on PATH"
+    try:
+        r = subprocess.run(
+            [exe, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"`docker info` did not answer: {e}"
+    if r.returncode != 0:
+        detail = (r.stderr or r.stdout).strip().splitlines()
+        return False, f"`docker info` failed: {detail[-1] if detail else f'exit code {r.returncode}'}"
+    return True, f"Docker engine {r.stdout.strip()}"
+
+
+def containerize(
+    bento_tag: str,
+    *,
+    image_tag: str | None = None,
+    bentoml_home_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 3600.0,
+) -> dict[str, Any]:
+    """``bentoml containerize <bento_tag> -t <image_tag>`` (idempotent: an existing image is reused).
+
+    Raises :class:`~mlops_provider.exceptions.ContainerEngineUnavailable` when no Docker engine answers
+    (the operator turns it into a skip with that message). Returns ``{"image", "created", "engine"}``.
+    """
+    from mlops_provider.exceptions import ContainerEngineUnavailable
+
+    image = image_tag or bento_tag
+    ok, detail = docker_engine()
+    if not ok:
+        raise ContainerEngineUnavailable(
+            f"Cannot containerize {bento_tag}: no Docker engine here ({detail}). Build the image where one runs: "
+            f"`BENTOML_HOME={bentoml_home_dir or '$BENTOML_HOME'} bentoml containerize {bento_tag} -t {image}`, "
+            "or deploy with target 'local' / 'bentocloud' (BentoCloud builds the image itself)."
+        )
+    docker = shutil.which("docker") or "docker"
+    inspect = subprocess.run([docker, "image", "inspect", image], capture_output=True, text=True, check=False)
+    if inspect.returncode == 0:
+        log.info("Image %s already exists; not rebuilding", image)
+        return {"image": image, "created": False, "engine": detail}
+    env = dict(os.environ)
+    if bentoml_home_dir is not None:
+        env["BENTOML_HOME"] = str(Path(bentoml_home_dir).expanduser().resolve())
+    cmd = [sys.executable, "-m", "bentoml", "containerize", bento_tag, "-t", image]
+    log.info("Running %s", " ".join(cmd))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    if r.returncode != 0:
+        raise DeploymentError(f"bentoml containerize {bento_tag} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    return {"image": image, "created": True, "engine": detail}
+
+
+# ---------------------------------------------------------------------------- stable front (optional)
+FRONT_FILE = "front.json"
+FRONT_INFO_PATH = "/__front__"
+
+
+def _front_app(state_dir: str | os.PathLike[str]) -> Any:
+    """ASGI reverse proxy to the URL in the deployment state (re-read when the file changes).
+
+    A request whose upstream refuses or drops the connection (the old version just stopped) is retried
+    on the freshly read state, so a blue/green switch behind a stable port loses nothing.
+    """
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    state_file = _state_path(state_dir)
+    cache: dict[str, Any] = {"mtime": None, "url": None}
+
+    def upstream() -> str | None:
+        try:
+            mtime = state_file.stat().st_mtime_ns
+        except OSError:
+            return None
+        if mtime != cache["mtime"]:
+            st = read_state(state_dir)
+            cache.update(mtime=mtime, url=(st or {}).get("url"))
+        return cache["url"]
+
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(120.0, connect=5.0),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+    )
+    hop = {b"host", b"content-length", b"connection", b"keep-alive", b"transfer-encoding"}
+    drop = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
+
+    async def info(request: Request) -> Response:
+        return JSONResponse({"upstream": upstream(), "state": str(state_file)})
+
+    async def proxy(request: Request) -> Response:
+        body = await request.body()
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in hop]
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        error: Exception | None = None
+        for _ in range(5):
+            base = upstream()
+            if not base:
+                return Response("no deployment is serving", status_code=503)
+            try:
+                r = await client.request(request.method, base + path, content=body, headers=headers)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+                error = e
+                await asyncio.sleep(0.2)
+                cache["mtime"] = None  # re-read the state: a switch is under way
+                continue
+            out = {k: v for k, v in r.headers.items() if k.lower() not in drop}
+            return Response(r.content, status_code=r.status_code, headers=out)
+        return Response(f"upstream unavailable: {error}", status_code=502)
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    return Starlette(routes=[Route(FRONT_INFO_PATH, info), Route("/{path:path}", proxy, methods=methods)])
+
+
+def run_front(host: str, port: int, state_dir: str) -> None:
+    """Serve the stable front (blocking; what :func:`ensure_front` starts in its own process)."""
+    import uvicorn
+
+    uvicorn.run(_front_app(state_dir), host=host, port=int(port), log_level="warning", timeout_graceful_shutdown=10)
+
+
+def _is_front(pid: int | None, proc_start: int | None = None) -> bool:
+    if not pid or not _alive(pid):
+        return False
+    if proc_start is not None and _proc_start(pid) not in (None, proc_start):
+        return False
+    try:
+        return b"run_front" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the state file
+
+
+def ensure_front(host: str, port: int, state_dir: str | os.PathLike[str], timeout: float = 60.0) -> dict[str, Any]:
+    """Start the stable front on ``host:port`` for ``state_dir`` unless it already runs; returns its state."""
+    import httpx
+
+    state_dir = Path(state_dir).expanduser().resolve()
+    front_file = state_dir / FRONT_FILE
+    try:
+        front = json.loads(front_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        front = None
+    if front and _is_front(front.get("pid"), front.get("proc_start")):
+        if (front.get("host"), int(front.get("port", -1))) == (host, int(port)):
+            return dict(front)
+        _stop_front(front)
+    if not _port_free(host, port):
+        raise DeploymentError(
+            f"Cannot start the stable front on {host}:{port}: the port is in use by a process this deployment "
+            "does not own. Free it or change serving.front_port."
+        )
+    log_file = state_dir / "logs" / f"front-{port}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    code = f"from mlops_provider.runtime.serving import run_front; run_front({host!r}, {int(port)}, {str(state_dir)!r})"
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=str(state_dir), start_new_session=True,
+        )
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise DeploymentError(f"The stable front exited with code {proc.returncode}. Log {log_file}:\n{_log_tail(log_file)}")
+        try:
+            if httpx.get(f"{url}{FRONT_INFO_PATH}", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            _stop_front({"pid": proc.pid})
+            raise DeploymentError(f"The stable front did not answer on {url} within {timeout:.0f}s. Log {log_file}")
+        time.sleep(0.3)
+    front = {"pid": proc.pid, "proc_start": _proc_start(proc.pid), "host": host, "port": int(port), "url": url,
+             "log_file": str(log_file)}
+    tmp = front_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(front, indent=2), encoding="utf-8")
+    os.replace(tmp, front_file)
+    log.info("Stable front %s -> deployment state %s (pid %s)", url, _state_path(state_dir), proc.pid)
+    return front
+
+
+def _stop_front(front: Mapping[str, Any], timeout: float = 15.0) -> None:
+    pid = front.get("pid")
+    if not _is_front(pid, front.get("proc_start")):
+        return
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(int(pid), signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(int(pid)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def stop_front(state_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Stop the stable front of ``state_dir`` (if any); returns its state."""
+    front_file = Path(state_dir) / FRONT_FILE
+    try:
+        front = json.loads(front_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    _stop_front(front)
+    front_file.unlink(missing_ok=True)
+    return dict(front)
