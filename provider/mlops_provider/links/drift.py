@@ -1,4 +1,4 @@
-"""Extra link to the Evidently HTML drift report of a DriftReportOperator run."""
+"""Extra link to the Evidently HTML drift report of an EvidentlyDriftOperator (DriftReportOperator) run."""
 
 from __future__ import annotations
 
@@ -12,14 +12,19 @@ if TYPE_CHECKING:
 
 
 class DriftReportLink(XComUrlLink):
-    """``file://`` URL of the HTML report, pushed to XCom by the operator once the report exists."""
+    """URL of the HTML report (``file://`` or ``s3://``), pushed to XCom by the operator once it exists."""
 
     name = "Drift report"
     key = "drift_report_url"
 
     @staticmethod
     def url_for(path: str | None) -> str | None:
-        return Path(path).resolve().as_uri() if path else None
+        """``file://`` URL of a local report; an object-storage URL (``s3://...``) is kept as it is."""
+        if not path:
+            return None
+        if "://" in str(path):
+            return str(path)
+        return Path(path).resolve().as_uri()
 
     @classmethod
     def persist(cls, context: Context, html_path: str | None) -> str | None:
