@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlops_provider.exceptions import DataValidationError
+from mlops_provider.exceptions import DataValidationError, ModelRegistryError
 
 
 def _triggering_events(context: Context) -> list[tuple[str, dict[str, Any]]]:
@@ -107,15 +108,24 @@ class LandedFilesOperator(BaseOperator):
 
 
 class TrainingPolicyOperator(BaseOperator):
-    """Decide whether this training run trains, from what triggered it.
+    """Decide whether this training run trains, from what triggered it and the retrain guards.
 
-    The first model always trains (bootstrap). Once a ``@champion`` exists, only the
-    asset kinds listed in ``retrain_on`` retrain (e.g. drift, not every feature refresh);
-    manual and cron runs always train. Otherwise the task is skipped with the reason, and
-    so is the rest of the run: nothing is trained, nothing is promoted.
+    The first model always trains (bootstrap) and manual runs always train (a human asked). Once a
+    ``@champion`` exists, only the asset kinds listed in ``retrain_on`` retrain (e.g. drift, not
+    every feature refresh), and then only through the guards of
+    :mod:`mlops_provider.runtime.retrain_guard`: one retrain per drift episode, a cooldown, a
+    maximum per window, a minimum of new labelled rows since the champion's training window, and a
+    circuit breaker that, after ``breaker_rejections`` gate rejections in a row, asks a human
+    (the :class:`RetrainApprovalOperator` task downstream) instead of retraining.
+
+    Returns ``{"action": "train" | "ask", "reason", "guard", ...}``; a ``skip`` decision raises
+    ``AirflowSkipException`` with the reason, and the whole run is skipped: nothing is trained,
+    nothing is promoted. Decisions are kept in the JSON ledger ``state_path`` keyed by
+    ``<dag_id>/<run_id>``: re-running this task for the same run returns the same decision.
+    Without ``state_path`` the guards that need history (dedupe, cooldown, rate) see none.
     """
 
-    template_fields: Sequence[str] = ("model_name",)
+    template_fields: Sequence[str] = ("model_name", "state_path", "labels_dir")
     ui_color = "#fdf5e8"
 
     def __init__(
@@ -125,6 +135,10 @@ class TrainingPolicyOperator(BaseOperator):
         retrain_on: Sequence[str],
         asset_kinds: dict[str, str],
         mlflow_conn_id: str = "mlflow_default",
+        guards: Mapping[str, Any] | None = None,
+        state_path: str | None = None,
+        labels_dir: str | None = None,
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -132,29 +146,177 @@ class TrainingPolicyOperator(BaseOperator):
         self.retrain_on = list(retrain_on)
         self.asset_kinds = dict(asset_kinds)
         self.mlflow_conn_id = mlflow_conn_id
+        self.guards = dict(guards or {})
+        self.state_path = state_path
+        self.labels_dir = labels_dir
+        self.aws_conn_id = aws_conn_id
 
-    def champion_version(self) -> str | None:
+    # -------------------------------------------------------------------------------- registry
+    def _client(self) -> Any:
         from mlops_provider.hooks.mlflow import MLflowHook
 
-        client = MLflowHook(mlflow_conn_id=self.mlflow_conn_id).get_client()
+        return MLflowHook(mlflow_conn_id=self.mlflow_conn_id).get_client()
+
+    def champion_version(self) -> str | None:
+        """``@champion``'s version; None when the model or the alias does not exist yet (bootstrap).
+
+        Any other registry error raises: an unreachable registry must not look like a bootstrap.
+        """
         try:
-            return str(client.get_model_version_by_alias(self.model_name, "champion").version)
-        except Exception:  # no registered model / no alias yet
+            return str(self._client().get_model_version_by_alias(self.model_name, "champion").version)
+        except Exception as e:
+            code = str(getattr(e, "error_code", ""))
+            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                return None
+            raise ModelRegistryError(
+                f"training policy: cannot read models:/{self.model_name}@champion ({type(e).__name__}: {e}). "
+                f"Check the MLflow connection '{self.mlflow_conn_id}' and that the registry is up, then clear "
+                "this task."
+            ) from e
+
+    def gate_rejections(self, champion: str | None) -> tuple[int, list[str]]:
+        """Rejected challengers in a row (``gate.decision`` tags); 0 when the registry cannot be read."""
+        from mlops_provider.runtime.retrain_guard import consecutive_rejections
+
+        try:
+            versions = self._client().search_model_versions(f"name='{self.model_name}'")
+        except Exception as e:  # noqa: BLE001 - the breaker must not block on a registry hiccup
+            self.log.warning("Could not read the gate verdicts of %s (%s); circuit breaker treated as closed.",
+                             self.model_name, e)
+            return 0, []
+        return consecutive_rejections(versions, champion)
+
+    def champion_window_end(self, champion: str) -> str | None:
+        """``window.end`` of the champion's training snapshot (lineage tag ``snapshot_path``)."""
+        try:
+            mv = self._client().get_model_version(self.model_name, champion)
+            path = (mv.tags or {}).get("snapshot_path")
+            if not path:
+                return None
+            from mlops_provider.runtime.snapshot import read_manifest
+
+            window = read_manifest(path, aws_conn_id=self.aws_conn_id).get("window") or {}
+            return window.get("end")
+        except Exception as e:  # noqa: BLE001 - reported in the decision, never fatal
+            self.log.warning("Could not read the training window of %s v%s: %s", self.model_name, champion, e)
             return None
 
+    # -------------------------------------------------------------------------------- execute
     def execute(self, context: Context) -> dict[str, Any]:
-        kinds = sorted({self.asset_kinds.get(name, name) for name, _ in _triggering_events(context)})
-        champion = self.champion_version()
-        if not kinds:
-            reason = "manual or scheduled run"
-        elif champion is None:
-            reason = f"bootstrap: no @champion yet (triggered by {kinds})"
-        elif set(kinds) & set(self.retrain_on):
-            reason = f"triggered by {sorted(set(kinds) & set(self.retrain_on))}"
-        else:
-            raise AirflowSkipException(
-                f"Not retraining: @champion is v{champion} and this run was triggered by {kinds}; "
-                f"retraining is driven by {self.retrain_on} (training.retrain_on in the YAML)."
+        from mlops_provider.runtime import retrain_guard as rg
+
+        events = [(self.asset_kinds.get(name, name), extra) for name, extra in _triggering_events(context)]
+        kinds = sorted({k for k, _ in events})
+        dag_run = context.get("dag_run")
+        run_id = str(getattr(dag_run, "run_id", None) or context.get("run_id") or "manual")
+        dag_id = str(getattr(dag_run, "dag_id", None) or getattr(context.get("dag"), "dag_id", "") or "training")
+        key = f"{dag_id}/{run_id}"
+        now = rg.as_utc(getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None))
+        now = now or datetime.now(UTC)
+        settings = rg.GuardSettings(**{k: v for k, v in self.guards.items()
+                                       if k in rg.GuardSettings.__dataclass_fields__})
+        ledger = (
+            rg.GuardLedger(self.state_path, self.model_name, aws_conn_id=self.aws_conn_id) if self.state_path else None
+        )
+
+        def compute(data: dict[str, Any]) -> rg.Decision:
+            previous = data.get("decisions", {}).get(key)
+            if previous is not None:
+                self.log.info("Decision of %s already recorded (retry): reusing it", key)
+                return rg.Decision.from_dict(previous)
+            champion = self.champion_version()
+            guarded = champion is not None and bool(events) and bool(set(kinds) & set(self.retrain_on))
+            rejections = new_labels = window_end = None
+            if guarded and settings.enabled:
+                rejections = self.gate_rejections(champion)
+                if self.labels_dir and settings.min_new_labels > 0 and champion is not None:
+                    window_end = self.champion_window_end(champion)
+                    if window_end is None:
+                        self.log.warning("Champion's training window unknown: new-label guard not applied.")
+                    else:
+                        new_labels = rg.count_new_labels(self.labels_dir, rg.as_utc(window_end))
+            decision = rg.decide(
+                key=key, now=now, triggered=events, manual=not events, champion=champion,
+                retrain_on=self.retrain_on, settings=settings, ledger=data, rejections=rejections,
+                new_labels=new_labels, champion_window_end=window_end,
             )
-        self.log.info("Training %s: %s", self.model_name, reason)
-        return {"reason": reason, "triggered_by": kinds, "champion": champion}
+            rg.record(data, decision)
+            return decision
+
+        if ledger is not None:
+            decision = ledger.update(compute)
+        else:
+            decision = compute({"decisions": {}, "windows": []})
+        result = decision.as_dict()
+        if decision.action == "skip":
+            self.log.info("Not training %s: %s", self.model_name, decision.reason)
+            raise AirflowSkipException(decision.reason)
+        self.log.info("Training %s: %s (%s)", self.model_name, decision.action, decision.reason)
+        result["reason"] = decision.reason
+        return result
+
+
+class RetrainApprovalOperator(ApprovalOperator):
+    """Human approval of a retrain while the circuit breaker is open (Airflow HITL).
+
+    Reads the decision of ``policy_task_id``. When it is ``train`` nothing is asked: the task
+    succeeds at once and training goes on. When it is ``ask`` (the breaker is open) the task waits
+    for a human in the Airflow UI (Required actions): *Approve* trains, *Reject* skips the rest of
+    the run. The answer is stored in the guard ledger (an approved retrain starts the cooldown and
+    closes the drift episode). ``notifiers`` (e.g. the circuit-breaker alerts) are called only when
+    a human is asked. An unanswered request declines after ``response_timeout`` (default option
+    ``Reject``).
+    """
+
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, "state_path")
+    ui_color = "#f3e8fd"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        policy_task_id: str = "training_policy",
+        state_path: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        subject: str | None = None,
+        body: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        reason = "{{ (ti.xcom_pull(task_ids='" + policy_task_id + "') or {}).get('reason', '') }}"
+        kwargs.setdefault("defaults", ApprovalOperator.REJECT)
+        super().__init__(
+            subject=subject or f"Retrain {model_name}? The retraining circuit breaker is open",
+            body=body or (
+                f"Automatic retraining of **{model_name}** is paused: {reason}.\n\n"
+                "*Approve* trains a new challenger now (it still has to pass the gate); *Reject* skips this run."
+            ),
+            **kwargs,
+        )
+        self.model_name = model_name
+        self.policy_task_id = policy_task_id
+        self.state_path = state_path
+        self.aws_conn_id = aws_conn_id
+
+    def _decision(self, context: Context) -> dict[str, Any]:
+        value = context["ti"].xcom_pull(task_ids=self.policy_task_id)
+        return dict(value) if isinstance(value, Mapping) else {}
+
+    def execute(self, context: Context) -> Any:
+        decision = self._decision(context)
+        if decision.get("action") != "ask":
+            self.log.info("Circuit breaker closed (policy decided %r): no approval needed.", decision.get("action"))
+            return {"approval": "not_needed", "action": decision.get("action")}
+        self.log.info("Circuit breaker open for %s: asking a human. %s", self.model_name, decision.get("reason"))
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        chosen = list((event or {}).get("chosen_options") or [])
+        approved = "error" not in (event or {}) and chosen[:1] == [self.APPROVE]
+        decision = self._decision(context)
+        if self.state_path and decision.get("key"):
+            from mlops_provider.runtime.retrain_guard import GuardLedger
+
+            GuardLedger(self.state_path, self.model_name, aws_conn_id=self.aws_conn_id).record_approval(
+                str(decision["key"]), approved, by=(event or {}).get("responded_by_user"))
+        self.log.info("Retrain of %s %s by a human.", self.model_name, "approved" if approved else "declined")
+        return super().execute_complete(context, event)

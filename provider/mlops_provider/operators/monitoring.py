@@ -1,0 +1,139 @@
+"""Operational monitoring of the serving endpoint, next to the drift report (OpsSummaryOperator).
+
+Parse-safe: pandas, httpx, psutil and prometheus_client are imported inside ``execute()`` only
+(through :mod:`mlops_provider.runtime.ops_metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    text = str(value).strip()
+    return None if not text or text.lower() in ("none", "null") else text
+
+
+class OpsSummaryOperator(BaseOperator):
+    """Request rate, latency percentiles, error rates and resource use of the endpoint for one window.
+
+    Sources: the inference log of ``[window_start, window_end)`` and the server's Prometheus
+    ``/metrics`` (``metrics_url``, default the URL in the deployment state ``deployment_state_dir``);
+    see :mod:`mlops_provider.runtime.ops_metrics`. A stopped server is not an error: the summary
+    says ``endpoint.status = "unreachable"`` and still carries the log figures.
+
+    Writes ``<report_dir>/ops__<model>__<start>__<end>.json`` (next to the drift report of the same
+    window, whose verdict it includes when ``drift_task_id`` ran) and returns the summary.
+    Runs whatever the drift task's state (trigger rule ``all_done``).
+    """
+
+    template_fields: Sequence[str] = (
+        "model_name",
+        "inference_log_dir",
+        "report_dir",
+        "window_start",
+        "window_end",
+        "state_path",
+        "deployment_state_dir",
+        "metrics_url",
+    )
+    ui_color = "#e8fdf0"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        inference_log_dir: str,
+        report_dir: str,
+        state_path: str,
+        window_start: str | None = None,
+        window_end: str | None = None,
+        deployment_state_dir: str | None = None,
+        metrics_url: str | None = None,
+        timeout: float = 5.0,
+        drift_task_id: str | None = "drift_report",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.inference_log_dir = inference_log_dir
+        self.report_dir = report_dir
+        self.state_path = state_path
+        self.window_start = window_start
+        self.window_end = window_end
+        self.deployment_state_dir = deployment_state_dir
+        self.metrics_url = metrics_url
+        self.timeout = timeout
+        self.drift_task_id = drift_task_id
+
+    def _drift(self, context: Context) -> dict[str, Any] | None:
+        if not self.drift_task_id:
+            return None
+        try:
+            value = context["ti"].xcom_pull(task_ids=self.drift_task_id)
+        except Exception:  # noqa: BLE001 - the drift half is optional
+            return None
+        if not isinstance(value, Mapping):
+            return None
+        keys = (
+            "status",
+            "drift",
+            "share",
+            "threshold",
+            "drifted_columns",
+            "n_current",
+            "model_version",
+            "report",
+        )
+        return {k: value.get(k) for k in keys if k in value}
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.runtime import ops_metrics as rt
+
+        start, end = _text(self.window_start), _text(self.window_end)
+        if start is None and end is None:
+            s, e = context.get("data_interval_start"), context.get("data_interval_end")
+            if s is not None and e is not None and s != e:
+                start, end = _text(s), _text(e)
+        summary = rt.ops_summary(
+            model=self.model_name,
+            inference_log_dir=self.inference_log_dir,
+            window_start=start,
+            window_end=end,
+            state_path=self.state_path,
+            deployment_state_dir=self.deployment_state_dir,
+            metrics_url=self.metrics_url,
+            timeout=self.timeout,
+        )
+        summary["drift"] = self._drift(context)
+        stem = rt.report_stem(self.model_name, summary["window"]["start"], summary["window"]["end"])
+        summary["report"] = rt.write_ops_report(summary, self.report_dir, stem)
+        ep, lg = summary["endpoint"], summary["inference_log"]
+        http = ep.get("http") or {}
+        self.log.info(
+            "Ops %s window %s: %s prediction(s) logged; endpoint %s; requests=%s error_rate=%s latency=%s; "
+            "resources=%s; report %s",
+            self.model_name,
+            summary["window"],
+            lg.get("predictions"),
+            ep.get("status"),
+            http.get("requests"),
+            http.get("error_rate"),
+            http.get("latency"),
+            ep.get("resources"),
+            summary["report"],
+        )
+        return json.loads(json.dumps(summary, default=str))
+
+
+__all__ = ["OpsSummaryOperator"]
