@@ -30,13 +30,16 @@ def repo_root() -> Path:
 @pytest.fixture(autouse=True)
 def _isolate_process_globals(monkeypatch: pytest.MonkeyPatch):
     """MLflow writes its tracking/registry URIs into os.environ; give every test a clean slate."""
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN",
-                "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN",
+             "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    absent = [var for var in names if var not in os.environ]
+    for var in names:
         if var in os.environ:
             monkeypatch.setenv(var, os.environ[var])
-        else:
-            monkeypatch.delenv(var, raising=False)
     yield
+    # monkeypatch restores only what it touched: drop what the test (mlflow.set_*_uri) added
+    for var in absent:
+        os.environ.pop(var, None)
     # ... and forget the URIs a test set through mlflow.set_tracking_uri / set_registry_uri.
     for module, attr in (("mlflow.tracking._tracking_service.utils", "_tracking_uri"),
                          ("mlflow.tracking._model_registry.utils", "_registry_uri")):

@@ -103,6 +103,7 @@ class TrainingConfig(_Strict):
     label: str
     features: FeatureColumns
     validation_days: int = Field(21, ge=1)
+    evaluation_days: int = Field(7, ge=0, description="Last N days: the gate's frozen evaluation split; 0: none.")
     max_rows: int | None = Field(None, ge=1000, description="Deterministic sample cap of the dataset.")
     architecture: dict[str, Any] = Field(default_factory=lambda: {"hidden": [64, 32], "dropout": 0.1})
     epochs: int = Field(10, ge=1)
@@ -123,10 +124,201 @@ class TrainingConfig(_Strict):
     schedule: str | None = Field(None, description="Optional cron retraining in addition to the assets.")
 
 
+#: Metrics the gate computes: name -> True when higher is better (floors of lower-is-better metrics are ceilings).
+GATE_METRICS: dict[str, bool] = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
+
+
+def _known_metrics(value: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(value) - set(GATE_METRICS))
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; the gate computes {sorted(GATE_METRICS)}")
+    return value
+
+
+class SliceCheck(_Strict):
+    """Per-slice check, e.g. every origin airport: no slice may regress more than ``max_regression``."""
+
+    column: str = Field(..., description="Column whose values define the slices (e.g. origin, carrier).")
+    metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
+    max_regression: float | None = Field(0.02, ge=0, description="Tolerated drop vs the champion on the slice.")
+    floor: float | None = Field(None, description="Absolute bound of the metric on every slice.")
+    min_rows: int = Field(100, ge=1, description="Smaller slices are reported, not judged.")
+    values: list[str] | None = Field(None, description="Judge only these slices; a listed slice with no rows is "
+                                     "an error.")
+
+
+class MinimumCase(_Strict):
+    """A fixed input with the expected range of the delay probability (unlisted features: typical values)."""
+
+    name: str
+    input: dict[str, Any] = Field(..., min_length=1)
+    min_probability: float = Field(0.0, ge=0, le=1)
+    max_probability: float = Field(1.0, ge=0, le=1)
+
+
+class BehavioralTest(_Strict):
+    """invariance: changing ``column`` must not move the prediction (more than ``tolerance``);
+    directional: changing it must move the prediction the ``expect`` way; minimum_functionality: ``cases``."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["invariance", "directional", "minimum_functionality"]
+    column: str | None = None
+    set: Any = Field(None, description="Replace the column by this value ...")
+    add: float | None = Field(None, description="... or add this amount (numeric columns).")
+    values: list[Any] | None = Field(None, description="invariance: every one of these values in turn.")
+    expect: Literal["not_lower", "not_higher"] | None = Field(None, description="directional: direction.")
+    tolerance: float = Field(0.01, ge=0, description="Prediction change still counted as 'unchanged'.")
+    min_pass_rate: float = Field(0.95, ge=0, le=1, description="Share of rows (cases) that must pass.")
+    rows: int = Field(1000, ge=1, description="Evaluation rows the perturbation is applied to (seeded sample).")
+    cases: list[MinimumCase] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _complete(self) -> BehavioralTest:
+        if self.kind == "minimum_functionality":
+            if not self.cases:
+                raise ValueError(f"behavioral test {self.name!r}: minimum_functionality needs 'cases'")
+            return self
+        if not self.column:
+            raise ValueError(f"behavioral test {self.name!r}: {self.kind} needs 'column'")
+        changes = sum(x is not None for x in (self.set, self.add, self.values))
+        if changes != 1:
+            raise ValueError(f"behavioral test {self.name!r}: give exactly one of 'set', 'add', 'values'")
+        if self.kind == "directional" and self.expect is None:
+            raise ValueError(f"behavioral test {self.name!r}: directional needs expect: not_lower | not_higher")
+        return self
+
+
+class CalibrationCheck(_Strict):
+    max_ece: float = Field(0.1, gt=0, le=1, description="Expected calibration error bound (equal-width bins).")
+    bins: int = Field(10, ge=2, le=100)
+    max_regression: float | None = Field(None, ge=0, description="Tolerated ECE increase vs the champion.")
+
+
+class LatencyCheck(_Strict):
+    batch_size: int = Field(1024, ge=1)
+    repeats: int = Field(5, ge=1, le=100, description="Timed batches; the median counts.")
+    max_ms: float | None = Field(None, gt=0, description="Bound of the median batch latency, ms.")
+    max_ratio: float | None = Field(None, gt=0, description="Bound of challenger / champion latency (same host).")
+
+
+class BootstrapConfig(_Strict):
+    samples: int = Field(200, ge=10, le=10_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    seed: int = 0
+
+
 class GateConfig(_Strict):
-    primary_metric: Literal["roc_auc", "log_loss"] = "roc_auc"
+    """Champion / challenger gate. See README 'Validation gate'."""
+
+    primary_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
     floors: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.55})
     max_regression: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.005})
+    slices: list[SliceCheck] = Field(default_factory=list)
+    behavioral: list[BehavioralTest] = Field(default_factory=list)
+    calibration: CalibrationCheck | None = None
+    latency: LatencyCheck | None = None
+    bootstrap: BootstrapConfig = Field(default_factory=lambda: BootstrapConfig())
+    model_card: bool = Field(True, description="Write the model card (Markdown + HTML) to MLflow.")
+    first_run: Literal["floors", "absolute"] = Field(
+        "floors", description="No champion yet: only floors decide (others advisory), or every absolute check."
+    )
+    approval: bool = Field(False, description="A human approves every promotion (Airflow HITL ApprovalOperator).")
+    approval_timeout_hours: float | None = Field(None, gt=0, description="Unanswered approval -> rejected.")
+    fail_on_reject: bool = Field(False, description="A rejected challenger fails the DAG run instead of skipping.")
+    promote_pool: str | None = Field(
+        "mlops_promote_{model}", description="Airflow pool (create it with 1 slot) serializing promotions; null: none."
+    )
+
+    @field_validator("floors", "max_regression")
+    @classmethod
+    def _metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        return _known_metrics(v)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GateConfig:
+        names = [t.name for t in self.behavioral]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"behavioral test names must be unique; repeated: {dup}")
+        return self
+
+
+class KubernetesTargetConfig(_Strict):
+    """``serving.kubernetes``: manifests rendered for the bento image; applied when ``conn_id`` exists."""
+
+    namespace: str = Field("default", description="Namespace of the Deployment / Service / HPA.")
+    name: str | None = Field(None, description="Object name; default '<model>-serving'.")
+    replicas: int = Field(2, ge=1, description="Replicas (the HPA's minReplicas).")
+    max_replicas: int | None = Field(None, ge=1, description="HPA maxReplicas; default 2 x replicas.")
+    target_cpu_utilization: int = Field(70, ge=1, le=100, description="HPA CPU target, percent.")
+    resources: dict[str, Any] = Field(
+        default_factory=lambda: {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+        description="Container resources (requests / limits).",
+    )
+    image: str | None = Field(None, description="Full image; default '<registry>/<bento tag>' (bentoml containerize).")
+    image_registry: str | None = Field(None, description="Registry prefix of the default image.")
+    env: dict[str, str] = Field(default_factory=dict, description="Container env (e.g. MLOPS_FEATURE_REPO).")
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    conn_id: str = Field("kubernetes_default", description="cncf.kubernetes connection; render-only when absent.")
+    wait: bool = Field(True, description="Wait for the rollout when applied.")
+    url: str | None = Field(None, description="Endpoint URL to verify the live version at after the rollout.")
+
+
+class BentoCloudTargetConfig(_Strict):
+    """``serving.bentocloud``: a BentoCloud deployment via BentoML's deployment API."""
+
+    name: str | None = Field(None, description="Deployment name; default '<model>-serving' (dashes).")
+    conn_id: str = Field("bentocloud_default", description="Connection: password/extra api_token = API key, "
+                         "host = endpoint. Else $BENTO_CLOUD_API_KEY or `bentoml cloud login`.")
+    cluster: str | None = None
+    scaling_min: int = Field(1, ge=0)
+    scaling_max: int = Field(2, ge=1)
+    instance_type: str | None = None
+    access_authorization: bool = True
+    envs: dict[str, str] = Field(default_factory=dict)
+    wait_timeout: int = Field(900, ge=0, description="Seconds to wait for the deployment to run; 0: do not wait.")
+
+
+class InfraValidateConfig(_Strict):
+    """``serving.infra_validate``: the bento is served on a free loopback port and checked before deploy."""
+
+    enabled: bool = True
+    sample_rows: int = Field(20, ge=0, description="Rows of the evaluation snapshot replayed (plus the input example).")
+    tolerance: float = Field(1e-5, ge=0, description="Max |served - registered model| probability difference.")
+    latency_budget_ms: float = Field(1000.0, gt=0, description="Budget of the single-row latency quantile.")
+    latency_quantile: float = Field(0.95, gt=0, le=1)
+
+
+class BatchConfig(_Strict):
+    """``serving.batch``: an offline scoring DAG ``<model>__batch_predict`` (batch inference pipeline)."""
+
+    source: str = Field(..., description="Parquet file/dir or snapshot dir (local or s3://) to score.")
+    output: str = Field(..., description="Output root (local or s3://): <output>/<model>/v<version>/<window>.parquet.")
+    schedule: str = Field("@daily", description="Cron of the scoring runs.")
+    window_hours: int = Field(24, ge=1, description="Each run scores [run time - window_hours, run time).")
+    timestamp_column: str = "event_timestamp"
+    alias: str = "champion"
+
+
+class ServiceLimitsConfig(_Strict):
+    """Request limits of the bento service (``serving.limits``); see runtime.bento_service.ServiceLimits."""
+
+    max_batch_rows: int = Field(256, ge=1, le=10_000, description="Rows per /predict request (400 above).")
+    max_scoring_rows: int = Field(10_000, ge=1, le=1_000_000, description="Rows per /score_batch request.")
+    max_body_bytes: int = Field(2_000_000, ge=1_024, description="Request body limit in bytes (413 above).")
+    max_batch_size: int = Field(512, ge=1, description="Adaptive batching: most rows per model call.")
+    max_latency_ms: int = Field(3_000, ge=1, description="Adaptive batching: longest queueing before a 503.")
+
+
+class ExperimentConfig(_Strict):
+    """Online experiment (``serving.experiment``): champion + ``@challenger`` in one service."""
+
+    enabled: bool = False
+    challenger_alias: str = "challenger"
+    mode: Literal["split", "shadow"] = Field("shadow", description="split: the challenger answers `share` of the "
+                                             "entities (sticky); shadow: it predicts, the champion answers.")
+    share: float = Field(0.01, ge=0.0, le=1.0)
+    route_by: list[str] = Field(default_factory=lambda: ["origin", "carrier", "tailnum"], min_length=1)
 
 
 class ServingConfig(_Strict):
@@ -134,6 +326,17 @@ class ServingConfig(_Strict):
     port: int = Field(3000, ge=1, le=65535)
     ready_timeout: int = Field(180, ge=5)
     smoke_request: dict[str, Any] = Field(default_factory=dict)
+    drain_seconds: float = Field(2.0, ge=0, description="local: old server keeps answering this long after the switch.")
+    front_port: int | None = Field(None, ge=1, le=65535, description="local: a stable front (reverse proxy) on this "
+                                   "port forwards to the live version; callers keep one URL across switches.")
+    target: Literal["local", "kubernetes", "bentocloud"] = Field("local", description="Where the deploy DAG deploys.")
+    kubernetes: KubernetesTargetConfig = Field(default_factory=lambda: KubernetesTargetConfig())
+    bentocloud: BentoCloudTargetConfig = Field(default_factory=lambda: BentoCloudTargetConfig())
+    infra_validate: InfraValidateConfig = Field(default_factory=lambda: InfraValidateConfig())
+    batch: BatchConfig | None = Field(None, description="Offline batch scoring DAG (absent: no such DAG).")
+    limits: ServiceLimitsConfig = Field(default_factory=lambda: ServiceLimitsConfig())
+    experiment: ExperimentConfig = Field(default_factory=lambda: ExperimentConfig())
+    log_flush_interval_s: float = Field(10.0, ge=0, description="Inference log: seconds between parquet parts.")
 
     @field_validator("host")
     @classmethod
@@ -143,11 +346,154 @@ class ServingConfig(_Strict):
         return v
 
 
+#: Evidently 0.7 per-column drift methods accepted in ``monitoring.drift`` (checked at parse time).
+DRIFT_METHODS = (
+    "ks", "chisquare", "z", "jensenshannon", "kl_div", "psi", "wasserstein", "anderson", "fisher_exact",
+    "cramer_von_mises", "g_test", "hellinger", "mannw", "ed", "es", "t_test", "empirical_mmd", "TVD",
+)
+
+
+class DriftColumnRule(_Strict):
+    """Per-feature drift test: an Evidently method and its threshold (None = the method's default)."""
+
+    method: str | None = Field(None, description="Evidently stattest, e.g. ks, psi, wasserstein, jensenshannon.")
+    threshold: float | None = Field(None, gt=0, description="p-value (tests) or distance bound (distances).")
+    max_unseen_share: float | None = Field(
+        None, gt=0, le=1, description="Categorical: share of values never seen in training that alone means drift."
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str | None) -> str | None:
+        if v is not None and v not in DRIFT_METHODS:
+            close = difflib.get_close_matches(v, DRIFT_METHODS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown drift method {v!r}{hint}; expected one of {list(DRIFT_METHODS)}")
+        return v
+
+
+class DriftConfig(_Strict):
+    """How the monitor tests data drift (EvidentlyDriftOperator). Defaults suit the window size: below
+    ``small_window_rows`` hypothesis tests (KS / chi-square), above it Evidently's distances."""
+
+    columns: dict[str, DriftColumnRule] = Field(default_factory=dict, description="Per-feature method/threshold.")
+    num_method: str | None = Field(None, description="Default method of numeric features (None = by size).")
+    cat_method: str | None = Field(None, description="Default method of categorical features (None = by size).")
+    max_unseen_share: float = Field(0.05, gt=0, le=1, description="Unseen-category share that flags a column.")
+    critical: list[str] = Field(default_factory=list, description="Features whose drift alone means dataset drift.")
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Features not tested (e.g. calendar fields a daily window pins to one value: weekday, month).",
+    )
+    min_drifted_columns: int | None = Field(None, ge=1, description="Dataset drift when at least N columns drift.")
+    sample_rows: int = Field(50_000, ge=100, description="Cap of the seeded stratified sample of the window.")
+    reference_rows: int = Field(50_000, ge=100, description="Cap of the seeded reference sample.")
+    stratify_by: list[str] = Field(default_factory=list, description="Strata besides the UTC day, e.g. [origin].")
+    seed: int = 0
+    bins: int = Field(20, ge=2, le=1000, description="Quantile bins of the exact streamed PSI per numeric feature.")
+
+    @field_validator("num_method", "cat_method")
+    @classmethod
+    def _known_default(cls, v: str | None) -> str | None:
+        return DriftColumnRule._known_method(v)
+
+
+class PerformanceConfig(_Strict):
+    """Live model quality once delayed labels land (outcomes joined to the inference log)."""
+
+    enabled: bool = True
+    label_delay_hours: int = Field(48, ge=0, description="Score the window that ended this long ago.")
+    window_hours: int | None = Field(None, ge=1, description="Scored window length; default monitoring.window_hours.")
+    join_keys: list[str] = Field(
+        default_factory=lambda: ["origin", "carrier", "tailnum", "sched_dep_hour"],
+        description="Keys matching a logged request to its outcome (request_id is used when labels carry it).",
+    )
+    time_tolerance_hours: float | None = Field(
+        36.0, gt=0, description="Outcome event must follow the request within this many hours (None: keys only)."
+    )
+    slices: list[str] = Field(default_factory=lambda: ["origin"], description="Per-slice metrics, e.g. [origin].")
+    min_labelled_rows: int = Field(200, ge=1, description="Fewer joined rows: no performance verdict.")
+    max_roc_auc_drop: float = Field(0.05, ge=0, description="Live ROC AUC below champion's by more: a trigger.")
+    max_log_loss_increase: float = Field(0.05, ge=0, description="Live log loss above champion's by more: a trigger.")
+    max_calibration_error: float | None = Field(None, gt=0, le=1, description="ECE above this: a trigger.")
+    bootstrap: int = Field(500, ge=50, le=10_000, description="Resamples of the champion/challenger comparison.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence needed to name a winner.")
+
+
+class RetrainGuards(_Strict):
+    """Guards of automatic (asset-triggered) retraining once a champion exists. The bootstrap and
+    manual runs bypass them; the bootstrap does not start the cooldown."""
+
+    enabled: bool = Field(True, description="false: every drift/features event in retrain_on retrains.")
+    cooldown_hours: float = Field(24.0, ge=0, description="No automatic retrain within this long of the last one.")
+    max_retrains: int = Field(3, ge=1, description="At most this many retrains ...")
+    max_retrains_window_hours: float = Field(168.0, gt=0, description="... in any window this long.")
+    min_new_labels: int = Field(1000, ge=0, description="Labelled rows newer than the champion's training window.")
+    breaker_rejections: int = Field(
+        3, ge=0, description="After this many gate rejections in a row a human must approve (0: never)."
+    )
+    approval_timeout_hours: float | None = Field(
+        72.0, gt=0, description="An unanswered approval request declines the retrain after this long."
+    )
+    state_path: str | None = Field(
+        None,
+        description="Guard ledger: a local path shared by the workers, or s3://bucket/key.json; "
+        "default <home>/state/retrain_guard/<model>.json.",
+    )
+
+
+AlertEvent = Literal["drift", "performance", "circuit_breaker"]
+
+
+class AlertTarget(_Strict):
+    """One alert channel: ``log``, ``email`` (SMTP) or ``webhook`` (Slack-compatible JSON POST)."""
+
+    type: Literal["log", "email", "webhook"]
+    events: list[AlertEvent] = Field(
+        default_factory=lambda: list[AlertEvent](["drift", "performance", "circuit_breaker"]),
+        description="Events this channel receives (not 'on': YAML reads a bare on as true).",
+    )
+    # email
+    to: list[str] = Field(default_factory=list, description="email: recipients.")
+    sender: str = Field("airflow-mlops@localhost", description="email: From address.")
+    smtp_conn_id: str | None = Field(None, description="email: Airflow SMTP connection (host, port, login, password).")
+    smtp_host: str | None = Field(None, description="email: SMTP host when no connection is named.")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    starttls: bool = False
+    # webhook
+    url: str | None = Field(None, description="webhook: URL (templated: '{{ var.value.slack_hook }}' keeps it out of git).")
+    http_conn_id: str | None = Field(None, description="webhook: Airflow connection whose host/password holds the URL.")
+    timeout: float = Field(10.0, gt=0, description="Seconds per delivery attempt.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertTarget:
+        if self.type == "email" and not self.to:
+            raise ValueError("an email alert needs 'to' (a list of recipients)")
+        if self.type == "email" and not (self.smtp_conn_id or self.smtp_host):
+            raise ValueError("an email alert needs 'smtp_conn_id' or 'smtp_host'")
+        if self.type == "webhook" and not (self.url or self.http_conn_id):
+            raise ValueError("a webhook alert needs 'url' or 'http_conn_id'")
+        return self
+
+
+class OpsConfig(_Strict):
+    """Operational summary of the serving endpoint per monitor window (``/metrics`` + inference log)."""
+
+    enabled: bool = True
+    metrics_url: str | None = Field(None, description="Prometheus endpoint; default <deployed url>/metrics.")
+    timeout: float = Field(5.0, gt=0, description="Seconds to wait for /metrics.")
+
+
 class MonitoringConfig(_Strict):
     schedule: str = "@daily"
     window_hours: int = Field(24, ge=1, description="How far back the inference log window reaches.")
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns that means drift.")
     min_rows: int = Field(100, ge=1)
+    drift: DriftConfig = Field(default_factory=lambda: DriftConfig())
+    performance: PerformanceConfig = Field(default_factory=lambda: PerformanceConfig())
+    retrain_guards: RetrainGuards = Field(default_factory=lambda: RetrainGuards())
+    alerts: list[AlertTarget] = Field(default_factory=list, description="Alert channels (log/email/webhook).")
+    ops: OpsConfig = Field(default_factory=lambda: OpsConfig())
 
 
 class Connections(_Strict):

@@ -80,6 +80,16 @@ class Demo:
         )
         dag_ids = [f"{MODEL}__{k}" for k in ("features", "training", "deploy", "monitor")]
         self.wait(lambda: self._dags_ready(dag_ids), "Airflow up and the four DAGs parsed", 300)
+        self.create_pools()
+
+    def create_pools(self) -> None:
+        """The pools the DAGs use (one slot serializes a model's promotions); tasks in a missing pool never run."""
+        from mlops_provider.factory import required_pools
+
+        for name, (slots, description) in required_pools(self.repo / "dags").items():
+            subprocess.run(["airflow", "pools", "set", name, str(slots), description], env=self.env, check=True,
+                           capture_output=True, timeout=120)
+            log(f"pool {name}: {slots} slot(s)")
 
     def _dags_ready(self, dag_ids: list[str]) -> bool:
         if self.proc is not None and self.proc.poll() is not None:

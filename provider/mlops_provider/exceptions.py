@@ -67,3 +67,71 @@ class DeploymentError(MlopsError):
 
 class DriftError(MlopsError):
     """Drift monitoring could not run (e.g. the reference snapshot no longer exists)."""
+
+
+class ReferenceSnapshotMissingError(DriftError):
+    """The training snapshot the champion's lineage points to (drift reference) no longer exists."""
+
+
+class MonitoredFeatureMissingError(DriftError):
+    """A feature the model YAML monitors is absent from the inference log window or the reference."""
+
+
+class InfraValidationError(DeploymentError):
+    """A bento failed infra validation on loopback (readiness, response schema, parity with the
+    registered model, latency budget). ``report`` carries every check; nothing was deployed."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
+
+
+class LiveVersionMismatch(DeploymentError):
+    """After a deploy the endpoint reports another version than the one deployed (a silent rollback).
+    ``live`` is what the endpoint reported."""
+
+    def __init__(self, message: str, live: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.live = live or {}
+
+
+class BentoCloudNotConfigured(DeploymentError):
+    """Deployment target ``bentocloud`` without BentoCloud credentials (connection, env or CLI login)."""
+
+
+class ContainerEngineUnavailable(DeploymentError):
+    """``bentoml containerize`` needs a Docker (or compatible) engine and none answers here."""
+
+
+class BatchPredictionError(MlopsError):
+    """Offline scoring could not run (source missing, columns missing, model output invalid)."""
+
+
+class RetrainGuardStateError(MlopsError):
+    """The durable state of the retraining guards (cooldown, dedupe, rate, breaker) is unreadable."""
+
+
+class AlertDeliveryError(MlopsError):
+    """An alert (email / webhook) could not be delivered; raised only by notifiers set to raise_on_error."""
+
+
+class GateInputError(MlopsError):
+    """The gate cannot judge: its evaluation set or configuration is unusable (no evaluation split, a
+    declared slice with no rows, an unknown column). Nothing is promoted."""
+
+
+class EvaluationLeakageError(GateInputError):
+    """The evaluation window overlaps the challenger's training window: its scores would be inflated."""
+
+
+class SignatureMismatchError(ModelRegistryError):
+    """Challenger and champion take different inputs: no automatic comparison; a human decides
+    (force-promote DAG) after checking the serving path."""
+
+
+class PromotionConflictError(ModelRegistryError):
+    """@champion moved since the gate judged the challenger (a concurrent promotion); re-run the gate."""
+
+
+class ManualActionError(MlopsError):
+    """A force-promote / rollback request is incomplete (no reason, unknown version, nothing to roll back to)."""

@@ -19,7 +19,10 @@ INTEGRATIONS = {
     "MLflow": ("https://mlflow.org/docs/latest/", ["training", "gate", "hpo", "ddp"]),
     "BentoML": ("https://docs.bentoml.com/", ["bentoml"]),
     "Evidently": ("https://docs.evidentlyai.com/", ["drift"]),
-    "MLOps pipelines": ("https://github.com/airflow-provider-mlops/airflow-provider-mlops", ["control"]),
+    "MLOps pipelines": (
+        "https://github.com/airflow-provider-mlops/airflow-provider-mlops",
+        ["control", "monitoring"],
+    ),
 }
 
 
@@ -54,6 +57,12 @@ def get_provider_info() -> dict[str, Any]:
             f"{_P}.links.mlflow.MLflowRunLink",
             f"{_P}.links.bentoml.BentoEndpointLink",
             f"{_P}.links.drift.DriftReportLink",
+            f"{_P}.links.gate.ModelCardLink",
         ],
         "connection-types": list(CONNECTION_TYPES.values()),
+        "notifications": [
+            f"{_P}.notifications.alerts.LogAlertNotifier",
+            f"{_P}.notifications.alerts.EmailAlertNotifier",
+            f"{_P}.notifications.alerts.WebhookAlertNotifier",
+        ],
     }

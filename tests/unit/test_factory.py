@@ -41,14 +41,18 @@ def _outlets(task) -> list[str]:
     return [a.name for a in task.outlets]
 
 
-def test_four_dags_and_their_chains(dags) -> None:
-    assert sorted(dags) == [f"flights_delay__{k}" for k in ("deploy", "features", "monitor", "training")]
+def test_four_pipeline_dags_two_manual_dags_and_their_chains(dags) -> None:
+    assert sorted(dags) == [f"flights_delay__{k}" for k in (
+        "deploy", "features", "force_promote", "monitor", "rollback", "training")]
     _assert_chain(dags["flights_delay__features"], [
         "landed_files", "validate_landing", "write_offline_partition", "feast_apply", "materialize"])
     _assert_chain(dags["flights_delay__training"], [
-        "training_policy", "training_dataset", "train", "gate", "promote"])
-    _assert_chain(dags["flights_delay__deploy"], ["package", "deploy", "smoke_test"])
-    _assert_chain(dags["flights_delay__monitor"], ["drift_report", "signal_drift"])
+        "training_policy", "approve_retrain", "training_dataset", "train", "gate", "promote"])
+    _assert_chain(dags["flights_delay__deploy"], ["package", "infra_validate", "deploy", "smoke_test"])
+    mon = dags["flights_delay__monitor"]
+    assert sorted(mon.task_ids) == ["drift_report", "ops_summary", "signal_drift"]
+    for task_id in ("signal_drift", "ops_summary"):
+        assert mon.get_task(task_id).upstream_task_ids == {"drift_report"}
 
 
 def test_assets_connect_the_dags(cfg, dags) -> None:
@@ -108,8 +112,8 @@ def test_search_section_maps_trials_and_gates_the_best(tmp_path) -> None:
     path.write_text(yaml.safe_dump(data))
     dag = build_dags(load_config(path))["flights_delay__training"]
     assert "train" not in dag.task_ids
-    _assert_chain(dag, ["training_policy", "training_dataset", "hpo_parent", "hpo_trial", "select_best", "gate",
-                        "promote"])
+    _assert_chain(dag, ["training_policy", "approve_retrain", "training_dataset", "hpo_parent", "hpo_trial",
+                        "select_best", "gate", "promote"])
     assert "select_best" in dag.get_task("gate").challenger_version
     assert dag.get_task("hpo_trial").queue == "default"  # MLOPS_TRAINING_QUEUE in the test env
 

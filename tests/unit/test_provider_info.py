@@ -30,6 +30,11 @@ def test_every_listed_module_and_class_imports() -> None:
                 importlib.import_module(mod)
     for link in info["extra-links"]:
         assert _import(link).name
+    from airflow.sdk import BaseNotifier
+
+    assert info["notifications"], "the alert notifiers are registered"
+    for notifier in info["notifications"]:
+        assert issubclass(_import(notifier), BaseNotifier), notifier
     for conn in info["connection-types"]:
         hook = _import(conn["hook-class-name"])
         assert hook.conn_type == conn["connection-type"]
@@ -43,6 +48,10 @@ def test_every_module_on_disk_is_listed() -> None:
         for f in (PKG / kind).glob("*.py"):
             if f.stem != "__init__":
                 assert f"mlops_provider.{kind}.{f.stem}" in listed, f"{kind}/{f.name} missing from get_provider_info"
+    notifier_modules = {n.rsplit(".", 1)[0] for n in info["notifications"]}
+    for f in (PKG / "notifications").glob("*.py"):
+        if f.stem != "__init__":
+            assert f"mlops_provider.notifications.{f.stem}" in notifier_modules, f"notifications/{f.name} not listed"
     links = {link.rsplit(".", 1)[0] for link in info["extra-links"]}
     for f in (PKG / "links").glob("*.py"):
         if f.stem not in ("__init__", "base"):  # base: the shared XComUrlLink, not a link itself
@@ -60,7 +69,7 @@ def test_airflow_cli_shows_the_provider(tmp_path: Path) -> None:
     info = data[0] if isinstance(data, list) else data
     text = json.dumps(info)
     for needle in ("FeastHook", "MLflowHook", "BentoMLHook", "mlops_provider.triggers.data_arrival", "MLflowRunLink",
-                   "mlops_provider.operators.training", "\"connection-type\": \"mlflow\""):
+                   "mlops_provider.operators.training", "\"connection-type\": \"mlflow\"", "WebhookAlertNotifier"):
         assert needle in text or needle in text.lower(), needle
 
 
