@@ -46,14 +46,18 @@ airflow-ui: setup ## the embedded Airflow (SQLite, LocalExecutor) with dags/ and
 	@mkdir -p $(AIRFLOW_UI_HOME)
 	@echo "Airflow UI: http://localhost:8080  user: admin  password: printed below as"
 	@echo "  'Simple auth manager | Password for user admin' (also in $(AIRFLOW_UI_HOME)/simple_auth_manager_passwords.json.generated)"
-	PATH=$(CURDIR)/$(BIN):$$PATH \
-	AIRFLOW_HOME=$(AIRFLOW_UI_HOME) \
-	MLOPS_HOME=$${MLOPS_HOME:-$(CURDIR)/.mlops} \
-	MLOPS_TRAINING_QUEUE=default \
-	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
-	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
-	AIRFLOW__CORE__LOAD_EXAMPLES=False \
-	AIRFLOW__CORE__EXECUTOR=LocalExecutor \
+	export PATH=$(CURDIR)/$(BIN):$$PATH \
+	  AIRFLOW_HOME=$(AIRFLOW_UI_HOME) \
+	  MLOPS_HOME=$${MLOPS_HOME:-$(CURDIR)/.mlops} \
+	  MLOPS_TRAINING_QUEUE=default \
+	  AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	  AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins \
+	  AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	  AIRFLOW__CORE__EXECUTOR=LocalExecutor; \
+	$(BIN)/airflow db migrate >/dev/null && \
+	$(BIN)/python -c "from mlops_provider.factory import required_pools; \
+	  [print(n, s, d, sep='\t') for n, (s, d) in required_pools('dags').items()]" | \
+	  while IFS="$$(printf '\t')" read -r name slots desc; do $(BIN)/airflow pools set "$$name" "$$slots" "$$desc" >/dev/null && echo "pool $$name: $$slots slot(s)"; done && \
 	$(BIN)/airflow standalone
 
 clean: ## remove the venv and every local state directory

@@ -19,15 +19,18 @@ def _trigger(tmp_path: Path, bucket_name: str, **kw) -> DataArrivalTrigger:
                               state_path=str(tmp_path / "wm.json"), **opts)
 
 
-def _events(trig: DataArrivalTrigger, wait: float = 1.5) -> list:
-    """Every event the trigger fires within ``wait`` seconds (the triggerer resumes it after each one)."""
+def _events(trig: DataArrivalTrigger, wait: float = 1.5, first: float | None = 30.0) -> list:
+    """Every event the trigger fires until it stays quiet for ``wait`` seconds (the triggerer resumes
+    it after each one). ``first``: the longest wait for the first event (the first scan builds the S3
+    client, seconds on a loaded machine); ``None`` = ``wait`` (when no event is expected)."""
 
     async def go():
         agen = trig.run()
         out = []
         try:
             while True:
-                out.append(await asyncio.wait_for(agen.__anext__(), wait))
+                timeout = first if (first is not None and not out) else wait
+                out.append(await asyncio.wait_for(agen.__anext__(), timeout))
         except TimeoutError:
             return out
         finally:
@@ -57,14 +60,14 @@ def test_s3_prefix_new_changed_zero_byte_and_restart(tmp_path, moto_s3, bucket):
 
     # restart: nothing replayed, nothing loops; re-putting identical bytes keeps (size, etag): still nothing
     moto_s3.put(bucket, PREFIX + "flights_2013_01.parquet", b"jan v1")
-    assert _events(_trigger(tmp_path, bucket), wait=0.5) == []
+    assert _events(_trigger(tmp_path, bucket), wait=2, first=None) == []
 
     # a changed object (new etag) and a new one are emitted together, once
     moto_s3.put(bucket, PREFIX + "flights_2013_01.parquet", b"jan v2")
     feb = moto_s3.put(bucket, PREFIX + "flights_2013_02.parquet", b"feb")
     (ev2,) = _events(_trigger(tmp_path, bucket))
     assert ev2.payload["files"] == sorted([jan, feb]) and ev2.payload["skipped"] == []
-    assert _events(_trigger(tmp_path, bucket), wait=0.5) == []
+    assert _events(_trigger(tmp_path, bucket), wait=2, first=None) == []
 
     # the 0-byte object rewritten with content now lands
     moto_s3.put(bucket, PREFIX + "weather_2013_01.parquet", b"weather")
@@ -75,7 +78,7 @@ def test_s3_prefix_new_changed_zero_byte_and_restart(tmp_path, moto_s3, bucket):
 def test_s3_batch_of_only_zero_byte_objects_fires_nothing(tmp_path, moto_s3, bucket):  # noqa: F811
     empty = moto_s3.put(bucket, PREFIX + "flights_2013_03.parquet", b"")
     trig = _trigger(tmp_path, bucket)
-    assert _events(trig, wait=5) == []
+    assert _events(trig, wait=5, first=None) == []
     assert json.loads(Path(trig.state_path).read_text())["seen"] == {empty: "0:" + trig.scan()[empty].split(":")[1]}
 
 
