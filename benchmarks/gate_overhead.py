@@ -97,18 +97,7 @@ def main() -> int:
         client = training.configure_tracking(tracking)
         client.set_registered_model_alias(MODEL, "champion", versions[0])
         challenger = versions[1]
-        kwargs = dict(
-            primary_metric=g.primary_metric,
-            floors=g.floors,
-            max_regression=g.max_regression,
-            slices=[s.model_dump() for s in g.slices],
-            behavioral=[b.model_dump() for b in g.behavioral],
-            calibration=g.calibration.model_dump() if g.calibration else None,
-            latency=g.latency.model_dump() if g.latency else None,
-            bootstrap=g.bootstrap.model_dump(),
-            report_dir=str(tmp / "reports"),
-            tracking=tracking,
-        )
+        kwargs = dict(**g.check_kwargs(), report_dir=str(tmp / "reports"), tracking=tracking)  # what the DAG passes
 
         def plain() -> float:
             t0 = time.perf_counter()

@@ -242,6 +242,19 @@ class GateConfig(_Strict):
             raise ValueError(f"behavioral test names must be unique; repeated: {dup}")
         return self
 
+    def check_kwargs(self) -> dict[str, Any]:
+        """The checks as plain values: the keyword arguments of ModelGateOperator / ``runtime.gate.evaluate_gate``."""
+        return {
+            "primary_metric": self.primary_metric,
+            "floors": dict(self.floors),
+            "max_regression": dict(self.max_regression),
+            "slices": [s.model_dump() for s in self.slices],
+            "behavioral": [b.model_dump() for b in self.behavioral],
+            "calibration": self.calibration.model_dump() if self.calibration else None,
+            "latency": self.latency.model_dump() if self.latency else None,
+            "bootstrap": self.bootstrap.model_dump(),
+        }
+
 
 class KubernetesTargetConfig(_Strict):
     """``serving.kubernetes``: manifests rendered for the bento image; applied when ``conn_id`` exists."""

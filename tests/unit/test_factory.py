@@ -91,6 +91,9 @@ def test_operator_arguments_come_from_the_yaml(cfg, dags) -> None:
     assert train.epochs == cfg.training.epochs and train.model_name == "flights_delay"
     gate = dags["flights_delay__training"].get_task("gate")
     assert gate.floors == {"roc_auc": 0.6} and gate.max_regression == {"roc_auc": 0.005}
+    assert [s["column"] for s in gate.slices] == ["origin", "carrier"]
+    assert [b["name"] for b in gate.behavioral] == [b.name for b in cfg.gate.behavioral] != []
+    assert gate.calibration["max_ece"] == cfg.gate.calibration.max_ece
     deploy = dags["flights_delay__deploy"].get_task("deploy")
     assert deploy.port == 3000 and deploy.host == "127.0.0.1"
     assert "window_hours" not in str(dags["flights_delay__monitor"].get_task("drift_report").window_start)
