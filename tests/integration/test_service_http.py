@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,23 +57,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 150) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"bentoml serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"not ready within {timeout}s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def live(serving_world: ServingWorld) -> Iterator[Live]:
-    from mlops_provider.runtime.serving import _stop_pid, package_bento
+    from mlops_provider.runtime.serving import _stop_pid, package_bento, wait_ready
 
     world = serving_world
     register_model(world.tracking_uri, world.home / "mlflow" / "artifacts", world.home, alias="challenger")
@@ -119,7 +104,8 @@ def live(serving_world: ServingWorld) -> Iterator[Live]:
             start_new_session=True,
         )
     try:
-        _wait_ready(url, proc, server_log)
+        # the deploy path's own wait: raises with the log tail on exit, startup failure or timeout
+        wait_ready(proc, url, server_log, 0, 150, pkg["bento_tag"], consequence="the test server is gone")
         yield Live(url=url, package=pkg, log_dir=log_dir, proc=proc, bentoml_home=world.bentoml_home)
     finally:
         _stop_pid(proc.pid, timeout=20)
