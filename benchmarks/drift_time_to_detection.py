@@ -39,7 +39,7 @@ NUMERIC = [
 
 
 def flights_frame() -> pd.DataFrame:
-    from mlops_provider.runtime.flights_data import load_table
+    from mlops_provider.examples.flights.data import load_table
 
     flights = load_table("flights")
     weather = load_table("weather")[["origin", "time_hour", *WEATHER]]
@@ -63,7 +63,7 @@ EXCLUDE = ["weekday", "month"]
 
 
 def ours(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
-    from mlops_provider.runtime.drift import DriftRules, compute_drift
+    from mlops_provider.runtime.monitoring.drift import DriftRules, compute_drift
 
     rules = DriftRules(drift_share=0.3, exclude=EXCLUDE)
     return compute_drift(reference, current, NUMERIC, CATEGORICAL, rules=rules)
@@ -73,7 +73,7 @@ def plain(reference: pd.DataFrame, current: pd.DataFrame) -> dict:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from mlops_provider.runtime.drift import _parse_snapshot, _prepare
+    from mlops_provider.runtime.monitoring.drift import _parse_snapshot, _prepare
 
     definition = DataDefinition(numerical_columns=NUMERIC, categorical_columns=CATEGORICAL)
     cols = NUMERIC + CATEGORICAL

@@ -55,8 +55,9 @@ def main() -> int:
     from conftest_training import CATEGORICAL, FEATURE_SERVICE, LABEL, MODEL, NUMERIC, flights_frame
 
     from mlops_provider.config import load_config
-    from mlops_provider.runtime import gate, training
-    from mlops_provider.runtime.snapshot import split_evaluation, write_snapshot
+    from mlops_provider.runtime.features.snapshot import split_evaluation, write_snapshot
+    from mlops_provider.runtime.gate import evaluate as gate
+    from mlops_provider.runtime.training import loop as training
 
     cfg = load_config(REPO / "dags" / "flights_delay.yaml")
     g, t = cfg.gate, cfg.training

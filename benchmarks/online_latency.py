@@ -148,9 +148,9 @@ def main() -> None:
         os.environ["MLOPS_HOME"] = tmp
         import importlib.util
 
+        from mlops_provider.examples.flights.data import write_landing_month, write_landing_planes
         from mlops_provider.paths import ModelPaths
-        from mlops_provider.runtime.feast_ops import apply_repo, materialize, open_store
-        from mlops_provider.runtime.flights_data import write_landing_month, write_landing_planes
+        from mlops_provider.runtime.features.ops import apply_repo, materialize, open_store
 
         spec = importlib.util.spec_from_file_location("bench_transforms", REPO / "feature_repo" / "transforms.py")
         transforms = importlib.util.module_from_spec(spec)

@@ -2,7 +2,7 @@
 
 Both servers serve the same torch pyfunc (``TabularTorchModel``, loaded from the same BentoML store) with
 the same Feast online lookup and the same inference log, through the same
-:class:`~mlops_provider.runtime.bento_service.Scorer`; each runs as its own process with one worker on
+:class:`~mlops_provider.runtime.serving.service.Scorer`; each runs as its own process with one worker on
 a free loopback port. The Bento service gets adaptive batching (``/predict`` is ``batchable=True``); the
 baseline scores every HTTP request on its own. One async httpx client process sends one-row requests
 with 1, 8 and 32 concurrent callers for ``--seconds`` per point (after a short warm-up).
@@ -126,7 +126,7 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    from mlops_provider.runtime.serving import _stop_pid
+    from mlops_provider.runtime.serving.deploy import _stop_pid
 
     if proc.poll() is None:
         _stop_pid(proc.pid, timeout=15) if "bentoml" in " ".join(map(str, proc.args)) else proc.terminate()
@@ -137,7 +137,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _lookup_share(log_dir: Path, results: dict[tuple[str, int], dict[str, Any]], server: str) -> list[str]:
-    from mlops_provider.runtime.inference_log import read_inference_log
+    from mlops_provider.runtime.serving.inference_log import read_inference_log
 
     frame = read_inference_log(log_dir)
     lines = []

@@ -47,7 +47,7 @@ def main() -> int:
         print("RESULT train_gpu skipped=no_cuda")
         return 0
 
-    from mlops_provider.runtime.architectures import build_network
+    from mlops_provider.runtime.training.architectures import build_network
 
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(dev)

@@ -47,9 +47,9 @@ def main() -> int:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from mlops_provider.runtime import training
-    from mlops_provider.runtime.checkpoint import CheckpointStore
-    from mlops_provider.runtime.model import Preprocessor, build_network, normalize_architecture
+    from mlops_provider.runtime.training import loop as training
+    from mlops_provider.runtime.training.checkpoint import CheckpointStore
+    from mlops_provider.runtime.training.model import Preprocessor, build_network, normalize_architecture
 
     arch = normalize_architecture({"hidden": [64, 32], "dropout": 0.1})  # the example YAML's network
     bs, lr, seed, epochs = args.batch_size, 2e-3, 42, args.epochs

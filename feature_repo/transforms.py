@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
-from mlops_provider.runtime.validation import read_landed
+from mlops_provider.runtime.features.contracts import read_landed
 
 log = logging.getLogger(__name__)
 

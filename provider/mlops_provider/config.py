@@ -314,7 +314,7 @@ class BatchConfig(_Strict):
 
 
 class ServiceLimitsConfig(_Strict):
-    """Request limits of the bento service (``serving.limits``); see runtime.bento_service.ServiceLimits."""
+    """Request limits of the bento service (``serving.limits``); see runtime.serving.service.ServiceLimits."""
 
     max_batch_rows: int = Field(256, ge=1, le=10_000, description="Rows per /predict request (400 above).")
     max_scoring_rows: int = Field(10_000, ge=1, le=1_000_000, description="Rows per /score_batch request.")

@@ -24,7 +24,7 @@ WEATHER = ["temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressu
 
 @lru_cache(maxsize=1)
 def _all_flights() -> pd.DataFrame:
-    from mlops_provider.runtime.flights_data import load_table
+    from mlops_provider.examples.flights.data import load_table
 
     flights = load_table("flights")
     weather = load_table("weather")[["origin", "time_hour", *WEATHER]]

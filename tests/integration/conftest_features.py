@@ -33,8 +33,8 @@ def load_transforms():
 
 def make_features_home(tmp_path_factory):
     """Generator: a home with Jan 2013 + planes landed and built into lake partitions (MLOPS_HOME set)."""
+    from mlops_provider.examples.flights.data import write_landing_month, write_landing_planes
     from mlops_provider.paths import ModelPaths
-    from mlops_provider.runtime.flights_data import write_landing_month, write_landing_planes
 
     home = tmp_path_factory.mktemp("mlops_home")
     with pytest.MonkeyPatch.context() as mp:

@@ -32,7 +32,7 @@ ARCH = {"hidden": [32, 16], "dropout": 0.1}
 
 def flights_frame(start: str = "2013-01-01", end: str = "2013-02-01", max_rows: int | None = 12000) -> pd.DataFrame:
     """The raw feature frame + label + event_timestamp for flights scheduled in [start, end)."""
-    from mlops_provider.runtime.flights_data import load_table
+    from mlops_provider.examples.flights.data import load_table
 
     flights = load_table("flights")
     weather = load_table("weather")
@@ -88,7 +88,7 @@ def flights_frame(start: str = "2013-01-01", end: str = "2013-02-01", max_rows: 
 def write_training_snapshot(home: Path, validation_days: int = 7, **kwargs) -> str:
     """Write the snapshot under <home>/snapshots/flights_delay/<hash>/ and return its path."""
     from mlops_provider.paths import ModelPaths
-    from mlops_provider.runtime.snapshot import write_snapshot
+    from mlops_provider.runtime.features.snapshot import write_snapshot
 
     df = flights_frame(**kwargs)
     end = df["event_timestamp"].max().normalize() + pd.Timedelta(days=1)

@@ -30,7 +30,7 @@ T0 = datetime(2024, 6, 1, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def bento(serving_world: ServingWorld) -> dict:
-    from mlops_provider.runtime.serving import package_bento
+    from mlops_provider.runtime.serving.deploy import package_bento
 
     w = serving_world
     return package_bento(
@@ -45,7 +45,7 @@ def snapshot(serving_world: ServingWorld) -> str:
     import numpy as np
     import pandas as pd
 
-    from mlops_provider.runtime.snapshot import write_snapshot
+    from mlops_provider.runtime.features.snapshot import write_snapshot
 
     n = 24
     rng = np.random.default_rng(0)
@@ -68,7 +68,7 @@ def snapshot(serving_world: ServingWorld) -> str:
 
 
 def _gone(report: dict) -> bool:
-    from mlops_provider.runtime.serving import _is_our_server
+    from mlops_provider.runtime.serving.deploy import _is_our_server
 
     try:
         httpx.get(f"{report['url']}/readyz", timeout=2)
@@ -98,7 +98,7 @@ def test_infra_validate_passes_and_stops_the_server(serving_world: ServingWorld,
 
 def test_infra_validate_fails_with_the_reasons_and_stops_the_server(serving_world: ServingWorld, bento: dict,
                                                                     snapshot: str) -> None:
-    from mlops_provider.runtime.infra_validate import infra_validate
+    from mlops_provider.runtime.serving.infra_validation import infra_validate
 
     w = serving_world
     # a negative tolerance makes every (correct) prediction a parity failure; a 1 µs budget fails latency
@@ -122,7 +122,7 @@ def test_batch_predict_window_is_scored_once(serving_world: ServingWorld, snapsh
     import pandas as pd
 
     from mlops_provider.operators.bentoml import BatchPredictOperator
-    from mlops_provider.runtime.batch_predict import model_input
+    from mlops_provider.runtime.serving.batch import model_input
 
     op = BatchPredictOperator(
         task_id="batch_predict", model_name=MODEL_NAME, source=snapshot, output_root=str(tmp_path / "scores"),
@@ -151,7 +151,7 @@ def test_batch_predict_to_s3(serving_world: ServingWorld, snapshot: str, moto_s3
 
     import pandas as pd
 
-    from mlops_provider.runtime.batch_predict import batch_predict
+    from mlops_provider.runtime.serving.batch import batch_predict
 
     kw = dict(mlflow_tracking_uri=serving_world.tracking_uri, window_start=T0.isoformat(),
               window_end=(T0 + timedelta(days=1)).isoformat())
@@ -183,7 +183,7 @@ def test_local_deploy_failure_keeps_the_old_version_and_live_version_is_verified
     from mlops_provider.exceptions import DeploymentError, LiveVersionMismatch
     from mlops_provider.links.bentoml import BENTO_ENDPOINT_XCOM_KEY
     from mlops_provider.operators.bentoml import BentoDeployOperator, BentoSmokeTestOperator
-    from mlops_provider.runtime.serving import (
+    from mlops_provider.runtime.serving.deploy import (
         _is_our_server,
         free_port,
         package_bento,
@@ -239,7 +239,7 @@ def test_kubernetes_target_renders_validated_manifests_for_the_bento(serving_wor
     import yaml
 
     from mlops_provider.operators.bentoml import BentoDeployOperator
-    from mlops_provider.runtime.k8s import validate_manifests
+    from mlops_provider.runtime.serving.targets.kubernetes import validate_manifests
 
     op = BentoDeployOperator(
         task_id="deploy", bento_tag=bento["bento_tag"], state_dir=str(tmp_path), target="kubernetes",

@@ -6,7 +6,7 @@ import pytest
 from conftest_drift import CATEGORICAL, NUMERIC, flights_months
 
 from mlops_provider.exceptions import DriftError
-from mlops_provider.runtime.drift import compute_drift
+from mlops_provider.runtime.monitoring.drift import compute_drift
 
 pytestmark = pytest.mark.integration
 

@@ -63,7 +63,7 @@ def world(tmp_path_factory):
     from mlflow import MlflowClient
 
     from mlops_provider.paths import ModelPaths
-    from mlops_provider.runtime.snapshot import log_snapshot_input, write_snapshot
+    from mlops_provider.runtime.features.snapshot import log_snapshot_input, write_snapshot
 
     home = tmp_path_factory.mktemp("home")
     paths = ModelPaths.for_model(MODEL, home)

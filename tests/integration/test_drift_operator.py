@@ -47,8 +47,8 @@ def world(tmp_path_factory):
     from mlflow import MlflowClient
 
     from mlops_provider.paths import ModelPaths
-    from mlops_provider.runtime.inference_log import InferenceLogWriter
-    from mlops_provider.runtime.snapshot import write_snapshot
+    from mlops_provider.runtime.features.snapshot import write_snapshot
+    from mlops_provider.runtime.serving.inference_log import InferenceLogWriter
 
     home = tmp_path_factory.mktemp("home")
     paths = ModelPaths.for_model(MODEL, home)

@@ -8,7 +8,7 @@ import pytest
 from conftest_features_s3 import bucket, moto_s3  # noqa: F401 - fixtures
 
 from mlops_provider.links.drift import DriftReportLink
-from mlops_provider.runtime.drift import publish_reports, write_report
+from mlops_provider.runtime.monitoring.drift import publish_reports, write_report
 
 pytestmark = pytest.mark.integration
 

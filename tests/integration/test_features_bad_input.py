@@ -33,7 +33,7 @@ CONTRACT = {"tables": {k: v.model_dump() for k, v in CFG.features.contract.items
 
 @pytest.fixture(scope="module")
 def jan() -> dict[str, pd.DataFrame]:
-    from mlops_provider.runtime.flights_data import load_table
+    from mlops_provider.examples.flights.data import load_table
 
     f, w = load_table("flights"), load_table("weather")
     return {

@@ -95,7 +95,7 @@ def test_apply_twice_materialize_and_online_features(features_home):
 
 def test_training_snapshot_point_in_time_and_reproducible(features_home):
     from mlops_provider.operators.feast import FeastApplyOperator, FeastTrainingDatasetOperator
-    from mlops_provider.runtime.snapshot import load_snapshot
+    from mlops_provider.runtime.features.snapshot import load_snapshot
 
     paths = features_home["paths"]
     FeastApplyOperator(task_id="apply", repo_path=str(FEATURE_REPO)).execute(context={})  # no-op if applied
@@ -188,7 +188,7 @@ def test_feast_itself_loads_both_configs(yaml_file, tmp_path, monkeypatch):
 
 
 def test_production_config_loads():
-    from mlops_provider.runtime.feast_ops import load_repo_config
+    from mlops_provider.runtime.features.ops import load_repo_config
 
     cfg = load_repo_config(FEATURE_REPO, fs_yaml_file="feature_store.production.yaml")
     assert cfg.project == "flights_delay"
@@ -214,7 +214,7 @@ def _purge_sql_registry(url: str, project: str) -> None:
 
 @pytest.mark.skipif(not (_up(5432) and _up(6379)), reason="loopback PostgreSQL/Redis not running")
 def test_production_apply_materialize_on_loopback_redis_postgres(features_home):
-    from mlops_provider.runtime.feast_ops import apply_repo, materialize, open_store
+    from mlops_provider.runtime.features.ops import apply_repo, materialize, open_store
 
     store = open_store(FEATURE_REPO, fs_yaml_file="feature_store.production.yaml")
     registry_url = store.config.registry.path

@@ -10,7 +10,7 @@ from conftest_features import FEATURE_REPO, FEATURE_SERVICE, make_features_home
 from conftest_features_s3 import bucket, moto_s3  # noqa: F401 - fixtures
 
 from mlops_provider.exceptions import DataValidationError
-from mlops_provider.runtime.snapshot import load_snapshot, write_snapshot
+from mlops_provider.runtime.features.snapshot import load_snapshot, write_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def test_s3_snapshot_content_addressed_atomic_and_verified(moto_s3, bucket, tmp_
         Bucket=bucket, Key=f"snapshots/flights_delay/{manifest['hash']}/manifest.json")["ETag"] == etag["ETag"]
     # a concurrent writer that missed the existence check loses the conditional manifest PUT
     # (If-None-Match: *) and gets the winner's manifest back: the manifest is never overwritten
-    from mlops_provider.runtime import snapshot as snapshot_module
+    from mlops_provider.runtime.features import snapshot as snapshot_module
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(snapshot_module.objstore, "head", lambda *a, **k: None)

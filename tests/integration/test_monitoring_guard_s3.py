@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from conftest_features_s3 import bucket, moto_s3  # noqa: F401 - fixtures
 
-from mlops_provider.runtime import retrain_guard as rg
+from mlops_provider.runtime.monitoring import retrain_guard as rg
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 

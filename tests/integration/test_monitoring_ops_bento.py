@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from mlops_provider.runtime import ops_metrics as om
+from mlops_provider.runtime.monitoring import ops_metrics as om
 
 SERVICE = textwrap.dedent(
     """

@@ -59,7 +59,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def live(serving_world: ServingWorld) -> Iterator[Live]:
-    from mlops_provider.runtime.serving import _stop_pid, package_bento, wait_ready
+    from mlops_provider.runtime.serving.deploy import _stop_pid, package_bento, wait_ready
 
     world = serving_world
     register_model(world.tracking_uri, world.home / "mlflow" / "artifacts", world.home, alias="challenger")
@@ -234,7 +234,7 @@ def test_huge_body_wrong_type_and_method(live: Live) -> None:
 
 
 def test_unknown_entity_gets_the_defined_fallback(live: Live) -> None:
-    from mlops_provider.runtime.inference_log import read_inference_log
+    from mlops_provider.runtime.serving.inference_log import read_inference_log
 
     unknown = {**GOOD_REQUEST, "origin": "ZZZ", "carrier": "QQ", "tailnum": "N0NE", "request_id": "unk-1"}
     r = _post(live, "/predict", json={"requests": [unknown]})
@@ -249,8 +249,8 @@ def test_unknown_entity_gets_the_defined_fallback(live: Live) -> None:
 
 # ---------------------------------------------------------------------------------------- experiment
 def test_split_routing_is_sticky_and_both_variants_are_logged(live: Live) -> None:
-    from mlops_provider.runtime.experiments import compare_variants
-    from mlops_provider.runtime.inference_log import read_inference_log
+    from mlops_provider.runtime.serving.experiments import compare_variants
+    from mlops_provider.runtime.serving.inference_log import read_inference_log
 
     seen: dict[str, set[str]] = {}
     for rep in range(2):
@@ -350,7 +350,7 @@ RAW = [  # raw inputs: known entities, a partly unknown and a fully unknown one
 
 
 def _config(world: ServingWorld, log_dir: Path, **kw: object):
-    from mlops_provider.runtime.bento_service import ServiceConfig
+    from mlops_provider.runtime.serving.service import ServiceConfig
 
     return ServiceConfig(
         model_name=MODEL_NAME,
@@ -371,8 +371,8 @@ def training_frame(serving_world: ServingWorld, tmp_path_factory: pytest.TempPat
     """The RAW rows through the training dataset code (point-in-time join + snapshot), read back."""
     from feast import FeatureStore
 
-    from mlops_provider.runtime.feast_ops import build_training_dataset
-    from mlops_provider.runtime.snapshot import load_snapshot
+    from mlops_provider.runtime.features.ops import build_training_dataset
+    from mlops_provider.runtime.features.snapshot import load_snapshot
 
     tmp = tmp_path_factory.mktemp("skew")
     now = datetime.now(UTC)
@@ -388,7 +388,7 @@ def training_frame(serving_world: ServingWorld, tmp_path_factory: pytest.TempPat
     repo = tmp / "repo"
     shutil.copytree(serving_world.feature_repo, repo)
     with open(repo / "feature_store.yaml", "a") as fh:
-        fh.write("offline_store:\n  type: mlops_provider.runtime.feast_offline.PointInTimeFileOfflineStore\n")
+        fh.write("offline_store:\n  type: mlops_provider.runtime.features.offline_store.PointInTimeFileOfflineStore\n")
     store = FeatureStore(repo_path=str(repo))
     out = build_training_dataset(
         store,
@@ -410,7 +410,7 @@ def training_frame(serving_world: ServingWorld, tmp_path_factory: pytest.TempPat
 def scorer(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFactory):
     import mlflow
 
-    from mlops_provider.runtime.bento_service import Scorer
+    from mlops_provider.runtime.serving.service import Scorer
 
     mlflow.set_tracking_uri(serving_world.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
@@ -420,8 +420,8 @@ def scorer(serving_world: ServingWorld, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_training_and_serving_features_are_identical(training_frame: pd.DataFrame, scorer) -> None:
-    from mlops_provider.runtime.bento_service import FlightRequest
-    from mlops_provider.runtime.model import Preprocessor
+    from mlops_provider.runtime.serving.service import FlightRequest
+    from mlops_provider.runtime.training.model import Preprocessor
 
     served, _ = scorer.lookup([FlightRequest.model_validate(r) for r in RAW])
     cols = [*FEATURES["categorical"], *FEATURES["numeric"]]
@@ -449,9 +449,9 @@ def test_served_torch_pyfunc_equals_the_trained_network(
     import mlflow
     import torch
 
-    from mlops_provider.runtime.bento_service import FlightRequest
-    from mlops_provider.runtime.model import Preprocessor, build_network, predict_proba
-    from mlops_provider.runtime.training import _log_model
+    from mlops_provider.runtime.serving.service import FlightRequest
+    from mlops_provider.runtime.training.loop import _log_model
+    from mlops_provider.runtime.training.model import Preprocessor, build_network, predict_proba
 
     cols = [*FEATURES["categorical"], *FEATURES["numeric"]]
     pre = Preprocessor.fit(training_frame, FEATURES["categorical"], FEATURES["numeric"])
@@ -470,9 +470,9 @@ def test_served_torch_pyfunc_equals_the_trained_network(
 
 
 def test_shadow_mode_answers_with_champion_and_logs_both(serving_world: ServingWorld, tmp_path: Path) -> None:
-    from mlops_provider.runtime.bento_service import FlightRequest, Scorer
-    from mlops_provider.runtime.experiments import ExperimentSpec, compare_variants
-    from mlops_provider.runtime.inference_log import read_inference_log
+    from mlops_provider.runtime.serving.experiments import ExperimentSpec, compare_variants
+    from mlops_provider.runtime.serving.inference_log import read_inference_log
+    from mlops_provider.runtime.serving.service import FlightRequest, Scorer
 
     def champion(frame: pd.DataFrame) -> np.ndarray:
         return np.full(len(frame), 0.25)

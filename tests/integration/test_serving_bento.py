@@ -41,7 +41,7 @@ def _free_port_pair() -> int:
 
 
 def _package(world: ServingWorld, **kw: object) -> dict:
-    from mlops_provider.runtime.serving import package_bento
+    from mlops_provider.runtime.serving.deploy import package_bento
 
     args = dict(
         model_name=MODEL_NAME, alias="champion", mlflow_tracking_uri=world.tracking_uri,
@@ -53,7 +53,7 @@ def _package(world: ServingWorld, **kw: object) -> dict:
 
 
 def _alive(pid: int) -> bool:
-    from mlops_provider.runtime.serving import _is_our_server
+    from mlops_provider.runtime.serving.deploy import _is_our_server
 
     return _is_our_server(pid)
 
@@ -73,8 +73,7 @@ def test_package_is_idempotent(serving_world: ServingWorld) -> None:
 
 
 def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingWorld) -> None:
-    from mlops_provider.runtime.inference_log import read_inference_log
-    from mlops_provider.runtime.serving import (
+    from mlops_provider.runtime.serving.deploy import (
         _descendants,
         _stop_pid,
         deploy_local,
@@ -82,6 +81,7 @@ def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingW
         smoke_test,
         stop_local,
     )
+    from mlops_provider.runtime.serving.inference_log import read_inference_log
 
     world = serving_world
     port = _free_port_pair()

@@ -32,7 +32,7 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_run(env, tmp_path_factory):
-    """``torchrun --standalone --nproc_per_node=2 -m mlops_provider.runtime.ddp`` in a subprocess."""
+    """``torchrun --standalone --nproc_per_node=2 -m mlops_provider.runtime.training.ddp`` in a subprocess."""
     out = tmp_path_factory.mktemp("ddp_out")
     cfg = {"snapshot": env.snapshot, "model_name": MODEL, "categorical": CATEGORICAL, "numeric": NUMERIC,
            "label": LABEL, "architecture": ARCH, "epochs": 3, "batch_size": 256, "learning_rate": 3e-3,
@@ -40,7 +40,7 @@ def cli_run(env, tmp_path_factory):
            "device": "cpu"}
     (out / "cfg.json").write_text(json.dumps(cfg))
     proc = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "mlops_provider.runtime.ddp",
+        [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "mlops_provider.runtime.training.ddp",
          "--config", str(out / "cfg.json"), "--out-dir", str(out)],
         capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
@@ -95,7 +95,7 @@ def test_operator_launches_torchrun_and_reuses_on_rerun(cli_run, env):
     assert again["reused"] is True and again["model_version"] == first["model_version"]
     assert len(env.client.search_model_versions(f"name = '{MODEL}'")) == 2  # the CLI's and the operator's
     model = mlflow.pyfunc.load_model(first["model_uri"])
-    from mlops_provider.runtime.snapshot import load_snapshot
+    from mlops_provider.runtime.features.snapshot import load_snapshot
 
     df, _ = load_snapshot(env.snapshot)
     assert len(model.predict(df[[*CATEGORICAL, *NUMERIC]].head(7))) == 7

@@ -39,8 +39,8 @@ from mlops_provider.exceptions import (  # noqa: E402
     SignatureMismatchError,
 )
 from mlops_provider.operators.gate import ChampionAliasOperator, ModelGateOperator, PromoteModelOperator  # noqa: E402
-from mlops_provider.runtime import training  # noqa: E402
-from mlops_provider.runtime.gate import alias_version, promote  # noqa: E402
+from mlops_provider.runtime.gate.evaluate import alias_version, promote  # noqa: E402
+from mlops_provider.runtime.training import loop as training  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def write_eval_snapshot(
 ) -> str:
     """A snapshot with train / validation / evaluation splits (what training_dataset writes)."""
     from mlops_provider.paths import ModelPaths
-    from mlops_provider.runtime.snapshot import split_evaluation, write_snapshot
+    from mlops_provider.runtime.features.snapshot import split_evaluation, write_snapshot
 
     df = flights_frame(start, end, max_rows=max_rows)
     last = df["event_timestamp"].max().normalize() + pd.Timedelta(days=1)
@@ -169,7 +169,7 @@ def register_variant(env, version: str, *, negate: bool = False, drop_input: str
     from mlflow.models import ModelSignature, get_model_info
     from mlflow.types import Schema
 
-    from mlops_provider.runtime.model import TabularTorchModel
+    from mlops_provider.runtime.training.model import TabularTorchModel
 
     uri = f"models:/{MODEL}/{version}"
     src = Path(mlflow.artifacts.download_artifacts(uri, tracking_uri=env.uri))
@@ -406,8 +406,8 @@ def test_gate_raises_a_named_error_on_nan_predictions(env):
     import torch
 
     from mlops_provider.exceptions import TrainingError
-    from mlops_provider.runtime.model import Preprocessor, build_mlp
-    from mlops_provider.runtime.snapshot import load_snapshot
+    from mlops_provider.runtime.features.snapshot import load_snapshot
+    from mlops_provider.runtime.training.model import Preprocessor, build_mlp
 
     df, _ = load_snapshot(env.eval_snapshot)
     train_df = df[df["split"] == "train"]
@@ -416,7 +416,7 @@ def test_gate_raises_a_named_error_on_nan_predictions(env):
     with torch.no_grad():
         net.mlp[-1].bias.fill_(float("nan"))  # a corrupted checkpoint
     # training refuses to log such a model, so log it by hand as a registry corruption would look
-    from mlops_provider.runtime.model import TabularTorchModel, model_config
+    from mlops_provider.runtime.training.model import TabularTorchModel, model_config
 
     training.configure_tracking(env.tracking)
     exp_id = training.get_or_create_experiment(env.client, MODEL, env.tracking["artifact_location"])
@@ -487,7 +487,7 @@ def test_unknown_metric_in_the_config_is_refused(env, v1):
 
 
 def test_champion_with_another_signature_needs_a_manual_decision(env, v1):
-    from mlops_provider.runtime.gate import set_champion
+    from mlops_provider.runtime.gate.evaluate import set_champion
 
     other = register_variant(env, v1, drop_input="distance")
     before = alias_version(env.client, MODEL, "champion")

@@ -133,7 +133,7 @@ def test_exactly_one_version_and_it_is_the_best_trial(searched):
 def test_registered_model_predicts(searched, env):
     from conftest_training import CATEGORICAL, NUMERIC
 
-    from mlops_provider.runtime.snapshot import load_snapshot
+    from mlops_provider.runtime.features.snapshot import load_snapshot
 
     df, _ = load_snapshot(env.snapshot)
     model = mlflow.pyfunc.load_model(searched.best["model_uri"])

@@ -15,8 +15,8 @@ from mlflow import MlflowClient
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_training import ARCH, CATEGORICAL, FEATURES, LABEL, MODEL, NUMERIC, write_training_snapshot  # noqa: E402
 
-from mlops_provider.runtime import training  # noqa: E402
-from mlops_provider.runtime.snapshot import load_snapshot  # noqa: E402
+from mlops_provider.runtime.features.snapshot import load_snapshot  # noqa: E402
+from mlops_provider.runtime.training import loop as training  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ def test_registered_pyfunc_predicts_probabilities_from_raw_features(env, trained
     assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
     assert p.std() > 0  # depends on its input
     # same numbers as the training-time code path (no training-serving skew)
-    from mlops_provider.runtime.model import load_network, predict_proba
+    from mlops_provider.runtime.training.model import load_network, predict_proba
 
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{trained.result['model_version']}"))
     cfg = json.loads((local / "artifacts" / "model_config.json").read_text())

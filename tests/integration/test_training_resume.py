@@ -34,8 +34,8 @@ sys.path.insert(0, str(UNIT))  # training_user_nets (user entry points)
 from conftest_training import CATEGORICAL, LABEL, MODEL, NUMERIC, mlflow_home  # noqa: E402
 
 from mlops_provider.exceptions import DataValidationError, ModelRegistryError, TrainingError  # noqa: E402
-from mlops_provider.runtime import training  # noqa: E402
-from mlops_provider.runtime.checkpoint import CheckpointStore, checkpoint_dir  # noqa: E402
+from mlops_provider.runtime.training import loop as training  # noqa: E402
+from mlops_provider.runtime.training.checkpoint import CheckpointStore, checkpoint_dir  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def runs_with_key(env, key: str) -> list:
 # ---------------------------------------------------------------------------- kill -9 and resume
 CHILD = textwrap.dedent("""
     import json, sys
-    from mlops_provider.runtime import training
+    from mlops_provider.runtime.training import loop as training
     a = json.loads(sys.argv[1])
     training.train(a["snapshot"], a["model"], a["categorical"], a["numeric"], a["label"], a["arch"],
                    epochs=a["epochs"], batch_size=a["batch"], lr=3e-3, seed=5, patience=3, tracking=a["tracking"],
@@ -212,7 +212,7 @@ def test_cuda_path_with_bf16_autocast_and_compile(env):
 
 # ---------------------------------------------------------------------------- reproduce
 def test_reproduce_retrains_into_a_new_tagged_run_with_matching_metrics(env, capsys):
-    from mlops_provider.runtime import reproduce
+    from mlops_provider.runtime.training import reproduce
 
     original = run_train(env, "to-reproduce", epochs=3)
     versions_before = len(client_of(env).search_model_versions(f"name = '{MODEL}'"))
@@ -234,7 +234,7 @@ def test_reproduce_retrains_into_a_new_tagged_run_with_matching_metrics(env, cap
 
 def test_reproduce_operator_and_a_replaced_snapshot(env, tmp_path):
     from mlops_provider.operators.training import ReproduceTrainingOperator
-    from mlops_provider.runtime import reproduce
+    from mlops_provider.runtime.training import reproduce
 
     original = run_train(env, "to-reproduce-op", epochs=2)
     ti = SimpleNamespace(xcom={})

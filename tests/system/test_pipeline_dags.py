@@ -49,7 +49,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     cfg_path.write_text(yaml.safe_dump(data))
     yield {"tmp": tmp, "home": home, "cfg": cfg_path}
     try:
-        from mlops_provider.runtime.serving import stop_local
+        from mlops_provider.runtime.serving.deploy import stop_local
 
         stop_local(str(home / "state" / "serving" / "flights_delay"))
     finally:
@@ -86,7 +86,7 @@ def _states(dag_run) -> dict[str, str]:
 
 
 def test_golden_path(env, dags) -> None:
-    from mlops_provider.runtime.flights_data import write_landing_month, write_landing_planes
+    from mlops_provider.examples.flights.data import write_landing_month, write_landing_planes
 
     landing = env["home"] / "landing" / "flights_delay"
     landing.mkdir(parents=True)
@@ -140,7 +140,7 @@ def test_golden_path(env, dags) -> None:
 def test_bad_landing_materializes_nothing(env, dags) -> None:
     import pandas as pd
 
-    from mlops_provider.runtime.flights_data import load_table
+    from mlops_provider.examples.flights.data import load_table
 
     bad = load_table("flights")
     bad = bad[(bad["month"] == 3)].copy()

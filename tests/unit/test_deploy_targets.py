@@ -28,7 +28,7 @@ TAG = "flights_delay_service:v3-0123456789ab"
 
 # ---------------------------------------------------------------------------- kubernetes: render + validate
 def _render(**kw: Any) -> list[dict[str, Any]]:
-    from mlops_provider.runtime.k8s import render_manifests
+    from mlops_provider.runtime.serving.targets.kubernetes import render_manifests
 
     args: dict[str, Any] = dict(
         name="flights_delay-serving", bento_tag=TAG, model_name="flights_delay", model_version="3", namespace="ml"
@@ -40,7 +40,7 @@ def _render(**kw: Any) -> list[dict[str, Any]]:
 def test_manifests_deserialize_into_the_kubernetes_api_models() -> None:
     from kubernetes.client import V1Deployment, V1Service, V2HorizontalPodAutoscaler
 
-    from mlops_provider.runtime.k8s import validate_manifests
+    from mlops_provider.runtime.serving.targets.kubernetes import validate_manifests
 
     dep, svc, hpa = validate_manifests(_render(replicas=3, image_registry="registry.example.com/ml"))
     assert isinstance(dep, V1Deployment) and isinstance(svc, V1Service)
@@ -63,7 +63,7 @@ def test_manifests_deserialize_into_the_kubernetes_api_models() -> None:
 
 
 def test_invalid_manifests_are_rejected() -> None:
-    from mlops_provider.runtime.k8s import validate_manifests
+    from mlops_provider.runtime.serving.targets.kubernetes import validate_manifests
 
     dep, svc, hpa = _render()
     typo = {**dep, "spec": {**dep["spec"], "replicaz": 2}}
@@ -82,14 +82,14 @@ def test_invalid_manifests_are_rejected() -> None:
 
 
 def test_label_values_are_sanitised() -> None:
-    from mlops_provider.runtime.k8s import label_value
+    from mlops_provider.runtime.serving.targets.kubernetes import label_value
 
     v = label_value("weird model:v1+local/" + "x" * 80)
     assert len(v) <= 63 and v[0].isalnum() and v[-1].isalnum() and ":" not in v and "/" not in v
 
 
 def test_render_only_without_a_connection(tmp_path: Path) -> None:
-    from mlops_provider.runtime.k8s import deploy_kubernetes
+    from mlops_provider.runtime.serving.targets.kubernetes import deploy_kubernetes
 
     out = deploy_kubernetes(
         bento_tag=TAG, model_name="flights_delay", model_version="3", out_dir=tmp_path,
@@ -174,7 +174,7 @@ def k8s_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[_FakeApiServer]:
 
 
 def test_apply_through_the_kubernetes_hook_creates_then_patches(k8s_api: _FakeApiServer, tmp_path: Path) -> None:
-    from mlops_provider.runtime.k8s import deploy_kubernetes
+    from mlops_provider.runtime.serving.targets.kubernetes import deploy_kubernetes
 
     kw: dict[str, Any] = dict(bento_tag=TAG, model_name="flights_delay", model_version="3", out_dir=tmp_path,
                               conn_id="kubernetes_test", namespace="ml", replicas=2)
@@ -193,7 +193,7 @@ def test_apply_through_the_kubernetes_hook_creates_then_patches(k8s_api: _FakeAp
 
 # ---------------------------------------------------------------------------- bentocloud
 def test_bentocloud_call_building() -> None:
-    from mlops_provider.runtime.bentocloud import deployment_kwargs
+    from mlops_provider.runtime.serving.targets.bentocloud import deployment_kwargs
 
     kw = deployment_kwargs(name="flights-delay-serving", bento_tag=TAG, cluster="gcp-us", scaling_min=1,
                            scaling_max=4, instance_type="cpu.2", envs={"B": "2", "A": "1"}, labels={"model": "fd"})
@@ -208,8 +208,8 @@ def test_bentocloud_call_building() -> None:
 
 
 def test_bentocloud_without_credentials_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_provider.runtime.bentocloud import cloud_client
-    from mlops_provider.runtime.serving import bentoml_home
+    from mlops_provider.runtime.serving.deploy import bentoml_home
+    from mlops_provider.runtime.serving.targets.bentocloud import cloud_client
 
     for var in ("BENTO_CLOUD_API_KEY", "BENTO_CLOUD_API_ENDPOINT", "BENTOML_CLOUD_CONTEXT"):
         monkeypatch.delenv(var, raising=False)
@@ -223,7 +223,7 @@ def test_bentocloud_without_credentials_is_a_clear_error(tmp_path: Path, monkeyp
 def test_bentocloud_creates_then_updates() -> None:
     from bentoml.exceptions import NotFound
 
-    from mlops_provider.runtime.bentocloud import deploy_bentocloud, deployment_kwargs
+    from mlops_provider.runtime.serving.targets.bentocloud import deploy_bentocloud, deployment_kwargs
 
     class Deployment:
         def wait_until_ready(self, timeout: int) -> int:
@@ -267,7 +267,7 @@ def test_containerize_without_a_docker_engine_skips_with_the_reason(tmp_path: Pa
     from airflow.sdk.exceptions import AirflowSkipException
 
     from mlops_provider.operators.bentoml import BentoContainerizeOperator
-    from mlops_provider.runtime.serving import containerize, docker_engine
+    from mlops_provider.runtime.serving.deploy import containerize, docker_engine
 
     available, detail = docker_engine()
     if available:
@@ -304,7 +304,7 @@ def health_server() -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def test_live_version_is_verified(health_server: tuple[str, dict[str, Any]]) -> None:
-    from mlops_provider.runtime.serving import verify_live_version
+    from mlops_provider.runtime.serving.deploy import verify_live_version
 
     url, reported = health_server
     assert verify_live_version(url, bento_tag=TAG, model_version="3")["bento_tag"] == TAG
@@ -404,7 +404,13 @@ def test_stable_front_switches_without_failed_requests(tmp_path: Path) -> None:
 
     import httpx
 
-    from mlops_provider.runtime.serving import _is_front, _write_state, ensure_front, free_port, stop_front
+    from mlops_provider.runtime.serving.deploy import (
+        _is_front,
+        _write_state,
+        ensure_front,
+        free_port,
+        stop_front,
+    )
 
     blue, green = _upstream("1"), _upstream("2")
     _write_state(tmp_path, {"bento_tag": "b:1", "url": f"http://127.0.0.1:{blue.server_address[1]}"})

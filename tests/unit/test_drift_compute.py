@@ -1,4 +1,4 @@
-"""Unit tests of runtime/drift.py's guards and helpers on small synthetic frames."""
+"""Unit tests of runtime/monitoring/drift.py's guards and helpers on small synthetic frames."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlops_provider.exceptions import DriftError
-from mlops_provider.runtime.drift import (
+from mlops_provider.runtime.monitoring.drift import (
     check_reference,
     compute_drift,
     drift_report,

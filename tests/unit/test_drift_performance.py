@@ -1,4 +1,4 @@
-"""Unit tests of live performance with delayed labels (runtime/performance.py) on synthetic traffic."""
+"""Unit tests of live performance with delayed labels (runtime/monitoring/performance.py) on synthetic traffic."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from mlops_provider.exceptions import DriftError
-from mlops_provider.runtime.performance import (
+from mlops_provider.runtime.monitoring.performance import (
     compare_variants,
     join_outcomes,
     metrics,

@@ -1,4 +1,4 @@
-"""Unit tests of the scalable drift engine (runtime/drift_stats.py) and the YAML drift rules."""
+"""Unit tests of the scalable drift engine (runtime/monitoring/statistics.py) and the YAML drift rules."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from mlops_provider.config import MonitoringConfig
 from mlops_provider.exceptions import DriftError, MonitoredFeatureMissingError
-from mlops_provider.runtime import drift_stats as ds
-from mlops_provider.runtime.drift import DriftRules, compute_drift
+from mlops_provider.runtime.monitoring import statistics as ds
+from mlops_provider.runtime.monitoring.drift import DriftRules, compute_drift
 
 NUM, CAT = ["x", "y"], ["c"]
 

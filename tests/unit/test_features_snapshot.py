@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mlops_provider.exceptions import DataValidationError
-from mlops_provider.runtime.snapshot import load_snapshot, write_snapshot
+from mlops_provider.runtime.features.snapshot import load_snapshot, write_snapshot
 
 FIELDS = {"feature_service": "flights_delay_v1", "label": "arr_delayed", "window": {"start": "a", "end": "b"}}
 

@@ -82,7 +82,7 @@ def test_no_stats_without_history(transforms):
 
 
 def test_labels_frame_real_january(transforms):
-    from mlops_provider.runtime.flights_data import load_table
+    from mlops_provider.examples.flights.data import load_table
 
     flights = load_table("flights")
     jan = flights[flights.month == 1]
@@ -99,7 +99,7 @@ def test_labels_frame_real_january(transforms):
 
 
 def test_build_partitions_idempotent_and_names_checked(tmp_path, transforms):
-    from mlops_provider.runtime.flights_data import write_landing_planes
+    from mlops_provider.examples.flights.data import write_landing_planes
 
     landing = tmp_path / "landing"
     flights = synthetic_flights()

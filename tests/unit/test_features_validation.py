@@ -10,7 +10,7 @@ import pytest
 
 from mlops_provider.exceptions import DataValidationError
 from mlops_provider.operators.data_validation import DataValidationOperator
-from mlops_provider.runtime.validation import table_for_file, validate_files, validate_frame
+from mlops_provider.runtime.features.contracts import table_for_file, validate_files, validate_frame
 
 CONTRACT = {
     "tables": {
@@ -148,7 +148,7 @@ def test_operator_passes_and_returns_report(tmp_path):
 
 def test_real_january_meets_the_yaml_contract(tmp_path, repo_root):
     yaml = pytest.importorskip("yaml")
-    from mlops_provider.runtime.flights_data import write_landing_month, write_landing_planes
+    from mlops_provider.examples.flights.data import write_landing_month, write_landing_planes
 
     contract = {"tables": yaml.safe_load((repo_root / "dags" / "flights_delay.yaml").read_text())["features"]["contract"]}
     files = write_landing_month(tmp_path, 2013, 1) + [write_landing_planes(tmp_path)]

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 
 from mlops_provider.exceptions import ConfigError, DataValidationError, GateInputError
-from mlops_provider.runtime import behavioral
-from mlops_provider.runtime import gate as g
-from mlops_provider.runtime.snapshot import (
+from mlops_provider.runtime.features.snapshot import (
     add_evaluation_split,
     load_snapshot,
     split_evaluation,
     training_window,
     write_snapshot,
 )
+from mlops_provider.runtime.gate import behavioral
+from mlops_provider.runtime.gate import evaluate as g
 
 
 def frame(days: int = 30, per_day: int = 24, seed: int = 0) -> pd.DataFrame:
@@ -246,7 +246,7 @@ def test_slices_report_small_ones_and_refuse_empty_declared_ones() -> None:
 
 
 def test_model_card_renders_every_section(tmp_path: Path) -> None:
-    from mlops_provider.runtime.model_card import write_model_card
+    from mlops_provider.runtime.gate.model_card import write_model_card
 
     df = frame()
     y = df["y"].to_numpy()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_provider.runtime import ops_metrics as om
-from mlops_provider.runtime.inference_log import InferenceLogWriter
+from mlops_provider.runtime.monitoring import ops_metrics as om
+from mlops_provider.runtime.serving.inference_log import InferenceLogWriter
 
 LABELS = 'runner_name="S",service_name="S",service_version="v1"'
 BUCKETS = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "+Inf")

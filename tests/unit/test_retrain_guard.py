@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from mlops_provider.exceptions import RetrainGuardStateError
 from mlops_provider.operators.control import RetrainApprovalOperator, TrainingPolicyOperator
-from mlops_provider.runtime import retrain_guard as rg
+from mlops_provider.runtime.monitoring import retrain_guard as rg
 
 T0 = datetime(2026, 7, 1, 12, tzinfo=UTC)
 DAY = timedelta(days=1)

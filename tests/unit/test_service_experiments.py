@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from mlops_provider.runtime.experiments import (
+from mlops_provider.runtime.serving.experiments import (
     ExperimentSpec,
     assign,
     bucket,
@@ -148,7 +148,7 @@ def _echo_app():
 
 
 def test_request_guard_limits_body_and_content_type() -> None:
-    from mlops_provider.runtime.bento_service import RequestGuardMiddleware
+    from mlops_provider.runtime.serving.service import RequestGuardMiddleware
 
     app = RequestGuardMiddleware(_echo_app(), max_body_bytes=1000)
     js = {"content-type": "application/json"}
@@ -166,7 +166,7 @@ def test_request_guard_limits_body_and_content_type() -> None:
 def test_service_config_carries_limits_and_experiment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops_provider.runtime.bento_service import ServiceLimits, load_service_config
+    from mlops_provider.runtime.serving.service import ServiceLimits, load_service_config
 
     p = tmp_path / "bento_config.json"
     p.write_text(

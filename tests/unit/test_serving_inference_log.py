@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_provider.runtime.inference_log import InferenceLogWriter, read_inference_log
+from mlops_provider.runtime.serving.inference_log import InferenceLogWriter, read_inference_log
 
 T0 = datetime(2013, 6, 1, 23, 59, tzinfo=UTC)
 

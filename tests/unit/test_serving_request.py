@@ -12,8 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from mlops_provider.exceptions import ConfigError, DeploymentError
-from mlops_provider.runtime.bento_service import FlightRequest, load_service_config
-from mlops_provider.runtime.serving import _pinned_requirements, _safe_name, smoke_test
+from mlops_provider.runtime.serving.deploy import _pinned_requirements, _safe_name, smoke_test
+from mlops_provider.runtime.serving.service import FlightRequest, load_service_config
 
 GOOD = {
     "origin": "jfk",

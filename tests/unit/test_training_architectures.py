@@ -14,7 +14,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 
 from mlops_provider.exceptions import ModelRegistryError, TrainingError  # noqa: E402
-from mlops_provider.runtime.architectures import (  # noqa: E402
+from mlops_provider.runtime.training.architectures import (  # noqa: E402
     ARCHITECTURES,
     TabularMLP,
     TabularNet,
@@ -87,7 +87,7 @@ def test_an_entry_point_that_raises_is_reported_with_its_arguments():
 
 
 def test_checkpoint_store_is_atomic_and_survives_garbage(tmp_path):
-    from mlops_provider.runtime.checkpoint import CheckpointStore, checkpoint_dir
+    from mlops_provider.runtime.training.checkpoint import CheckpointStore, checkpoint_dir
 
     assert checkpoint_dir("m", "k", tmp_path) == tmp_path.resolve() / "checkpoints" / "m" / "k"
     store = CheckpointStore(tmp_path / "ck")
@@ -105,7 +105,7 @@ def test_checkpoint_store_is_atomic_and_survives_garbage(tmp_path):
 
 
 def test_async_checkpoint_snapshots_the_state_when_queued_and_surfaces_write_errors(tmp_path):
-    from mlops_provider.runtime.checkpoint import CheckpointStore
+    from mlops_provider.runtime.training.checkpoint import CheckpointStore
 
     store = CheckpointStore(tmp_path / "ck")
     net = nn.Linear(3, 1)
@@ -138,7 +138,7 @@ def test_async_checkpoint_snapshots_the_state_when_queued_and_surfaces_write_err
 def test_binary_metrics_match_scikit_learn_with_ties():
     from sklearn.metrics import log_loss, roc_auc_score
 
-    from mlops_provider.runtime.training import binary_metrics
+    from mlops_provider.runtime.training.loop import binary_metrics
 
     rng = np.random.default_rng(0)
     for n in (2, 17, 1000, 5000):
@@ -154,7 +154,7 @@ def test_binary_metrics_match_scikit_learn_with_ties():
 def test_git_tags_are_best_effort(tmp_path):
     import subprocess
 
-    from mlops_provider.runtime.training import git_tags
+    from mlops_provider.runtime.training.loop import git_tags
 
     assert git_tags(tmp_path, str(tmp_path / "dag.py")) == {}  # not a repo: no tags, no error
     repo = tmp_path / "repo"

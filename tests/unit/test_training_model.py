@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from mlops_provider.exceptions import SanityCheckError, TrainingError
-from mlops_provider.runtime.model import OOV_INDEX, Preprocessor, build_mlp, normalize_architecture
-from mlops_provider.runtime.training import sanity_check
+from mlops_provider.runtime.training.loop import sanity_check
+from mlops_provider.runtime.training.model import OOV_INDEX, Preprocessor, build_mlp, normalize_architecture
 
 CAT = ["origin", "carrier"]
 NUM = ["temp", "distance", "always_nan"]

@@ -114,7 +114,7 @@ class FeastHook(BaseHook):
                 "no Feast repo path: pass repo_path to the operator or set the feast connection extra 'repo_path'"
             )
         if repo not in cache:
-            from mlops_provider.runtime.feast_ops import open_store
+            from mlops_provider.runtime.features.ops import open_store
 
             overrides = self.build_overrides(self.settings)
             password = self.settings.get("_password")

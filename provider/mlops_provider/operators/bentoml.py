@@ -1,7 +1,7 @@
 """BentoML operators: package the champion, infra-validate it, deploy it (local blue/green, Kubernetes,
 BentoCloud), verify the live version, smoke-test it, containerize it; offline batch scoring (light module).
 
-bentoml / mlflow / httpx are imported inside ``execute()`` through :mod:`mlops_provider.runtime.serving`.
+bentoml / mlflow / httpx are imported inside ``execute()`` through :mod:`mlops_provider.runtime.serving.deploy`.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class BentoPackageOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.serving import package_bento
+        from mlops_provider.runtime.serving.deploy import package_bento
 
         tracking = MLflowHook(self.mlflow_conn_id).configure()
         home = BentoMLHook(self.bentoml_conn_id).bentoml_home
@@ -159,7 +159,7 @@ class BentoInfraValidateOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.infra_validate import infra_validate
+        from mlops_provider.runtime.serving.infra_validation import infra_validate
 
         tracking = MLflowHook(self.mlflow_conn_id).configure()
         report = infra_validate(
@@ -247,7 +247,7 @@ class BentoDeployOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.exceptions import DeploymentError
         from mlops_provider.hooks.bentoml import BentoMLHook
-        from mlops_provider.runtime.serving import verify_live_version
+        from mlops_provider.runtime.serving.deploy import verify_live_version
 
         if self.target not in TARGETS:
             raise DeploymentError(f"Unknown deployment target {self.target!r}; use one of {', '.join(TARGETS)}.")
@@ -276,7 +276,7 @@ class BentoDeployOperator(BaseOperator):
         return result
 
     def _deploy_local(self, hook: Any) -> dict[str, Any]:
-        from mlops_provider.runtime.serving import deploy_local
+        from mlops_provider.runtime.serving.deploy import deploy_local
 
         result = deploy_local(
             self.bento_tag,
@@ -297,8 +297,8 @@ class BentoDeployOperator(BaseOperator):
     def _deploy_kubernetes(self, hook: Any) -> dict[str, Any]:
         from pathlib import Path
 
-        from mlops_provider.runtime.infra_validate import bento_config
-        from mlops_provider.runtime.k8s import deploy_kubernetes
+        from mlops_provider.runtime.serving.infra_validation import bento_config
+        from mlops_provider.runtime.serving.targets.kubernetes import deploy_kubernetes
 
         k = dict(self.kubernetes)
         cfg = bento_config(self.bento_tag, hook.bentoml_home)
@@ -321,8 +321,12 @@ class BentoDeployOperator(BaseOperator):
         return result
 
     def _deploy_bentocloud(self, hook: Any) -> dict[str, Any]:
-        from mlops_provider.runtime.bentocloud import cloud_client, deploy_bentocloud, deployment_kwargs
-        from mlops_provider.runtime.infra_validate import bento_config
+        from mlops_provider.runtime.serving.infra_validation import bento_config
+        from mlops_provider.runtime.serving.targets.bentocloud import (
+            cloud_client,
+            deploy_bentocloud,
+            deployment_kwargs,
+        )
 
         b = dict(self.bentocloud)
         cfg = bento_config(self.bento_tag, hook.bentoml_home)
@@ -393,7 +397,7 @@ class BentoContainerizeOperator(BaseOperator):
 
         from mlops_provider.exceptions import ContainerEngineUnavailable
         from mlops_provider.hooks.bentoml import BentoMLHook
-        from mlops_provider.runtime.serving import containerize
+        from mlops_provider.runtime.serving.deploy import containerize
 
         try:
             result = containerize(
@@ -455,7 +459,7 @@ class BatchPredictOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.batch_predict import batch_predict
+        from mlops_provider.runtime.serving.batch import batch_predict
 
         tracking = MLflowHook(self.mlflow_conn_id).configure()
         result = batch_predict(
@@ -513,7 +517,7 @@ class BentoSmokeTestOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
-        from mlops_provider.runtime.serving import smoke_test, verify_live_version
+        from mlops_provider.runtime.serving.deploy import smoke_test, verify_live_version
 
         url = self.url or BentoMLHook(self.bentoml_conn_id).url or ""
         headers = BentoMLHook(self.bentoml_conn_id).headers()

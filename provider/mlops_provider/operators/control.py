@@ -79,7 +79,7 @@ class LandedFilesOperator(BaseOperator):
         remote = [f for f in files if f.startswith("s3://")]
         missing = [f for f in files if not f.startswith("s3://") and not Path(f).exists()]
         if remote:
-            from mlops_provider.runtime.objstore import client, head
+            from mlops_provider.runtime.io.objstore import client, head
 
             s3 = client(self.aws_conn_id)
             missing += [f for f in remote if head(f, s3=s3) is None]
@@ -87,7 +87,7 @@ class LandedFilesOperator(BaseOperator):
 
     def _modified_between(self, start: datetime | None, end: datetime | None) -> list[str]:
         if str(self.landing_path).startswith("s3://"):
-            from mlops_provider.runtime.objstore import list_objects
+            from mlops_provider.runtime.io.objstore import list_objects
 
             objs = list_objects(str(self.landing_path), self.pattern, aws_conn_id=self.aws_conn_id)
             return [
@@ -113,7 +113,7 @@ class TrainingPolicyOperator(BaseOperator):
     The first model always trains (bootstrap) and manual runs always train (a human asked). Once a
     ``@champion`` exists, only the asset kinds listed in ``retrain_on`` retrain (e.g. drift, not
     every feature refresh), and then only through the guards of
-    :mod:`mlops_provider.runtime.retrain_guard`: one retrain per drift episode, a cooldown, a
+    :mod:`mlops_provider.runtime.monitoring.retrain_guard`: one retrain per drift episode, a cooldown, a
     maximum per window, a minimum of new labelled rows since the champion's training window, and a
     circuit breaker that, after ``breaker_rejections`` gate rejections in a row, asks a human
     (the :class:`RetrainApprovalOperator` task downstream) instead of retraining.
@@ -176,7 +176,7 @@ class TrainingPolicyOperator(BaseOperator):
 
     def gate_rejections(self, champion: str | None) -> tuple[int, list[str]]:
         """Rejected challengers in a row (``gate.decision`` tags); 0 when the registry cannot be read."""
-        from mlops_provider.runtime.retrain_guard import consecutive_rejections
+        from mlops_provider.runtime.monitoring.retrain_guard import consecutive_rejections
 
         try:
             versions = self._client().search_model_versions(f"name='{self.model_name}'")
@@ -193,7 +193,7 @@ class TrainingPolicyOperator(BaseOperator):
             path = (mv.tags or {}).get("snapshot_path")
             if not path:
                 return None
-            from mlops_provider.runtime.snapshot import read_manifest
+            from mlops_provider.runtime.features.snapshot import read_manifest
 
             window = read_manifest(path, aws_conn_id=self.aws_conn_id).get("window") or {}
             return window.get("end")
@@ -203,7 +203,7 @@ class TrainingPolicyOperator(BaseOperator):
 
     # -------------------------------------------------------------------------------- execute
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.runtime import retrain_guard as rg
+        from mlops_provider.runtime.monitoring import retrain_guard as rg
 
         events = [(self.asset_kinds.get(name, name), extra) for name, extra in _triggering_events(context)]
         kinds = sorted({k for k, _ in events})
@@ -314,7 +314,7 @@ class RetrainApprovalOperator(ApprovalOperator):
         approved = "error" not in (event or {}) and chosen[:1] == [self.APPROVE]
         decision = self._decision(context)
         if self.state_path and decision.get("key"):
-            from mlops_provider.runtime.retrain_guard import GuardLedger
+            from mlops_provider.runtime.monitoring.retrain_guard import GuardLedger
 
             GuardLedger(self.state_path, self.model_name, aws_conn_id=self.aws_conn_id).record_approval(
                 str(decision["key"]), approved, by=(event or {}).get("responded_by_user"))

@@ -12,7 +12,7 @@ class DataValidationOperator(BaseOperator):
     """Validate parquet / CSV file(s), local or ``s3://``, against a data contract; fail with every violated rule.
 
     The contract is the plain dict of the model YAML (``features.contract``), wrapped as
-    ``{"tables": {table: spec}}``; its schema is documented in ``mlops_provider.runtime.validation``.
+    ``{"tables": {table: spec}}``; its schema is documented in ``mlops_provider.runtime.features.contracts``.
     Each file is matched to a table by its name prefix (``flights_*``, ``weather_*``, ``planes*``).
 
     Always writes ``<report_dir>/<name>.json`` and ``<name>.html``. Returns
@@ -48,7 +48,7 @@ class DataValidationOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.operators.feast import as_path_list
-        from mlops_provider.runtime.validation import validate_files
+        from mlops_provider.runtime.features.contracts import validate_files
 
         paths = as_path_list(self.data_paths)
         self.log.info("validating %d file(s) against the %r contract", len(paths), self.name)

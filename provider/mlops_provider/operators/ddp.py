@@ -1,7 +1,7 @@
 """TorchDistributedTrainOperator: DistributedDataParallel training via ``torchrun`` on one worker (light module).
 
 Runs the sanity check in the task process, then launches
-``torchrun --standalone --nproc_per_node=N -m mlops_provider.runtime.ddp`` (one process per GPU,
+``torchrun --standalone --nproc_per_node=N -m mlops_provider.runtime.training.ddp`` (one process per GPU,
 ``nccl``; or ``gloo`` processes on CPU: the same code path). Rank 0 alone talks to MLflow and
 registers the version. torch / mlflow are imported inside ``execute()``.
 """
@@ -87,8 +87,9 @@ class TorchDistributedTrainOperator(GpuRoutedOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime import ddp, training
-        from mlops_provider.runtime.hpo import read_manifest
+        from mlops_provider.runtime.training import ddp
+        from mlops_provider.runtime.training import loop as training
+        from mlops_provider.runtime.training.hpo import read_manifest
 
         categorical, numeric = _feature_lists(self.features, self.task_id)
         nproc = self._nproc()

@@ -207,8 +207,8 @@ class EvidentlyDriftOperator(BaseOperator):
     ) -> dict[str, Any] | None:
         from datetime import timedelta
 
-        from mlops_provider.runtime import drift_stats as ds
-        from mlops_provider.runtime import performance as rp
+        from mlops_provider.runtime.monitoring import performance as rp
+        from mlops_provider.runtime.monitoring import statistics as ds
 
         cfg = dict(self.performance or {})
         if not cfg or not cfg.get("enabled", True):
@@ -279,8 +279,8 @@ class EvidentlyDriftOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         import tempfile
 
-        from mlops_provider.runtime import drift as rt
-        from mlops_provider.runtime import drift_stats as ds
+        from mlops_provider.runtime.monitoring import drift as rt
+        from mlops_provider.runtime.monitoring import statistics as ds
 
         numeric = list(self.features.get("numeric", []))
         categorical = list(self.features.get("categorical", []))

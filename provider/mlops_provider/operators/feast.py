@@ -1,7 +1,7 @@
 """Feature operators: offline partitions, ``feast apply``, materialization, training snapshot.
 
 Parse-safe: only the standard library and ``airflow.sdk`` at module level; Feast, pandas and the
-runtime helpers (``mlops_provider.runtime.feast_ops``) are imported inside ``execute()``.
+runtime helpers (``mlops_provider.runtime.features.ops``) are imported inside ``execute()``.
 """
 
 from __future__ import annotations
@@ -121,14 +121,14 @@ class OfflinePartitionOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.exceptions import DataValidationError
-        from mlops_provider.runtime.feast_ops import load_callable
+        from mlops_provider.runtime.features.ops import load_callable
 
         files = as_path_list(self.landed_files)
         if not files:
             raise DataValidationError(
                 f"no landed files to process (landed_files={self.landed_files!r}); check the landing asset event"
             )
-        from mlops_provider.runtime.objstore import localized
+        from mlops_provider.runtime.io.objstore import localized
 
         fn = load_callable(self.transform)
         self.log.info("running %s on %d file(s) into %s", self.transform, len(files), self.lake_dir)
@@ -151,7 +151,7 @@ class FeastApplyOperator(_FeastOperator):
     ui_color = "#d5f5e3"
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.runtime.feast_ops import apply_repo
+        from mlops_provider.runtime.features.ops import apply_repo
 
         result = apply_repo(self.hook.get_store(self.repo_path))
         if result["changed"]:
@@ -225,7 +225,7 @@ class FeastMaterializeOperator(_FeastOperator):
         return interval
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.runtime.feast_ops import materialize
+        from mlops_provider.runtime.features.ops import materialize
 
         start = self._bound(self.start, context, "data_interval_start")
         end = self._bound(self.end, context, "data_interval_end")
@@ -253,7 +253,7 @@ class FeastTrainingDatasetOperator(_FeastOperator):
     """Point-in-time join of the label frames with a feature service -> immutable training snapshot.
 
     Returns ``{"path", "hash", "rows": {"train", "validation"}, "split": {...}, "window": {...},
-    "feature_service", "label"}``; the snapshot format is documented in ``runtime/snapshot.py``.
+    "feature_service", "label"}``; the snapshot format is documented in ``runtime/features/snapshot.py``.
 
     :param labels_dir: directory of label partitions (``ModelPaths.labels``). Templated.
     :param snapshot_root: where snapshots go (``ModelPaths.snapshots``). Templated.
@@ -307,9 +307,9 @@ class FeastTrainingDatasetOperator(_FeastOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         import tempfile
 
-        from mlops_provider.runtime.feast_ops import build_training_dataset
-        from mlops_provider.runtime.objstore import is_s3
-        from mlops_provider.runtime.snapshot import add_evaluation_split, publish_snapshot
+        from mlops_provider.runtime.features.ops import build_training_dataset
+        from mlops_provider.runtime.features.snapshot import add_evaluation_split, publish_snapshot
+        from mlops_provider.runtime.io.objstore import is_s3
 
         remote_root = str(self.snapshot_root) if is_s3(self.snapshot_root) else None
         evaluation_days = int(self.evaluation_days or 0)
@@ -341,7 +341,7 @@ class FeastTrainingDatasetOperator(_FeastOperator):
     def log_dataset_input(self, run_id: str, result: dict[str, Any]) -> dict[str, Any]:
         """Record the snapshot as a dataset input of the MLflow run ``run_id`` (idempotent)."""
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.snapshot import log_snapshot_input, read_manifest
+        from mlops_provider.runtime.features.snapshot import log_snapshot_input, read_manifest
 
         manifest = read_manifest(result["path"], aws_conn_id=self.aws_conn_id)
         info = log_snapshot_input(MLflowHook(mlflow_conn_id=self.mlflow_conn_id).get_client(), run_id,

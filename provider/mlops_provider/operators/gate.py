@@ -117,7 +117,7 @@ class ModelGateOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime import gate
+        from mlops_provider.runtime.gate import evaluate as gate
 
         cfg = MLflowHook(self.mlflow_conn_id).configure()
         verdict = gate.evaluate_gate(
@@ -276,7 +276,7 @@ class PromoteModelOperator(BaseOperator):
         verdict = _parse_verdict(self.verdict, self.task_id)
         version = (verdict.get("challenger") or {}).get("version")
         if verdict.get("decision") != "promote":
-            from mlops_provider.runtime.gate import failed_checks_summary
+            from mlops_provider.runtime.gate.evaluate import failed_checks_summary
 
             message = (
                 f"challenger v{version} rejected: {failed_checks_summary(verdict)}; @champion unchanged "
@@ -286,7 +286,7 @@ class PromoteModelOperator(BaseOperator):
                 raise GateRejected(message, verdict)
             raise AirflowSkipException(message)
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime import gate
+        from mlops_provider.runtime.gate import evaluate as gate
 
         cfg = MLflowHook(self.mlflow_conn_id).configure()
         by = _run_ref(context)
@@ -348,7 +348,7 @@ class ChampionAliasOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime import gate
+        from mlops_provider.runtime.gate import evaluate as gate
 
         dag_run = context.get("dag_run")
         actor = getattr(dag_run, "triggering_user_name", None) if dag_run is not None else None

@@ -14,7 +14,7 @@ The search space is expanded at DAG-parse time by :func:`expand_search_space` (p
 deterministic): the grid in sorted-key order, capped by ``max_trials`` with a seeded sample
 when the grid is larger. :func:`add_search_tasks` wires the three tasks into a DAG / TaskGroup.
 
-torch / mlflow / pandas are imported inside ``execute()`` through ``mlops_provider.runtime.hpo``.
+torch / mlflow / pandas are imported inside ``execute()`` through ``mlops_provider.runtime.training.hpo``.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ class HpoParentOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime import hpo
+        from mlops_provider.runtime.training import hpo
 
         hook = MLflowHook(self.mlflow_conn_id)
         cfg = hook.configure()
@@ -281,7 +281,7 @@ class HpoTrialOperator(GpuRoutedOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime import hpo
+        from mlops_provider.runtime.training import hpo
 
         parent = _as_dict(self.parent, "parent", self.task_id)
         trial = _as_dict(self.trial, "trial", self.task_id)
@@ -338,7 +338,7 @@ class HpoSelectBestOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime import hpo
+        from mlops_provider.runtime.training import hpo
 
         parent = _as_dict(self.parent, "parent", self.task_id)
         trials = [_as_dict(t, "each trial result", self.task_id) for t in list(self.trials or []) if t is not None]

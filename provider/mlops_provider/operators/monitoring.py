@@ -1,7 +1,7 @@
 """Operational monitoring of the serving endpoint, next to the drift report (OpsSummaryOperator).
 
 Parse-safe: pandas, httpx, psutil and prometheus_client are imported inside ``execute()`` only
-(through :mod:`mlops_provider.runtime.ops_metrics`).
+(through :mod:`mlops_provider.runtime.monitoring.ops_metrics`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class OpsSummaryOperator(BaseOperator):
 
     Sources: the inference log of ``[window_start, window_end)`` and the server's Prometheus
     ``/metrics`` (``metrics_url``, default the URL in the deployment state ``deployment_state_dir``);
-    see :mod:`mlops_provider.runtime.ops_metrics`. A stopped server is not an error: the summary
+    see :mod:`mlops_provider.runtime.monitoring.ops_metrics`. A stopped server is not an error: the summary
     says ``endpoint.status = "unreachable"`` and still carries the log figures.
 
     Writes ``<report_dir>/ops__<model>__<start>__<end>.json`` (next to the drift report of the same
@@ -98,7 +98,7 @@ class OpsSummaryOperator(BaseOperator):
         return {k: value.get(k) for k in keys if k in value}
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.runtime import ops_metrics as rt
+        from mlops_provider.runtime.monitoring import ops_metrics as rt
 
         start, end = _text(self.window_start), _text(self.window_end)
         if start is None and end is None:

@@ -48,8 +48,8 @@ class GpuRoutedOperator(BaseOperator):
 class TorchTrainOperator(GpuRoutedOperator):
     """Train the tabular PyTorch model on a snapshot and register a new MLflow model version.
 
-    Runs :func:`~mlops_provider.runtime.training.sanity_check` first (fails fast with
-    ``SanityCheckError``), then :func:`~mlops_provider.runtime.training.train`. The MLflow run is
+    Runs :func:`~mlops_provider.runtime.training.loop.sanity_check` first (fails fast with
+    ``SanityCheckError``), then :func:`~mlops_provider.runtime.training.loop.train`. The MLflow run is
     keyed by (dag_id, run_id, snapshot hash, training config): a retry reuses the run, and a
     re-run after success returns the already registered version. Training never moves an alias.
 
@@ -117,7 +117,7 @@ class TorchTrainOperator(GpuRoutedOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime import training
+        from mlops_provider.runtime.training import loop as training
 
         categorical, numeric = self._feature_lists()
         df, manifest = training.load_snapshot_frame(self.snapshot)
@@ -215,8 +215,8 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.exceptions import TrainingError
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime import reproduce, training
-
+        from mlops_provider.runtime.training import loop as training
+        from mlops_provider.runtime.training import reproduce
         if not self.run_id:
             raise ConfigError(f"{self.task_id}: run_id is empty; pass the MLflow run id to reproduce.")
         hook = MLflowHook(self.mlflow_conn_id)

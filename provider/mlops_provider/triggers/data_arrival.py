@@ -69,7 +69,7 @@ def scan(path: str, pattern: str) -> dict[str, str]:
 
 def scan_s3(path: str, pattern: str, aws_conn_id: str | None, s3: Any = None) -> dict[str, str]:
     """Fingerprints ``size:etag`` of the objects directly under ``s3://bucket/prefix/`` (none -> empty)."""
-    from mlops_provider.runtime.objstore import list_objects
+    from mlops_provider.runtime.io.objstore import list_objects
 
     infos = list_objects(path, pattern, aws_conn_id=aws_conn_id, s3=s3)
     return {url: info.fingerprint for url, info in infos.items() if not basename_ignored(url.rsplit("/", 1)[-1])}
@@ -171,7 +171,7 @@ class DataArrivalTrigger(BaseEventTrigger):
     def scan(self) -> dict[str, str]:
         if self.is_s3:
             if self._s3 is None:  # one boto3 client per trigger run, created in the worker thread
-                from mlops_provider.runtime.objstore import client
+                from mlops_provider.runtime.io.objstore import client
 
                 self._s3 = client(self.aws_conn_id)
             return scan_s3(self.path, self.pattern, self.aws_conn_id, self._s3)

@@ -13,7 +13,7 @@ Exactly one event is yielded:
 * ``{"status": "error", "error_type": str, "message": str}`` — any exception (bad repo, registry down,
   unknown feature service).
 
-``report`` is :func:`mlops_provider.runtime.feast_ops.feature_freshness`'s dict.
+``report`` is :func:`mlops_provider.runtime.features.ops.feature_freshness`'s dict.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class FeatureFreshnessTrigger(BaseTrigger):
     def check(self) -> dict[str, Any]:
         """One registry read (blocking; the trigger runs it in a thread). The store is opened once."""
         from mlops_provider.hooks.feast import FeastHook
-        from mlops_provider.runtime.feast_ops import feature_freshness
+        from mlops_provider.runtime.features.ops import feature_freshness
 
         if self._hook is None:
             self._hook = FeastHook(feast_conn_id=self.feast_conn_id, repo_path=self.repo_path)

@@ -9,7 +9,7 @@ deterministic loop); on GPU they match within float noise only.
 
 CLI (``make reproduce RUN=<id>``)::
 
-    python -m mlops_provider.runtime.reproduce <run_id> [--register] [--tracking-uri URI]
+    python -m mlops_provider.runtime.training.reproduce <run_id> [--register] [--tracking-uri URI]
         [--conn-id mlflow_default] [--tolerance 1e-6]
 
 The tracking store comes from ``--tracking-uri``, else the MLflowHook resolution (connection
@@ -40,7 +40,7 @@ def load_run_config(client: Any, run_id: str) -> tuple[Any, dict[str, Any]]:
     """``(run, resolved training config)`` of a training run; :class:`TrainingError` when absent."""
     import mlflow
 
-    from mlops_provider.runtime.training import CONFIG_ARTIFACT
+    from mlops_provider.runtime.training.loop import CONFIG_ARTIFACT
 
     try:
         run = client.get_run(run_id)
@@ -93,7 +93,7 @@ def reproduce(
     "match", "max_abs_diff", "model_version", "snapshot_path", "experiment_id"}``.
     ``idempotency_key``: the new run's key (a retry of the same key resumes it); default: fresh.
     """
-    from mlops_provider.runtime import training
+    from mlops_provider.runtime.training import loop as training
 
     client = training.configure_tracking(tracking, check=True)
     run, config = load_run_config(client, run_id)
@@ -170,7 +170,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mlops_provider.runtime.reproduce",
+        prog="python -m mlops_provider.runtime.training.reproduce",
         description="Retrain an MLflow training run from its recorded snapshot, config and seed, and compare.",
     )
     parser.add_argument("run_id", help="MLflow run id of the training run to reproduce")

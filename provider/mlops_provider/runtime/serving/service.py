@@ -1,6 +1,6 @@
 """BentoML 1.4 service template: online features from Feast -> MLflow pyfunc(s) -> inference log.
 
-:func:`mlops_provider.runtime.serving.package_bento` bundles this module (with the rest of the
+:func:`mlops_provider.runtime.serving.deploy.package_bento` bundles this module (with the rest of the
 ``mlops_provider`` runtime) into a bento together with a small JSON config, ``bento_config.json``,
 at the root of the bento's ``src/`` directory. Nothing in this module is specific to one model:
 the model tag(s), feature service, feature repo, column lists and limits come from that config.
@@ -14,7 +14,7 @@ Config resolution (first hit wins):
 
 Preprocessing: the service hands the **raw** feature frame (Feast online features + request fields,
 in the model's column order) to the MLflow pyfunc, whose ``predict`` runs the very
-:meth:`mlops_provider.runtime.model.Preprocessor.transform` that training used. The only serving-side
+:meth:`mlops_provider.runtime.training.model.Preprocessor.transform` that training used. The only serving-side
 step is :meth:`Scorer.lookup` (what the offline point-in-time join does for training);
 ``tests/integration/test_service_skew.py`` proves both give identical model inputs.
 
@@ -37,7 +37,7 @@ model's preprocessor imputes them exactly as in training (train medians, the out
 category); the prediction is returned, and the log row records ``missing_features`` and
 ``unknown_entities`` (and ``mlops_unknown_entity_total`` counts them).
 
-Online experiments (``experiment`` in the config, see :mod:`mlops_provider.runtime.experiments`):
+Online experiments (``experiment`` in the config, see :mod:`mlops_provider.runtime.serving.experiments`):
 champion and challenger are both loaded; ``split`` routes a sticky share of entities to the
 challenger, ``shadow`` scores every request with both and answers with the champion.
 """
@@ -59,8 +59,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlops_provider.exceptions import ConfigError
-from mlops_provider.runtime.experiments import CHALLENGER, CHAMPION, ExperimentSpec, run_experiment
-from mlops_provider.runtime.inference_log import InferenceLogWriter
+from mlops_provider.runtime.serving.experiments import CHALLENGER, CHAMPION, ExperimentSpec, run_experiment
+from mlops_provider.runtime.serving.inference_log import InferenceLogWriter
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def load_service_config(path: str | os.PathLike[str] | None = None) -> ServiceCo
     if not p.is_file():
         raise ConfigError(
             f"Bento service config {p} not found. Build the bento with "
-            f"mlops_provider.runtime.serving.package_bento, or point ${ENV_CONFIG} at a config JSON."
+            f"mlops_provider.runtime.serving.deploy.package_bento, or point ${ENV_CONFIG} at a config JSON."
         )
     data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
     for env, key in ENV_OVERRIDES.items():

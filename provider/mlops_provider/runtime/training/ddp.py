@@ -1,7 +1,7 @@
 """Multi-GPU training with DistributedDataParallel: the ``torchrun`` entry point every rank runs.
 
     python -m torch.distributed.run --standalone --nproc_per_node=N \\
-        -m mlops_provider.runtime.ddp --config cfg.json --out-dir OUT
+        -m mlops_provider.runtime.training.ddp --config cfg.json --out-dir OUT
 
 One process per GPU of ONE worker (``nccl`` on CUDA, each rank on ``cuda:<LOCAL_RANK>``) or per
 CPU process (``gloo``): the same code path. Every rank loads the snapshot, fits the same
@@ -40,7 +40,7 @@ from torch import nn
 
 from mlops_provider.exceptions import TrainingError
 
-log = logging.getLogger("mlops_provider.runtime.ddp")
+log = logging.getLogger("mlops_provider.runtime.training.ddp")
 
 RESULT_FILE = "result.json"
 
@@ -64,8 +64,8 @@ def _broadcast(obj: Any, rank: int) -> Any:
 
 def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:
     """The body every rank runs inside an initialised process group. Returns the result on rank 0."""
-    from mlops_provider.runtime import training
-    from mlops_provider.runtime.model import (
+    from mlops_provider.runtime.training import loop as training
+    from mlops_provider.runtime.training.model import (
         Preprocessor,
         build_network,
         normalize_architecture,
@@ -205,7 +205,7 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
 
     import mlflow
 
-    from mlops_provider.runtime.hpo import register_run_model
+    from mlops_provider.runtime.training.hpo import register_run_model
 
     assert client is not None and run is not None
     p_val = predict_proba(net, pre, val_df)
@@ -228,7 +228,7 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlops_provider.runtime.ddp", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mlops_provider.runtime.training.ddp", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="JSON file with the training config")
     parser.add_argument("--out-dir", required=True, help="directory for rank<r>.json and result.json")
     args = parser.parse_args(argv)
@@ -254,7 +254,7 @@ def registered_result(cfg: dict[str, Any]) -> dict[str, Any] | None:
     """The result of a run with ``cfg["idempotency_key"]`` that already registered a version (no torchrun)."""
     import mlflow
 
-    from mlops_provider.runtime import training
+    from mlops_provider.runtime.training import loop as training
 
     key = cfg.get("idempotency_key")
     if not key:
@@ -282,7 +282,7 @@ def launch(
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``torchrun --standalone --nproc_per_node=N -m mlops_provider.runtime.ddp`` and return rank 0's result."""
+    """Run ``torchrun --standalone --nproc_per_node=N -m mlops_provider.runtime.training.ddp`` and return rank 0's result."""
     if nproc_per_node < 1:
         raise TrainingError(f"nproc_per_node must be >= 1, got {nproc_per_node}.")
     out = Path(out_dir)
@@ -291,7 +291,7 @@ def launch(
     config_path = out / "config.json"
     config_path.write_text(json.dumps(cfg, sort_keys=True, default=str))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-           "-m", "mlops_provider.runtime.ddp", "--config", str(config_path), "--out-dir", str(out)]
+           "-m", "mlops_provider.runtime.training.ddp", "--config", str(config_path), "--out-dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
     log.info("launching %s", " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

@@ -5,12 +5,12 @@ serving: the pyfunc :class:`TabularTorchModel` reloads the fitted preprocessor f
 artifact and calls the same method, so there is no training-serving skew.
 
 The pyfunc is logged as a *python_model instance* of this class; MLflow pickles it by
-reference (``mlops_provider.runtime.model.TabularTorchModel``), so loading it needs the
+reference (``mlops_provider.runtime.training.model.TabularTorchModel``), so loading it needs the
 ``mlops_provider`` package importable (it is installed in the Airflow workers and in the bento
 images). Its state is not pickled: weights and preprocessor live in two artifacts,
 ``state_dict`` (torch ``state_dict``) and ``model_config`` (JSON), read in ``load_context``.
 The network is rebuilt from the architecture block recorded in ``model_config``
-(:mod:`mlops_provider.runtime.architectures`); for a user entry point ``module:function`` that
+(:mod:`mlops_provider.runtime.training.architectures`); for a user entry point ``module:function`` that
 module must be importable wherever the model is loaded (workers, gate, serving image).
 """
 
@@ -28,7 +28,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 from torch import nn
 
-from mlops_provider.runtime.architectures import (  # noqa: F401 - re-exported
+from mlops_provider.runtime.training.architectures import (  # noqa: F401 - re-exported
     TabularMLP,
     TabularNet,
     build_network,
@@ -143,7 +143,7 @@ class Preprocessor:
 
 
 # ---------------------------------------------------------------------------- network
-# The networks live in runtime/architectures.py (registry of built-ins + user entry points);
+# The networks live in runtime/training/architectures.py (registry of built-ins + user entry points);
 # these names stay importable from here.
 
 

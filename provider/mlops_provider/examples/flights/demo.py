@@ -10,7 +10,7 @@
    schedules retraining on the newer data, the gate decides, a promotion redeploys;
 6. prints a summary and stops every process it started.
 
-Run from the repository root: ``python -m mlops_provider.demo`` (what ``make demo`` does).
+Run from the repository root: ``python -m mlops_provider.examples.flights.demo`` (what ``make demo`` does).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Demo:
 
     def stop_all(self) -> None:
         try:
-            from mlops_provider.runtime.serving import stop_local
+            from mlops_provider.runtime.serving.deploy import stop_local
 
             stop_local(str(self.home / "state" / "serving" / MODEL))
             log("stopped the BentoML deployment")
@@ -217,7 +217,7 @@ class Demo:
 
     # -- steps ----------------------------------------------------------------------------
     def land(self, months: list[int], planes: bool) -> None:
-        from mlops_provider.runtime.flights_data import write_landing_month, write_landing_planes
+        from mlops_provider.examples.flights.data import write_landing_month, write_landing_planes
 
         landing = self.home / "landing" / MODEL
         landing.mkdir(parents=True, exist_ok=True)
@@ -230,7 +230,7 @@ class Demo:
     def send_requests(self, url: str) -> dict[str, Any]:
         import httpx
 
-        from mlops_provider.runtime.flights_data import load_table
+        from mlops_provider.examples.flights.data import load_table
 
         flights = load_table("flights")
         summer = flights[flights["month"].isin([7, 8])].sample(n=self.n_requests, random_state=7)

@@ -40,7 +40,8 @@ from evidently.core.report import Snapshot
 from evidently.metrics import ValueDrift
 
 from mlops_provider.exceptions import DriftError, MonitoredFeatureMissingError, ReferenceSnapshotMissingError
-from mlops_provider.runtime.drift_stats import (
+from mlops_provider.runtime.io.objstore import is_s3
+from mlops_provider.runtime.monitoring.statistics import (
     CurrentStats,
     ReferenceStats,
     cache_key,
@@ -48,7 +49,6 @@ from mlops_provider.runtime.drift_stats import (
     reference_stats,
     stream_current,
 )
-from mlops_provider.runtime.objstore import is_s3
 
 log = logging.getLogger(__name__)
 
@@ -573,7 +573,7 @@ def check_reference(snapshot_path: str | None, *, model: str, model_version: str
     exists: bool
     if is_s3(snapshot_path):
         from mlops_provider.exceptions import DataValidationError
-        from mlops_provider.runtime.snapshot import read_manifest
+        from mlops_provider.runtime.features.snapshot import read_manifest
 
         try:
             read_manifest(snapshot_path)
@@ -597,7 +597,7 @@ def load_reference(snapshot_path: str | None, *, model: str, model_version: str 
     Raises :class:`DriftError` naming the path and the model version when it is missing or unreadable.
     """
     from mlops_provider.exceptions import DataValidationError
-    from mlops_provider.runtime.snapshot import load_snapshot
+    from mlops_provider.runtime.features.snapshot import load_snapshot
 
     path = check_reference(snapshot_path, model=model, model_version=model_version)
     try:
@@ -628,7 +628,7 @@ def load_reference_stats(
     a snapshot is immutable, so an entry never goes stale. The snapshot must still exist (lineage is
     checked on every run even when the cache hits).
     """
-    from mlops_provider.runtime.snapshot import read_manifest
+    from mlops_provider.runtime.features.snapshot import read_manifest
 
     path = check_reference(snapshot_path, model=model, model_version=model_version)
     try:
@@ -725,7 +725,7 @@ def publish_reports(
     """Copy locally written reports to ``report_dir`` when it is ``s3://``; returns the final locations."""
     if not is_s3(report_dir):
         return dict(paths)
-    from mlops_provider.runtime import objstore
+    from mlops_provider.runtime.io import objstore
 
     out: dict[str, str | None] = {}
     for kind, local in paths.items():

@@ -26,7 +26,7 @@ import yaml
 
 from mlops_provider.exceptions import DataValidationError, FeatureStoreError
 from mlops_provider.paths import mlops_home
-from mlops_provider.runtime.snapshot import write_snapshot
+from mlops_provider.runtime.features.snapshot import write_snapshot
 
 log = logging.getLogger(__name__)
 

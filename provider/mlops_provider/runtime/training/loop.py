@@ -8,12 +8,12 @@ moves an alias (the gate / promote step does).
 Idempotency: the MLflow run carries the tag ``mlops.idempotency_key``. A run with that key
 that already registered a version is returned as is (no retraining); a run with that key and
 no version yet (the task died mid-way) is reopened under the same ``run_id`` and continues from
-the last checkpoint (``runtime/checkpoint.py``, under ``$MLOPS_HOME/checkpoints/<model>/<key>/``)
+the last checkpoint (``runtime/training/checkpoint.py``, under ``$MLOPS_HOME/checkpoints/<model>/<key>/``)
 with restored model / optimizer / RNG / early-stopping state, so on CPU the result equals an
 uninterrupted run. Per-epoch metrics are logged asynchronously (one batch per epoch, each step
 once even across a resume) and flushed before the run ends; system metrics are sampled by MLflow.
 
-Architectures: ``runtime/architectures.py`` (built-ins ``mlp`` / ``resmlp`` / ``linear`` and user
+Architectures: ``runtime/training/architectures.py`` (built-ins ``mlp`` / ``resmlp`` / ``linear`` and user
 entry points ``module:function``).
 """
 
@@ -39,9 +39,9 @@ from mlflow import MlflowClient
 from torch import nn
 
 from mlops_provider.exceptions import ModelRegistryError, SanityCheckError, TrainingError
-from mlops_provider.runtime.architectures import build_network
-from mlops_provider.runtime.checkpoint import CheckpointStore, checkpoint_dir
-from mlops_provider.runtime.model import (
+from mlops_provider.runtime.training.architectures import build_network
+from mlops_provider.runtime.training.checkpoint import CheckpointStore, checkpoint_dir
+from mlops_provider.runtime.training.model import (
     MODEL_CONFIG_ARTIFACT,
     STATE_DICT_ARTIFACT,
     Preprocessor,
@@ -66,7 +66,7 @@ FINAL_METRICS = ("roc_auc", "log_loss", "best_epoch")
 # ---------------------------------------------------------------------------- helpers
 def load_snapshot_frame(path: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``(DataFrame, manifest)`` of a snapshot directory (features area's reader)."""
-    from mlops_provider.runtime.snapshot import load_snapshot
+    from mlops_provider.runtime.features.snapshot import load_snapshot
 
     return load_snapshot(path)
 
@@ -267,7 +267,7 @@ def train_epoch(
     ``loss_fn`` reduces by mean (as a hand-written loop would). Returns the summed loss as a device
     tensor (read it once per epoch) and the number of steps. The per-step work is exactly a minimal
     loop's plus one in-place add (the epoch loss); autocast is entered only when it is on (bf16 on
-    CUDA). Shared by the single-process loop and the DDP ranks (``runtime/ddp.py``).
+    CUDA). Shared by the single-process loop and the DDP ranks (``runtime/training/ddp.py``).
     """
     total = torch.zeros((), device=xn.device)
     steps = 0
@@ -824,7 +824,7 @@ def _log_model(net: nn.Module, pre: Preprocessor, arch: dict[str, Any], features
         config_path = Path(tmp) / "model_config.json"
         torch.save(net.state_dict(), state_path)
         config_path.write_text(json.dumps(model_config(pre, arch), sort_keys=True))
-        from mlops_provider.runtime.model import load_network
+        from mlops_provider.runtime.training.model import load_network
 
         reloaded, _ = load_network(json.loads(config_path.read_text()), str(state_path))
         check = predict_proba(reloaded, pre, example)

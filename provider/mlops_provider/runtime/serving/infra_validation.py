@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_provider.exceptions import DeploymentError, InfraValidationError
-from mlops_provider.runtime import serving
+from mlops_provider.runtime.serving import deploy as serving
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _input_example(model_uri: str) -> Any | None:
 
 
 def _snapshot_sample(path: str, rows: int, aws_conn_id: str | None) -> Any | None:
-    from mlops_provider.runtime.snapshot import load_snapshot
+    from mlops_provider.runtime.features.snapshot import load_snapshot
 
     df, _ = load_snapshot(path, verify=False, aws_conn_id=aws_conn_id)
     if "split" in df.columns and (df["split"] == "validation").any():

@@ -1,6 +1,6 @@
 """Hyperparameter search runtime: parent run, one trial per child run, register the best (runtime module).
 
-Built on :mod:`mlops_provider.runtime.training` (snapshot checks, preprocessing, the epoch loop
+Built on :mod:`mlops_provider.runtime.training.loop` (snapshot checks, preprocessing, the epoch loop
 ``fit_network``, metrics, MLflow helpers). A trial logs its model in its child run but never
 registers it; :func:`register_best` registers the chosen trial's ``runs:/<id>/model``.
 
@@ -22,8 +22,8 @@ import mlflow
 from mlflow import MlflowClient
 
 from mlops_provider.exceptions import TrainingError
-from mlops_provider.runtime import training
-from mlops_provider.runtime.model import (
+from mlops_provider.runtime.training import loop as training
+from mlops_provider.runtime.training.model import (
     normalize_architecture,
 )
 

@@ -2,7 +2,7 @@
 
 Two sources, summarised side by side:
 
-* the **inference log** of the window (:func:`mlops_provider.runtime.inference_log.read_inference_log`):
+* the **inference log** of the window (:func:`mlops_provider.runtime.serving.inference_log.read_inference_log`):
   predictions served, rate per hour, per-hour counts, model versions, prediction distribution;
 * the server's **Prometheus** ``/metrics`` (BentoML 1.4 text format, parsed with
   ``prometheus_client.parser``): HTTP requests, error rates (5xx server errors, 4xx client errors)
@@ -356,7 +356,7 @@ def ops_summary(
     timeout: float = 5.0,
 ) -> dict[str, Any]:
     """The ops summary dict of one window (see the module docstring)."""
-    from mlops_provider.runtime.inference_log import read_inference_log
+    from mlops_provider.runtime.serving.inference_log import read_inference_log
 
     start, end = _iso(window_start), _iso(window_end)
     frame = read_inference_log(inference_log_dir, start=start, end=end)

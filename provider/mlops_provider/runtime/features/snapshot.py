@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
-from mlops_provider.runtime import objstore
+from mlops_provider.runtime.io import objstore
 
 log = logging.getLogger(__name__)
 

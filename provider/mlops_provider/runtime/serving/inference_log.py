@@ -448,7 +448,7 @@ def read_inference_log(
     skipped = skipped_files = files = 0
     if is_s3(root):
         if s3_client is None:
-            from mlops_provider.runtime.objstore import client as s3_factory
+            from mlops_provider.runtime.io.objstore import client as s3_factory
 
             s3_client = s3_factory(aws_conn_id)
         bucket, _ = _split_s3(root)

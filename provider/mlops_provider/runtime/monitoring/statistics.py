@@ -167,7 +167,7 @@ class ParquetWindow:
 
 
 def frame_window(frame: pd.DataFrame, tmp_dir: str | os.PathLike[str]) -> ParquetWindow:
-    """An in-memory frame as a one-file window (tests and :func:`~mlops_provider.runtime.drift.drift_report`)."""
+    """An in-memory frame as a one-file window (tests and :func:`~mlops_provider.runtime.monitoring.drift.drift_report`)."""
     df = frame.copy()
     if TIMESTAMP not in df.columns:
         df[TIMESTAMP] = pd.Timestamp("1970-01-01", tz="UTC")

@@ -3,7 +3,7 @@
 Built from the gate's verdict alone (no model access): data window and snapshot hash, metrics with
 bootstrap confidence intervals, the comparison with the champion, every check with value and bound,
 the slice table, behavioral tests, permutation feature importance, a calibration (reliability) plot and
-the ROC curve. :func:`mlops_provider.runtime.gate.evaluate_gate` logs the files to the challenger's MLflow
+the ROC curve. :func:`mlops_provider.runtime.gate.evaluate.evaluate_gate` logs the files to the challenger's MLflow
 run under ``gate/``; the gate task's "Model card" extra link opens the HTML.
 """
 

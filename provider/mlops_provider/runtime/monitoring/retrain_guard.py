@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Gate verdict tag written by :mod:`mlops_provider.runtime.gate` on every judged version.
+#: Gate verdict tag written by :mod:`mlops_provider.runtime.gate.evaluate` on every judged version.
 GATE_DECISION_TAG = "gate.decision"
 #: Fraction of a drift window's length tolerated between two windows of one episode.
 EPISODE_SLACK = 0.05
@@ -135,7 +135,7 @@ class GuardLedger:
         if not self.is_s3:
             with self.locked() as data:
                 return fn(data)
-        from mlops_provider.runtime import objstore
+        from mlops_provider.runtime.io import objstore
 
         s3 = objstore.client(self.aws_conn_id)
         bucket, key = objstore.split_s3(self.url)
@@ -175,7 +175,7 @@ class GuardLedger:
 
     def read(self) -> dict[str, Any]:
         if self.is_s3:
-            from mlops_provider.runtime import objstore
+            from mlops_provider.runtime.io import objstore
 
             return self._read_s3(objstore.client(self.aws_conn_id), *objstore.split_s3(self.url))[0]
         try:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_provider.exceptions import BatchPredictionError, ModelRegistryError
-from mlops_provider.runtime import objstore
+from mlops_provider.runtime.io import objstore
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def output_path(output_root: str, model_name: str, version: str, key: str) -> st
 def _read_source(source: str, aws_conn_id: str | None) -> Any:
     import pandas as pd
 
-    from mlops_provider.runtime.snapshot import MANIFEST_FILE, load_snapshot
+    from mlops_provider.runtime.features.snapshot import MANIFEST_FILE, load_snapshot
 
     if objstore.is_s3(source):
         if source.rstrip("/").endswith(".parquet"):

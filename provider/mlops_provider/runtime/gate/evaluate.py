@@ -52,7 +52,7 @@ from mlops_provider.exceptions import (
     SignatureMismatchError,
     TrainingError,
 )
-from mlops_provider.runtime.training import binary_metrics, configure_tracking, load_snapshot_frame
+from mlops_provider.runtime.training.loop import binary_metrics, configure_tracking, load_snapshot_frame
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _utc(value: Any) -> pd.Timestamp | None:
 
 def _model_window(client: MlflowClient, model_name: str, version: str) -> dict[str, Any] | None:
     """The training window of a version, from the manifest of the snapshot its ``snapshot_path`` tag names."""
-    from mlops_provider.runtime.snapshot import read_manifest, training_window
+    from mlops_provider.runtime.features.snapshot import read_manifest, training_window
 
     mv = client.get_model_version(model_name, version)
     path = (mv.tags or {}).get("snapshot_path")
@@ -662,7 +662,7 @@ def _evaluate(
     tracking: dict[str, Any] | None,
     evaluation_split: str,
 ) -> dict[str, Any]:
-    from mlops_provider.runtime import behavioral as behavioral_tests
+    from mlops_provider.runtime.gate import behavioral as behavioral_tests
 
     t0 = time.perf_counter()
     df, manifest = load_snapshot_frame(snapshot_path)
@@ -824,7 +824,7 @@ def _evaluate(
 
     # 4. model card + verdict artifact on the challenger's run
     if model_card:
-        from mlops_provider.runtime.model_card import write_model_card
+        from mlops_provider.runtime.gate.model_card import write_model_card
 
         verdict["importance"] = permutation_importance(
             challenger, x, y, primary_metric, seed=int(boot["seed"])

@@ -109,7 +109,7 @@ def deploy_bentocloud(
     import bentoml
     from bentoml.exceptions import NotFound
 
-    from mlops_provider.runtime.serving import bentoml_home
+    from mlops_provider.runtime.serving.deploy import bentoml_home
 
     api = api or bentoml.deployment
     name = str(kwargs["name"])

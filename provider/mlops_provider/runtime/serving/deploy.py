@@ -46,7 +46,7 @@ from mlops_provider.exceptions import DeploymentError, ModelRegistryError
 
 log = logging.getLogger(__name__)
 
-SERVICE_IMPORT = "mlops_provider.runtime.bento_service:ModelService"
+SERVICE_IMPORT = "mlops_provider.runtime.serving.service:ModelService"
 CONFIG_FILE = "bento_config.json"
 STATE_FILE = "deployment.json"
 #: Distributions the service itself imports; pinned to the versions installed here.
@@ -238,9 +238,9 @@ def package_bento(
     ``features`` = ``{"categorical": [...], "numeric": [...]}`` (the YAML's ``model.features``).
     With ``challenger_alias`` (e.g. ``"challenger"``) the bento also holds that model version and
     runs an online experiment: ``experiment`` = ``{"mode": "shadow" | "split", "share": 0.01,
-    "route_by": [...], "name": ...}`` (see :mod:`mlops_provider.runtime.experiments`); when the alias
+    "route_by": [...], "name": ...}`` (see :mod:`mlops_provider.runtime.serving.experiments`); when the alias
     points at the champion's own version no experiment is configured. ``limits`` overrides
-    :class:`~mlops_provider.runtime.bento_service.ServiceLimits` fields.
+    :class:`~mlops_provider.runtime.serving.service.ServiceLimits` fields.
     Returns ``{"bento_tag", "model_tag", "model_version", "mlflow_run_id", "bento_created",
     "model_created", "challenger"}`` (``challenger`` = ``{"model_tag", "model_version", "mode",
     "share"}`` or None).
@@ -285,7 +285,7 @@ def package_bento(
                 "challenger_tag": challenger_tag,
                 "challenger_version": str(challenger_mv.version),
             }
-            from mlops_provider.runtime.experiments import ExperimentSpec
+            from mlops_provider.runtime.serving.experiments import ExperimentSpec
 
             experiment_cfg = ExperimentSpec.model_validate(experiment_cfg).model_dump()
         for tag in models:
@@ -294,7 +294,7 @@ def package_bento(
         if log_dir.startswith("s3://"):
             model_reqs.append("boto3")
         requirements = _pinned_requirements(model_reqs)
-        from mlops_provider.runtime.bento_service import ServiceLimits
+        from mlops_provider.runtime.serving.service import ServiceLimits
 
         service_limits = ServiceLimits.model_validate(dict(limits or {})).model_dump()
 
@@ -944,7 +944,7 @@ def ensure_front(host: str, port: int, state_dir: str | os.PathLike[str], timeou
         )
     log_file = state_dir / "logs" / f"front-{port}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    code = f"from mlops_provider.runtime.serving import run_front; run_front({host!r}, {int(port)}, {str(state_dir)!r})"
+    code = f"from mlops_provider.runtime.serving.deploy import run_front; run_front({host!r}, {int(port)}, {str(state_dir)!r})"
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
