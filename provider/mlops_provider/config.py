@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlops_provider.exceptions import ConfigError
 from mlops_provider.paths import ModelPaths
+from mlops_provider.tasks import GATE_METRICS
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -124,8 +125,6 @@ class TrainingConfig(_Strict):
     schedule: str | None = Field(None, description="Optional cron retraining in addition to the assets.")
 
 
-#: Metrics the gate computes: name -> True when higher is better (floors of lower-is-better metrics are ceilings).
-GATE_METRICS: dict[str, bool] = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
 
 
 def _known_metrics(value: dict[str, float]) -> dict[str, float]:

@@ -27,7 +27,7 @@ def root(request, tmp_path):
 
 @pytest.fixture
 def store() -> ObjectStore:
-    return ObjectStoreHook("aws_default").store()
+    return ObjectStore(ObjectStoreHook("aws_default").settings)
 
 
 def test_write_read_list_delete_roundtrip(store: ObjectStore, root: str) -> None:

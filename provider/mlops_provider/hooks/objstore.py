@@ -8,21 +8,20 @@ boto3's default credential chain, as the amazon provider's own hooks do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.sdk import BaseHook
-
-if TYPE_CHECKING:
-    from mlops_provider.runtime.io.objstore import ObjectStore, S3Settings
 
 DEFAULT_AWS_CONN_ID = "aws_default"
 
 
 class ObjectStoreHook(BaseHook):
-    """Hands runtime code an :class:`~mlops_provider.runtime.io.objstore.ObjectStore` for a connection.
+    """Resolves the connection into plain S3 settings for the runtime's ObjectStore.
 
-    Nothing is resolved until the store first touches ``s3://``: tasks on local paths never need the
-    connection (nor the amazon provider).
+    Operators hand the *bound method* to the store, so nothing is resolved until the store first
+    touches ``s3://``: tasks on local paths never need the connection (nor the amazon provider)::
+
+        store = ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)   # inside execute()
     """
 
     conn_name_attr = "aws_conn_id"
@@ -33,10 +32,9 @@ class ObjectStoreHook(BaseHook):
         super().__init__(**kwargs)
         self.aws_conn_id = aws_conn_id
 
-    def settings(self) -> S3Settings:
-        """Endpoint, region and credentials of the connection (boto3's default chain without one)."""
+    def settings(self) -> dict[str, Any]:
+        """Endpoint, region and credentials of the connection (None values: boto3's default chain)."""
         from mlops_provider.exceptions import MissingDependencyError
-        from mlops_provider.runtime.io.objstore import S3Settings
 
         try:
             from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -45,19 +43,13 @@ class ObjectStoreHook(BaseHook):
         hook = S3Hook(aws_conn_id=self.aws_conn_id)
         creds = hook.get_credentials()
         cfg = hook.conn_config
-        return S3Settings(
-            endpoint_url=cfg.endpoint_url if cfg is not None else None,
-            region_name=(cfg.region_name if cfg is not None else None) or hook.region_name,
-            access_key=creds.access_key if creds else None,
-            secret_key=creds.secret_key if creds else None,
-            session_token=creds.token if creds else None,
-        )
+        return {
+            "endpoint_url": cfg.endpoint_url if cfg is not None else None,
+            "region_name": (cfg.region_name if cfg is not None else None) or hook.region_name,
+            "access_key": creds.access_key if creds else None,
+            "secret_key": creds.secret_key if creds else None,
+            "session_token": creds.token if creds else None,
+        }
 
-    def store(self) -> ObjectStore:
-        """An ObjectStore whose S3 settings are read from the connection at its first S3 call."""
-        from mlops_provider.runtime.io.objstore import ObjectStore
-
-        return ObjectStore(self.settings)
-
-    def get_conn(self) -> ObjectStore:
-        return self.store()
+    def get_conn(self) -> dict[str, Any]:
+        return self.settings()

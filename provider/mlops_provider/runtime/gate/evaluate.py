@@ -40,7 +40,6 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from mlops_provider.config import GATE_METRICS
 from mlops_provider.exceptions import (
     ConfigError,
     EvaluationLeakageError,
@@ -53,6 +52,7 @@ from mlops_provider.exceptions import (
     TrainingError,
 )
 from mlops_provider.runtime.training.loop import binary_metrics, configure_tracking, load_snapshot_frame
+from mlops_provider.tasks import GATE_METRICS
 
 log = logging.getLogger(__name__)
 

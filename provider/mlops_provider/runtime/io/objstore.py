@@ -3,7 +3,8 @@
 :class:`ObjectStore` lists, reads, writes (atomically for local files), uploads, downloads and opens
 ``pyarrow`` file systems for both kinds of location. It never reads an Airflow connection: the
 settings come resolved (:class:`S3Settings`, or a callable returning them, resolved at first use) from
-:class:`mlops_provider.hooks.objstore.ObjectStoreHook` in tasks and triggers, or from the process
+:class:`mlops_provider.hooks.objstore.ObjectStoreHook` (``ObjectStore(ObjectStoreHook(conn_id).settings)``)
+in tasks and triggers, or from the process
 environment (boto3's default chain, ``AWS_ENDPOINT_URL``) inside a served bento.
 
 Every consumer that needs a local file (pandas readers, user transforms) gets one through
@@ -24,7 +25,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,11 +119,13 @@ class ObjectInfo:
 class ObjectStore:
     """Local files and ``s3://`` objects behind one interface.
 
-    ``settings``: S3 access (an :class:`S3Settings`, or a callable returning one, called once at the
-    first S3 operation; None: boto3's default chain). ``client``: an existing boto3 S3 client (tests).
+    ``settings``: S3 access (an :class:`S3Settings` or a mapping of its fields, or a callable returning
+    one, called once at the first S3 operation, e.g. ``ObjectStoreHook(conn_id).settings``; None: boto3's
+    default chain). ``client``: an existing boto3 S3 client (tests).
     """
 
-    def __init__(self, settings: S3Settings | Callable[[], S3Settings] | None = None, *, client: Any = None) -> None:
+    def __init__(self, settings: S3Settings | Mapping[str, Any] | Callable[[], S3Settings | Mapping[str, Any]] | None = None,
+                 *, client: Any = None) -> None:
         self._settings = settings
         self._client = client
         self._lock = threading.Lock()
@@ -134,6 +137,8 @@ class ObjectStore:
                 self._settings = self._settings()
             if self._settings is None:
                 self._settings = S3Settings()
+            elif not isinstance(self._settings, S3Settings):
+                self._settings = S3Settings(**dict(self._settings))
             return self._settings
 
     def client(self) -> Any:

@@ -1,0 +1,15 @@
+"""Metric names per task type: shared by the config (parse time) and the runtime (light module).
+
+``higher_is_better`` per metric decides the direction of floors (ceilings for lower-is-better
+metrics), regression bounds and paired comparisons.
+"""
+
+from __future__ import annotations
+
+#: Metrics the gate computes for a binary classifier: name -> True when higher is better.
+BINARY_METRICS: dict[str, bool] = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
+
+#: Back-compatible name: the binary task's metrics.
+GATE_METRICS = BINARY_METRICS
+
+__all__ = ["BINARY_METRICS", "GATE_METRICS"]
