@@ -45,6 +45,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Feast", "python-modules": [f"{_P}.hooks.feast"]},
             {"integration-name": "MLflow", "python-modules": [f"{_P}.hooks.mlflow"]},
             {"integration-name": "BentoML", "python-modules": [f"{_P}.hooks.bentoml"]},
+            {"integration-name": "Object storage", "python-modules": [f"{_P}.hooks.objstore"]},
         ],
         "sensors": [
             {"integration-name": "Feast", "python-modules": [f"{_P}.sensors.feast"]},

@@ -110,7 +110,7 @@ def world(tmp_path_factory):
 
 
 def _run(world, log: str, start: str | None, end: str | None, **kw) -> tuple[dict, _TI]:
-    mon = MonitoringConfig(
+    mon = MonitoringConfig.parse(
         performance={"label_delay_hours": 48, "window_hours": 48, "min_labelled_rows": 200, "bootstrap": 200}
     )
     op = EvidentlyDriftOperator(

@@ -335,7 +335,7 @@ def cfg():
 def _with_serving(cfg: Any, **serving: Any) -> Any:
     from mlops_provider.config import ServingConfig
 
-    return cfg.model_copy(update={"serving": ServingConfig(**{**cfg.serving.model_dump(), **serving})})
+    return cfg.model_copy(update={"serving": ServingConfig.parse({**cfg.serving.model_dump(), **serving})})
 
 
 def _chain(dag: Any) -> list[str]:

@@ -104,7 +104,7 @@ def test_large_window_is_sampled_but_verdict_still_finds_the_shift():
 
 
 def test_yaml_rules_per_column_method_critical_and_min_columns():
-    cfg = MonitoringConfig(
+    cfg = MonitoringConfig.parse(
         drift={
             "columns": {"x": {"method": "psi", "threshold": 0.2}, "c": {"max_unseen_share": 0.5}},
             "critical": ["x"],

@@ -1,0 +1,795 @@
+"""One typed spec per stage: the per-model YAML, as frozen stdlib dataclasses. Every default lives here.
+
+``PipelineSpec`` is the whole YAML; its sections are the stage specs the factory hands to operators:
+``FeaturesSpec``, ``TrainingSpec``, ``GateSpec``, ``ServingSpec``, ``MonitoringSpec`` (plus
+``Connections``). Operators receive a stage spec as ONE templated argument (a plain dict, see
+:func:`as_dict`), and turn it back into the dataclass with :func:`from_dict` inside ``execute``; runtime
+functions take the dataclass. So a default (say the learning rate) is written once, here.
+
+Why stdlib dataclasses and not pydantic models: building ~30 pydantic model classes costs ~50 ms at every
+import, and the DAG processor imports this module on every parse. Dataclass classes cost ~0.5 ms each;
+pydantic validates them all the same (``TypeAdapter(PipelineSpec)``: constraints come from the
+``Annotated[..., Field(...)]`` annotations, ``__post_init__`` holds the cross-field rules, extra keys are
+refused) — but only when a YAML changes (see ``config.load_config``'s content-hash cache).
+
+Light module: stdlib plus pydantic's ``Field`` (already imported by Airflow in every process that parses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from mlops_provider.paths import ModelPaths
+from mlops_provider.tasks import GATE_METRICS
+
+_FORBID = {"extra": "forbid"}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _d(factory: Any) -> Any:
+    return field(default_factory=factory)
+
+
+class _Spec:
+    """Behaviour shared by every spec: plain-dict views (``model_dump`` kept for old callers)."""
+
+    __pydantic_config__ = _FORBID
+
+    def model_dump(self, *, include: set[str] | None = None, exclude: set[str] | None = None) -> dict[str, Any]:
+        data = as_dict(self)
+        if include is not None:
+            data = {k: v for k, v in data.items() if k in include}
+        if exclude:
+            data = {k: v for k, v in data.items() if k not in exclude}
+        return data
+
+    def replace(self, **changes: Any) -> Any:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def model_copy(self, *, update: dict[str, Any] | None = None) -> Any:
+        return self.replace(**(update or {}))
+
+    @classmethod
+    def parse(cls, data: Any = None, /, **kwargs: Any) -> Any:
+        """Validate plain values (nested dicts included) into this spec, as the YAML loader does."""
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(cls).validate_python({**(data or {}), **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------------
+# features
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArrivalSpec(_Spec):
+    """Data arrival: an AssetWatcher on the landing zone (a directory or an ``s3://`` prefix)."""
+
+    path: Annotated[str | None, Field(description="Landing zone: a directory or s3://bucket/prefix/; default "
+                                                  "<home>/landing/<model>.")] = None
+    pattern: Annotated[str, Field(description="Glob of the files that count as arrivals.")] = "*.parquet"
+    poll_interval: Annotated[float, Field(gt=0, description="Seconds between two scans.")] = 5.0
+    settle_seconds: Annotated[float, Field(ge=0, description="A file must be unchanged this long to count.")] = 2.0
+    batch_files: Annotated[int, Field(ge=1, description="Emit once this many new files are pending ...")] = 1
+    batch_seconds: Annotated[float, Field(ge=0, description="... or the oldest pending file waited this long.")] = 10.0
+
+
+@dataclass(frozen=True)
+class TableContract(_Spec):
+    """Data contract of one landed table: row count, uniqueness, no future timestamps, per-column rules."""
+
+    min_rows: int = 1
+    columns: Annotated[dict[str, dict[str, Any]], Field(description="column -> {dtype, nullable, min, max, "
+                                                                    "allowed, ...}")] = _d(dict)
+    unique: list[str] = _d(list)
+    no_future: str | None = None
+
+
+@dataclass(frozen=True)
+class MaterializeSpec(_Spec):
+    chunk_hours: Annotated[int, Field(ge=1, description="Time chunk of one read: bounds peak memory, not the "
+                                                        "window.")] = 168
+    overlap: Annotated[str | None, Field(description="Re-materialize this much before the window (late data), "
+                                                     "e.g. PT6H.")] = None
+
+
+@dataclass(frozen=True)
+class FeaturesSpec(_Spec):
+    """``features``: the Feast repo, the model's FeatureService, the transform and the data contract."""
+
+    repo: Annotated[str, Field(description="Feast repo directory, relative to the YAML file.")]
+    feature_service: Annotated[str, Field(description="FeatureService the model trains and serves on.")]
+    transform: Annotated[str, Field(description="'path/to/file.py:function' building offline partitions.")]
+    feature_views: Annotated[list[str] | None, Field(description="Views to materialize; default all.")] = None
+    arrival: ArrivalSpec = _d(ArrivalSpec)
+    materialize: MaterializeSpec = _d(MaterializeSpec)
+    schedule: Annotated[str | None, Field(description="Cron alternative to data arrival (e.g. '@daily').")] = None
+    contract: Annotated[dict[str, TableContract], Field(description="Data contract per table.")] = _d(dict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureColumns(_Spec):
+    categorical: list[str] = _d(list)
+    numeric: list[str] = _d(list)
+
+    def __post_init__(self) -> None:
+        if not self.categorical and not self.numeric:
+            raise ValueError("declare at least one feature under 'categorical' or 'numeric'")
+        dup = set(self.categorical) & set(self.numeric)
+        if dup:
+            raise ValueError(f"columns listed as both categorical and numeric: {sorted(dup)}")
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+
+@dataclass(frozen=True)
+class SearchSpec(_Spec):
+    """Hyperparameter search: a discrete space, one mapped Airflow task (and MLflow child run) per trial."""
+
+    params: Annotated[dict[str, list[Any]], Field(
+        min_length=1,
+        description="key -> candidate values: learning_rate, batch_size, epochs, patience, seed, or an "
+        "architecture key (hidden, dropout, ... / 'architecture.<key>')",
+    )]
+    max_trials: Annotated[int, Field(ge=1, le=1000)] = 8
+    metric: Literal["roc_auc", "log_loss"] = "roc_auc"
+    seed: Annotated[int | None, Field(description="Sampling seed when the grid exceeds max_trials; default "
+                                                  "training.seed.")] = None
+    max_active_trials: Annotated[int | None, Field(ge=1, description="Concurrent trials per DAG run (e.g. GPU "
+                                                                     "count).")] = None
+
+    def __post_init__(self) -> None:
+        from mlops_provider.exceptions import ConfigError
+        from mlops_provider.search_space import expand_search_space
+
+        try:
+            expand_search_space(self.params, self.max_trials, self.seed or 0)
+        except ConfigError as e:  # pydantic turns only ValueError into a validation error
+            raise ValueError(str(e)) from None
+
+
+RetrainTrigger = Literal["features", "drift"]
+
+
+@dataclass(frozen=True)
+class TrainingSpec(_Spec):
+    """``training``: what the model learns from and how the loop runs (one spec for train / HPO / DDP)."""
+
+    label: Annotated[str, Field(description="Label column.")]
+    features: FeatureColumns
+    validation_days: Annotated[int, Field(ge=1, description="Days before the evaluation window that validate "
+                                                            "(early stopping).")] = 21
+    evaluation_days: Annotated[int, Field(ge=0, description="Last N days: the gate's frozen evaluation split; "
+                                                            "0: none.")] = 7
+    max_rows: Annotated[int | None, Field(ge=1000, description="Deterministic sample cap of the dataset.")] = None
+    architecture: Annotated[dict[str, Any], Field(description="Built-in network (type: mlp | resmlp | linear, "
+                                                              "hidden, dropout, ...) or entry_point: "
+                                                              "module:function.")] = _d(
+        lambda: {"hidden": [64, 32], "dropout": 0.1})
+    epochs: Annotated[int, Field(ge=1)] = 10
+    batch_size: Annotated[int, Field(ge=1)] = 1024
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-3
+    seed: int = 42
+    patience: Annotated[int, Field(ge=1, description="Early stopping patience on the validation loss.")] = 3
+    checkpoint_every: Annotated[int, Field(ge=1, description="Checkpoint every N epochs (retries resume).")] = 1
+    compile: Annotated[bool, Field(description="torch.compile the network (CUDA workers).")] = False
+    system_metrics_interval: Annotated[float | None, Field(gt=0, description="MLflow system-metrics sampling, "
+                                                                             "s.")] = 5.0
+    search: Annotated[SearchSpec | None, Field(description="Hyperparameter search (mapped trials).")] = None
+    queue: Annotated[str, Field(description="Celery queue of the GPU workers.")] = "gpu"
+    pool: Annotated[str | None, Field(description="Airflow pool (slots = GPUs).")] = None
+    retrain_on: Annotated[list[RetrainTrigger], Field(description="Asset events that retrain once a champion "
+                                                                  "exists (the first model always trains).")] = _d(
+        lambda: ["drift"])
+    schedule: Annotated[str | None, Field(description="Optional cron retraining in addition to the assets.")] = None
+
+    def loop_config(self) -> dict[str, Any]:
+        """The loop's hyperparameters (what an HPO trial overrides)."""
+        return {"architecture": dict(self.architecture), "epochs": self.epochs, "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate, "seed": self.seed, "patience": self.patience}
+
+
+# ---------------------------------------------------------------------------------------------------
+# gate
+# ---------------------------------------------------------------------------------------------------
+
+GateMetric = Literal["roc_auc", "pr_auc", "log_loss", "brier"]
+
+
+def _known_metrics(value: dict[str, float], key: str) -> None:
+    unknown = sorted(set(value) - set(GATE_METRICS))
+    if unknown:
+        raise ValueError(f"{key}: unknown metric(s) {unknown}; the gate computes {sorted(GATE_METRICS)}")
+
+
+@dataclass(frozen=True)
+class SliceCheck(_Spec):
+    """Per-slice check, e.g. every value of a segment column: no slice may regress more than ``max_regression``."""
+
+    column: Annotated[str, Field(description="Column whose values define the slices.")]
+    metric: GateMetric = "roc_auc"
+    max_regression: Annotated[float | None, Field(ge=0, description="Tolerated drop vs the champion on the "
+                                                                    "slice.")] = 0.02
+    floor: Annotated[float | None, Field(description="Absolute bound of the metric on every slice.")] = None
+    min_rows: Annotated[int, Field(ge=1, description="Smaller slices are reported, not judged.")] = 100
+    values: Annotated[list[str] | None, Field(description="Judge only these slices; a listed slice with no rows "
+                                                          "is an error.")] = None
+
+
+@dataclass(frozen=True)
+class MinimumCase(_Spec):
+    """A fixed input with the expected range of the predicted probability (unlisted features: typical values)."""
+
+    name: str
+    input: Annotated[dict[str, Any], Field(min_length=1)]
+    min_probability: Annotated[float, Field(ge=0, le=1)] = 0.0
+    max_probability: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+
+@dataclass(frozen=True)
+class BehavioralTest(_Spec):
+    """invariance: changing ``column`` must not move the prediction (more than ``tolerance``);
+    directional: changing it must move the prediction the ``expect`` way; minimum_functionality: ``cases``."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    kind: Literal["invariance", "directional", "minimum_functionality"]
+    column: str | None = None
+    set: Annotated[Any, Field(description="Replace the column by this value ...")] = None
+    add: Annotated[float | None, Field(description="... or add this amount (numeric columns).")] = None
+    values: Annotated[list[Any] | None, Field(description="invariance: every one of these values in turn.")] = None
+    expect: Annotated[Literal["not_lower", "not_higher"] | None, Field(description="directional: direction.")] = None
+    tolerance: Annotated[float, Field(ge=0, description="Prediction change still counted as 'unchanged'.")] = 0.01
+    min_pass_rate: Annotated[float, Field(ge=0, le=1, description="Share of rows (cases) that must pass.")] = 0.95
+    rows: Annotated[int, Field(ge=1, description="Evaluation rows the perturbation is applied to (seeded "
+                                                 "sample).")] = 1000
+    cases: list[MinimumCase] = _d(list)
+
+    def __post_init__(self) -> None:
+        if self.kind == "minimum_functionality":
+            if not self.cases:
+                raise ValueError(f"behavioral test {self.name!r}: minimum_functionality needs 'cases'")
+            return
+        if not self.column:
+            raise ValueError(f"behavioral test {self.name!r}: {self.kind} needs 'column'")
+        changes = sum(x is not None for x in (self.set, self.add, self.values))
+        if changes != 1:
+            raise ValueError(f"behavioral test {self.name!r}: give exactly one of 'set', 'add', 'values'")
+        if self.kind == "directional" and self.expect is None:
+            raise ValueError(f"behavioral test {self.name!r}: directional needs expect: not_lower | not_higher")
+
+
+@dataclass(frozen=True)
+class CalibrationCheck(_Spec):
+    max_ece: Annotated[float, Field(gt=0, le=1, description="Expected calibration error bound (equal-width "
+                                                            "bins).")] = 0.1
+    bins: Annotated[int, Field(ge=2, le=100)] = 10
+    max_regression: Annotated[float | None, Field(ge=0, description="Tolerated ECE increase vs the "
+                                                                    "champion.")] = None
+
+
+@dataclass(frozen=True)
+class LatencyCheck(_Spec):
+    batch_size: Annotated[int, Field(ge=1)] = 1024
+    repeats: Annotated[int, Field(ge=1, le=100, description="Timed batches; the median counts.")] = 5
+    max_ms: Annotated[float | None, Field(gt=0, description="Bound of the median batch latency, ms.")] = None
+    max_ratio: Annotated[float | None, Field(gt=0, description="Bound of challenger / champion latency (same "
+                                                               "host).")] = None
+
+
+@dataclass(frozen=True)
+class BootstrapSpec(_Spec):
+    samples: Annotated[int, Field(ge=10, le=10_000)] = 200
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GateSpec(_Spec):
+    """``gate``: champion / challenger gate. See README 'Validation gate'."""
+
+    primary_metric: GateMetric = "roc_auc"
+    floors: Annotated[dict[str, float], Field(description="Absolute bounds (ceilings for lower-is-better "
+                                                          "metrics).")] = _d(lambda: {"roc_auc": 0.55})
+    max_regression: Annotated[dict[str, float], Field(description="Tolerated change vs the champion.")] = _d(
+        lambda: {"roc_auc": 0.005})
+    slices: list[SliceCheck] = _d(list)
+    behavioral: list[BehavioralTest] = _d(list)
+    calibration: CalibrationCheck | None = None
+    latency: LatencyCheck | None = None
+    bootstrap: BootstrapSpec = _d(BootstrapSpec)
+    model_card: Annotated[bool, Field(description="Write the model card (Markdown + HTML) to MLflow.")] = True
+    first_run: Annotated[Literal["floors", "absolute"], Field(
+        description="No champion yet: only floors decide (others advisory), or every absolute check.")] = "floors"
+    approval: Annotated[bool, Field(description="A human approves every promotion (Airflow HITL "
+                                                "ApprovalOperator).")] = False
+    approval_timeout_hours: Annotated[float | None, Field(gt=0, description="Unanswered approval -> "
+                                                                            "rejected.")] = None
+    fail_on_reject: Annotated[bool, Field(description="A rejected challenger fails the DAG run instead of "
+                                                      "skipping.")] = False
+    promote_pool: Annotated[str | None, Field(description="Airflow pool serializing promotions ({model} is "
+                                                          "replaced); null: none.")] = "mlops_promote_{model}"
+
+    def __post_init__(self) -> None:
+        _known_metrics(self.floors, "floors")
+        _known_metrics(self.max_regression, "max_regression")
+        names = [t.name for t in self.behavioral]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"behavioral test names must be unique; repeated: {dup}")
+
+    def check_kwargs(self) -> dict[str, Any]:
+        """The checks as plain values: the keyword arguments of ``runtime.gate.evaluate_gate``."""
+        return {
+            "primary_metric": self.primary_metric,
+            "floors": dict(self.floors),
+            "max_regression": dict(self.max_regression),
+            "slices": [as_dict(s) for s in self.slices],
+            "behavioral": [as_dict(b) for b in self.behavioral],
+            "calibration": as_dict(self.calibration) if self.calibration else None,
+            "latency": as_dict(self.latency) if self.latency else None,
+            "bootstrap": as_dict(self.bootstrap),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# serving
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubernetesTargetSpec(_Spec):
+    """``serving.kubernetes``: manifests rendered for the bento image; applied when ``conn_id`` exists."""
+
+    namespace: Annotated[str, Field(description="Namespace of the Deployment / Service / HPA.")] = "default"
+    name: Annotated[str | None, Field(description="Object name; default '<model>-serving'.")] = None
+    replicas: Annotated[int, Field(ge=1, description="Replicas (the HPA's minReplicas).")] = 2
+    max_replicas: Annotated[int | None, Field(ge=1, description="HPA maxReplicas; default 2 x replicas.")] = None
+    target_cpu_utilization: Annotated[int, Field(ge=1, le=100, description="HPA CPU target, percent.")] = 70
+    resources: Annotated[dict[str, Any], Field(description="Container resources (requests / limits).")] = _d(
+        lambda: {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}})
+    image: Annotated[str | None, Field(description="Full image; default '<registry>/<bento tag>' (bentoml "
+                                                   "containerize).")] = None
+    image_registry: Annotated[str | None, Field(description="Registry prefix of the default image.")] = None
+    env: Annotated[dict[str, str], Field(description="Container env (e.g. MLOPS_FEATURE_REPO).")] = _d(dict)
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    conn_id: Annotated[str, Field(description="cncf.kubernetes connection; render-only when "
+                                              "absent.")] = "kubernetes_default"
+    wait: Annotated[bool, Field(description="Wait for the rollout when applied.")] = True
+    url: Annotated[str | None, Field(description="Endpoint URL to verify the live version at after the "
+                                                 "rollout.")] = None
+
+
+@dataclass(frozen=True)
+class BentoCloudTargetSpec(_Spec):
+    """``serving.bentocloud``: a BentoCloud deployment via BentoML's deployment API."""
+
+    name: Annotated[str | None, Field(description="Deployment name; default '<model>-serving' (dashes).")] = None
+    conn_id: Annotated[str, Field(description="Connection: password/extra api_token = API key, host = endpoint. "
+                                              "Else $BENTO_CLOUD_API_KEY or `bentoml cloud login`.")] = (
+        "bentocloud_default")
+    cluster: str | None = None
+    scaling_min: Annotated[int, Field(ge=0)] = 1
+    scaling_max: Annotated[int, Field(ge=1)] = 2
+    instance_type: str | None = None
+    access_authorization: bool = True
+    envs: dict[str, str] = _d(dict)
+    wait_timeout: Annotated[int, Field(ge=0, description="Seconds to wait for the deployment to run; 0: do not "
+                                                         "wait.")] = 900
+
+
+@dataclass(frozen=True)
+class InfraValidateSpec(_Spec):
+    """``serving.infra_validate``: the bento is served on a free loopback port and checked before deploy."""
+
+    enabled: bool = True
+    sample_rows: Annotated[int, Field(ge=0, description="Rows of the evaluation snapshot replayed (plus the input "
+                                                        "example).")] = 20
+    tolerance: Annotated[float, Field(ge=0, description="Max |served - registered model| prediction "
+                                                        "difference.")] = 1e-5
+    latency_budget_ms: Annotated[float, Field(gt=0, description="Budget of the single-row latency "
+                                                                "quantile.")] = 1000.0
+    latency_quantile: Annotated[float, Field(gt=0, le=1)] = 0.95
+
+
+@dataclass(frozen=True)
+class BatchSpec(_Spec):
+    """``serving.batch``: an offline scoring DAG ``<model>__batch_predict`` (batch inference pipeline)."""
+
+    source: Annotated[str, Field(description="Parquet file/dir or snapshot dir (local or s3://) to score.")]
+    output: Annotated[str, Field(description="Output root (local or s3://): "
+                                             "<output>/<model>/v<version>/<window>.parquet.")]
+    schedule: Annotated[str, Field(description="Cron of the scoring runs.")] = "@daily"
+    window_hours: Annotated[int, Field(ge=1, description="Each run scores [run time - window_hours, run "
+                                                         "time).")] = 24
+    timestamp_column: str = "event_timestamp"
+    alias: str = "champion"
+
+
+@dataclass(frozen=True)
+class ServiceLimitsSpec(_Spec):
+    """Request limits of the bento service (``serving.limits``)."""
+
+    max_batch_rows: Annotated[int, Field(ge=1, le=10_000, description="Rows per /predict request (400 "
+                                                                      "above).")] = 256
+    max_scoring_rows: Annotated[int, Field(ge=1, le=1_000_000, description="Rows per /score_batch "
+                                                                           "request.")] = 10_000
+    max_body_bytes: Annotated[int, Field(ge=1_024, description="Request body limit in bytes (413 above).")] = (
+        2_000_000)
+    max_batch_size: Annotated[int, Field(ge=1, description="Adaptive batching: most rows per model call.")] = 512
+    max_latency_ms: Annotated[int, Field(ge=1, description="Adaptive batching: longest queueing before a "
+                                                           "503.")] = 3_000
+
+
+@dataclass(frozen=True)
+class ExperimentSpec(_Spec):
+    """Online experiment (``serving.experiment``): champion + ``@challenger`` in one service."""
+
+    enabled: bool = False
+    challenger_alias: str = "challenger"
+    mode: Annotated[Literal["split", "shadow"], Field(description="split: the challenger answers `share` of the "
+                                                                  "entities (sticky); shadow: it predicts, the "
+                                                                  "champion answers.")] = "shadow"
+    share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    route_by: Annotated[list[str] | None, Field(description="Request fields hashed for the sticky split; "
+                                                            "default the entity join keys.")] = None
+
+
+@dataclass(frozen=True)
+class ServingSpec(_Spec):
+    """``serving``: the bento service, its deployment target and the local deployment."""
+
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    ready_timeout: Annotated[int, Field(ge=5)] = 180
+    smoke_request: dict[str, Any] = _d(dict)
+    drain_seconds: Annotated[float, Field(ge=0, description="local: old server keeps answering this long after "
+                                                            "the switch.")] = 2.0
+    front_port: Annotated[int | None, Field(ge=1, le=65535, description="local: a stable front (reverse proxy) "
+                                                                        "on this port forwards to the live "
+                                                                        "version; callers keep one URL across "
+                                                                        "switches.")] = None
+    target: Annotated[Literal["local", "kubernetes", "bentocloud"], Field(
+        description="Where the deploy DAG deploys.")] = "local"
+    kubernetes: KubernetesTargetSpec = _d(KubernetesTargetSpec)
+    bentocloud: BentoCloudTargetSpec = _d(BentoCloudTargetSpec)
+    infra_validate: InfraValidateSpec = _d(InfraValidateSpec)
+    batch: Annotated[BatchSpec | None, Field(description="Offline batch scoring DAG (absent: no such "
+                                                         "DAG).")] = None
+    limits: ServiceLimitsSpec = _d(ServiceLimitsSpec)
+    experiment: ExperimentSpec = _d(ExperimentSpec)
+    log_flush_interval_s: Annotated[float, Field(ge=0, description="Inference log: seconds between parquet "
+                                                                   "parts.")] = 10.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# monitoring
+# ---------------------------------------------------------------------------------------------------
+
+#: Evidently 0.7 per-column drift methods accepted in ``monitoring.drift`` (checked at parse time).
+DRIFT_METHODS = (
+    "ks", "chisquare", "z", "jensenshannon", "kl_div", "psi", "wasserstein", "anderson", "fisher_exact",
+    "cramer_von_mises", "g_test", "hellinger", "mannw", "ed", "es", "t_test", "empirical_mmd", "TVD",
+)
+
+
+def _known_method(v: str | None) -> None:
+    if v is not None and v not in DRIFT_METHODS:
+        close = difflib.get_close_matches(v, DRIFT_METHODS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown drift method {v!r}{hint}; expected one of {list(DRIFT_METHODS)}")
+
+
+@dataclass(frozen=True)
+class DriftColumnRule(_Spec):
+    """Per-feature drift test: an Evidently method and its threshold (None = the method's default)."""
+
+    method: Annotated[str | None, Field(description="Evidently stattest, e.g. ks, psi, wasserstein, "
+                                                    "jensenshannon.")] = None
+    threshold: Annotated[float | None, Field(gt=0, description="p-value (tests) or distance bound "
+                                                               "(distances).")] = None
+    max_unseen_share: Annotated[float | None, Field(gt=0, le=1, description="Categorical: share of values never "
+                                                                            "seen in training that alone means "
+                                                                            "drift.")] = None
+
+    def __post_init__(self) -> None:
+        _known_method(self.method)
+
+
+@dataclass(frozen=True)
+class DriftSpec(_Spec):
+    """How the monitor tests data drift. Defaults suit the window size: below 1,000 rows hypothesis tests
+    (KS / chi-square), above it Evidently's distances."""
+
+    columns: Annotated[dict[str, DriftColumnRule], Field(description="Per-feature method/threshold.")] = _d(dict)
+    num_method: Annotated[str | None, Field(description="Default method of numeric features (None = by "
+                                                        "size).")] = None
+    cat_method: Annotated[str | None, Field(description="Default method of categorical features (None = by "
+                                                        "size).")] = None
+    max_unseen_share: Annotated[float, Field(gt=0, le=1, description="Unseen-category share that flags a "
+                                                                     "column.")] = 0.05
+    critical: Annotated[list[str], Field(description="Features whose drift alone means dataset drift.")] = _d(list)
+    exclude: Annotated[list[str], Field(description="Features not tested (e.g. calendar fields a daily window "
+                                                    "pins to one value).")] = _d(list)
+    min_drifted_columns: Annotated[int | None, Field(ge=1, description="Dataset drift when at least N columns "
+                                                                       "drift.")] = None
+    sample_rows: Annotated[int, Field(ge=100, description="Cap of the seeded stratified sample of the "
+                                                          "window.")] = 50_000
+    reference_rows: Annotated[int, Field(ge=100, description="Cap of the seeded reference sample.")] = 50_000
+    stratify_by: Annotated[list[str], Field(description="Strata besides the UTC day.")] = _d(list)
+    seed: int = 0
+    bins: Annotated[int, Field(ge=2, le=1000, description="Quantile bins of the exact streamed PSI per numeric "
+                                                          "feature.")] = 20
+
+    def __post_init__(self) -> None:
+        _known_method(self.num_method)
+        _known_method(self.cat_method)
+
+
+@dataclass(frozen=True)
+class PerformanceSpec(_Spec):
+    """Live model quality once delayed labels land (outcomes joined to the inference log)."""
+
+    enabled: bool = True
+    label_delay_hours: Annotated[int, Field(ge=0, description="Score the window that ended this long ago.")] = 48
+    window_hours: Annotated[int | None, Field(ge=1, description="Scored window length; default "
+                                                                "monitoring.window_hours.")] = None
+    join_keys: Annotated[list[str] | None, Field(description="Keys matching a logged request to its outcome "
+                                                             "(request_id is used when labels carry it); "
+                                                             "default the entity join keys.")] = None
+    time_tolerance_hours: Annotated[float | None, Field(gt=0, description="Outcome event must follow the request "
+                                                                          "within this many hours (None: keys "
+                                                                          "only).")] = 36.0
+    slices: Annotated[list[str], Field(description="Per-slice metrics, e.g. [segment].")] = _d(list)
+    min_labelled_rows: Annotated[int, Field(ge=1, description="Fewer joined rows: no performance verdict.")] = 200
+    max_roc_auc_drop: Annotated[float, Field(ge=0, description="Live ROC AUC below champion's by more: a "
+                                                               "trigger.")] = 0.05
+    max_log_loss_increase: Annotated[float, Field(ge=0, description="Live log loss above champion's by more: a "
+                                                                    "trigger.")] = 0.05
+    max_calibration_error: Annotated[float | None, Field(gt=0, le=1, description="ECE above this: a "
+                                                                                 "trigger.")] = None
+    bootstrap: Annotated[int, Field(ge=50, le=10_000, description="Resamples of the champion/challenger "
+                                                                  "comparison.")] = 500
+    confidence: Annotated[float, Field(gt=0.5, lt=1, description="Confidence needed to name a winner.")] = 0.95
+
+
+@dataclass(frozen=True)
+class RetrainGuards(_Spec):
+    """Guards of automatic (asset-triggered) retraining once a champion exists. The bootstrap and
+    manual runs bypass them; the bootstrap does not start the cooldown."""
+
+    enabled: Annotated[bool, Field(description="false: every drift/features event in retrain_on "
+                                               "retrains.")] = True
+    cooldown_hours: Annotated[float, Field(ge=0, description="No automatic retrain within this long of the last "
+                                                             "one.")] = 24.0
+    max_retrains: Annotated[int, Field(ge=1, description="At most this many retrains ...")] = 3
+    max_retrains_window_hours: Annotated[float, Field(gt=0, description="... in any window this long.")] = 168.0
+    min_new_labels: Annotated[int, Field(ge=0, description="Labelled rows newer than the champion's training "
+                                                           "window.")] = 1000
+    breaker_rejections: Annotated[int, Field(ge=0, description="After this many gate rejections in a row a human "
+                                                               "must approve (0: never).")] = 3
+    approval_timeout_hours: Annotated[float | None, Field(gt=0, description="An unanswered approval request "
+                                                                            "declines the retrain after this "
+                                                                            "long.")] = 72.0
+    state_path: Annotated[str | None, Field(description="Guard ledger: a local path shared by the workers, or "
+                                                        "s3://bucket/key.json; default "
+                                                        "<home>/state/retrain_guard/<model>.json.")] = None
+
+
+AlertEvent = Literal["drift", "performance", "circuit_breaker"]
+
+
+@dataclass(frozen=True)
+class AlertTarget(_Spec):
+    """One alert channel: ``log``, ``email`` (SMTP) or ``webhook`` (Slack-compatible JSON POST)."""
+
+    type: Literal["log", "email", "webhook"]
+    events: Annotated[list[AlertEvent], Field(description="Events this channel receives (not 'on': YAML reads a "
+                                                          "bare on as true).")] = _d(
+        lambda: ["drift", "performance", "circuit_breaker"])
+    to: Annotated[list[str], Field(description="email: recipients.")] = _d(list)
+    sender: Annotated[str, Field(description="email: From address.")] = "airflow-mlops@localhost"
+    smtp_conn_id: Annotated[str | None, Field(description="email: Airflow SMTP connection (host, port, login, "
+                                                          "password).")] = None
+    smtp_host: Annotated[str | None, Field(description="email: SMTP host when no connection is named.")] = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    starttls: bool = False
+    url: Annotated[str | None, Field(description="webhook: URL (templated: '{{ var.value.slack_hook }}' keeps it "
+                                                 "out of git).")] = None
+    http_conn_id: Annotated[str | None, Field(description="webhook: Airflow connection whose host/password holds "
+                                                          "the URL.")] = None
+    timeout: Annotated[float, Field(gt=0, description="Seconds per delivery attempt.")] = 10.0
+
+    def __post_init__(self) -> None:
+        if self.type == "email" and not self.to:
+            raise ValueError("an email alert needs 'to' (a list of recipients)")
+        if self.type == "email" and not (self.smtp_conn_id or self.smtp_host):
+            raise ValueError("an email alert needs 'smtp_conn_id' or 'smtp_host'")
+        if self.type == "webhook" and not (self.url or self.http_conn_id):
+            raise ValueError("a webhook alert needs 'url' or 'http_conn_id'")
+
+
+@dataclass(frozen=True)
+class OpsSpec(_Spec):
+    """Operational summary of the serving endpoint per monitor window (``/metrics`` + inference log)."""
+
+    enabled: bool = True
+    metrics_url: Annotated[str | None, Field(description="Prometheus endpoint; default <deployed "
+                                                         "url>/metrics.")] = None
+    timeout: Annotated[float, Field(gt=0, description="Seconds to wait for /metrics.")] = 5.0
+
+
+@dataclass(frozen=True)
+class MonitoringSpec(_Spec):
+    """``monitoring``: drift, live performance, guarded retraining, alerts, ops summary."""
+
+    schedule: str = "@daily"
+    window_hours: Annotated[int, Field(ge=1, description="How far back the inference log window reaches.")] = 24
+    drift_share: Annotated[float, Field(gt=0, le=1, description="Share of drifted columns that means drift.")] = 0.3
+    min_rows: Annotated[int, Field(ge=1)] = 100
+    drift: DriftSpec = _d(DriftSpec)
+    performance: PerformanceSpec = _d(PerformanceSpec)
+    retrain_guards: RetrainGuards = _d(RetrainGuards)
+    alerts: Annotated[list[AlertTarget], Field(description="Alert channels (log/email/webhook).")] = _d(list)
+    ops: OpsSpec = _d(OpsSpec)
+
+
+@dataclass(frozen=True)
+class Connections(_Spec):
+    aws: str = "aws_default"
+    mlflow: str = "mlflow_default"
+    feast: str = "feast_default"
+    bentoml: str = "bentoml_default"
+
+
+@dataclass(frozen=True)
+class PipelineSpec(_Spec):
+    """One model's pipeline (the whole YAML). See README 'YAML config reference'."""
+
+    model: Annotated[str, Field(description="Registered model name; prefix of the DAG ids.")]
+    features: FeaturesSpec
+    training: TrainingSpec
+    description: str = ""
+    owner: str = "mlops"
+    tags: list[str] = _d(list)
+    home: Annotated[str | None, Field(description="Embedded backends' root; default $MLOPS_HOME.")] = None
+    gate: GateSpec = _d(GateSpec)
+    serving: ServingSpec = _d(ServingSpec)
+    monitoring: MonitoringSpec = _d(MonitoringSpec)
+    connections: Connections = _d(Connections)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.model):
+            raise ValueError(f"model {self.model!r}: use lowercase letters, digits and '_' (it becomes part of "
+                             "DAG ids)")
+
+    # -- where the YAML came from (set by config.load_config; not a YAML key) and derived values (no I/O) --
+    @property
+    def source(self) -> str:
+        return str(self.__dict__.get("_source", ""))
+
+    def with_source(self, source: str) -> PipelineSpec:
+        object.__setattr__(self, "_source", source)
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source).parent if self.source else Path.cwd()
+
+    @property
+    def paths(self) -> ModelPaths:
+        return ModelPaths.for_model(self.model, self.home)
+
+    @property
+    def repo_path(self) -> str:
+        return str((self.base_dir / self.features.repo).resolve())
+
+    @property
+    def transform_ref(self) -> str:
+        path, _, func = self.features.transform.rpartition(":")
+        if path.endswith(".py"):
+            return f"{(self.base_dir / path).resolve()}:{func}"
+        return self.features.transform
+
+    @property
+    def landing_path(self) -> str:
+        return self.features.arrival.path or str(self.paths.landing)
+
+    def dag_id(self, kind: str) -> str:
+        return f"{self.model}__{kind}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# plain-dict round trip (operators receive specs as templated dicts)
+# ---------------------------------------------------------------------------------------------------
+
+
+def as_dict(spec: Any) -> Any:
+    """A spec (or anything holding specs) as plain JSON-able values."""
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        return {f.name: as_dict(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
+    if isinstance(spec, dict):
+        return {k: as_dict(v) for k, v in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [as_dict(v) for v in spec]
+    return spec
+
+
+_NESTED: dict[type, dict[str, tuple[str, type]]] = {}
+
+
+def _nested_fields(cls: type) -> dict[str, tuple[str, type]]:
+    """field -> (shape, spec class) for fields holding specs: shape 'one', 'list' or 'dict'."""
+    if cls not in _NESTED:
+        hints = typing.get_type_hints(cls)
+        out: dict[str, tuple[str, type]] = {}
+        for f in dataclasses.fields(cls):
+            out.update(_spec_shape(f.name, hints[f.name]))
+        _NESTED[cls] = out
+    return _NESTED[cls]
+
+
+def _spec_shape(name: str, tp: Any) -> dict[str, tuple[str, type]]:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _spec_shape(name, typing.get_args(tp)[0])
+    if isinstance(tp, type) and issubclass(tp, _Spec):
+        return {name: ("one", tp)}
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if origin is list and args and isinstance(args[0], type) and issubclass(args[0], _Spec):
+        return {name: ("list", args[0])}
+    if origin is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], _Spec):
+        return {name: ("dict", args[1])}
+    if len(args) == 1 and origin is not list and origin is not dict:  # X | None
+        return _spec_shape(name, args[0])
+    return {}
+
+
+def from_dict(cls: type[Any], data: Any) -> Any:
+    """Rebuild a spec from :func:`as_dict`'s output without validating (it was validated when loaded).
+
+    A spec instance passes through unchanged; unknown keys are an error (a spec from a newer version).
+    """
+    if isinstance(data, cls) or data is None:
+        return data
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    nested = _nested_fields(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        shape = nested.get(key)
+        if shape is None or value is None:
+            kwargs[key] = value
+        elif shape[0] == "one":
+            kwargs[key] = from_dict(shape[1], value)
+        elif shape[0] == "list":
+            kwargs[key] = [from_dict(shape[1], v) for v in value]
+        else:
+            kwargs[key] = {k: from_dict(shape[1], v) for k, v in value.items()}
+    return cls(**kwargs)
+
+
+# Names the YAML sections had before the specs (tests, user code).
+PipelineConfig = PipelineSpec
+FeaturesConfig, TrainingConfig, GateConfig, ServingConfig, MonitoringConfig = (
+    FeaturesSpec, TrainingSpec, GateSpec, ServingSpec, MonitoringSpec)
+ArrivalConfig, MaterializeConfig, SearchConfig, BootstrapConfig = ArrivalSpec, MaterializeSpec, SearchSpec, BootstrapSpec
+KubernetesTargetConfig, BentoCloudTargetConfig, InfraValidateConfig = (
+    KubernetesTargetSpec, BentoCloudTargetSpec, InfraValidateSpec)
+BatchConfig, ServiceLimitsConfig, ExperimentConfig = BatchSpec, ServiceLimitsSpec, ExperimentSpec
+DriftConfig, PerformanceConfig, OpsConfig = DriftSpec, PerformanceSpec, OpsSpec
