@@ -102,7 +102,7 @@ class Demo:
 
     def stop_all(self) -> None:
         try:
-            from mlops_provider.runtime.serving.deploy import stop_local
+            from mlops_provider.runtime.serving.targets.local import stop_local
 
             stop_local(str(self.home / "state" / "serving" / MODEL))
             log("stopped the BentoML deployment")
