@@ -151,10 +151,12 @@ def test_batch_predict_to_s3(serving_world: ServingWorld, snapshot: str, moto_s3
 
     import pandas as pd
 
+    from mlops_provider.hooks.objstore import ObjectStoreHook
+    from mlops_provider.runtime.io.objstore import ObjectStore
     from mlops_provider.runtime.serving.batch import batch_predict
 
     kw = dict(mlflow_tracking_uri=serving_world.tracking_uri, window_start=T0.isoformat(),
-              window_end=(T0 + timedelta(days=1)).isoformat())
+              window_end=(T0 + timedelta(days=1)).isoformat(), store=ObjectStore(ObjectStoreHook().settings))
     first = batch_predict(MODEL_NAME, snapshot, f"s3://{bucket}/scores", FEATURES, **kw)
     assert first["created"] is True and first["rows"] == 12
     key = f"scores/{MODEL_NAME}/v1/20240601T000000Z__20240602T000000Z.parquet"
