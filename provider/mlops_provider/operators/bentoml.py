@@ -275,10 +275,9 @@ class BentoDeployOperator(BaseOperator):
             bentocloud_endpoint=cloud.endpoint if cloud else None,
             verify_version=bool(self.verify_version),
             headers=hook.headers() if self.target != "local" else {},
+            on_endpoint=lambda u: context["ti"].xcom_push(key=BENTO_ENDPOINT_XCOM_KEY, value=u),
         )
         url = result.get("front_url") or result.get("url")  # the stable front when there is one
-        if url:
-            context["ti"].xcom_push(key=BENTO_ENDPOINT_XCOM_KEY, value=url)
         self.log.info(
             "%s deployed to %s%s%s", self.bento_tag, self.target, f" at {url}" if url else "",
             f"; replaced {result['previous_bento_tag']}" if result.get("previous_bento_tag") else "",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,14 @@ def deploy_bento(
     bentocloud_endpoint: str | None = None,
     verify_version: bool = True,
     headers: Mapping[str, str] | None = None,
+    on_endpoint: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Deploy ``bento_tag`` to ``target`` and verify the live version (module docstring).
 
     ``kubernetes`` / ``bentocloud``: the YAML's ``serving.kubernetes`` / ``serving.bentocloud``.
     ``headers``: sent to a remote endpoint's ``/health`` (not to the local target).
+    ``on_endpoint`` is called with the endpoint URL as soon as it is known, before the live-version
+    check (the operator pushes it for the UI link, so the link works even when the check fails).
     Returns ``{"target", "url", "bento_tag", "changed", "previous_bento_tag", "live", ...}``.
     """
     if target not in TARGETS:
@@ -80,6 +83,8 @@ def deploy_bento(
         )
     result["target"] = target
     url = endpoint_url(result)
+    if url and on_endpoint is not None:
+        on_endpoint(url)
     if url and verify_version:
         from mlops_provider.runtime.serving.checks import verify_live_version
 
