@@ -76,7 +76,7 @@ def build_world(home: Path) -> dict[str, Any]:
     repo = home / "feature_repo"
     build_feature_repo(repo)
     register_torch_model(tracking_uri, home / "mlflow" / "artifacts", FEATURES)
-    from mlops_provider.runtime.serving.deploy import package_bento
+    from mlops_provider.runtime.serving.package import package_bento
 
     pkg = package_bento(
         MODEL_NAME,

@@ -117,7 +117,8 @@ def main() -> None:
         register_model,
     )
 
-    from mlops_provider.runtime.serving.deploy import deploy_local, package_bento, read_state, stop_local
+    from mlops_provider.runtime.serving.package import package_bento
+    from mlops_provider.runtime.serving.targets.local import deploy_local, read_state, stop_local
 
     tracking = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     (home / "mlflow").mkdir()

@@ -47,10 +47,12 @@ def _parse_in_child(path: Path) -> dict:
     if pid == 0:  # child
         os.close(r)
         try:
+            import logging
+
             from airflow.dag_processing.dagbag import BundleDagBag
             from airflow.dag_processing.processor import _serialize_dags
 
-            import logging; logging.disable(logging.CRITICAL)
+            logging.disable(logging.CRITICAL)  # the processor child logs to its own socket, not the console
             t = time.perf_counter()
             bag = BundleDagBag(dag_folder=str(path), bundle_path=path.parent, bundle_name="bench",
                                load_op_links=False)

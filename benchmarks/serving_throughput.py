@@ -126,10 +126,10 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    from mlops_provider.runtime.serving.deploy import _stop_pid
+    from mlops_provider.runtime.serving.process import stop_server
 
     if proc.poll() is None:
-        _stop_pid(proc.pid, timeout=15) if "bentoml" in " ".join(map(str, proc.args)) else proc.terminate()
+        stop_server(proc.pid, timeout=15) if "bentoml" in " ".join(map(str, proc.args)) else proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -120,6 +120,28 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "bentocloud": {
+        "hook-class-name": "mlops_provider.hooks.bentocloud.BentoCloudHook",
+        "hook-name": "BentoCloud",
+        "connection-type": "bentocloud",
+        "conn-fields": {
+            "api_token": {
+                "label": "API token",
+                "description": "BentoCloud API key (alternative to the password field).",
+                "schema": {"type": ["string", "null"], "format": "password"},
+            },
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": ["login", "port", "extra"],
+            "relabeling": {"host": "Endpoint", "schema": "Scheme", "password": "API key"},
+            "placeholders": {
+                "host": "https://<org>.cloud.bentoml.com (empty: $BENTO_CLOUD_API_ENDPOINT or the CLI login)",
+                "schema": "https",
+                "password": "BentoCloud API key",
+                "api_token": "BentoCloud API key",
+            },
+        },
+    },
 }
 
 

@@ -44,7 +44,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {"integration-name": "Feast", "python-modules": [f"{_P}.hooks.feast"]},
             {"integration-name": "MLflow", "python-modules": [f"{_P}.hooks.mlflow"]},
-            {"integration-name": "BentoML", "python-modules": [f"{_P}.hooks.bentoml"]},
+            {"integration-name": "BentoML", "python-modules": [f"{_P}.hooks.bentoml", f"{_P}.hooks.bentocloud"]},
             {"integration-name": "Object storage", "python-modules": [f"{_P}.hooks.objstore"]},
         ],
         "sensors": [

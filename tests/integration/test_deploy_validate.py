@@ -30,7 +30,7 @@ T0 = datetime(2024, 6, 1, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def bento(serving_world: ServingWorld) -> dict:
-    from mlops_provider.runtime.serving.deploy import package_bento
+    from mlops_provider.runtime.serving.package import package_bento
 
     w = serving_world
     return package_bento(
@@ -68,14 +68,14 @@ def snapshot(serving_world: ServingWorld) -> str:
 
 
 def _gone(report: dict) -> bool:
-    from mlops_provider.runtime.serving.deploy import _is_our_server
+    from mlops_provider.runtime.serving.process import is_our_server
 
     try:
         httpx.get(f"{report['url']}/readyz", timeout=2)
         answered = True
     except httpx.HTTPError:
         answered = False
-    return not answered and not _is_our_server(report["pid"])
+    return not answered and not is_our_server(report["pid"])
 
 
 def test_infra_validate_passes_and_stops_the_server(serving_world: ServingWorld, bento: dict, snapshot: str,
@@ -151,10 +151,12 @@ def test_batch_predict_to_s3(serving_world: ServingWorld, snapshot: str, moto_s3
 
     import pandas as pd
 
+    from mlops_provider.hooks.objstore import ObjectStoreHook
+    from mlops_provider.runtime.io.objstore import ObjectStore
     from mlops_provider.runtime.serving.batch import batch_predict
 
     kw = dict(mlflow_tracking_uri=serving_world.tracking_uri, window_start=T0.isoformat(),
-              window_end=(T0 + timedelta(days=1)).isoformat())
+              window_end=(T0 + timedelta(days=1)).isoformat(), store=ObjectStore(ObjectStoreHook().settings))
     first = batch_predict(MODEL_NAME, snapshot, f"s3://{bucket}/scores", FEATURES, **kw)
     assert first["created"] is True and first["rows"] == 12
     key = f"scores/{MODEL_NAME}/v1/20240601T000000Z__20240602T000000Z.parquet"
@@ -183,13 +185,9 @@ def test_local_deploy_failure_keeps_the_old_version_and_live_version_is_verified
     from mlops_provider.exceptions import DeploymentError, LiveVersionMismatch
     from mlops_provider.links.bentoml import BENTO_ENDPOINT_XCOM_KEY
     from mlops_provider.operators.bentoml import BentoDeployOperator, BentoSmokeTestOperator
-    from mlops_provider.runtime.serving.deploy import (
-        _is_our_server,
-        free_port,
-        package_bento,
-        read_state,
-        stop_local,
-    )
+    from mlops_provider.runtime.serving.package import package_bento
+    from mlops_provider.runtime.serving.process import free_port, is_our_server
+    from mlops_provider.runtime.serving.targets.local import read_state, stop_local
 
     w = serving_world
     state_dir = w.home / "state" / "deploy_operator"
@@ -216,7 +214,7 @@ def test_local_deploy_failure_keeps_the_old_version_and_live_version_is_verified
             op(broken["bento_tag"]).execute({"ti": _TI()})  # type: ignore[arg-type]
         assert broken["bento_tag"] in str(err.value) and "Log " in str(err.value)  # the reason and where to look
         assert read_state(state_dir)["bento_tag"] == bento["bento_tag"]
-        assert _is_our_server(first["pid"])
+        assert is_our_server(first["pid"])
         smoke = BentoSmokeTestOperator(task_id="smoke", url=first["url"], request=GOOD_REQUEST,
                                        expected_bento_tag=bento["bento_tag"])
         assert smoke.execute({})["model_version"] == "1"  # type: ignore[arg-type]

@@ -59,7 +59,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def live(serving_world: ServingWorld) -> Iterator[Live]:
-    from mlops_provider.runtime.serving.deploy import _stop_pid, package_bento, wait_ready
+    from mlops_provider.runtime.serving.package import package_bento
+    from mlops_provider.runtime.serving.process import stop_server, wait_ready
 
     world = serving_world
     register_model(world.tracking_uri, world.home / "mlflow" / "artifacts", world.home, alias="challenger")
@@ -108,7 +109,7 @@ def live(serving_world: ServingWorld) -> Iterator[Live]:
         wait_ready(proc, url, server_log, 0, 150, pkg["bento_tag"], consequence="the test server is gone")
         yield Live(url=url, package=pkg, log_dir=log_dir, proc=proc, bentoml_home=world.bentoml_home)
     finally:
-        _stop_pid(proc.pid, timeout=20)
+        stop_server(proc.pid, timeout=20)
 
 
 def _post(live: Live, path: str, **kw: object) -> httpx.Response:

@@ -41,7 +41,7 @@ def _free_port_pair() -> int:
 
 
 def _package(world: ServingWorld, **kw: object) -> dict:
-    from mlops_provider.runtime.serving.deploy import package_bento
+    from mlops_provider.runtime.serving.package import package_bento
 
     args = dict(
         model_name=MODEL_NAME, alias="champion", mlflow_tracking_uri=world.tracking_uri,
@@ -53,9 +53,9 @@ def _package(world: ServingWorld, **kw: object) -> dict:
 
 
 def _alive(pid: int) -> bool:
-    from mlops_provider.runtime.serving.deploy import _is_our_server
+    from mlops_provider.runtime.serving.process import is_our_server
 
-    return _is_our_server(pid)
+    return is_our_server(pid)
 
 
 def test_package_is_idempotent(serving_world: ServingWorld) -> None:
@@ -73,15 +73,10 @@ def test_package_is_idempotent(serving_world: ServingWorld) -> None:
 
 
 def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingWorld) -> None:
-    from mlops_provider.runtime.serving.deploy import (
-        _descendants,
-        _stop_pid,
-        deploy_local,
-        read_state,
-        smoke_test,
-        stop_local,
-    )
+    from mlops_provider.runtime.serving.checks import smoke_test
     from mlops_provider.runtime.serving.inference_log import read_inference_log
+    from mlops_provider.runtime.serving.process import descendants, stop_server
+    from mlops_provider.runtime.serving.targets.local import deploy_local, read_state, stop_local
 
     world = serving_world
     port = _free_port_pair()
@@ -167,9 +162,9 @@ def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingW
     finally:
         stop_local(world.state_dir)
         for pid in pids:  # belt and braces: never leave a server behind
-            _stop_pid(pid, timeout=10)
+            stop_server(pid, timeout=10)
     assert not any(_alive(p) for p in pids)
-    assert not any(_descendants(p) for p in pids)
+    assert not any(descendants(p) for p in pids)
     assert read_state(world.state_dir) is None
     with pytest.raises(DeploymentError):
         smoke_test(f"http://127.0.0.1:{port + 1}", GOOD_REQUEST, timeout=2)

@@ -49,7 +49,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     cfg_path.write_text(yaml.safe_dump(data))
     yield {"tmp": tmp, "home": home, "cfg": cfg_path}
     try:
-        from mlops_provider.runtime.serving.deploy import stop_local
+        from mlops_provider.runtime.serving.targets.local import stop_local
 
         stop_local(str(home / "state" / "serving" / "flights_delay"))
     finally:

@@ -89,11 +89,13 @@ def test_label_values_are_sanitised() -> None:
 
 
 def test_render_only_without_a_connection(tmp_path: Path) -> None:
+    from mlops_provider.operators.bentoml import kubernetes_api_client
     from mlops_provider.runtime.serving.targets.kubernetes import deploy_kubernetes
 
+    assert kubernetes_api_client("kubernetes_not_configured") is None  # the operator resolves no client
     out = deploy_kubernetes(
         bento_tag=TAG, model_name="flights_delay", model_version="3", out_dir=tmp_path,
-        conn_id="kubernetes_not_configured", namespace="ml",
+        api_client=None, conn_id="kubernetes_not_configured", namespace="ml",
     )
     assert out["mode"] == "render-only" and out["applied"] == []
     docs = list(yaml.safe_load_all(Path(out["manifests_path"]).read_text()))
@@ -174,10 +176,11 @@ def k8s_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[_FakeApiServer]:
 
 
 def test_apply_through_the_kubernetes_hook_creates_then_patches(k8s_api: _FakeApiServer, tmp_path: Path) -> None:
+    from mlops_provider.operators.bentoml import kubernetes_api_client
     from mlops_provider.runtime.serving.targets.kubernetes import deploy_kubernetes
 
     kw: dict[str, Any] = dict(bento_tag=TAG, model_name="flights_delay", model_version="3", out_dir=tmp_path,
-                              conn_id="kubernetes_test", namespace="ml", replicas=2)
+                              api_client=kubernetes_api_client("kubernetes_test"), namespace="ml", replicas=2)
     first = deploy_kubernetes(**kw)
     assert first["mode"] == "applied"
     assert [(a["kind"], a["action"]) for a in first["applied"]] == [
@@ -208,7 +211,7 @@ def test_bentocloud_call_building() -> None:
 
 
 def test_bentocloud_without_credentials_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_provider.runtime.serving.deploy import bentoml_home
+    from mlops_provider.runtime.serving.package import bentoml_home
     from mlops_provider.runtime.serving.targets.bentocloud import cloud_client
 
     for var in ("BENTO_CLOUD_API_KEY", "BENTO_CLOUD_API_ENDPOINT", "BENTOML_CLOUD_CONTEXT"):
@@ -267,7 +270,7 @@ def test_containerize_without_a_docker_engine_skips_with_the_reason(tmp_path: Pa
     from airflow.sdk.exceptions import AirflowSkipException
 
     from mlops_provider.operators.bentoml import BentoContainerizeOperator
-    from mlops_provider.runtime.serving.deploy import containerize, docker_engine
+    from mlops_provider.runtime.serving.containerize import containerize, docker_engine
 
     available, detail = docker_engine()
     if available:
@@ -304,7 +307,7 @@ def health_server() -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def test_live_version_is_verified(health_server: tuple[str, dict[str, Any]]) -> None:
-    from mlops_provider.runtime.serving.deploy import verify_live_version
+    from mlops_provider.runtime.serving.checks import verify_live_version
 
     url, reported = health_server
     assert verify_live_version(url, bento_tag=TAG, model_version="3")["bento_tag"] == TAG
@@ -404,16 +407,12 @@ def test_stable_front_switches_without_failed_requests(tmp_path: Path) -> None:
 
     import httpx
 
-    from mlops_provider.runtime.serving.deploy import (
-        _is_front,
-        _write_state,
-        ensure_front,
-        free_port,
-        stop_front,
-    )
+    from mlops_provider.runtime.serving.front import ensure_front, is_front, stop_front
+    from mlops_provider.runtime.serving.process import free_port
+    from mlops_provider.runtime.serving.state import write_state
 
     blue, green = _upstream("1"), _upstream("2")
-    _write_state(tmp_path, {"bento_tag": "b:1", "url": f"http://127.0.0.1:{blue.server_address[1]}"})
+    write_state(tmp_path, {"bento_tag": "b:1", "url": f"http://127.0.0.1:{blue.server_address[1]}"})
     front = ensure_front("127.0.0.1", free_port(), tmp_path)
     try:
         assert ensure_front("127.0.0.1", front["port"], tmp_path)["pid"] == front["pid"]  # idempotent
@@ -435,7 +434,7 @@ def test_stable_front_switches_without_failed_requests(tmp_path: Path) -> None:
         for t in threads:
             t.start()
         time.sleep(1.0)
-        _write_state(tmp_path, {"bento_tag": "b:2", "url": f"http://127.0.0.1:{green.server_address[1]}"})
+        write_state(tmp_path, {"bento_tag": "b:2", "url": f"http://127.0.0.1:{green.server_address[1]}"})
         time.sleep(0.5)  # drain
         blue.shutdown()
         blue.server_close()
@@ -449,5 +448,5 @@ def test_stable_front_switches_without_failed_requests(tmp_path: Path) -> None:
     finally:
         stop_front(tmp_path)
         green.shutdown()
-    assert not _is_front(front["pid"], front["proc_start"])
+    assert not is_front(front["pid"], front["proc_start"])
     assert not (tmp_path / "front.json").exists()

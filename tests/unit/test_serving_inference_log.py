@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_provider.runtime.io.objstore import ObjectStore
 from mlops_provider.runtime.serving.inference_log import InferenceLogWriter, read_inference_log
 
 T0 = datetime(2013, 6, 1, 23, 59, tzinfo=UTC)
@@ -123,20 +124,21 @@ def test_s3_root_writes_parquet_objects_and_reads_them_back(tmp_path: Path) -> N
             aws_secret_access_key="testing",
         )
         s3.create_bucket(Bucket="logs")
+        store = ObjectStore(client=s3)
         root = "s3://logs/inference/flights_delay"
-        with InferenceLogWriter(root, model_version="2", s3_client=s3, spool_dir=tmp_path / "spool") as w:
+        with InferenceLogWriter(root, model_version="2", store=store, spool_dir=tmp_path / "spool") as w:
             w.write_batch([_rec(0), _rec(1)], timestamp=T0)
             w.write_batch([_rec(2)], timestamp=T0 + timedelta(minutes=2))
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="logs")["Contents"])
         assert [k.split("/")[2] for k in keys] == ["date=2013-06-01", "date=2013-06-02"]
         assert all(k.startswith("inference/flights_delay/") and k.endswith(".parquet") for k in keys)
         assert not list((tmp_path / "spool").rglob("*.jsonl"))
-        frame = read_inference_log(root, s3_client=s3)
+        frame = read_inference_log(root, store=store)
         assert list(frame["request_id"]) == ["r0", "r1", "r2"] and set(frame["model_version"]) == {"2"}
         assert list(
-            read_inference_log(root, start=T0 + timedelta(minutes=1), s3_client=s3)["request_id"]
+            read_inference_log(root, start=T0 + timedelta(minutes=1), store=store)["request_id"]
         ) == ["r2"]
-        assert read_inference_log("s3://logs/nothing-here", s3_client=s3).empty
+        assert read_inference_log("s3://logs/nothing-here", store=store).empty
     finally:
         server.stop()
 

@@ -68,3 +68,23 @@ def test_endpoint_link() -> None:
     link = BentoEndpointLink()
     assert link.name == "BentoML endpoint" and link.xcom_key == BENTO_ENDPOINT_XCOM_KEY
     assert link.get_link(None, ti_key=None) == ""  # never breaks the UI
+
+
+def test_bentocloud_hook_resolves_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_provider.hooks.bentocloud import BentoCloudHook
+
+    assert BentoCloudHook.default_conn_name == "bentocloud_default" and BentoCloudHook.conn_type == "bentocloud"
+    assert BentoCloudHook("bentocloud_not_configured").settings().api_key is None  # env / CLI login then
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BENTOCLOUD_TEST",
+        '{"conn_type": "bentocloud", "host": "acme.cloud.bentoml.com", "password": "k3y"}',
+    )
+    s = BentoCloudHook("bentocloud_test").settings()
+    assert s.api_key == "k3y" and s.endpoint == "https://acme.cloud.bentoml.com"
+    assert "k3y" not in repr(s) and "k3y" not in str(s.public())
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BENTOCLOUD_TEST",
+        '{"conn_type": "bentoml", "host": "http://cloud.internal/", "password": "p", "extra": {"api_token": "t"}}',
+    )
+    s = BentoCloudHook("bentocloud_test").settings()
+    assert s.api_key == "t" and s.endpoint == "http://cloud.internal"  # extra wins; older type still read

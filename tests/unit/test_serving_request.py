@@ -12,7 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from mlops_provider.exceptions import ConfigError, DeploymentError
-from mlops_provider.runtime.serving.deploy import _pinned_requirements, _safe_name, smoke_test
+from mlops_provider.runtime.serving.checks import smoke_test
+from mlops_provider.runtime.serving.package import pinned_requirements, safe_name
 from mlops_provider.runtime.serving.service import FlightRequest, load_service_config
 
 GOOD = {
@@ -97,10 +98,10 @@ def test_missing_service_config_names_the_fix(tmp_path: Path) -> None:
 
 
 def test_tag_names_and_pins() -> None:
-    assert _safe_name("Flights Delay/V2") == "flights_delay_v2"
+    assert safe_name("Flights Delay/V2") == "flights_delay_v2"
     with pytest.raises(DeploymentError):
-        _safe_name("///")
-    reqs = _pinned_requirements(["pandas>=1", "torch==2.13.0", "# comment", "-r other.txt"])
+        safe_name("///")
+    reqs = pinned_requirements(["pandas>=1", "torch==2.13.0", "# comment", "-r other.txt"])
     names = [r.split("==")[0].split(">=")[0].lower() for r in reqs]
     assert "bentoml" in names and "torch" in names and names.count("pandas") == 1
     assert not any(r.startswith(("#", "-")) for r in reqs)
@@ -108,8 +109,8 @@ def test_tag_names_and_pins() -> None:
     from importlib.metadata import version
 
     # an unpinned model requirement is pinned to the installed version; unknown ones stay as given
-    assert f"pyyaml=={version('pyyaml')}" in _pinned_requirements(["pyyaml", "not-installed-pkg-xyz"])
-    assert "not-installed-pkg-xyz" in _pinned_requirements(["not-installed-pkg-xyz"])
+    assert f"pyyaml=={version('pyyaml')}" in pinned_requirements(["pyyaml", "not-installed-pkg-xyz"])
+    assert "not-installed-pkg-xyz" in pinned_requirements(["not-installed-pkg-xyz"])
 
 
 # ------------------------------------------------------------------ smoke test against a real HTTP server

@@ -8,9 +8,9 @@ Connection ``bentoml_default`` (type ``bentoml``):
 - extra ``bentoml_home``: the BentoML store (``BENTOML_HOME``) that packaging writes to and the
   local ``bentoml serve`` reads from.
 
-Deployment target ``bentocloud`` reads its own connection (``serving.bentocloud.conn_id``, default
-``bentocloud_default``, type ``bentoml``): password or extra ``api_token`` = BentoCloud API key, host =
-BentoCloud endpoint; without it ``$BENTO_CLOUD_API_KEY`` or the ``bentoml cloud login`` context is used.
+Deployment target ``bentocloud`` reads its own connection through
+:class:`~mlops_provider.hooks.bentocloud.BentoCloudHook` (``serving.bentocloud.conn_id``, default
+``bentocloud_default``).
 
 Without a connection the hook falls back to ``$BENTOML_HOME`` and then to
 :attr:`ModelPaths.bentoml_home <mlops_provider.paths.ModelPaths.bentoml_home>` (``<home>/bentoml``),

@@ -1,7 +1,9 @@
 """BentoML operators: package the champion, infra-validate it, deploy it (local blue/green, Kubernetes,
 BentoCloud), verify the live version, smoke-test it, containerize it; offline batch scoring (light module).
 
-bentoml / mlflow / httpx are imported inside ``execute()`` through :mod:`mlops_provider.runtime.serving.deploy`.
+Each ``execute()`` resolves its hooks (BentoML store and endpoint, MLflow, object storage, BentoCloud,
+Kubernetes) and calls one entry point of :mod:`mlops_provider.runtime.serving`, imported there, so
+bentoml / mlflow / httpx never load when a DAG file is parsed.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class BentoPackageOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.serving.deploy import package_bento
+        from mlops_provider.runtime.serving.package import package_bento
 
         tracking = MLflowHook(self.mlflow_conn_id).configure()
         home = BentoMLHook(self.bentoml_conn_id).bentoml_home
@@ -159,6 +161,8 @@ class BentoInfraValidateOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
         from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.runtime.io.objstore import ObjectStore
         from mlops_provider.runtime.serving.infra_validation import infra_validate
 
         tracking = MLflowHook(self.mlflow_conn_id).configure()
@@ -174,16 +178,13 @@ class BentoInfraValidateOperator(BaseOperator):
             latency_quantile=float(self.latency_quantile),
             ready_timeout=float(self.ready_timeout),
             report_dir=self.report_dir or None,
-            aws_conn_id=self.aws_conn_id,
+            store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
         )
         self.log.info(
             "Bento %s passed infra validation: replayed %s, max |diff| %s, latency %s",
             self.bento_tag, report["replayed"], report.get("max_abs_diff"), report.get("latency_ms"),
         )
         return report
-
-
-TARGETS = ("local", "kubernetes", "bentocloud")
 
 
 class BentoDeployOperator(BaseOperator):
@@ -245,29 +246,38 @@ class BentoDeployOperator(BaseOperator):
         self.bentoml_conn_id = bentoml_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.exceptions import DeploymentError
         from mlops_provider.hooks.bentoml import BentoMLHook
-        from mlops_provider.runtime.serving.deploy import verify_live_version
+        from mlops_provider.runtime.serving.deploy import deploy_bento
 
-        if self.target not in TARGETS:
-            raise DeploymentError(f"Unknown deployment target {self.target!r}; use one of {', '.join(TARGETS)}.")
         hook = BentoMLHook(self.bentoml_conn_id)
-        if self.target == "local":
-            result = self._deploy_local(hook)
-        elif self.target == "kubernetes":
-            result = self._deploy_kubernetes(hook)
-        else:
-            result = self._deploy_bentocloud(hook)
-        result["target"] = self.target
+        k8s_client = cloud = None
+        if self.target == "kubernetes":
+            k8s_client = kubernetes_api_client(self.kubernetes.get("conn_id", "kubernetes_default"))
+        elif self.target == "bentocloud":
+            from mlops_provider.hooks.bentocloud import BentoCloudHook
+
+            cloud = BentoCloudHook(str(self.bentocloud.get("conn_id") or "bentocloud_default")).settings()
+        result = deploy_bento(
+            self.bento_tag,
+            target=self.target,
+            state_dir=self.state_dir,
+            bentoml_home_dir=hook.bentoml_home,
+            host=self.host,
+            port=int(self.port),
+            ready_timeout=float(self.ready_timeout),
+            smoke_request=self.smoke_request,
+            drain_seconds=float(self.drain_seconds),
+            front_port=int(self.front_port) if self.front_port else None,
+            kubernetes=self.kubernetes,
+            kubernetes_api_client=k8s_client,
+            bentocloud=self.bentocloud,
+            bentocloud_api_key=cloud.api_key if cloud else None,
+            bentocloud_endpoint=cloud.endpoint if cloud else None,
+            verify_version=bool(self.verify_version),
+            headers=hook.headers() if self.target != "local" else {},
+            on_endpoint=lambda u: context["ti"].xcom_push(key=BENTO_ENDPOINT_XCOM_KEY, value=u),
+        )
         url = result.get("front_url") or result.get("url")  # the stable front when there is one
-        if url:
-            context["ti"].xcom_push(key=BENTO_ENDPOINT_XCOM_KEY, value=url)
-            if self.verify_version:
-                headers = hook.headers() if self.target != "local" else {}
-                result["live"] = verify_live_version(url, bento_tag=self.bento_tag, headers=headers)
-                self.log.info("Live version at %s: %s", url, result["live"])
-        else:
-            self.log.info("No endpoint URL for target %s: live version not verified", self.target)
         self.log.info(
             "%s deployed to %s%s%s", self.bento_tag, self.target, f" at {url}" if url else "",
             f"; replaced {result['previous_bento_tag']}" if result.get("previous_bento_tag") else "",
@@ -275,103 +285,25 @@ class BentoDeployOperator(BaseOperator):
         _set_outlet_extras(self, context, {"bento_tag": self.bento_tag, "url": url, "target": self.target})
         return result
 
-    def _deploy_local(self, hook: Any) -> dict[str, Any]:
-        from mlops_provider.runtime.serving.deploy import deploy_local
 
-        result = deploy_local(
-            self.bento_tag,
-            host=self.host,
-            port=int(self.port),
-            state_dir=self.state_dir,
-            timeout=float(self.ready_timeout),
-            bentoml_home_dir=hook.bentoml_home,
-            smoke_request=self.smoke_request,
-            drain_seconds=float(self.drain_seconds),
-            verify_version=bool(self.verify_version),
-            front_port=int(self.front_port) if self.front_port else None,
-        )
-        previous = result.pop("previous", None) or {}
-        result["previous_bento_tag"] = previous.get("bento_tag")
-        return result
-
-    def _deploy_kubernetes(self, hook: Any) -> dict[str, Any]:
-        from pathlib import Path
-
-        from mlops_provider.runtime.serving.infra_validation import bento_config
-        from mlops_provider.runtime.serving.targets.kubernetes import deploy_kubernetes
-
-        k = dict(self.kubernetes)
-        cfg = bento_config(self.bento_tag, hook.bentoml_home)
-        render = {key: k[key] for key in (
-            "namespace", "name", "replicas", "max_replicas", "target_cpu_utilization", "resources", "image",
-            "image_registry", "env", "service_type") if k.get(key) is not None}
-        result = deploy_kubernetes(
-            bento_tag=self.bento_tag,
-            model_name=str(cfg.get("model_name", "model")),
-            model_version=str(cfg.get("model_version", "")) or None,
-            out_dir=Path(self.state_dir) / "kubernetes",
-            conn_id=k.get("conn_id", "kubernetes_default"),
-            wait=bool(k.get("wait", True)),
-            **render,
-        )
-        self.log.info("Kubernetes manifests %s (%s)", result["manifests_path"], result["mode"])
-        result["url"] = k.get("url") if result["mode"] == "applied" else None
-        result["bento_tag"] = self.bento_tag
-        result["changed"] = result["mode"] == "applied"
-        return result
-
-    def _deploy_bentocloud(self, hook: Any) -> dict[str, Any]:
-        from mlops_provider.runtime.serving.infra_validation import bento_config
-        from mlops_provider.runtime.serving.targets.bentocloud import (
-            cloud_client,
-            deploy_bentocloud,
-            deployment_kwargs,
-        )
-
-        b = dict(self.bentocloud)
-        cfg = bento_config(self.bento_tag, hook.bentoml_home)
-        api_key, endpoint = _bentocloud_credentials(str(b.get("conn_id") or "bentocloud_default"))
-        client = cloud_client(api_key, endpoint)
-        kwargs = deployment_kwargs(
-            name=str(b.get("name") or f"{cfg.get('model_name', 'model')}-serving").replace("_", "-"),
-            bento_tag=self.bento_tag,
-            cluster=b.get("cluster"),
-            scaling_min=int(b.get("scaling_min", 1)),
-            scaling_max=int(b.get("scaling_max", 2)),
-            instance_type=b.get("instance_type"),
-            access_authorization=b.get("access_authorization", True),
-            envs=b.get("envs") or None,
-            labels={"model": str(cfg.get("model_name", "")), "model_version": str(cfg.get("model_version", ""))},
-        )
-        result = deploy_bentocloud(
-            kwargs, client=client, bentoml_home_dir=hook.bentoml_home, wait_timeout=int(b.get("wait_timeout", 900))
-        )
-        result["bento_tag"] = self.bento_tag
-        result["changed"] = True
-        return result
-
-
-def _bentocloud_credentials(conn_id: str) -> tuple[str | None, str | None]:
-    """(api_key, endpoint) from the connection (password or extra ``api_token``; host), or (None, None)."""
+def kubernetes_api_client(conn_id: str | None) -> Any | None:
+    """The cncf.kubernetes provider's ApiClient for ``conn_id``; None when the connection does not exist."""
+    if not conn_id:
+        return None
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
-        conn = BaseHook.get_connection(conn_id)
+        BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
-        return None, None
-    extras = conn.extra_dejson or {}
-    key = extras.get("api_token") or conn.password or None
-    if key:
-        from airflow.sdk.log import mask_secret
+        return None
+    try:
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    except ImportError as e:
+        from mlops_provider.exceptions import MissingDependencyError
 
-        mask_secret(str(key))
-    endpoint = None
-    if conn.host:
-        endpoint = str(conn.host).rstrip("/")
-        if "://" not in endpoint:
-            endpoint = f"{conn.schema or 'https'}://{endpoint}"
-    return (str(key) if key else None), endpoint
+        raise MissingDependencyError("apache-airflow-providers-cncf-kubernetes", "kubernetes") from e
+    return KubernetesHook(conn_id=conn_id).api_client
 
 
 class BentoContainerizeOperator(BaseOperator):
@@ -397,7 +329,7 @@ class BentoContainerizeOperator(BaseOperator):
 
         from mlops_provider.exceptions import ContainerEngineUnavailable
         from mlops_provider.hooks.bentoml import BentoMLHook
-        from mlops_provider.runtime.serving.deploy import containerize
+        from mlops_provider.runtime.serving.containerize import containerize
 
         try:
             result = containerize(
@@ -459,6 +391,8 @@ class BatchPredictOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.runtime.io.objstore import ObjectStore
         from mlops_provider.runtime.serving.batch import batch_predict
 
         tracking = MLflowHook(self.mlflow_conn_id).configure()
@@ -475,7 +409,7 @@ class BatchPredictOperator(BaseOperator):
             chunk_rows=int(self.chunk_rows),
             mlflow_tracking_uri=tracking.tracking_uri,
             mlflow_registry_uri=tracking.registry_uri,
-            aws_conn_id=self.aws_conn_id,
+            store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
         )
         self.log.info(
             "%s rows of %s scored with %s v%s -> %s%s", result["rows"], self.source, self.model_name,
@@ -517,14 +451,17 @@ class BentoSmokeTestOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
-        from mlops_provider.runtime.serving.deploy import smoke_test, verify_live_version
+        from mlops_provider.runtime.serving.checks import check_endpoint
 
-        url = self.url or BentoMLHook(self.bentoml_conn_id).url or ""
-        headers = BentoMLHook(self.bentoml_conn_id).headers()
-        response = smoke_test(url, self.request, timeout=float(self.timeout), headers=headers)
+        hook = BentoMLHook(self.bentoml_conn_id)
+        url = self.url or hook.url or ""
+        checked = check_endpoint(
+            url, self.request, timeout=float(self.timeout), headers=hook.headers(),
+            expected_bento_tag=self.expected_bento_tag or None,
+        )
+        response: dict[str, Any] = checked["prediction"]
         self.log.info("Smoke test of %s: %s", url, response)
-        if self.expected_bento_tag:
-            live = verify_live_version(url, bento_tag=self.expected_bento_tag, headers=headers)
-            self.log.info("Live version at %s: %s", url, live)
+        if checked["live"] is not None:
+            self.log.info("Live version at %s: %s", url, checked["live"])
         _set_outlet_extras(self, context, {"url": url, "model_version": response.get("model_version")})
         return response

@@ -334,7 +334,7 @@ def stop_recorded_demo(workdir: Path) -> int:
     stopped = 0
     for state_dir in data.get("serving_state_dirs", []):
         try:
-            from mlops_provider.runtime.serving.deploy import stop_local
+            from mlops_provider.runtime.serving.targets.local import stop_local
 
             if stop_local(state_dir):
                 stopped += 1

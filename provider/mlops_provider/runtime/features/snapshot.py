@@ -208,16 +208,23 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
 
 
 def load_snapshot(
-    path: str | os.PathLike[str], *, verify: bool = True, aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID
+    path: str | os.PathLike[str],
+    *,
+    verify: bool = True,
+    aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID,
+    store: objstore.ObjectStore | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a snapshot directory (or its ``data.parquet`` / ``manifest.json``): ``(DataFrame, manifest)``.
 
-    ``path`` may be an ``s3://`` URL (a snapshot whose manifest is missing counts as absent).
+    ``path`` may be an ``s3://`` URL (a snapshot whose manifest is missing counts as absent), read
+    through ``store`` (else, transitionally, the connection ``aws_conn_id``).
     Raises :class:`DataValidationError` when the snapshot is missing, unreadable, or (with
     ``verify=True``, the default) when its data no longer matches the hash in its manifest.
     """
     if objstore.is_s3(path):
-        return _load_remote(str(path), verify=verify, aws_conn_id=aws_conn_id)
+        if store is None:
+            store = objstore.ObjectStore(client=objstore.client(aws_conn_id))
+        return _load_remote(str(path), verify=verify, store=store)
     directory = Path(path)
     if directory.name in (DATA_FILE, MANIFEST_FILE):
         directory = directory.parent
@@ -249,12 +256,11 @@ def load_snapshot(
     return df, manifest
 
 
-def _load_remote(url: str, *, verify: bool, aws_conn_id: str | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _load_remote(url: str, *, verify: bool, store: objstore.ObjectStore) -> tuple[pd.DataFrame, dict[str, Any]]:
     url = url.rstrip("/")
     if objstore.basename(url) in (DATA_FILE, MANIFEST_FILE):
         url = url.rsplit("/", 1)[0]
-    s3 = objstore.client(aws_conn_id)
-    if objstore.head(objstore.join_s3(url, MANIFEST_FILE), s3=s3) is None:
+    if store.head(objstore.join_s3(url, MANIFEST_FILE)) is None:
         raise DataValidationError(
             f"snapshot {url} does not exist (no {MANIFEST_FILE}; an interrupted write leaves none). Check the "
             "snapshot path passed through XCom / the model version tag 'snapshot_path', or re-run the "
@@ -264,7 +270,7 @@ def _load_remote(url: str, *, verify: bool, aws_conn_id: str | None) -> tuple[pd
         local = Path(tmp, "snapshot")
         try:
             for name in (MANIFEST_FILE, DATA_FILE):
-                objstore.download(objstore.join_s3(url, name), local / name, s3=s3)
+                store.download(objstore.join_s3(url, name), local / name)
             return load_snapshot(local, verify=verify)
         except DataValidationError as e:
             raise DataValidationError(str(e).replace(str(local), url)) from e

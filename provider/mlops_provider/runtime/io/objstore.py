@@ -18,6 +18,7 @@ own S3 file system streams parquet without it.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fnmatch
 import json
@@ -194,7 +195,7 @@ class ObjectStore:
                                      last_modified=datetime.fromtimestamp(st.st_mtime, UTC))
         return dict(sorted(out.items()))
 
-    def list_dirs(self, url: str | os.PathLike[str]) -> list[str]:
+    def list_dirs(self, url: str | os.PathLike[str]) -> builtins.list[str]:
         """Names of the direct sub-directories (local) or common prefixes (S3) under ``url``, sorted."""
         if is_s3(url):
             bucket, prefix = split_s3(str(url))
@@ -305,7 +306,7 @@ class ObjectStore:
                 tmp.write_bytes(Path(local).read_bytes())
 
     @contextlib.contextmanager
-    def localized(self, paths: list[str]) -> Iterator[list[str]]:
+    def localized(self, paths: builtins.list[str]) -> Iterator[builtins.list[str]]:
         """Yield local paths for ``paths``: local ones unchanged, ``s3://`` ones downloaded to a temp dir.
 
         Downloads keep the object's file name; the temp dir is removed on exit. Order is preserved.

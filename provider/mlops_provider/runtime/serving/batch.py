@@ -21,9 +21,7 @@ reader would use. A re-run after the champion moved writes the new version's fil
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -32,6 +30,7 @@ from typing import Any
 
 from mlops_provider.exceptions import BatchPredictionError, ModelRegistryError
 from mlops_provider.runtime.io import objstore
+from mlops_provider.runtime.io.objstore import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +57,16 @@ def output_path(output_root: str, model_name: str, version: str, key: str) -> st
     return str(Path(output_root).expanduser().resolve() / name / f"v{version}" / f"{key}.parquet")
 
 
-def _read_source(source: str, aws_conn_id: str | None) -> Any:
+def _read_source(source: str, store: ObjectStore) -> Any:
     import pandas as pd
 
     from mlops_provider.runtime.features.snapshot import MANIFEST_FILE, load_snapshot
 
     if objstore.is_s3(source):
         if source.rstrip("/").endswith(".parquet"):
-            with objstore.localized([source], aws_conn_id=aws_conn_id) as [local]:
+            with store.localized([source]) as [local]:
                 return pd.read_parquet(local)
-        return load_snapshot(source, aws_conn_id=aws_conn_id)[0]
+        return load_snapshot(source, store=store)[0]
     p = Path(source).expanduser()
     if (p / MANIFEST_FILE).is_file() or (
         p.name in ("data.parquet", MANIFEST_FILE) and (p.parent / MANIFEST_FILE).is_file()
@@ -81,19 +80,11 @@ def _read_source(source: str, aws_conn_id: str | None) -> Any:
     )
 
 
-def _exists(path: str, aws_conn_id: str | None) -> bool:
-    if objstore.is_s3(path):
-        return objstore.head(path, aws_conn_id=aws_conn_id) is not None
-    return Path(path).is_file()
-
-
-def _rows_of(path: str, aws_conn_id: str | None) -> int:
+def _rows_of(path: str, store: ObjectStore) -> int:
     import pyarrow.parquet as pq
 
-    if objstore.is_s3(path):
-        with objstore.localized([path], aws_conn_id=aws_conn_id) as [local]:
-            return int(pq.ParquetFile(local).metadata.num_rows)
-    return int(pq.ParquetFile(path).metadata.num_rows)
+    with store.localized([path]) as [local]:
+        return int(pq.ParquetFile(local).metadata.num_rows)
 
 
 def model_input(frame: Any, categorical: list[str], numeric: list[str]) -> Any:
@@ -123,9 +114,12 @@ def batch_predict(
     chunk_rows: int = 50_000,
     mlflow_tracking_uri: str | None = None,
     mlflow_registry_uri: str | None = None,
-    aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID,
+    store: ObjectStore | None = None,
 ) -> dict[str, Any]:
-    """Score ``source`` in the window with the registered model (module docstring); returns a summary."""
+    """Score ``source`` in the window with the registered model (module docstring); returns a summary.
+
+    ``store`` reads and writes ``s3://`` locations (None: the process's default store).
+    """
     import mlflow
     import numpy as np
     import pandas as pd
@@ -155,13 +149,14 @@ def batch_predict(
         "output": target,
         "window": {"start": start.isoformat() if start else None, "end": end.isoformat() if end else None},
     }
-    if _exists(target, aws_conn_id):
-        rows = _rows_of(target, aws_conn_id)
+    store = store if store is not None else objstore.DEFAULT_STORE
+    if store.exists(target):
+        rows = _rows_of(target, store)
         log.info("%s already scored (%d rows); nothing to do", target, rows)
         return {**summary, "rows": rows, "created": False}
 
     categorical, numeric = list(features.get("categorical") or []), list(features.get("numeric") or [])
-    df = _read_source(str(source), aws_conn_id)
+    df = _read_source(str(source), store)
     missing = [c for c in [*categorical, *numeric] if c not in df.columns]
     if missing:
         raise BatchPredictionError(
@@ -208,13 +203,6 @@ def batch_predict(
     with tempfile.TemporaryDirectory(prefix="mlops-batch-") as tmp:
         local = Path(tmp) / "part.parquet"
         out.to_parquet(local, index=False)
-        if objstore.is_s3(target):
-            objstore.upload(local, target, aws_conn_id=aws_conn_id)
-        else:
-            dest = Path(target)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            staged = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-            shutil.copyfile(local, staged)
-            os.replace(staged, dest)
+        store.upload(local, target)  # one PUT on S3; a local target is replaced atomically
     log.info("Scored %d rows of %s with %s into %s", len(out), source, model_uri, target)
     return {**summary, "rows": int(len(out)), "created": True}

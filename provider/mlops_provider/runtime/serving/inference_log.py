@@ -19,8 +19,10 @@ write-ahead log with one ``write`` and flushed before the response is returned, 
 most the batch in flight and the rows are visible to the reader at once. The buffered rows are
 compacted into one parquet part when ``flush_rows`` accumulate, when ``flush_interval_s`` passes
 (a background thread), at the UTC day boundary and on ``close()``; the WAL is then removed. Parts
-are written to a temp name and renamed (local) or put as one object (S3), so a reader never sees a
-half-written part. A WAL left behind by a killed worker is compacted by the next writer that starts
+are written atomically (local) or put as one object (S3) through an
+:class:`~mlops_provider.runtime.io.objstore.ObjectStore`, so a reader never sees a half-written part.
+Inside the served bento the store is the default one (boto3's default chain, ``AWS_ENDPOINT_URL``);
+a task passes the store its operator resolved from the ``aws`` connection. A WAL left behind by a killed worker is compacted by the next writer that starts
 on the same spool (it claims it with an atomic rename, so two writers never both compact it).
 
 Read path (:func:`read_inference_log`) is what drift monitoring uses: a missing or empty root gives
@@ -48,6 +50,8 @@ from typing import IO, Any
 
 import pandas as pd
 
+from mlops_provider.runtime.io.objstore import DEFAULT_STORE, ObjectStore, is_s3, join
+
 log = logging.getLogger(__name__)
 
 #: Columns every record carries besides the features.
@@ -56,7 +60,6 @@ PREDICTION_COLUMN = "prediction"
 WAL_SUFFIX = ".jsonl"
 PART_SUFFIX = ".parquet"
 ENV_SPOOL = "MLOPS_INFERENCE_SPOOL_DIR"
-S3_SCHEME = "s3://"
 
 
 def _json_default(value: Any) -> Any:
@@ -88,22 +91,6 @@ def _as_utc(ts: datetime | str | None) -> datetime:
     if ts.tzinfo is None:
         return ts.replace(tzinfo=UTC)
     return ts.astimezone(UTC)
-
-
-def is_s3(path: Any) -> bool:
-    return str(path).startswith(S3_SCHEME)
-
-
-def _split_s3(url: str) -> tuple[str, str]:
-    bucket, _, key = url[len(S3_SCHEME) :].partition("/")
-    return bucket, key.strip("/")
-
-
-def _default_s3_client() -> Any:
-    """boto3's default chain (env credentials, instance role); ``AWS_ENDPOINT_URL`` for MinIO/moto."""
-    import boto3
-
-    return boto3.client("s3")
 
 
 def default_spool_dir(root: str) -> Path:
@@ -188,7 +175,7 @@ class InferenceLogWriter:
         flush_rows: int = 5000,
         flush_interval_s: float = 10.0,
         spool_dir: str | os.PathLike[str] | None = None,
-        s3_client: Any = None,
+        store: ObjectStore | None = None,
         orphan_age_s: float | None = None,
     ) -> None:
         self.root = str(directory)
@@ -204,7 +191,7 @@ class InferenceLogWriter:
         self.orphan_age_s = (
             orphan_age_s if orphan_age_s is not None else max(120.0, 10 * self.flush_interval_s)
         )
-        self._s3 = s3_client
+        self.store = store if store is not None else DEFAULT_STORE
         self._lock = threading.RLock()
         self._day: str | None = None
         self._fh: IO[str] | None = None
@@ -223,23 +210,11 @@ class InferenceLogWriter:
         """The live WAL of this worker for ``day``."""
         return self.spool / f"date={day}" / f"{self.worker_id}{WAL_SUFFIX}"
 
-    def _s3_client(self) -> Any:
-        if self._s3 is None:
-            self._s3 = _default_s3_client()
-        return self._s3
-
     def _put_part(self, day: str, name: str, payload: bytes) -> str:
-        if self.remote:
-            bucket, prefix = _split_s3(self.root)
-            key = "/".join(p for p in (prefix, f"date={day}", name) if p)
-            self._s3_client().put_object(Bucket=bucket, Key=key, Body=payload)
-            return f"{S3_SCHEME}{bucket}/{key}"
-        final = Path(self.root) / f"date={day}" / name
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{name}.tmp")
-        tmp.write_bytes(payload)
-        os.replace(tmp, final)
-        return str(final)
+        """Write one part (local: atomically; S3: one PUT); returns its path / URL."""
+        url = join(self.root, f"date={day}", name)
+        self.store.write_bytes(url, payload)
+        return url
 
     # -- process / thread housekeeping
     def _check_fork(self) -> None:
@@ -409,18 +384,15 @@ def _read_part(data: bytes | Path) -> Any:
     return pq.read_table(io.BytesIO(data) if isinstance(data, bytes) else str(data))
 
 
-def _list_s3(root: str, s3: Any) -> list[tuple[date, str]]:
-    bucket, prefix = _split_s3(root)
-    base = f"{prefix}/" if prefix else ""
+def _list_remote(root: str, store: ObjectStore) -> list[tuple[date, str]]:
+    """``(day, url)`` of every part under ``root/date=*/`` (one level of partitions, parts only)."""
+    base = root.rstrip("/") + "/"
     out: list[tuple[date, str]] = []
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base)
-    for page in pages:
-        for obj in page.get("Contents", []) or []:
-            rel = obj["Key"][len(base) :]
-            part_dir, _, name = rel.partition("/")
-            day = _day_of(part_dir)
-            if day is not None and name.endswith(PART_SUFFIX) and "/" not in name:
-                out.append((day, obj["Key"]))
+    for url in store.list(root, f"*{PART_SUFFIX}", recursive=True):
+        part_dir, _, name = url[len(base) :].partition("/")
+        day = _day_of(part_dir)
+        if day is not None and name and "/" not in name:
+            out.append((day, url))
     return sorted(out)
 
 
@@ -429,14 +401,13 @@ def read_inference_log(
     start: datetime | str | None = None,
     end: datetime | str | None = None,
     *,
-    s3_client: Any = None,
-    aws_conn_id: str | None = "aws_default",
+    store: ObjectStore | None = None,
 ) -> pd.DataFrame:
     """Read every record with ``start <= timestamp < end`` (both optional, UTC) into a DataFrame.
 
-    ``directory`` is a local path or ``s3://bucket/prefix`` (read through ``s3_client``, else the
-    Airflow connection ``aws_conn_id``). A missing or empty root gives an empty frame (with the meta
-    + prediction columns). ``timestamp`` is a tz-aware UTC column, rows sorted by it.
+    ``directory`` is a local path or ``s3://bucket/prefix`` (read through ``store``, None: the
+    process's default store). A missing or empty root gives an empty frame (with the meta +
+    prediction columns). ``timestamp`` is a tz-aware UTC column, rows sorted by it.
     """
     import pyarrow as pa
 
@@ -447,20 +418,16 @@ def read_inference_log(
     wal_rows: list[dict[str, Any]] = []
     skipped = skipped_files = files = 0
     if is_s3(root):
-        if s3_client is None:
-            from mlops_provider.runtime.io.objstore import client as s3_factory
-
-            s3_client = s3_factory(aws_conn_id)
-        bucket, _ = _split_s3(root)
-        for day, key in _list_s3(root, s3_client):
+        store = store if store is not None else DEFAULT_STORE
+        for day, url in _list_remote(root, store):
             if not _in_days(day, lo, hi):
                 continue
             files += 1
             try:
-                tables.append(_read_part(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+                tables.append(_read_part(store.read_bytes(url)))
             except Exception as e:  # noqa: BLE001 - a bad part must not hide the others
                 skipped_files += 1
-                log.warning("Skipping unreadable inference log part s3://%s/%s: %s", bucket, key, e)
+                log.warning("Skipping unreadable inference log part %s: %s", url, e)
     elif Path(root).is_dir():
         for day_dir in sorted(p for p in Path(root).iterdir() if p.is_dir()):
             part_day = _day_of(day_dir.name)

@@ -37,7 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from mlops_provider.exceptions import DeploymentError, InfraValidationError
-from mlops_provider.runtime.serving import deploy as serving
+from mlops_provider.runtime.io.atomic import atomic_write_json
+from mlops_provider.runtime.io.objstore import ObjectStore
+from mlops_provider.runtime.serving.package import bento_config, safe_name
+from mlops_provider.runtime.serving.process import free_port, start_server, stop_server, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -46,28 +49,6 @@ log = logging.getLogger(__name__)
 ENTITY_KEYS = ("origin", "carrier", "tailnum")
 PLACEHOLDER = {"origin": "UNK", "carrier": "UN", "tailnum": "UNKNOWN"}
 REQUEST_ID_PREFIX = "infra-"
-
-
-def bento_config(bento_tag: str, bentoml_home_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The service config bundled in a bento (``src/bento_config.json``, written by ``package_bento``)."""
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    with serving.bentoml_home(bentoml_home_dir):
-        try:
-            bento = bentoml.bentos.get(bento_tag)
-        except NotFound as e:
-            raise DeploymentError(
-                f"Bento {bento_tag} is not in the BentoML store {bentoml_home_dir or '$BENTOML_HOME'}; run the "
-                "package task first (or point the bentoml connection's extra 'bentoml_home' at the right store)."
-            ) from e
-        path = Path(bento.path_of(f"src/{serving.CONFIG_FILE}"))
-    if not path.is_file():
-        raise DeploymentError(
-            f"Bento {bento_tag} has no {serving.CONFIG_FILE}; it was not built by package_bento."
-        )
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
 
 
 def _jsonable(v: Any) -> Any:
@@ -152,10 +133,10 @@ def _input_example(model_uri: str) -> Any | None:
     return example
 
 
-def _snapshot_sample(path: str, rows: int, aws_conn_id: str | None) -> Any | None:
+def _snapshot_sample(path: str, rows: int, store: ObjectStore | None) -> Any | None:
     from mlops_provider.runtime.features.snapshot import load_snapshot
 
-    df, _ = load_snapshot(path, verify=False, aws_conn_id=aws_conn_id)
+    df, _ = load_snapshot(path, verify=False, store=store)
     if "split" in df.columns and (df["split"] == "validation").any():
         df = df[df["split"] == "validation"]
     if df.empty:
@@ -225,9 +206,12 @@ def infra_validate(
     ready_timeout: float = 180.0,
     host: str = "127.0.0.1",
     report_dir: str | os.PathLike[str] | None = None,
-    aws_conn_id: str | None = None,
+    store: ObjectStore | None = None,
 ) -> dict[str, Any]:
-    """Serve ``bento_tag`` on a free loopback port and validate it (module docstring); returns the report."""
+    """Serve ``bento_tag`` on a free loopback port and validate it (module docstring); returns the report.
+
+    ``store`` reads an ``s3://`` snapshot (None: the process's default store).
+    """
     import httpx
     import mlflow
     import numpy as np
@@ -255,7 +239,7 @@ def infra_validate(
         )
         snap = client.get_model_version(model_name, version).tags.get("snapshot_path")
     if snap and sample_rows > 0:
-        sample = _snapshot_sample(str(snap), sample_rows, aws_conn_id)
+        sample = _snapshot_sample(str(snap), sample_rows, store)
         if sample is not None:
             frames["snapshot_sample"] = sample
     if not frames:
@@ -279,10 +263,10 @@ def infra_validate(
         expected[v] = np.asarray(model.predict(x), dtype="float64").reshape(-1)
 
     # ---- serve, replay, check; always stop the server
-    port = serving.free_port(host)
+    port = free_port(host)
     url = f"http://{host}:{port}"
     log_dir = Path(tempfile.mkdtemp(prefix="mlops-infra-validate-"))
-    log_file = log_dir / f"{serving._safe_name(bento_tag.split(':', 1)[-1])}-{port}.log"
+    log_file = log_dir / f"{safe_name(bento_tag.split(':', 1)[-1])}-{port}.log"
     report: dict[str, Any] = {
         "bento_tag": bento_tag,
         "model_uri": model_uri,
@@ -297,10 +281,10 @@ def infra_validate(
     }
     problems: list[str] = []
     t_start = time.monotonic()
-    proc, offset = serving.start_server(bento_tag, host, port, log_file, bentoml_home_dir=bentoml_home_dir)
+    proc, offset = start_server(bento_tag, host, port, log_file, bentoml_home_dir=bentoml_home_dir)
     report["pid"] = proc.pid
     try:
-        serving.wait_ready(
+        wait_ready(
             proc, url, log_file, offset, ready_timeout, bento_tag, consequence="nothing was deployed"
         )
         report["ready_after_s"] = round(time.monotonic() - t_start, 2)
@@ -368,7 +352,7 @@ def infra_validate(
     except Exception as e:  # noqa: BLE001 - any failure to talk to the server is a validation failure
         problems.append(f"serving: {type(e).__name__}: {e}")
     finally:
-        serving._stop_pid(proc.pid, timeout=15)
+        stop_server(proc.pid, timeout=15)
     report["checks"] = {
         kind: not any(p.startswith(f"{kind}:") for p in problems)
         for kind in ("readiness", "serving", "schema", "parity", "latency")
@@ -377,11 +361,8 @@ def infra_validate(
     report["passed"] = not problems
     report["finished_at"] = datetime.now(UTC).isoformat()
     if report_dir:
-        out = Path(report_dir) / f"{serving._safe_name(bento_tag.replace(':', '-'))}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, out)
+        out = Path(report_dir) / f"{safe_name(bento_tag.replace(':', '-'))}.json"
+        atomic_write_json(out, report, sort_keys=False)
         report["report_path"] = str(out)
     if problems:
         shown = "\n  - ".join(problems[:10])

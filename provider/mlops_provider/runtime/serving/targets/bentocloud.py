@@ -1,7 +1,8 @@
 """BentoCloud deployment target through BentoML's deployment API (``bentoml.deployment``).
 
-Credentials, first hit wins: the ``api_key`` / ``endpoint`` passed in (the operator reads them from
-the BentoCloud connection: password or extra ``api_token`` = API key, host = endpoint), then
+Credentials, first hit wins: the ``api_key`` / ``endpoint`` passed in (resolved by the
+provider's ``BentoCloudHook`` from the BentoCloud connection: password or extra ``api_token`` = API
+key, host = endpoint; this module never reads a connection), then
 ``$BENTO_CLOUD_API_KEY`` / ``$BENTO_CLOUD_API_ENDPOINT``, then the context saved by
 ``bentoml cloud login``. With none, :class:`~mlops_provider.exceptions.BentoCloudNotConfigured`
 says how to configure one; nothing is sent.
@@ -9,7 +10,7 @@ says how to configure one; nothing is sent.
 :func:`deployment_kwargs` builds the call (a pure function, unit-tested); :func:`deploy_bentocloud`
 pushes the bento (idempotent: BentoCloud skips a bento it already has), then ``update``s the named
 deployment when it exists or ``create``s it, waits until it is running and returns its endpoint URL.
-The deploy operator then verifies the live version at that URL.
+:func:`mlops_provider.runtime.serving.deploy.deploy_bento` then verifies the live version at that URL.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def deploy_bentocloud(
     import bentoml
     from bentoml.exceptions import NotFound
 
-    from mlops_provider.runtime.serving.deploy import bentoml_home
+    from mlops_provider.runtime.serving.package import bentoml_home
 
     api = api or bentoml.deployment
     name = str(kwargs["name"])

@@ -18,8 +18,9 @@
 (``V1Deployment``, ``V1Service``, ``V2HorizontalPodAutoscaler``) and checks the fields the cluster
 would reject or that this target relies on.
 
-:func:`apply_manifests` creates or patches each object through a ``kubernetes`` ``ApiClient`` (from the
-cncf.kubernetes provider's ``KubernetesHook``); without a connection the deploy is render-only.
+:func:`apply_manifests` creates or patches each object through a ``kubernetes`` ``ApiClient``. The client
+is resolved by the caller (the deploy operator, from the cncf.kubernetes provider's ``KubernetesHook``
+when the connection exists) and passed in; without one the deploy is render-only.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_provider.exceptions import DeploymentError
+from mlops_provider.runtime.io.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +247,7 @@ def write_manifests(manifests: Sequence[Mapping[str, Any]], directory: str | Pat
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     out = d / "manifests.yaml"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(manifests_yaml(manifests), encoding="utf-8")
-    tmp.replace(out)
+    atomic_write(out, manifests_yaml(manifests))
     return str(out)
 
 
@@ -336,12 +336,16 @@ def deploy_kubernetes(
     model_name: str,
     model_version: str | None,
     out_dir: str | Path,
+    api_client: Any = None,
     conn_id: str | None = None,
     wait: bool = True,
     rollout_timeout: float = 600.0,
     **render_kwargs: Any,
 ) -> dict[str, Any]:
-    """Render + validate the manifests, write them under ``out_dir``; apply them when ``conn_id`` resolves.
+    """Render + validate the manifests, write them under ``out_dir``; apply them through ``api_client``.
+
+    ``api_client``: a ``kubernetes.client.ApiClient`` (None: render only); ``conn_id`` names the
+    connection it came from (for the log only).
 
     Returns ``{"mode": "applied" | "render-only", "manifests_path", "objects", "applied"}``.
     """
@@ -362,7 +366,6 @@ def deploy_kubernetes(
         "namespace": manifests[0]["metadata"]["namespace"],
         "name": manifests[0]["metadata"]["name"],
     }
-    api_client = kubernetes_api_client(conn_id) if conn_id else None
     if api_client is None:
         log.info(
             "No Kubernetes connection %r: rendered %s only (apply it with kubectl apply -f)", conn_id, path
@@ -376,20 +379,3 @@ def deploy_kubernetes(
         )
     return result
 
-
-def kubernetes_api_client(conn_id: str) -> Any | None:
-    """The cncf.kubernetes provider's ApiClient for ``conn_id``; None when the connection does not exist."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return None
-    try:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-    except ImportError as e:
-        from mlops_provider.exceptions import MissingDependencyError
-
-        raise MissingDependencyError("apache-airflow-providers-cncf-kubernetes", "kubernetes") from e
-    return KubernetesHook(conn_id=conn_id).api_client

@@ -1,0 +1,124 @@
+"""Checks of a serving endpoint over HTTP: smoke test and live-version verification (runtime module).
+
+- :func:`smoke_test` POSTs requests to ``<url>/predict`` and checks every answer is a probability in
+  [0, 1]; its requests get ``request_id`` ``smoke-<uuid>`` so drift monitoring can leave them out;
+- :func:`live_version` / :func:`verify_live_version` ask ``POST <url>/health`` what is serving and
+  raise :class:`~mlops_provider.exceptions.LiveVersionMismatch` when it is not what was deployed (a
+  silent rollback, a concurrent deploy);
+- :func:`check_endpoint` does both (the smoke-test task).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from mlops_provider.exceptions import DeploymentError
+
+#: request_id prefix of smoke-test traffic in the inference log.
+SMOKE_ID_PREFIX = "smoke-"
+
+
+def smoke_test(
+    url: str,
+    request: Mapping[str, Any] | list[Mapping[str, Any]],
+    timeout: float = 30.0,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """POST ``request`` to ``<url>/predict`` over HTTP and check the answer; returns the first prediction.
+
+    Requests without ``request_id`` get ``smoke-<uuid>`` (drift monitoring can filter them out).
+    Raises DeploymentError on a non-2xx status, a missing probability, NaN, or a value outside [0, 1].
+    """
+    import httpx
+
+    reqs = [dict(r) for r in request] if isinstance(request, list) else [dict(request)]
+    for r in reqs:  # mark smoke traffic so drift monitoring can leave it out
+        r.setdefault("request_id", f"{SMOKE_ID_PREFIX}{uuid.uuid4().hex}")
+    endpoint = f"{url.rstrip('/')}/predict"
+    try:
+        resp = httpx.post(endpoint, json={"requests": reqs}, timeout=timeout, headers=dict(headers or {}))
+    except httpx.HTTPError as e:
+        raise DeploymentError(f"Smoke test could not reach {endpoint}: {e}") from e
+    if not 200 <= resp.status_code < 300:
+        raise DeploymentError(f"Smoke test got HTTP {resp.status_code} from {endpoint}: {resp.text[:500]}")
+    try:
+        body = resp.json()
+    except ValueError as e:
+        raise DeploymentError(f"Smoke test got non-JSON from {endpoint}: {resp.text[:500]}") from e
+    if not isinstance(body, list) or len(body) != len(reqs):
+        raise DeploymentError(f"Smoke test expected {len(reqs)} predictions from {endpoint}, got: {str(body)[:500]}")
+    for item in body:
+        p = item.get("probability") if isinstance(item, dict) else None
+        if not isinstance(p, int | float) or isinstance(p, bool) or math.isnan(p) or not 0.0 <= p <= 1.0:
+            raise DeploymentError(f"Smoke test got an invalid probability from {endpoint}: {item!r}")
+    return dict(body[0])
+
+
+def live_version(url: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """What the endpoint says it serves: the JSON of ``POST <url>/health`` (``bento_tag``, ``model_version``)."""
+    import httpx
+
+    endpoint = f"{url.rstrip('/')}/health"
+    try:
+        resp = httpx.post(endpoint, json={}, timeout=timeout, headers=dict(headers or {}))
+    except httpx.HTTPError as e:
+        raise DeploymentError(f"Cannot ask {endpoint} which version it serves: {e}") from e
+    if resp.status_code != 200:
+        raise DeploymentError(f"{endpoint} answered HTTP {resp.status_code}: {resp.text[:300]}")
+    try:
+        body = resp.json()
+    except ValueError as e:
+        raise DeploymentError(f"{endpoint} did not answer JSON: {resp.text[:300]}") from e
+    if not isinstance(body, dict):
+        raise DeploymentError(f"{endpoint} answered {str(body)[:300]}, expected an object")
+    return body
+
+
+def verify_live_version(
+    url: str,
+    *,
+    bento_tag: str | None = None,
+    model_version: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Check the endpoint reports the deployed ``bento_tag`` / ``model_version``; returns what it reports.
+
+    Raises :class:`~mlops_provider.exceptions.LiveVersionMismatch` when it serves something else (a
+    silent rollback: the platform kept or restored the old version, another deploy won a race, ...).
+    """
+    from mlops_provider.exceptions import LiveVersionMismatch
+
+    live = live_version(url, headers=headers, timeout=timeout)
+    wrong = []
+    if bento_tag and str(live.get("bento_tag")) != bento_tag:
+        wrong.append(f"bento_tag {live.get('bento_tag')!r} != deployed {bento_tag!r}")
+    if model_version and str(live.get("model_version")) != str(model_version):
+        wrong.append(f"model_version {live.get('model_version')!r} != deployed {model_version!r}")
+    if wrong:
+        raise LiveVersionMismatch(
+            f"{url} does not serve what was deployed ({'; '.join(wrong)}): a silent rollback or a concurrent "
+            "deploy. Check the deployment's events/logs and re-run the deploy task.",
+            live=live,
+        )
+    return live
+
+
+def check_endpoint(
+    url: str,
+    request: Mapping[str, Any] | list[Mapping[str, Any]],
+    *,
+    timeout: float = 30.0,
+    headers: Mapping[str, str] | None = None,
+    expected_bento_tag: str | None = None,
+) -> dict[str, Any]:
+    """:func:`smoke_test` ``url``, then (with ``expected_bento_tag``) :func:`verify_live_version`.
+
+    Returns ``{"prediction": <first prediction>, "live": <what /health reports> | None}``.
+    """
+    prediction = smoke_test(url, request, timeout=timeout, headers=headers)
+    live = verify_live_version(url, bento_tag=expected_bento_tag, headers=headers) if expected_bento_tag else None
+    return {"prediction": prediction, "live": live}

@@ -1,0 +1,170 @@
+"""The stable front of the local target: one port that always reaches the live version (runtime module).
+
+Blue/green alternates the server between two ports (:mod:`mlops_provider.runtime.serving.targets.local`).
+With ``front_port`` a small ASGI reverse proxy listens there, in its own process, and forwards every
+request to the URL in the deployment state file, re-read whenever the file changes. A request whose
+upstream refuses or drops the connection (the old version just stopped) is retried on the freshly
+read state, so a switch behind the front loses nothing.
+
+``<state_dir>/front.json`` records the front's process (pid, start time, host, port, url, log file);
+:func:`ensure_front` is idempotent, :func:`stop_front` stops it with the deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlops_provider.exceptions import DeploymentError
+from mlops_provider.runtime.io.atomic import atomic_write_json
+from mlops_provider.runtime.serving.process import log_tail, matches, port_free, proc_start, stop_process
+from mlops_provider.runtime.serving.state import read_state, state_path
+
+log = logging.getLogger(__name__)
+
+FRONT_FILE = "front.json"
+FRONT_INFO_PATH = "/__front__"
+
+
+def _front_app(state_dir: str | os.PathLike[str]) -> Any:
+    """ASGI reverse proxy to the URL in the deployment state (re-read when the file changes)."""
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    state_file = state_path(state_dir)
+    cache: dict[str, Any] = {"mtime": None, "url": None}
+
+    def upstream() -> str | None:
+        try:
+            mtime = state_file.stat().st_mtime_ns
+        except OSError:
+            return None
+        if mtime != cache["mtime"]:
+            st = read_state(state_dir)
+            cache.update(mtime=mtime, url=(st or {}).get("url"))
+        return cache["url"]
+
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(120.0, connect=5.0),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+    )
+    hop = {b"host", b"content-length", b"connection", b"keep-alive", b"transfer-encoding"}
+    drop = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
+
+    async def info(request: Request) -> Response:
+        return JSONResponse({"upstream": upstream(), "state": str(state_file)})
+
+    async def proxy(request: Request) -> Response:
+        body = await request.body()
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in hop]
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        error: Exception | None = None
+        for _ in range(5):
+            base = upstream()
+            if not base:
+                return Response("no deployment is serving", status_code=503)
+            try:
+                r = await client.request(request.method, base + path, content=body, headers=headers)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+                error = e
+                await asyncio.sleep(0.2)
+                cache["mtime"] = None  # re-read the state: a switch is under way
+                continue
+            out = {k: v for k, v in r.headers.items() if k.lower() not in drop}
+            return Response(r.content, status_code=r.status_code, headers=out)
+        return Response(f"upstream unavailable: {error}", status_code=502)
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    return Starlette(routes=[Route(FRONT_INFO_PATH, info), Route("/{path:path}", proxy, methods=methods)])
+
+
+def run_front(host: str, port: int, state_dir: str) -> None:
+    """Serve the stable front (blocking; what :func:`ensure_front` starts in its own process)."""
+    import uvicorn
+
+    uvicorn.run(_front_app(state_dir), host=host, port=int(port), log_level="warning", timeout_graceful_shutdown=10)
+
+
+def is_front(pid: int | None, proc_start_time: float | int | None = None) -> bool:
+    """True if ``pid`` is a live stable front (started at ``proc_start_time`` when given)."""
+    return matches(pid, proc_start_time, lambda cmd: "run_front" in cmd, unreadable=True)
+
+
+def ensure_front(host: str, port: int, state_dir: str | os.PathLike[str], timeout: float = 60.0) -> dict[str, Any]:
+    """Start the stable front on ``host:port`` for ``state_dir`` unless it already runs; returns its state."""
+    import httpx
+
+    state_dir = Path(state_dir).expanduser().resolve()
+    front_file = state_dir / FRONT_FILE
+    try:
+        front = json.loads(front_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        front = None
+    if front and is_front(front.get("pid"), front.get("proc_start")):
+        if (front.get("host"), int(front.get("port", -1))) == (host, int(port)):
+            return dict(front)
+        _stop_front(front)
+    if not port_free(host, port):
+        raise DeploymentError(
+            f"Cannot start the stable front on {host}:{port}: the port is in use by a process this deployment "
+            "does not own. Free it or change serving.front_port."
+        )
+    log_file = state_dir / "logs" / f"front-{port}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    code = f"from {__name__} import run_front; run_front({host!r}, {int(port)}, {str(state_dir)!r})"
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=str(state_dir), start_new_session=True,
+        )
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise DeploymentError(f"The stable front exited with code {proc.returncode}. Log {log_file}:\n{log_tail(log_file)}")
+        try:
+            if httpx.get(f"{url}{FRONT_INFO_PATH}", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            _stop_front({"pid": proc.pid})
+            raise DeploymentError(f"The stable front did not answer on {url} within {timeout:.0f}s. Log {log_file}")
+        time.sleep(0.3)
+    front = {"pid": proc.pid, "proc_start": proc_start(proc.pid), "host": host, "port": int(port), "url": url,
+             "log_file": str(log_file)}
+    atomic_write_json(front_file, front, sort_keys=False)
+    log.info("Stable front %s -> deployment state %s (pid %s)", url, state_path(state_dir), proc.pid)
+    return front
+
+
+def _stop_front(front: Mapping[str, Any], timeout: float = 15.0) -> None:
+    pid = front.get("pid")
+    if not is_front(pid, front.get("proc_start")):
+        return
+    assert pid is not None
+    stop_process(int(pid), timeout=timeout)
+
+
+def stop_front(state_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Stop the stable front of ``state_dir`` (if any); returns its state."""
+    front_file = Path(state_dir) / FRONT_FILE
+    try:
+        front = json.loads(front_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    _stop_front(front)
+    front_file.unlink(missing_ok=True)
+    return dict(front)
