@@ -75,21 +75,24 @@ class LandedFilesOperator(BaseOperator):
         self.log.info("Processing %d landed file(s) from %s: %s", len(files), source, files)
         return files
 
+    def _objects(self) -> Any:
+        """The landing zone's object store (the connection is resolved at its first S3 use)."""
+        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.runtime.io.objstore import ObjectStore
+
+        return ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
+
     def _missing(self, files: list[str]) -> list[str]:
         remote = [f for f in files if f.startswith("s3://")]
         missing = [f for f in files if not f.startswith("s3://") and not Path(f).exists()]
         if remote:
-            from mlops_provider.runtime.io.objstore import client, head
-
-            s3 = client(self.aws_conn_id)
-            missing += [f for f in remote if head(f, s3=s3) is None]
+            store = self._objects()
+            missing += [f for f in remote if store.head(f) is None]
         return sorted(missing)
 
     def _modified_between(self, start: datetime | None, end: datetime | None) -> list[str]:
         if str(self.landing_path).startswith("s3://"):
-            from mlops_provider.runtime.io.objstore import list_objects
-
-            objs = list_objects(str(self.landing_path), self.pattern, aws_conn_id=self.aws_conn_id)
+            objs = self._objects().list(str(self.landing_path), self.pattern)
             return [
                 url for url, info in objs.items()
                 if info.last_modified is not None
