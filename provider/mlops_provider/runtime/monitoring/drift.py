@@ -367,6 +367,31 @@ def evaluate_drift(
     return result, snapshot
 
 
+def reference_statistics(
+    reference: pd.DataFrame,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    rules: DriftRules,
+    *,
+    where: str = "the champion's snapshot",
+) -> ReferenceStats:
+    """Statistics + seeded sample of the reference frame (its monitored columns checked, rows required)."""
+    _check_columns(reference, [*numeric, *categorical], "The reference (training snapshot)")
+    if len(reference) == 0:
+        raise DriftError(
+            f"The reference (training split of {where}) has no rows; cannot compute drift. Retrain the "
+            "champion on a non-empty snapshot."
+        )
+    return reference_stats(
+        _prepare(reference, numeric, categorical),
+        numeric,
+        categorical,
+        max_rows=rules.reference_rows,
+        seed=rules.seed,
+        bins=rules.bins,
+    )
+
+
 def drift_report(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -403,19 +428,7 @@ def drift_report(
         ), None
     _check_columns(reference, features, "The reference (training snapshot)")
     _check_columns(current, features, "The current window (inference log)")
-    if len(reference) == 0:
-        raise DriftError(
-            "The reference (training split of the champion's snapshot) has no rows; cannot compute drift. "
-            "Retrain the champion on a non-empty snapshot."
-        )
-    ref = reference_stats(
-        _prepare(reference, numeric, categorical),
-        numeric,
-        categorical,
-        max_rows=rules.reference_rows,
-        seed=rules.seed,
-        bins=rules.bins,
-    )
+    ref = reference_statistics(reference, numeric, categorical, rules)
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
         win = frame_window(
             _prepare(current, numeric, categorical).assign(timestamp=_timestamps(current)), tmp

@@ -19,8 +19,8 @@ from mlops_provider.exceptions import (
     ReferenceSnapshotMissingError,
 )
 from mlops_provider.runtime.io.objstore import ObjectStore, is_s3
-from mlops_provider.runtime.monitoring.drift import DriftRules, _check_columns, _prepare
-from mlops_provider.runtime.monitoring.statistics import ReferenceStats, cache_key, reference_stats
+from mlops_provider.runtime.monitoring.drift import DriftRules, reference_statistics
+from mlops_provider.runtime.monitoring.statistics import ReferenceStats, cache_key
 
 log = logging.getLogger(__name__)
 
@@ -163,20 +163,7 @@ def load_reference_stats(
             log.info("Reference statistics of models:/%s v%s from cache %s", model, model_version, entry)
             return cached, True
     frame = load_reference(path, model=model, model_version=model_version, store=store)
-    _check_columns(frame, [*numeric, *categorical], "The reference (training snapshot)")
-    if len(frame) == 0:
-        raise DriftError(
-            f"The reference (training split of {path}, models:/{model} v{model_version}) has no rows; cannot "
-            "compute drift. Retrain the champion on a non-empty snapshot."
-        )
-    stats = reference_stats(
-        _prepare(frame, numeric, categorical),
-        numeric,
-        categorical,
-        max_rows=rules.reference_rows,
-        seed=rules.seed,
-        bins=rules.bins,
-    )
+    stats = reference_statistics(frame, numeric, categorical, rules, where=f"{path}, models:/{model} v{model_version}")
     stats.key = key
     if entry is not None:
         stats.to_dir(entry)
