@@ -96,7 +96,7 @@ def child(home: Path, engine: str, months: int, chunk_hours: float) -> dict:
     import pyarrow.dataset  # noqa: F401
     from feast import FeatureStore
 
-    from mlops_provider.runtime.features import ops as feast_ops  # noqa: F401
+    from mlops_provider.runtime.features import materialize as feast_ops  # noqa: F401
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     store = FeatureStore(repo_path=str(home / "repo"))

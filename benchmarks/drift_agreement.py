@@ -88,13 +88,14 @@ def sampled_verdict(
 ) -> tuple[set[str], float]:
     from mlops_provider.runtime.monitoring import drift as rt
     from mlops_provider.runtime.monitoring import statistics as ds
+    from mlops_provider.runtime.monitoring import window as dw
 
     rules = rt.DriftRules(sample_rows=sample_rows, reference_rows=50_000, seed=seed)
     t0 = time.perf_counter()
     ref = ds.reference_stats(reference, num, cat, max_rows=rules.reference_rows, seed=seed)
     days = pd.Timestamp("2013-07-01", tz="UTC") + pd.to_timedelta(np.arange(len(current)) % 7, unit="D")
     with tempfile.TemporaryDirectory() as tmp:
-        win = ds.frame_window(current.assign(timestamp=days), tmp)
+        win = dw.frame_window(current.assign(timestamp=days), tmp)
         cur = ds.stream_current(win, ref, num, cat, sample_rows=sample_rows, seed=seed)
         result, _ = rt.evaluate_drift(ref, cur, num, cat, rules)
     return set(result["drifted_columns"]), time.perf_counter() - t0

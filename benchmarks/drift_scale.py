@@ -88,7 +88,9 @@ def child_ours(info: dict, rows: int | None, sample_rows: int, out: Path) -> dic
     import pandas as pd
 
     from mlops_provider.runtime.monitoring import drift as rt
+    from mlops_provider.runtime.monitoring import reports as rr
     from mlops_provider.runtime.monitoring import statistics as ds
+    from mlops_provider.runtime.monitoring import window as dw
 
     base = _rss_mb()
     t0 = time.perf_counter()
@@ -107,12 +109,12 @@ def child_ours(info: dict, rows: int | None, sample_rows: int, out: Path) -> dic
     t_ref = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         cols = {c: "float" for c in num} | {c: "string" for c in cat}
-        win = ds.open_log_window(info["log"], cols, info["start"], info["end"], tmp)
+        win = dw.open_log_window(info["log"], cols, info["start"], info["end"], tmp)
         if rows is not None and rows < win.n_rows:  # a prefix of the window (baseline-size comparison)
             win = _prefix(win, rows)
         cur = ds.stream_current(win, ref, num, cat, sample_rows=rules.sample_rows, seed=rules.seed)
         result, snap = rt.evaluate_drift(ref, cur, num, cat, rules)
-        rt.write_report(snap, out, "ours", summary=result)
+        rr.write_report(snap, out, "ours", summary=result)
     return {
         "seconds": time.perf_counter() - t0,
         "reference_seconds": t_ref,

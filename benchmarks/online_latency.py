@@ -150,7 +150,8 @@ def main() -> None:
 
         from mlops_provider.examples.flights.data import write_landing_month, write_landing_planes
         from mlops_provider.paths import ModelPaths
-        from mlops_provider.runtime.features.ops import apply_repo, materialize, open_store
+        from mlops_provider.runtime.features.materialize import materialize
+        from mlops_provider.runtime.features.store import apply_repo, open_store
 
         spec = importlib.util.spec_from_file_location("bench_transforms", REPO / "feature_repo" / "transforms.py")
         transforms = importlib.util.module_from_spec(spec)

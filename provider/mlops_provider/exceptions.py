@@ -77,6 +77,11 @@ class MonitoredFeatureMissingError(DriftError):
     """A feature the model YAML monitors is absent from the inference log window or the reference."""
 
 
+class NothingToMonitorError(ModelRegistryError):
+    """The monitored alias (``@champion``) does not exist yet: before the first promotion there is
+    nothing to monitor (the monitor task skips)."""
+
+
 class InfraValidationError(DeploymentError):
     """A bento failed infra validation on loopback (readiness, response schema, parity with the
     registered model, latency budget). ``report`` carries every check; nothing was deployed."""

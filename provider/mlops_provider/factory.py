@@ -480,6 +480,7 @@ def build_monitor_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
                 metrics_url=mon.ops.metrics_url,
                 timeout=mon.ops.timeout,
                 drift_task_id=report.task_id,
+                aws_conn_id=cfg.connections.aws,
             )
             report >> ops
     return dag

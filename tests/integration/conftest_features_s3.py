@@ -2,7 +2,7 @@
 
 ``moto_s3`` starts one ``ThreadedMotoServer`` per test module on a free port, points the Airflow
 connection ``aws_default`` at it (env ``AIRFLOW_CONN_AWS_DEFAULT`` with ``endpoint_url``) with dummy
-credentials, and yields a helper with a boto3 client; ``bucket`` gives each test its own bucket.
+credentials, and yields a helper with a boto3 client; ``bucket`` gives each test its own bucket; ``s3_store`` is the runtime ObjectStore built from that connection.
 """
 
 from __future__ import annotations
@@ -53,6 +53,15 @@ def moto_s3() -> Iterator[MotoS3]:
             yield MotoS3(endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1"))
     finally:
         server.stop()
+
+
+@pytest.fixture
+def s3_store(moto_s3: MotoS3) -> Any:
+    """The runtime's ObjectStore as an operator builds it: from the ``aws_default`` connection (moto)."""
+    from mlops_provider.hooks.objstore import ObjectStoreHook
+    from mlops_provider.runtime.io.objstore import ObjectStore
+
+    return ObjectStore(ObjectStoreHook().settings)
 
 
 @pytest.fixture

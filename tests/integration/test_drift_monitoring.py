@@ -1,6 +1,7 @@
-"""EvidentlyDriftOperator end to end with delayed labels: real MLflow (sqlite), a real training snapshot
-found through the training run's dataset input (lineage), a parquet inference log of nycflights13
-requests, label partitions like the feature pipeline writes, live performance + champion/challenger."""
+"""The monitor's entry point (``run_monitor``, what EvidentlyDriftOperator runs) end to end with delayed labels:
+real MLflow (sqlite), a real training snapshot found through the training run's dataset input (lineage), a
+parquet inference log of nycflights13 requests, label partitions like the feature pipeline writes, live
+performance + champion/challenger. The operator's small XCom is checked against the full result."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from conftest_drift import FEATURES, MODEL, NUMERIC, flights_months
 from mlops_provider.config import MonitoringConfig
 from mlops_provider.exceptions import ReferenceSnapshotMissingError
 from mlops_provider.operators.drift import DriftReportOperator, DriftSignalOperator, EvidentlyDriftOperator
+from mlops_provider.runtime.monitoring.reports import xcom_summary
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +35,6 @@ LABEL_COLS = [
     "distance",
     "arr_delayed",
 ]
-
-
-class _TI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.xcom[key] = value
 
 
 def _write_log(root: Path, rows: pd.DataFrame, prediction: np.ndarray, challenger: np.ndarray | None) -> None:
@@ -109,13 +103,11 @@ def world(tmp_path_factory):
         yield {"home": home, "paths": paths, "client": client, "version": v1.version, "snap": snap}
 
 
-def _run(world, log: str, start: str | None, end: str | None, **kw) -> tuple[dict, _TI]:
+def _kwargs(world, log: str, start: str | None, end: str | None, **kw) -> dict:
     mon = MonitoringConfig.parse(
         performance={"label_delay_hours": 48, "window_hours": 48, "min_labelled_rows": 200, "bootstrap": 200}
     )
-    op = EvidentlyDriftOperator(
-        task_id="drift_report",
-        model_name=MODEL,
+    return dict(
         inference_log_dir=str(world["home"] / log),
         features=FEATURES,
         report_dir=str(world["paths"].reports / "drift"),
@@ -128,12 +120,24 @@ def _run(world, log: str, start: str | None, end: str | None, **kw) -> tuple[dic
         reference_cache_dir=str(world["paths"].state / "drift_reference"),
         **kw,
     )
-    ti = _TI()
-    return op.execute({"ti": ti, "data_interval_start": None, "data_interval_end": None}), ti
+
+
+def _run(world, log: str, start: str | None, end: str | None, **kw) -> tuple[dict, None]:
+    from mlops_provider.runtime.monitoring.monitor import run_monitor
+
+    return run_monitor(model=MODEL, client=world["client"], **_kwargs(world, log, start, end, **kw)), None
+
+
+class _TI:
+    def __init__(self) -> None:
+        self.xcom: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcom[key] = value
 
 
 def test_drift_and_live_performance_with_challenger_on_a_parquet_log(world):
-    result, ti = _run(world, "log_a", "2013-07-12T00:00:00+00:00", "2013-07-13T00:00:00+00:00")
+    result, _ = _run(world, "log_a", "2013-07-12T00:00:00+00:00", "2013-07-13T00:00:00+00:00")
     assert result["snapshot_path"] == world["snap"]  # found through the run's dataset input
     assert result["status"] == "ok" and result["drift"] is True and result["trigger"] is True
     assert {"temp", "dewp"} <= set(result["drifted_columns"])
@@ -160,10 +164,20 @@ def test_drift_and_live_performance_with_challenger_on_a_parquet_log(world):
     version = world["client"].get_model_version(MODEL, world["version"])
     assert json.loads(version.tags["mlops.drift.last_verdict"])["drift"] is True
 
-    # same window again: reference statistics come from the per-version cache, same verdict and files
-    again, _ = _run(world, "log_a", "2013-07-12T00:00:00+00:00", "2013-07-13T00:00:00+00:00")
+    # same window again, through the operator: reference statistics come from the per-version cache, same
+    # verdict and files; its XCom is the small summary of the same result (details stay in the report)
+    kwargs = _kwargs(world, "log_a", "2013-07-12T00:00:00+00:00", "2013-07-13T00:00:00+00:00")
+    op = EvidentlyDriftOperator(task_id="drift_report", model_name=MODEL, **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", world["paths"].mlflow_tracking_uri)
+        mp.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+        again = op.execute({"ti": _TI(), "data_interval_start": None, "data_interval_end": None})
     assert again["reference_cache_hit"] is True
     assert again["drifted_columns"] == result["drifted_columns"] and again["report"] == result["report"]
+    assert again == xcom_summary(result) | {"reference_cache_hit": True}
+    assert "columns" not in again and "per_day" not in again["performance"]
+    assert again["performance"]["experiment"]["winner"] == "challenger"
+    assert len(json.dumps(again)) < len(json.dumps(result)) / 5
     cache = world["paths"].state / "drift_reference" / MODEL / f"v{world['version']}"
     assert len(list(cache.iterdir())) == 1
 
@@ -175,7 +189,7 @@ def test_performance_drop_alone_triggers_the_signal(world):
     assert perf["status"] == "ok" and perf["degraded"] is True and perf["experiment"] is None
     assert any("ROC AUC" in r for r in perf["reasons"])
     assert result["trigger"] is True and result["trigger_reasons"][0].startswith("performance:")
-    op = DriftSignalOperator(task_id="signal_drift", result=result, outlets=[DRIFT_ASSET])
+    op = DriftSignalOperator(task_id="signal_drift", result=xcom_summary(result), outlets=[DRIFT_ASSET])
     context = {"outlet_events": OutletEventAccessors()}
     extra = op.execute(context)
     assert extra["drift"] is False and extra["performance"]["degraded"] is True
@@ -197,6 +211,6 @@ def test_alias_class_and_named_error_for_a_lost_snapshot(world, tmp_path):
     assert empty["status"] == "no_traffic" and empty["trigger"] is False
     assert empty["performance"]["status"] == "no_traffic"
     with pytest.raises(AirflowSkipException):
-        DriftSignalOperator(task_id="s", result=empty, outlets=[DRIFT_ASSET]).execute(
+        DriftSignalOperator(task_id="s", result=xcom_summary(empty), outlets=[DRIFT_ASSET]).execute(
             {"outlet_events": OutletEventAccessors()}
         )

@@ -70,7 +70,7 @@ def test_apply_twice_materialize_and_online_features(features_home):
     # a second apply (fresh operator, fresh store) sees no change and keeps materialization history
     second = FeastApplyOperator(task_id="apply", repo_path=str(FEATURE_REPO)).execute(context={})
     assert second == {"changed": False, "diff": ""}
-    store = FeastApplyOperator(task_id="x", repo_path=str(FEATURE_REPO)).hook.get_store()
+    store = FeastApplyOperator(task_id="x", repo_path=str(FEATURE_REPO)).feature_store
     assert store.get_feature_view("origin_weather_hourly").materialization_intervals
 
     fs = store.get_feature_service(FEATURE_SERVICE)
@@ -188,7 +188,7 @@ def test_feast_itself_loads_both_configs(yaml_file, tmp_path, monkeypatch):
 
 
 def test_production_config_loads():
-    from mlops_provider.runtime.features.ops import load_repo_config
+    from mlops_provider.runtime.features.store import load_repo_config
 
     cfg = load_repo_config(FEATURE_REPO, fs_yaml_file="feature_store.production.yaml")
     assert cfg.project == "flights_delay"
@@ -214,7 +214,8 @@ def _purge_sql_registry(url: str, project: str) -> None:
 
 @pytest.mark.skipif(not (_up(5432) and _up(6379)), reason="loopback PostgreSQL/Redis not running")
 def test_production_apply_materialize_on_loopback_redis_postgres(features_home):
-    from mlops_provider.runtime.features.ops import apply_repo, materialize, open_store
+    from mlops_provider.runtime.features.materialize import materialize
+    from mlops_provider.runtime.features.store import apply_repo, open_store
 
     store = open_store(FEATURE_REPO, fs_yaml_file="feature_store.production.yaml")
     registry_url = store.config.registry.path

@@ -29,7 +29,7 @@ def home(tmp_path_factory):
     """Jan + Feb 2013 and planes landed and built into lake partitions; ``feast apply`` done."""
     from mlops_provider.examples.flights.data import write_landing_month, write_landing_planes
     from mlops_provider.paths import ModelPaths
-    from mlops_provider.runtime.features.ops import apply_repo, open_store
+    from mlops_provider.runtime.features.store import apply_repo, open_store
 
     h = tmp_path_factory.mktemp("mlops_home_chunked")
     with pytest.MonkeyPatch.context() as mp:
@@ -137,7 +137,7 @@ def test_chunked_equals_plain_feast_rerun_upserts_and_records_intervals(home):
     assert again["rows_written"] == result["rows_written"] and again["rows"] == result["rows"]
 
     # flushing after every chunk (tiny pending budget) writes more rows, and leaves the same online rows
-    from mlops_provider.runtime.features.ops import materialize
+    from mlops_provider.runtime.features.materialize import materialize
 
     _clear_online(store)
     flushed = materialize(store, JAN, MAR, VIEWS, chunk=timedelta(days=7), max_pending_rows=1)
@@ -253,7 +253,7 @@ def test_apply_logs_diff_reports_noop_and_keeps_materialization_history(home, tm
     import shutil
 
     from mlops_provider.operators.feast import FeastApplyOperator
-    from mlops_provider.runtime.features.ops import materialize
+    from mlops_provider.runtime.features.materialize import materialize
 
     store = home["store"]
     materialize(store, JAN, JAN + timedelta(days=1), ["plane_attributes"])

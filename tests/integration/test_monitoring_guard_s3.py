@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from conftest_features_s3 import bucket, moto_s3  # noqa: F401 - fixtures
+from conftest_features_s3 import bucket, moto_s3, s3_store  # noqa: F401 - fixtures
 
 from mlops_provider.runtime.monitoring import retrain_guard as rg
 
@@ -30,9 +30,9 @@ def _decide(key: str):
     return fn
 
 
-def test_ledger_on_s3_survives_a_concurrent_writer(moto_s3, bucket) -> None:  # noqa: F811 - fixtures
+def test_ledger_on_s3_survives_a_concurrent_writer(moto_s3, bucket, s3_store) -> None:  # noqa: F811 - fixtures
     url = f"s3://{bucket}/state/retrain_guard/m.json"
-    ledger = rg.GuardLedger(url, "m")
+    ledger = rg.GuardLedger(url, "m", store=s3_store)
     assert ledger.update(_decide("dag/r1")).action == "train"
     assert set(ledger.read()["decisions"]) == {"dag/r1"}
 
@@ -41,7 +41,7 @@ def test_ledger_on_s3_survives_a_concurrent_writer(moto_s3, bucket) -> None:  # 
     def racing(data: dict) -> rg.Decision:
         calls["n"] += 1
         if calls["n"] == 1:  # another worker writes between our read and our conditional put
-            other = rg.GuardLedger(url, "m")
+            other = rg.GuardLedger(url, "m", store=s3_store)
             other.update(_decide("dag/other"))
         return _decide("dag/r2")(data)
 
@@ -52,7 +52,7 @@ def test_ledger_on_s3_survives_a_concurrent_writer(moto_s3, bucket) -> None:  # 
     )
     assert set(saved["decisions"]) == {"dag/r1", "dag/other", "dag/r2"}  # nobody's decision was lost
 
-    with_ask = rg.GuardLedger(url, "m")
+    with_ask = rg.GuardLedger(url, "m", store=s3_store)
     with_ask.update(
         lambda data: rg.record(data, rg.Decision("ask", "breaker", "breaker", T0.isoformat(), "dag/r3"))
     )

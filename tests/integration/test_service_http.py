@@ -372,7 +372,7 @@ def training_frame(serving_world: ServingWorld, tmp_path_factory: pytest.TempPat
     """The RAW rows through the training dataset code (point-in-time join + snapshot), read back."""
     from feast import FeatureStore
 
-    from mlops_provider.runtime.features.ops import build_training_dataset
+    from mlops_provider.runtime.features.dataset import build_training_dataset
     from mlops_provider.runtime.features.snapshot import load_snapshot
 
     tmp = tmp_path_factory.mktemp("skew")

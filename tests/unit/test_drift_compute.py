@@ -9,14 +9,9 @@ import pandas as pd
 import pytest
 
 from mlops_provider.exceptions import DriftError
-from mlops_provider.runtime.monitoring.drift import (
-    check_reference,
-    compute_drift,
-    drift_report,
-    report_stem,
-    sample_reference,
-    write_report,
-)
+from mlops_provider.runtime.monitoring.drift import compute_drift, drift_report, sample_reference
+from mlops_provider.runtime.monitoring.reference import check_reference
+from mlops_provider.runtime.monitoring.reports import report_stem, write_report
 
 NUM, CAT = ["x", "y"], ["c"]
 

@@ -11,6 +11,7 @@ import pytest
 from mlops_provider.config import MonitoringConfig
 from mlops_provider.exceptions import DriftError, MonitoredFeatureMissingError
 from mlops_provider.runtime.monitoring import statistics as ds
+from mlops_provider.runtime.monitoring import window as dw
 from mlops_provider.runtime.monitoring.drift import DriftRules, compute_drift
 
 NUM, CAT = ["x", "y"], ["c"]
@@ -50,24 +51,24 @@ def test_stratified_sample_is_seeded_capped_and_covers_every_stratum():
 
 
 def test_jsonl_spill_streams_in_chunks_and_filters_the_window(tmp_path, monkeypatch):
-    monkeypatch.setattr(ds, "SPILL_CHUNK_ROWS", 64)  # several row groups from a small file
+    monkeypatch.setattr(dw, "SPILL_CHUNK_ROWS", 64)  # several row groups from a small file
     log = tmp_path / "log"
     _write_jsonl(log / "date=2013-07-01" / "w1.jsonl", _frame(300, 0), "2013-07-01T00:00:00+00:00")
     _write_jsonl(log / "date=2013-07-02" / "w1.jsonl", _frame(50, 1), "2013-07-02T00:00:00+00:00")
     cols = {"x": "float", "y": "float", "c": "string", "absent": "float"}
-    win = ds.open_log_window(log, cols, "2013-07-01T00:00:00+00:00", "2013-07-01T00:04:00+00:00", tmp_path)
+    win = dw.open_log_window(log, cols, "2013-07-01T00:00:00+00:00", "2013-07-01T00:04:00+00:00", tmp_path)
     assert win.n_rows == 240 and len(win.groups) == 4  # 4 minutes of 1 row/s, 64-row groups
     assert "absent" not in win.columns and {"x", "c", "timestamp"} <= win.columns
     positions = np.array([0, 63, 64, 200, 239])
     assert win.take("x", positions).to_pylist() == pytest.approx(_frame(300, 0)["x"].iloc[positions].tolist())
-    whole = ds.open_log_window(log, cols, None, None, tmp_path / "all")
+    whole = dw.open_log_window(log, cols, None, None, tmp_path / "all")
     assert whole.n_rows == 350
 
 
 def test_streamed_stats_exact_psi_unseen_categories_and_missing_feature(tmp_path):
     ref = ds.reference_stats(_frame(5000, 0), NUM, CAT, max_rows=1000, seed=0, bins=10)
     assert len(ref.sample) == 1000 and ref.n_total == 5000
-    same = ds.frame_window(
+    same = dw.frame_window(
         _frame(4000, 1).assign(c=lambda d: d["c"].where(d.index % 10 != 0, "zz")), tmp_path
     )
     cur = ds.stream_current(same, ref, NUM, CAT, sample_rows=500, seed=0)
@@ -75,10 +76,10 @@ def test_streamed_stats_exact_psi_unseen_categories_and_missing_feature(tmp_path
     assert cur.columns["x"]["psi"] < 0.02 and cur.columns["y"]["psi"] < 0.02
     assert cur.columns["c"]["unseen_values"] == {"zz": 400}
     assert cur.columns["c"]["unseen_share"] == pytest.approx(0.1)
-    shifted = ds.stream_current(ds.frame_window(_frame(4000, 2, shift=1.0), tmp_path / "s"), ref, NUM, CAT)
+    shifted = ds.stream_current(dw.frame_window(_frame(4000, 2, shift=1.0), tmp_path / "s"), ref, NUM, CAT)
     assert shifted.columns["x"]["psi"] > 0.5
     with pytest.raises(MonitoredFeatureMissingError, match=r"\['y'\]"):
-        ds.stream_current(ds.frame_window(_frame(10, 3).drop(columns=["y"]), tmp_path / "m"), ref, NUM, CAT)
+        ds.stream_current(dw.frame_window(_frame(10, 3).drop(columns=["y"]), tmp_path / "m"), ref, NUM, CAT)
 
 
 def test_reference_stats_cache_round_trip(tmp_path):

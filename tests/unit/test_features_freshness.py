@@ -215,21 +215,21 @@ def test_sensor_has_no_io_in_constructor_and_templates():
     ],
 )
 def test_parse_duration(value, expected):
-    from mlops_provider.runtime.features.ops import parse_duration
+    from mlops_provider.runtime.features.materialize import parse_duration
 
     assert parse_duration(value, "overlap") == expected
 
 
 @pytest.mark.parametrize("value", ["2 hours", "P", "PT", "-5", "P1DT"])
 def test_parse_duration_rejects(value):
-    from mlops_provider.runtime.features.ops import parse_duration
+    from mlops_provider.runtime.features.materialize import parse_duration
 
     with pytest.raises(FeatureStoreError, match="overlap"):
         parse_duration(value, "overlap")
 
 
 def test_time_chunks_cover_the_window_without_gaps():
-    from mlops_provider.runtime.features.ops import time_chunks
+    from mlops_provider.runtime.features.materialize import time_chunks
 
     a, b = datetime(2013, 1, 1, tzinfo=UTC), datetime(2013, 3, 1, tzinfo=UTC)
     chunks = time_chunks(a, b, timedelta(days=7))

@@ -45,10 +45,20 @@ def test_hook_metadata():
     assert set(FeastHook.CONN_FIELDS) >= {"fs_yaml_file", "registry_path", "online_store_path"}
 
 
-def test_get_store_needs_a_repo_path(monkeypatch):
+def test_store_settings_need_a_repo_path_and_are_plain_values(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_FEAST_DEFAULT", raising=False)
     with pytest.raises(FeatureStoreError, match="no Feast repo path"):
-        FeastHook().get_store()
+        FeastHook().store_settings()
+    assert FeastHook(repo_path="/repo").store_settings() == {
+        "repo_path": "/repo", "fs_yaml_file": None, "overrides": None, "online_store_password": None,
+    }
+    extra = {"online_store_path": "/o.db", "repo_path": "/from_conn"}
+    monkeypatch.setenv("AIRFLOW_CONN_FEAST_DEFAULT",
+                       json.dumps({"conn_type": "feast", "password": "s3cret", "extra": extra}))
+    assert FeastHook().store_settings() == {
+        "repo_path": "/from_conn", "fs_yaml_file": None, "overrides": {"online_store": {"path": "/o.db"}},
+        "online_store_password": "s3cret",
+    }
 
 
 def test_as_path_list_forms(tmp_path):

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from mlops_provider.exceptions import RetrainGuardStateError
 from mlops_provider.operators.control import RetrainApprovalOperator, TrainingPolicyOperator
 from mlops_provider.runtime.monitoring import retrain_guard as rg
+from mlops_provider.runtime.monitoring.policy import count_new_labels
 
 T0 = datetime(2026, 7, 1, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -140,9 +141,9 @@ def test_count_new_labels(tmp_path: Path) -> None:
     pd.DataFrame({"event_timestamp": ts[:48], "y": 0}).to_parquet(tmp_path / "month=2026-06.parquet")
     pd.DataFrame({"event_timestamp": ts[48:], "y": 1}).to_parquet(tmp_path / "month=2026-07.parquet")
     cut = datetime(2026, 6, 29, 23, tzinfo=UTC)
-    assert rg.count_new_labels(tmp_path, cut) == int((ts > cut).sum()) == 48
-    assert rg.count_new_labels(tmp_path, None) == 96
-    assert rg.count_new_labels(tmp_path / "missing", cut) == 0
+    assert count_new_labels(tmp_path, cut) == int((ts > cut).sum()) == 48
+    assert count_new_labels(tmp_path, None) == 96
+    assert count_new_labels(tmp_path / "missing", cut) == 0
 
 
 def test_ledger_is_durable_and_corruption_is_a_named_error(tmp_path: Path) -> None:
@@ -164,15 +165,21 @@ class _Policy(TrainingPolicyOperator):
     window_end: str | None = "2026-06-30T00:00:00+00:00"
     calls = 0
 
-    def champion_version(self):
-        type(self).calls += 1
-        return self.champion
+    def registry(self, store):
+        op = self
 
-    def gate_rejections(self, champion):
-        return self.rejections
+        class Fake:
+            def champion_version(self):
+                type(op).calls += 1
+                return op.champion
 
-    def champion_window_end(self, champion):
-        return self.window_end
+            def gate_rejections(self, champion):
+                return op.rejections
+
+            def champion_window_end(self, champion):
+                return op.window_end
+
+        return Fake()
 
 
 def _context(run_id: str, events: list[tuple[str, dict]], run_after: datetime = T0) -> dict:

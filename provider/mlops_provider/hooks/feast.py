@@ -1,4 +1,4 @@
-"""Feast hook: resolves a Feast repo + connection into a ``FeatureStore`` (created lazily, cached).
+"""Feast hook: resolves a Feast repo + connection into the settings that open its ``FeatureStore``.
 
 Connection ``feast_default`` (type ``feast``) is optional. Without it the hook uses
 ``<repo_path>/feature_store.yaml`` as is (``${MLOPS_HOME}`` resolved, default ``./.mlops``). Its
@@ -18,6 +18,11 @@ extras, all optional, override that:
 
 The connection password, when set, is passed as the Redis password of a ``redis`` online store and
 never logged.
+
+Layering: the hook only resolves settings (:meth:`FeastHook.store_settings`, plain values); the
+operators, sensor and trigger open the store with
+:func:`mlops_provider.runtime.features.store.open_store` inside ``execute`` / ``poke`` / the trigger's
+worker thread.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from mlops_provider.connection_forms import conn_fields, legacy_form_widgets, ui
 
 
 class FeastHook(BaseHook):
-    """Build (once) the ``feast.FeatureStore`` of a repo, with connection overrides applied."""
+    """Resolve the ``feast`` connection (extras, password) into the settings of a repo's store."""
 
     conn_name_attr = "feast_conn_id"
     default_conn_name = "feast_default"
@@ -100,38 +105,46 @@ class FeastHook(BaseHook):
     def settings(self) -> dict[str, Any]:
         return self._connection_settings()
 
-    def get_conn(self) -> Any:
-        return self.get_store()
+    def get_conn(self) -> dict[str, Any]:
+        return self.store_settings()
 
-    def get_store(self, repo_path: str | None = None) -> Any:
-        """The repo's ``feast.FeatureStore`` (cached per repo path)."""
-        cache: dict[str, Any] = self.__dict__.setdefault("_stores", {})
+    def store_settings(self, repo_path: str | None = None) -> dict[str, Any]:
+        """What the runtime needs to open the repo's ``feast.FeatureStore``, as plain values.
+
+        ``{"repo_path", "fs_yaml_file", "overrides", "online_store_password"}``: the keyword arguments of
+        :func:`mlops_provider.runtime.features.store.open_store` (the operator calls
+        ``open_store(**hook.store_settings(repo))`` inside ``execute``; this hook never opens the store).
+        """
+        from mlops_provider.exceptions import FeatureStoreError
+
         repo = repo_path or self.repo_path or self.settings.get("repo_path")
         if not repo:
-            from mlops_provider.exceptions import FeatureStoreError
-
             raise FeatureStoreError(
                 "no Feast repo path: pass repo_path to the operator or set the feast connection extra 'repo_path'"
             )
-        if repo not in cache:
-            from mlops_provider.runtime.features.ops import open_store
-
-            overrides = self.build_overrides(self.settings)
-            password = self.settings.get("_password")
-            cache[repo] = open_store(
-                repo, fs_yaml_file=self.settings.get("fs_yaml_file"), overrides=overrides or None
-            )
-            if password and getattr(cache[repo].config.online_store, "type", "") == "redis":
-                cs = cache[repo].config.online_store.connection_string
-                if "password=" not in cs:
-                    cache[repo].config.online_store.connection_string = f"{cs},password={password}"
-            self.log.info("opened Feast store of %s (project %s)", repo, cache[repo].config.project)
-        return cache[repo]
+        return {
+            "repo_path": str(repo),
+            "fs_yaml_file": self.settings.get("fs_yaml_file"),
+            "overrides": self.build_overrides(self.settings) or None,
+            "online_store_password": self.settings.get("_password"),
+        }
 
     def test_connection(self) -> tuple[bool, str]:
+        """The connection resolves and the repo's Feast YAML exists and parses (the registry itself is
+        read by the tasks, which have Feast installed)."""
+        import os
+        from pathlib import Path
+
+        import yaml
+
         try:
-            store = self.get_store()
-            store.list_feature_views()
+            settings = self.store_settings()
+            repo = Path(settings["repo_path"]).expanduser()
+            fs_yaml = Path(settings["fs_yaml_file"] or "feature_store.yaml")
+            fs_yaml = fs_yaml if fs_yaml.is_absolute() else repo / fs_yaml
+            raw = yaml.safe_load(os.path.expandvars(fs_yaml.read_text()))
+            if not isinstance(raw, dict) or not raw.get("project"):
+                return False, f"{fs_yaml} is not a Feast config (no 'project')"
         except Exception as e:
             return False, str(e)
-        return True, f"Feast registry of project {store.config.project} is readable"
+        return True, f"Feast repo {repo} (project {raw['project']}) is configured"

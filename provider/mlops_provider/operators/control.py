@@ -13,7 +13,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlops_provider.exceptions import DataValidationError, ModelRegistryError
+from mlops_provider.exceptions import DataValidationError
 
 
 def _triggering_events(context: Context) -> list[tuple[str, dict[str, Any]]]:
@@ -75,21 +75,24 @@ class LandedFilesOperator(BaseOperator):
         self.log.info("Processing %d landed file(s) from %s: %s", len(files), source, files)
         return files
 
+    def _objects(self) -> Any:
+        """The landing zone's object store (the connection is resolved at its first S3 use)."""
+        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.runtime.io.objstore import ObjectStore
+
+        return ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
+
     def _missing(self, files: list[str]) -> list[str]:
         remote = [f for f in files if f.startswith("s3://")]
         missing = [f for f in files if not f.startswith("s3://") and not Path(f).exists()]
         if remote:
-            from mlops_provider.runtime.io.objstore import client, head
-
-            s3 = client(self.aws_conn_id)
-            missing += [f for f in remote if head(f, s3=s3) is None]
+            store = self._objects()
+            missing += [f for f in remote if store.head(f) is None]
         return sorted(missing)
 
     def _modified_between(self, start: datetime | None, end: datetime | None) -> list[str]:
         if str(self.landing_path).startswith("s3://"):
-            from mlops_provider.runtime.io.objstore import list_objects
-
-            objs = list_objects(str(self.landing_path), self.pattern, aws_conn_id=self.aws_conn_id)
+            objs = self._objects().list(str(self.landing_path), self.pattern)
             return [
                 url for url, info in objs.items()
                 if info.last_modified is not None
@@ -151,102 +154,47 @@ class TrainingPolicyOperator(BaseOperator):
         self.labels_dir = labels_dir
         self.aws_conn_id = aws_conn_id
 
-    # -------------------------------------------------------------------------------- registry
+    # -------------------------------------------------------------------------------- hooks
     def _client(self) -> Any:
         from mlops_provider.hooks.mlflow import MLflowHook
 
         return MLflowHook(mlflow_conn_id=self.mlflow_conn_id).get_client()
 
-    def champion_version(self) -> str | None:
-        """``@champion``'s version; None when the model or the alias does not exist yet (bootstrap).
+    def _objects(self) -> Any:
+        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.runtime.io.objstore import ObjectStore
 
-        Any other registry error raises: an unreachable registry must not look like a bootstrap.
-        """
-        try:
-            return str(self._client().get_model_version_by_alias(self.model_name, "champion").version)
-        except Exception as e:
-            code = str(getattr(e, "error_code", ""))
-            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-                return None
-            raise ModelRegistryError(
-                f"training policy: cannot read models:/{self.model_name}@champion ({type(e).__name__}: {e}). "
-                f"Check the MLflow connection '{self.mlflow_conn_id}' and that the registry is up, then clear "
-                "this task."
-            ) from e
+        return ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
 
-    def gate_rejections(self, champion: str | None) -> tuple[int, list[str]]:
-        """Rejected challengers in a row (``gate.decision`` tags); 0 when the registry cannot be read."""
-        from mlops_provider.runtime.monitoring.retrain_guard import consecutive_rejections
+    def registry(self, store: Any) -> Any:
+        """The registry reads of the guards (the MLflow client is created at the first read)."""
+        from mlops_provider.runtime.monitoring.policy import RegistryView
 
-        try:
-            versions = self._client().search_model_versions(f"name='{self.model_name}'")
-        except Exception as e:  # noqa: BLE001 - the breaker must not block on a registry hiccup
-            self.log.warning("Could not read the gate verdicts of %s (%s); circuit breaker treated as closed.",
-                             self.model_name, e)
-            return 0, []
-        return consecutive_rejections(versions, champion)
-
-    def champion_window_end(self, champion: str) -> str | None:
-        """``window.end`` of the champion's training snapshot (lineage tag ``snapshot_path``)."""
-        try:
-            mv = self._client().get_model_version(self.model_name, champion)
-            path = (mv.tags or {}).get("snapshot_path")
-            if not path:
-                return None
-            from mlops_provider.runtime.features.snapshot import read_manifest
-
-            window = read_manifest(path, aws_conn_id=self.aws_conn_id).get("window") or {}
-            return window.get("end")
-        except Exception as e:  # noqa: BLE001 - reported in the decision, never fatal
-            self.log.warning("Could not read the training window of %s v%s: %s", self.model_name, champion, e)
-            return None
+        return RegistryView(self._client, self.model_name, mlflow_conn_id=self.mlflow_conn_id, store=store)
 
     # -------------------------------------------------------------------------------- execute
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.runtime.monitoring import retrain_guard as rg
+        from mlops_provider.runtime.monitoring.policy import run_training_policy
+        from mlops_provider.runtime.monitoring.retrain_guard import as_utc
 
         events = [(self.asset_kinds.get(name, name), extra) for name, extra in _triggering_events(context)]
-        kinds = sorted({k for k, _ in events})
         dag_run = context.get("dag_run")
         run_id = str(getattr(dag_run, "run_id", None) or context.get("run_id") or "manual")
         dag_id = str(getattr(dag_run, "dag_id", None) or getattr(context.get("dag"), "dag_id", "") or "training")
-        key = f"{dag_id}/{run_id}"
-        now = rg.as_utc(getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None))
-        now = now or datetime.now(UTC)
-        settings = rg.GuardSettings(**{k: v for k, v in self.guards.items()
-                                       if k in rg.GuardSettings.__dataclass_fields__})
-        ledger = (
-            rg.GuardLedger(self.state_path, self.model_name, aws_conn_id=self.aws_conn_id) if self.state_path else None
+        now = as_utc(getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None))
+        store = self._objects()
+        decision = run_training_policy(
+            model=self.model_name,
+            key=f"{dag_id}/{run_id}",
+            now=now or datetime.now(UTC),
+            events=events,
+            retrain_on=self.retrain_on,
+            guards=self.guards,
+            registry=self.registry(store),
+            state_path=self.state_path,
+            labels_dir=self.labels_dir,
+            store=store,
         )
-
-        def compute(data: dict[str, Any]) -> rg.Decision:
-            previous = data.get("decisions", {}).get(key)
-            if previous is not None:
-                self.log.info("Decision of %s already recorded (retry): reusing it", key)
-                return rg.Decision.from_dict(previous)
-            champion = self.champion_version()
-            guarded = champion is not None and bool(events) and bool(set(kinds) & set(self.retrain_on))
-            rejections = new_labels = window_end = None
-            if guarded and settings.enabled:
-                rejections = self.gate_rejections(champion)
-                if self.labels_dir and settings.min_new_labels > 0 and champion is not None:
-                    window_end = self.champion_window_end(champion)
-                    if window_end is None:
-                        self.log.warning("Champion's training window unknown: new-label guard not applied.")
-                    else:
-                        new_labels = rg.count_new_labels(self.labels_dir, rg.as_utc(window_end))
-            decision = rg.decide(
-                key=key, now=now, triggered=events, manual=not events, champion=champion,
-                retrain_on=self.retrain_on, settings=settings, ledger=data, rejections=rejections,
-                new_labels=new_labels, champion_window_end=window_end,
-            )
-            rg.record(data, decision)
-            return decision
-
-        if ledger is not None:
-            decision = ledger.update(compute)
-        else:
-            decision = compute({"decisions": {}, "windows": []})
         result = decision.as_dict()
         if decision.action == "skip":
             self.log.info("Not training %s: %s", self.model_name, decision.reason)
@@ -314,9 +262,12 @@ class RetrainApprovalOperator(ApprovalOperator):
         approved = "error" not in (event or {}) and chosen[:1] == [self.APPROVE]
         decision = self._decision(context)
         if self.state_path and decision.get("key"):
-            from mlops_provider.runtime.monitoring.retrain_guard import GuardLedger
+            from mlops_provider.hooks.objstore import ObjectStoreHook
+            from mlops_provider.runtime.io.objstore import ObjectStore
+            from mlops_provider.runtime.monitoring.policy import record_approval
 
-            GuardLedger(self.state_path, self.model_name, aws_conn_id=self.aws_conn_id).record_approval(
-                str(decision["key"]), approved, by=(event or {}).get("responded_by_user"))
+            record_approval(self.state_path, self.model_name, str(decision["key"]), approved,
+                            by=(event or {}).get("responded_by_user"),
+                            store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings))
         self.log.info("Retrain of %s %s by a human.", self.model_name, "approved" if approved else "declined")
         return super().execute_complete(context, event)

@@ -47,12 +47,15 @@ class DataValidationOperator(BaseOperator):
         self.name = name
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.hooks.objstore import ObjectStoreHook
         from mlops_provider.operators.feast import as_path_list
         from mlops_provider.runtime.features.contracts import validate_files
+        from mlops_provider.runtime.io.objstore import ObjectStore
 
         paths = as_path_list(self.data_paths)
         self.log.info("validating %d file(s) against the %r contract", len(paths), self.name)
-        report = validate_files(paths, self.contract, self.report_dir, name=self.name, aws_conn_id=self.aws_conn_id)
+        store = ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
+        report = validate_files(paths, self.contract, self.report_dir, name=self.name, store=store)
         for w in report["warnings"]:
             self.log.warning("%s: %s", w["file"], w["message"])
         self.log.info("all rules hold; report %s", report["report_html"])

@@ -1,7 +1,7 @@
 """Feature operators: offline partitions, ``feast apply``, materialization, training snapshot.
 
 Parse-safe: only the standard library and ``airflow.sdk`` at module level; Feast, pandas and the
-runtime helpers (``mlops_provider.runtime.features.ops``) are imported inside ``execute()``.
+runtime helpers (``mlops_provider.runtime.features.*``) are imported inside ``execute()``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,13 @@ class _FeastOperator(BaseOperator):
     def hook(self) -> FeastHook:
         return FeastHook(feast_conn_id=self.feast_conn_id, repo_path=self.repo_path)
 
+    @cached_property
+    def feature_store(self) -> Any:
+        """The repo's ``feast.FeatureStore``, opened (once) from the hook's resolved settings."""
+        from mlops_provider.runtime.features.store import open_store
+
+        return open_store(**self.hook.store_settings(self.repo_path))
+
 
 class OfflinePartitionOperator(BaseOperator):
     """Run the model's feature pipeline ``transform(landed_files, lake_dir) -> dict`` and return its dict.
@@ -121,18 +128,19 @@ class OfflinePartitionOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.exceptions import DataValidationError
-        from mlops_provider.runtime.features.ops import load_callable
+        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.runtime.features.transform_loader import load_callable
+        from mlops_provider.runtime.io.objstore import ObjectStore
 
         files = as_path_list(self.landed_files)
         if not files:
             raise DataValidationError(
                 f"no landed files to process (landed_files={self.landed_files!r}); check the landing asset event"
             )
-        from mlops_provider.runtime.io.objstore import localized
-
         fn = load_callable(self.transform)
         self.log.info("running %s on %d file(s) into %s", self.transform, len(files), self.lake_dir)
-        with localized(files, aws_conn_id=self.aws_conn_id) as local_files:
+        store = ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
+        with store.localized(files) as local_files:
             result = fn(local_files, self.lake_dir)
         if not isinstance(result, dict):
             raise DataValidationError(f"transform {self.transform} returned {type(result).__name__}, expected a dict")
@@ -151,9 +159,9 @@ class FeastApplyOperator(_FeastOperator):
     ui_color = "#d5f5e3"
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.runtime.features.ops import apply_repo
+        from mlops_provider.runtime.features.store import apply_repo
 
-        result = apply_repo(self.hook.get_store(self.repo_path))
+        result = apply_repo(self.feature_store)
         if result["changed"]:
             self.log.info("feast apply of %s: applied these changes:\n%s", self.repo_path, result["diff"])
         else:
@@ -225,7 +233,7 @@ class FeastMaterializeOperator(_FeastOperator):
         return interval
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.runtime.features.ops import materialize
+        from mlops_provider.runtime.features.materialize import materialize
 
         start = self._bound(self.start, context, "data_interval_start")
         end = self._bound(self.end, context, "data_interval_end")
@@ -234,7 +242,7 @@ class FeastMaterializeOperator(_FeastOperator):
         self.log.info("materializing %s over [%s, %s] (overlap %s, chunk %s)", views or "all online views",
                       start, end, self.overlap or 0, chunk or "whole window")
         result = materialize(
-            self.hook.get_store(self.repo_path),
+            self.feature_store,
             start,
             end,
             views or None,
@@ -307,9 +315,11 @@ class FeastTrainingDatasetOperator(_FeastOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         import tempfile
 
-        from mlops_provider.runtime.features.ops import build_training_dataset
+        from mlops_provider.runtime.features.dataset import build_training_dataset
         from mlops_provider.runtime.features.snapshot import add_evaluation_split, publish_snapshot
         from mlops_provider.runtime.io.objstore import is_s3
+
+        objects = self._objects()
 
         remote_root = str(self.snapshot_root) if is_s3(self.snapshot_root) else None
         evaluation_days = int(self.evaluation_days or 0)
@@ -317,7 +327,7 @@ class FeastTrainingDatasetOperator(_FeastOperator):
             # an s3:// snapshot is built locally (same content hash), then published: data first, manifest last
             root = local_root if remote_root else self.snapshot_root
             result = build_training_dataset(
-                self.hook.get_store(self.repo_path),
+                self.feature_store,
                 feature_service=self.feature_service,
                 labels_dir=self.labels_dir,
                 label=self.label_column,
@@ -326,24 +336,32 @@ class FeastTrainingDatasetOperator(_FeastOperator):
                 validation_days=int(self.validation_days) + evaluation_days,
                 end=self.end or None,
                 max_rows=int(self.max_rows) if self.max_rows else None,
+                objects=objects,
             )
             if evaluation_days:
-                path, manifest = add_evaluation_split(result["path"], evaluation_days, root)
+                path, manifest = add_evaluation_split(result["path"], evaluation_days, root, store=objects)
                 result.update({"path": path, "hash": manifest["hash"], "rows": manifest["rows"],
                                "split": manifest["split"], "window": manifest["window"]})
             if remote_root:
-                result["path"], _ = publish_snapshot(result["path"], remote_root, aws_conn_id=self.aws_conn_id)
+                result["path"], _ = publish_snapshot(result["path"], remote_root, store=objects)
         self.log.info("training snapshot %s rows=%s split=%s", result["path"], result["rows"], result["split"])
         if self.mlflow_run_id:
             result["mlflow_dataset"] = self.log_dataset_input(str(self.mlflow_run_id), result)
         return result
+
+    def _objects(self) -> Any:
+        """The object store of an ``s3://`` snapshot root (the connection is resolved at its first S3 use)."""
+        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.runtime.io.objstore import ObjectStore
+
+        return ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
 
     def log_dataset_input(self, run_id: str, result: dict[str, Any]) -> dict[str, Any]:
         """Record the snapshot as a dataset input of the MLflow run ``run_id`` (idempotent)."""
         from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.runtime.features.snapshot import log_snapshot_input, read_manifest
 
-        manifest = read_manifest(result["path"], aws_conn_id=self.aws_conn_id)
+        manifest = read_manifest(result["path"], store=self._objects())
         info = log_snapshot_input(MLflowHook(mlflow_conn_id=self.mlflow_conn_id).get_client(), run_id,
                                   result["path"], manifest)
         self.log.info("logged snapshot as MLflow dataset input %s of run %s", info["name"], run_id)

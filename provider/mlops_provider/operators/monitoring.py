@@ -6,7 +6,6 @@ Parse-safe: pandas, httpx, psutil and prometheus_client are imported inside ``ex
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -32,7 +31,9 @@ class OpsSummaryOperator(BaseOperator):
     says ``endpoint.status = "unreachable"`` and still carries the log figures.
 
     Writes ``<report_dir>/ops__<model>__<start>__<end>.json`` (next to the drift report of the same
-    window, whose verdict it includes when ``drift_task_id`` ran) and returns the summary.
+    window, whose verdict it includes when ``drift_task_id`` ran) and returns the summary; an
+    ``s3://`` ``report_dir`` is written through the ``aws_conn_id`` connection. Everything but reading
+    the context is :func:`mlops_provider.runtime.monitoring.ops_metrics.run_ops_summary`.
     Runs whatever the drift task's state (trigger rule ``all_done``).
     """
 
@@ -61,6 +62,7 @@ class OpsSummaryOperator(BaseOperator):
         metrics_url: str | None = None,
         timeout: float = 5.0,
         drift_task_id: str | None = "drift_report",
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
@@ -75,6 +77,7 @@ class OpsSummaryOperator(BaseOperator):
         self.metrics_url = metrics_url
         self.timeout = timeout
         self.drift_task_id = drift_task_id
+        self.aws_conn_id = aws_conn_id
 
     def _drift(self, context: Context) -> dict[str, Any] | None:
         if not self.drift_task_id:
@@ -98,42 +101,28 @@ class OpsSummaryOperator(BaseOperator):
         return {k: value.get(k) for k in keys if k in value}
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.runtime.monitoring import ops_metrics as rt
+        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.runtime.io.objstore import ObjectStore
+        from mlops_provider.runtime.monitoring.ops_metrics import run_ops_summary
 
         start, end = _text(self.window_start), _text(self.window_end)
         if start is None and end is None:
             s, e = context.get("data_interval_start"), context.get("data_interval_end")
             if s is not None and e is not None and s != e:
                 start, end = _text(s), _text(e)
-        summary = rt.ops_summary(
+        return run_ops_summary(
             model=self.model_name,
             inference_log_dir=self.inference_log_dir,
+            report_dir=self.report_dir,
+            state_path=self.state_path,
             window_start=start,
             window_end=end,
-            state_path=self.state_path,
             deployment_state_dir=self.deployment_state_dir,
             metrics_url=self.metrics_url,
             timeout=self.timeout,
+            drift=self._drift(context),
+            store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
         )
-        summary["drift"] = self._drift(context)
-        stem = rt.report_stem(self.model_name, summary["window"]["start"], summary["window"]["end"])
-        summary["report"] = rt.write_ops_report(summary, self.report_dir, stem)
-        ep, lg = summary["endpoint"], summary["inference_log"]
-        http = ep.get("http") or {}
-        self.log.info(
-            "Ops %s window %s: %s prediction(s) logged; endpoint %s; requests=%s error_rate=%s latency=%s; "
-            "resources=%s; report %s",
-            self.model_name,
-            summary["window"],
-            lg.get("predictions"),
-            ep.get("status"),
-            http.get("requests"),
-            http.get("error_rate"),
-            http.get("latency"),
-            ep.get("resources"),
-            summary["report"],
-        )
-        return json.loads(json.dumps(summary, default=str))
 
 
 __all__ = ["OpsSummaryOperator"]

@@ -30,7 +30,7 @@ class FeatureFreshnessTimeout(FeatureStoreError, AirflowSensorTimeout):
 
 
 def _stale_message(report: dict[str, Any], feature_service: str | None, why: str) -> str:
-    from mlops_provider.runtime.features.ops import describe_staleness
+    from mlops_provider.runtime.features.freshness import describe_staleness
 
     what = f"feature service {feature_service!r}" if feature_service else "the feature views"
     return (
@@ -99,13 +99,15 @@ class FeatureFreshnessSensor(BaseSensorOperator):
         return as_name_list(self.feature_views) or None
 
     def _check(self, target: str) -> dict[str, Any]:
-        from mlops_provider.runtime.features.ops import feature_freshness
+        from mlops_provider.runtime.features.freshness import feature_freshness
+        from mlops_provider.runtime.features.store import open_store
 
         hook = FeastHook(feast_conn_id=self.feast_conn_id, repo_path=self.repo_path)
         if not (self.feature_service or self._views()):
             raise FeatureStoreError("FeatureFreshnessSensor needs feature_service or feature_views")
         return feature_freshness(
-            hook.get_store(self.repo_path), target, feature_service=self.feature_service, feature_views=self._views()
+            open_store(**hook.store_settings(self.repo_path)), target, feature_service=self.feature_service,
+            feature_views=self._views(),
         )
 
     # --- poke mode --------------------------------------------------------------------------------------
@@ -113,7 +115,7 @@ class FeatureFreshnessSensor(BaseSensorOperator):
         report = self._check(self._target(context))
         self._last_report = report
         if not report["fresh"]:
-            from mlops_provider.runtime.features.ops import describe_staleness
+            from mlops_provider.runtime.features.freshness import describe_staleness
 
             self.log.info("not fresh yet (target %s): %s", report["target"], describe_staleness(report))
         return PokeReturnValue(is_done=bool(report["fresh"]), xcom_value=report)

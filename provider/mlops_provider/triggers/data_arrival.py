@@ -20,8 +20,9 @@ The watermark is a local JSON file (``state_path``): for a directory it defaults
 ``<dir>/.mlops_arrival_watermark.json``; for an S3 prefix to
 ``$MLOPS_HOME/state/arrival/s3-<sha1 of the prefix URL>.json`` (resolved when the trigger is built,
 i.e. at DAG parse time, and serialized, so the triggerer uses the same file). The triggerer must be
-able to write it and keep it across restarts. S3 is reached through the amazon provider's
-``S3Hook`` (connection ``aws_conn_id``; ``endpoint_url`` / ``region_name`` in its extras), in a thread.
+able to write it and keep it across restarts. S3 is listed through the runtime's ``ObjectStore``, built
+inside the trigger's run (``ObjectStore(ObjectStoreHook(aws_conn_id).settings)``: the connection, with
+``endpoint_url`` / ``region_name`` in its extras, is resolved at the first listing), in a thread.
 """
 
 from __future__ import annotations
@@ -67,11 +68,12 @@ def scan(path: str, pattern: str) -> dict[str, str]:
     return out
 
 
-def scan_s3(path: str, pattern: str, aws_conn_id: str | None, s3: Any = None) -> dict[str, str]:
-    """Fingerprints ``size:etag`` of the objects directly under ``s3://bucket/prefix/`` (none -> empty)."""
-    from mlops_provider.runtime.io.objstore import list_objects
+def scan_s3(path: str, pattern: str, store: Any) -> dict[str, str]:
+    """Fingerprints ``size:etag`` of the objects directly under ``s3://bucket/prefix/`` (none -> empty).
 
-    infos = list_objects(path, pattern, aws_conn_id=aws_conn_id, s3=s3)
+    ``store`` is a :class:`mlops_provider.runtime.io.objstore.ObjectStore`.
+    """
+    infos = store.list(path, pattern)
     return {url: info.fingerprint for url, info in infos.items() if not basename_ignored(url.rsplit("/", 1)[-1])}
 
 
@@ -107,11 +109,10 @@ class Watermark:
         return {f: fp for f, fp in current.items() if self.seen.get(f) != fp}
 
     def commit(self, files: dict[str, str]) -> None:
+        from mlops_provider.runtime.io.atomic import atomic_write
+
         self.seen.update(files)
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"seen": self.seen}, sort_keys=True))
-        os.replace(tmp, self.state_path)
+        atomic_write(self.state_path, json.dumps({"seen": self.seen}, sort_keys=True))
 
 
 class DataArrivalTrigger(BaseEventTrigger):
@@ -148,7 +149,7 @@ class DataArrivalTrigger(BaseEventTrigger):
         self.settle_seconds = float(settle_seconds)
         self.batch_files = int(batch_files)
         self.batch_seconds = float(batch_seconds)
-        self._s3: Any = None
+        self._store: Any = None
 
     @property
     def is_s3(self) -> bool:
@@ -168,13 +169,19 @@ class DataArrivalTrigger(BaseEventTrigger):
             kwargs["aws_conn_id"] = self.aws_conn_id
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
+    def _objects(self) -> Any:
+        """The trigger's object store, built once (lazily, in the worker thread; the connection is
+        resolved at the first S3 listing)."""
+        if self._store is None:
+            from mlops_provider.hooks.objstore import ObjectStoreHook
+            from mlops_provider.runtime.io.objstore import ObjectStore
+
+            self._store = ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
+        return self._store
+
     def scan(self) -> dict[str, str]:
         if self.is_s3:
-            if self._s3 is None:  # one boto3 client per trigger run, created in the worker thread
-                from mlops_provider.runtime.io.objstore import client
-
-                self._s3 = client(self.aws_conn_id)
-            return scan_s3(self.path, self.pattern, self.aws_conn_id, self._s3)
+            return scan_s3(self.path, self.pattern, self._objects())
         return scan(self.path, self.pattern)
 
     def poll_once(

@@ -13,7 +13,7 @@ Exactly one event is yielded:
 * ``{"status": "error", "error_type": str, "message": str}`` — any exception (bad repo, registry down,
   unknown feature service).
 
-``report`` is :func:`mlops_provider.runtime.features.ops.feature_freshness`'s dict.
+``report`` is :func:`mlops_provider.runtime.features.freshness.feature_freshness`'s dict.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class FeatureFreshnessTrigger(BaseTrigger):
         self.feast_conn_id = feast_conn_id
         self.poll_interval = float(poll_interval)
         self.deadline = deadline
-        self._hook: Any = None
+        self._store: Any = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -76,12 +76,14 @@ class FeatureFreshnessTrigger(BaseTrigger):
     def check(self) -> dict[str, Any]:
         """One registry read (blocking; the trigger runs it in a thread). The store is opened once."""
         from mlops_provider.hooks.feast import FeastHook
-        from mlops_provider.runtime.features.ops import feature_freshness
+        from mlops_provider.runtime.features.freshness import feature_freshness
+        from mlops_provider.runtime.features.store import open_store
 
-        if self._hook is None:
-            self._hook = FeastHook(feast_conn_id=self.feast_conn_id, repo_path=self.repo_path)
+        if self._store is None:
+            hook = FeastHook(feast_conn_id=self.feast_conn_id, repo_path=self.repo_path)
+            self._store = open_store(**hook.store_settings(self.repo_path))
         return feature_freshness(
-            self._hook.get_store(self.repo_path),
+            self._store,
             self.target_time,
             feature_service=self.feature_service,
             feature_views=self.feature_views,

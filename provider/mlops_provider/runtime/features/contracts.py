@@ -30,7 +30,8 @@ the contract does not declare (in ``columns``, ``unique`` or ``no_future``) are 
 
 Formats: ``*.parquet`` and ``*.csv`` (read with the contract's dtypes: ``str`` columns as strings,
 ``datetime`` columns parsed as UTC, the rest inferred). Paths may be ``s3://bucket/key`` URLs: the
-object is downloaded to a temporary directory first (connection ``aws_conn_id``).
+object is downloaded to a temporary directory first (through ``store``, an
+:class:`~mlops_provider.runtime.io.objstore.ObjectStore`).
 
 A file is matched to the table whose name is the longest prefix of the file name
 (``flights_2013_01.parquet`` -> ``flights``; ``planes.parquet`` -> ``planes``). Every rule is
@@ -53,6 +54,8 @@ import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
 from mlops_provider.runtime.io import objstore
+from mlops_provider.runtime.io.atomic import atomic_write
+from mlops_provider.runtime.io.objstore import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -244,9 +247,7 @@ def validate_frame(
 def _write_reports(report: dict[str, Any], report_dir: Path, name: str) -> tuple[str, str]:
     report_dir.mkdir(parents=True, exist_ok=True)
     jpath, hpath = report_dir / f"{name}.json", report_dir / f"{name}.html"
-    tmp = jpath.with_name(f".{jpath.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    tmp.replace(jpath)
+    atomic_write(jpath, json.dumps(report, indent=2, default=str))
     rows = "".join(
         f"<tr><td>{html.escape(str(f['file']))}</td><td>{html.escape(str(f['table']))}</td>"
         f"<td>{html.escape(str(f['rule']))}</td><td>{html.escape(str(f['column']))}</td>"
@@ -278,9 +279,7 @@ def _write_reports(report: dict[str, Any], report_dir: Path, name: str) -> tuple
         )
         + "</body></html>"
     )
-    tmp = hpath.with_name(f".{hpath.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(hpath)
+    atomic_write(hpath, page)
     return str(jpath), str(hpath)
 
 
@@ -292,9 +291,9 @@ def validate_files(
     name: str = "landing",
     now: datetime | None = None,
     raise_on_failure: bool = True,
-    aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID,
+    store: ObjectStore | None = None,
 ) -> dict[str, Any]:
-    """Validate landed parquet / CSV files (local or ``s3://``) against ``contract``.
+    """Validate landed parquet / CSV files (local or ``s3://``, read through ``store``) against ``contract``.
 
     Always writes ``<report_dir>/<name>.{json,html}``. Returns the report ``{"name", "passed",
     "checked_at", "files": [...], "failures": [...], "warnings": [...], "report_json", "report_html"}``;
@@ -327,8 +326,8 @@ def validate_files(
             local = p
             if objstore.is_s3(p):
                 try:
-                    local = str(objstore.download(p, Path(tmp, str(i), objstore.basename(p)),
-                                                  aws_conn_id=aws_conn_id))
+                    local = str((store or objstore.DEFAULT_STORE).download(
+                        p, Path(tmp, str(i), objstore.basename(p))))
                 except DataValidationError as e:
                     file_failure(p, table, "file_exists", str(e))
                     continue

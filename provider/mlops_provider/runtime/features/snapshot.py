@@ -17,7 +17,8 @@ path; a snapshot that already exists is reused, never overwritten. Writing is at
 are written to a temporary sibling directory which is then renamed into place.
 
 Object storage: ``root`` (and the ``path`` given to :func:`load_snapshot`) may be an ``s3://bucket/prefix``
-URL, reached through the amazon provider's ``S3Hook`` (connection ``aws_conn_id``). The snapshot is
+URL, reached through an :class:`~mlops_provider.runtime.io.objstore.ObjectStore` (``store``; the operator
+builds it from its ``aws`` connection, None is the process default). The snapshot is
 built in a local temporary directory exactly as above (same hash), then published under
 ``<root>/<hash>/``: ``data.parquet`` first, ``manifest.json`` last and only if absent (a conditional
 ``PUT If-None-Match: *``), so a snapshot without a manifest is treated as absent (a crashed writer
@@ -44,6 +45,7 @@ import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
 from mlops_provider.runtime.io import objstore
+from mlops_provider.runtime.io.objstore import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def write_snapshot(
     manifest_fields: dict[str, Any],
     root: str | os.PathLike[str],
     *,
-    aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID,
+    store: ObjectStore | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Write ``df`` as an immutable snapshot under ``root`` and return ``(path, manifest)``.
 
@@ -103,9 +105,12 @@ def write_snapshot(
     if objstore.is_s3(root):
         with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as local_root:
             local, _ = write_snapshot(df, manifest_fields, local_root)
-            return publish_snapshot(local, str(root), aws_conn_id=aws_conn_id)
+            return publish_snapshot(local, str(root), store=store)
     root_path = Path(root)
     root_path.mkdir(parents=True, exist_ok=True)
+    # Not runtime.io.atomic.atomic_path: the target directory is named by the content hash, known only
+    # once the data is written into the temporary directory, and an existing target is reused (a
+    # concurrent writer's rename wins), never replaced -- so the directory rename stays here.
     tmp = root_path / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
@@ -140,49 +145,53 @@ def write_snapshot(
 
 
 def publish_snapshot(
-    local_dir: str | os.PathLike[str], root: str, *, aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID
+    local_dir: str | os.PathLike[str], root: str, *, store: ObjectStore | None = None
 ) -> tuple[str, dict[str, Any]]:
     """Copy a local snapshot directory to ``<root>/<hash>/`` on S3; reuse the remote one when it exists.
 
     ``data.parquet`` is uploaded first and ``manifest.json`` last, with ``If-None-Match: *`` so a
     concurrent writer's manifest is never replaced (its snapshot is then returned).
     """
-    from botocore.exceptions import ClientError
-
+    store = _store(store)
     local = Path(local_dir)
     manifest = _read_manifest(local)
     target = objstore.join_s3(root, str(manifest["hash"]))
-    s3 = objstore.client(aws_conn_id)
-    if objstore.head(objstore.join_s3(target, MANIFEST_FILE), s3=s3) is not None:
+    if store.head(objstore.join_s3(target, MANIFEST_FILE)) is not None:
         log.info("snapshot %s already exists; reusing it", target)
-        return target, _read_remote_manifest(target, s3)
-    objstore.upload(local / DATA_FILE, objstore.join_s3(target, DATA_FILE), s3=s3)
-    bucket, key = objstore.split_s3(objstore.join_s3(target, MANIFEST_FILE))
-    try:
-        s3.put_object(Bucket=bucket, Key=key, Body=(local / MANIFEST_FILE).read_bytes(), IfNoneMatch="*",
-                      ContentType="application/json")
-    except ClientError as e:
-        code = str(e.response.get("Error", {}).get("Code"))
-        if code not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-            raise
+        return target, _read_remote_manifest(target, store)
+    store.upload(local / DATA_FILE, objstore.join_s3(target, DATA_FILE))
+    if not store.write_bytes(objstore.join_s3(target, MANIFEST_FILE), (local / MANIFEST_FILE).read_bytes(),
+                             if_absent=True):
         log.info("snapshot %s was written concurrently; reusing it", target)
-        return target, _read_remote_manifest(target, s3)
+        return target, _read_remote_manifest(target, store)
     log.info("published snapshot %s (%s rows)", target, manifest.get("rows"))
     return target, manifest
 
 
+def _store(store: ObjectStore | None, aws_conn_id: str | None = None) -> ObjectStore:
+    if store is not None:
+        return store
+    if aws_conn_id is not None:
+        # Transitional, for callers outside the features area (serving's batch scoring and infra
+        # validation) that still pass a connection id; goes with objstore's legacy functions.
+        return objstore._legacy_store(aws_conn_id)
+    return objstore.DEFAULT_STORE
+
+
 def read_manifest(
-    path: str | os.PathLike[str], *, aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID
+    path: str | os.PathLike[str], *, store: ObjectStore | None = None, aws_conn_id: str | None = None
 ) -> dict[str, Any]:
-    """The manifest of a snapshot (local directory or ``s3://`` URL) without reading its data."""
+    """The manifest of a snapshot (local directory or ``s3://`` URL) without reading its data.
+
+    ``aws_conn_id`` is transitional (pass ``store``)."""
     if objstore.is_s3(path):
-        return _read_remote_manifest(str(path).rstrip("/"), objstore.client(aws_conn_id))
+        return _read_remote_manifest(str(path).rstrip("/"), _store(store, aws_conn_id))
     return _read_manifest(Path(path))
 
 
-def _read_remote_manifest(target: str, s3: Any) -> dict[str, Any]:
+def _read_remote_manifest(target: str, store: ObjectStore) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
-        objstore.download(objstore.join_s3(target, MANIFEST_FILE), Path(tmp, MANIFEST_FILE), s3=s3)
+        store.download(objstore.join_s3(target, MANIFEST_FILE), Path(tmp, MANIFEST_FILE))
         return _read_manifest(Path(tmp))
 
 
@@ -211,20 +220,18 @@ def load_snapshot(
     path: str | os.PathLike[str],
     *,
     verify: bool = True,
-    aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID,
-    store: objstore.ObjectStore | None = None,
+    store: ObjectStore | None = None,
+    aws_conn_id: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a snapshot directory (or its ``data.parquet`` / ``manifest.json``): ``(DataFrame, manifest)``.
 
-    ``path`` may be an ``s3://`` URL (a snapshot whose manifest is missing counts as absent), read
-    through ``store`` (else, transitionally, the connection ``aws_conn_id``).
+    ``path`` may be an ``s3://`` URL read through ``store`` (a snapshot whose manifest is missing counts
+    as absent; ``aws_conn_id`` is transitional: pass ``store``).
     Raises :class:`DataValidationError` when the snapshot is missing, unreadable, or (with
     ``verify=True``, the default) when its data no longer matches the hash in its manifest.
     """
     if objstore.is_s3(path):
-        if store is None:
-            store = objstore.ObjectStore(client=objstore.client(aws_conn_id))
-        return _load_remote(str(path), verify=verify, store=store)
+        return _load_remote(str(path), verify=verify, store=_store(store, aws_conn_id))
     directory = Path(path)
     if directory.name in (DATA_FILE, MANIFEST_FILE):
         directory = directory.parent
@@ -256,7 +263,7 @@ def load_snapshot(
     return df, manifest
 
 
-def _load_remote(url: str, *, verify: bool, store: objstore.ObjectStore) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _load_remote(url: str, *, verify: bool, store: ObjectStore) -> tuple[pd.DataFrame, dict[str, Any]]:
     url = url.rstrip("/")
     if objstore.basename(url) in (DATA_FILE, MANIFEST_FILE):
         url = url.rsplit("/", 1)[0]
@@ -367,15 +374,15 @@ def add_evaluation_split(
     evaluation_days: int,
     root: str | os.PathLike[str],
     *,
-    aws_conn_id: str | None = objstore.DEFAULT_AWS_CONN_ID,
+    store: ObjectStore | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Write a copy of the snapshot at ``path`` with an evaluation split under ``root``: ``(path, manifest)``.
 
     Immutable and content-addressed like any snapshot: the same input gives the same hash and path.
     """
-    df, manifest = load_snapshot(path, aws_conn_id=aws_conn_id)
+    df, manifest = load_snapshot(path, store=store)
     data, fields = split_evaluation(df, manifest, evaluation_days)
-    return write_snapshot(data, fields, root, aws_conn_id=aws_conn_id)
+    return write_snapshot(data, fields, root, store=store)
 
 
 def training_window(manifest: dict[str, Any]) -> tuple[pd.Timestamp | None, pd.Timestamp | None, bool]:

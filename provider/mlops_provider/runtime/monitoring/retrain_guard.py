@@ -23,9 +23,11 @@ Guards, checked in this order (the first that holds decides):
    window (the ``window.end`` of its snapshot manifest);
 6. breaker      - ``breaker_rejections`` rejected challengers in a row -> ``ask``.
 
-The ledger (:class:`GuardLedger`) is a JSON file written atomically under an exclusive lock. It
-keys each decision by ``<dag_id>/<run_id>``: re-running the policy task of the same run returns
-the recorded decision (idempotent), so a retry never double-counts a retrain or re-asks a human.
+The ledger (:class:`GuardLedger`) is a JSON file written atomically under an exclusive lock (or an
+``s3://`` object updated with conditional writes). It keys each decision by ``<dag_id>/<run_id>``:
+re-running the policy task of the same run returns the recorded decision (idempotent), so a retry
+never double-counts a retrain or re-asks a human. The task's entry point is
+:func:`mlops_provider.runtime.monitoring.policy.run_training_policy`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+
+from mlops_provider.runtime.io import objstore
+from mlops_provider.runtime.io.atomic import atomic_write
+from mlops_provider.runtime.io.objstore import ObjectStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,20 +117,19 @@ class GuardLedger:
     """Durable guard state of one model: ``{"model", "decisions": {key: decision}, "windows": [...]}``.
 
     ``windows`` is the drift windows seen so far (start, end, champion, episode), used to chain
-    consecutive windows into episodes. A local path is written atomically (tmp + ``os.replace``) under
-    ``flock`` (put it on storage every worker that runs the policy shares); an ``s3://`` URL is
-    updated with optimistic concurrency (conditional ``PUT`` with ``If-Match`` on the ETag read, or
-    ``If-None-Match: *`` for the first write), retried when another writer won.
+    consecutive windows into episodes. A local path is written atomically (``atomic_write``) under
+    ``flock`` (put it on storage every worker that runs the policy shares); an ``s3://`` URL (reached
+    through ``store``'s client) is updated with optimistic concurrency (conditional ``PUT`` with
+    ``If-Match`` on the ETag read, or ``If-None-Match: *`` for the first write), retried when another
+    writer won.
     """
 
-    def __init__(
-        self, path: str | os.PathLike[str], model: str, *, aws_conn_id: str | None = "aws_default"
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], model: str, *, store: ObjectStore | None = None) -> None:
         self.url = str(path)
-        self.is_s3 = self.url.startswith("s3://")
+        self.is_s3 = objstore.is_s3(self.url)
         self.path = Path(path) if not self.is_s3 else Path(self.url.rsplit("/", 1)[-1])
         self.model = model
-        self.aws_conn_id = aws_conn_id
+        self.store = store or objstore.DEFAULT_STORE
 
     def update(self, fn: Callable[[dict[str, Any]], T], attempts: int = 8) -> T:
         """Apply ``fn`` to the state and store the result atomically; returns ``fn``'s result.
@@ -135,9 +140,7 @@ class GuardLedger:
         if not self.is_s3:
             with self.locked() as data:
                 return fn(data)
-        from mlops_provider.runtime.io import objstore
-
-        s3 = objstore.client(self.aws_conn_id)
+        s3 = self.store.client()  # If-Match on the ETag read: beyond ObjectStore.write_bytes' if_absent
         bucket, key = objstore.split_s3(self.url)
         for attempt in range(attempts):
             data, etag = self._read_s3(s3, bucket, key)
@@ -175,9 +178,7 @@ class GuardLedger:
 
     def read(self) -> dict[str, Any]:
         if self.is_s3:
-            from mlops_provider.runtime.io import objstore
-
-            return self._read_s3(objstore.client(self.aws_conn_id), *objstore.split_s3(self.url))[0]
+            return self._read_s3(self.store.client(), *objstore.split_s3(self.url))[0]
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -229,9 +230,7 @@ class GuardLedger:
 
     def _write(self, data: dict[str, Any]) -> None:
         self._trim(data)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
     def record_approval(self, key: str, approved: bool, by: Any = None) -> dict[str, Any] | None:
         """Store a human's answer on an ``ask`` decision (an approved ask counts as a retrain)."""
@@ -277,37 +276,6 @@ def consecutive_rejections(versions: Iterable[Any], champion: str | None) -> tup
         elif verdict.startswith(("promot", "accept", "champion")):
             break
     return len(streak), streak
-
-
-# -------------------------------------------------------------------------------------- labels
-def count_new_labels(labels_dir: str | os.PathLike[str], after: datetime | None) -> int:
-    """Labelled rows under ``labels_dir`` (``*.parquet``) with ``event_timestamp > after``.
-
-    Reads only the timestamp column; a month file entirely before ``after`` (by its parquet
-    statistics) is not scanned. A missing directory counts 0.
-    """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    d = Path(labels_dir)
-    files = sorted(d.glob("*.parquet")) if d.is_dir() else ([d] if d.is_file() else [])
-    total = 0
-    for f in files:
-        pf = pq.ParquetFile(f)
-        if after is None:
-            total += pf.metadata.num_rows
-            continue
-        col = pf.schema_arrow.get_field_index("event_timestamp")
-        if col < 0:
-            continue
-        table = pf.read(columns=["event_timestamp"])
-        ts = table.column("event_timestamp")
-        if not str(ts.type).startswith("timestamp"):
-            ts = pc.cast(ts, "timestamp[us, tz=UTC]")
-        elif getattr(ts.type, "tz", None) is None:
-            ts = pc.assume_timezone(ts, "UTC")
-        total += int(pc.sum(pc.greater(ts, after)).as_py() or 0)
-    return total
 
 
 # ------------------------------------------------------------------------------------- episodes
@@ -499,7 +467,6 @@ __all__ = [
     "as_utc",
     "assign_episode",
     "consecutive_rejections",
-    "count_new_labels",
     "decide",
     "record",
 ]

@@ -1,9 +1,9 @@
-"""Scalable building blocks of drift monitoring: window sources, stratified sampling, streamed
-per-column statistics and the per-model-version reference cache (runtime module).
+"""Scalable building blocks of drift monitoring: stratified sampling, streamed per-column statistics
+and the per-model-version reference statistics (runtime module).
 
 Why: plain Evidently materialises both frames and runs every metric on every row; on a 1 M-row
-window that is minutes and gigabytes (evidently#1526, #763). Here the window is never loaded as one
-frame:
+window that is minutes and gigabytes (evidently#1526, #763). Here the window
+(:class:`~mlops_provider.runtime.monitoring.window.ParquetWindow`) is never loaded as one frame:
 
 1. **Pass 1** reads only the timestamp (and the ``stratify_by`` columns) of the window and picks a
    seeded, stratified sample of row positions (strata = UTC day x ``stratify_by`` values,
@@ -15,10 +15,6 @@ frame:
 3. Evidently then runs on the (reference sample, window sample) pair; its verdict is the
    *sampled verdict*, whose agreement with the full-data verdict is measured in
    ``benchmarks/drift_agreement.py``.
-
-The inference log is read from parquet files (``date=YYYY-MM-DD/*.parquet``) directly, and from
-JSONL files (the service's default log format) by spilling them once, in bounded chunks, to a
-temporary parquet file (:func:`spill_jsonl`).
 """
 
 from __future__ import annotations
@@ -26,13 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,306 +33,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from mlops_provider.exceptions import DriftError, MonitoredFeatureMissingError
+from mlops_provider.exceptions import MonitoredFeatureMissingError
+from mlops_provider.runtime.io.atomic import atomic_path
+from mlops_provider.runtime.monitoring.window import ParquetWindow, write_parquet
 
 log = logging.getLogger(__name__)
 
-TIMESTAMP = "timestamp"
-#: Rows per spilled chunk / row group when converting JSONL (bounds the reader's memory).
-SPILL_CHUNK_ROWS = 100_000
 NULL_TOKEN = "__null__"
-
-
-# ------------------------------------------------------------------------------------ utilities
-def _utc(ts: datetime | str | None) -> pd.Timestamp | None:
-    if ts is None or (isinstance(ts, str) and not ts.strip()):
-        return None
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-
-def _ts_ns(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """int64 UTC nanoseconds of a timestamp column (timestamp type or ISO strings)."""
-    if pa.types.is_timestamp(values.type):
-        arr = (
-            pc.cast(values, pa.timestamp("ns", tz="UTC"))
-            if values.type.tz
-            else pc.cast(values, pa.timestamp("ns"))
-        )
-        return np.asarray(arr.to_numpy(zero_copy_only=False)).astype("datetime64[ns]").astype("int64")
-    series = pd.to_datetime(pd.Series(values.to_pylist()), utc=True, format="ISO8601", errors="coerce")
-    return series.astype("int64").to_numpy()
 
 
 def _seed_for(seed: int, key: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (2**32)
-
-
-# ------------------------------------------------------------------------------------ the window
-@dataclass
-class _Group:
-    path: str
-    index: int  # row group index in the file
-    mask: np.ndarray | None  # rows of this group inside the window (None = all)
-    n: int  # rows inside the window
-    offset: int  # window position of the group's first in-window row
-
-
-@dataclass
-class ParquetWindow:
-    """Rows with ``start <= timestamp < end`` of a set of parquet files, read column by column."""
-
-    files: list[str]
-    start: pd.Timestamp | None = None
-    end: pd.Timestamp | None = None
-    groups: list[_Group] = field(default_factory=list)
-    columns: set[str] = field(default_factory=set)
-    n_rows: int = 0
-    #: columns that exist in some files only (null in the others)
-    partial_columns: set[str] = field(default_factory=set)
-
-    @classmethod
-    def open(
-        cls, files: Sequence[str | os.PathLike[str]], start: Any = None, end: Any = None
-    ) -> ParquetWindow:
-        win = cls([str(f) for f in files], _utc(start), _utc(end))
-        lo = win.start.value if win.start is not None else None
-        hi = win.end.value if win.end is not None else None
-        schemas: list[set[str]] = []
-        for path in win.files:
-            pf = pq.ParquetFile(path)
-            names = set(pf.schema_arrow.names)
-            schemas.append(names)
-            if TIMESTAMP not in names:
-                raise DriftError(
-                    f"inference log file {path} has no {TIMESTAMP!r} column; it is not a log partition."
-                )
-            for i in range(pf.num_row_groups):
-                ts = _ts_ns(pf.read_row_group(i, columns=[TIMESTAMP]).column(0))
-                mask = np.ones(len(ts), dtype=bool)
-                if lo is not None:
-                    mask &= ts >= lo
-                if hi is not None:
-                    mask &= ts < hi
-                n = int(mask.sum())
-                if n:
-                    win.groups.append(_Group(path, i, None if n == len(ts) else mask, n, win.n_rows))
-                    win.n_rows += n
-        if schemas:
-            common = set(schemas[0]).intersection(*schemas[1:])
-            win.columns = set(schemas[0]).union(*schemas[1:])
-            win.partial_columns = win.columns - common
-        return win
-
-    def column_chunks(self, column: str) -> Iterator[tuple[int, pa.Array]]:
-        """``(window offset, in-window values)`` per row group; all-null chunks where a file lacks it."""
-        files: dict[str, pq.ParquetFile] = {}
-        for g in self.groups:
-            pf = files.setdefault(g.path, pq.ParquetFile(g.path))
-            if column not in pf.schema_arrow.names:
-                yield g.offset, pa.nulls(g.n)
-                continue
-            values = pf.read_row_group(g.index, columns=[column]).column(0).combine_chunks()
-            if g.mask is not None:
-                values = values.filter(pa.array(g.mask))
-            yield g.offset, values
-
-    def timestamps_ns(self) -> np.ndarray:
-        out = np.empty(self.n_rows, dtype="int64")
-        for off, values in self.column_chunks(TIMESTAMP):
-            out[off : off + len(values)] = _ts_ns(values)
-        return out
-
-    def take(self, column: str, positions: np.ndarray) -> pa.Array:
-        """Values of ``column`` at sorted window ``positions`` (one streamed pass)."""
-        parts: list[pa.Array] = []
-        for off, values in self.column_chunks(column):
-            lo, hi = np.searchsorted(positions, [off, off + len(values)])
-            if hi > lo:
-                parts.append(values.take(pa.array(positions[lo:hi] - off)))
-        return (
-            pa.concat_arrays([p.cast(parts[0].type) if p.type != parts[0].type else p for p in parts])
-            if parts
-            else pa.array([])
-        )
-
-
-def frame_window(frame: pd.DataFrame, tmp_dir: str | os.PathLike[str]) -> ParquetWindow:
-    """An in-memory frame as a one-file window (tests and :func:`~mlops_provider.runtime.monitoring.drift.drift_report`)."""
-    df = frame.copy()
-    if TIMESTAMP not in df.columns:
-        df[TIMESTAMP] = pd.Timestamp("1970-01-01", tz="UTC")
-    path = Path(tmp_dir) / "window.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_parquet(df, path)
-    return ParquetWindow.open([path])
-
-
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype == object:
-            out[col] = out[col].map(lambda v: v if v is None or isinstance(v, str) or pd.isna(v) else str(v))
-            out[col] = out[col].where(out[col].notna(), None)
-    out.to_parquet(path, index=False, row_group_size=SPILL_CHUNK_ROWS)
-
-
-# ---------------------------------------------------------------------------- inference log files
-def _day(dirname: str) -> date | None:
-    if not dirname.startswith("date="):
-        return None
-    try:
-        return date.fromisoformat(dirname[5:])
-    except ValueError:
-        return None
-
-
-def log_files(directory: str | os.PathLike[str], start: Any = None, end: Any = None) -> dict[str, list[str]]:
-    """``{"parquet": [...], "jsonl": [...]}`` under ``<dir>/date=YYYY-MM-DD/`` overlapping [start, end)."""
-    root = Path(directory)
-    lo, hi = _utc(start), _utc(end)
-    out: dict[str, list[str]] = {"parquet": [], "jsonl": []}
-    if not root.is_dir():
-        return out
-    for day_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        d = _day(day_dir.name)
-        if d is None or (lo is not None and d < lo.date()) or (hi is not None and d > hi.date()):
-            continue
-        out["parquet"] += [str(p) for p in sorted(day_dir.glob("*.parquet"))]
-        out["jsonl"] += [str(p) for p in sorted(day_dir.glob("*.jsonl"))]
-    return out
-
-
-def spill_jsonl(
-    files: Sequence[str],
-    columns: Mapping[str, str],
-    dest: str | os.PathLike[str],
-    start: Any = None,
-    end: Any = None,
-) -> tuple[Path | None, set[str], int]:
-    """Stream JSONL log records of [start, end) into one parquet file (timestamp + ``columns``).
-
-    ``columns`` maps a column to ``"float"`` or ``"string"`` (the parquet type). Reads line by line
-    and writes a row group every :data:`SPILL_CHUNK_ROWS` rows, so memory stays bounded whatever the
-    window size. Returns ``(path or None when no row, columns seen in some record, skipped lines)``.
-    """
-    lo, hi = _utc(start), _utc(end)
-    names = [c for c in columns if c != TIMESTAMP]
-    fields = [pa.field(TIMESTAMP, pa.timestamp("ns", tz="UTC"))]
-    fields += [pa.field(c, pa.float64() if columns[c] == "float" else pa.string()) for c in names]
-    schema = pa.schema(fields)
-    seen: set[str] = set()
-    skipped = 0
-    buf: dict[str, list[Any]] = {c: [] for c in [TIMESTAMP, *names]}
-    writer: pq.ParquetWriter | None = None
-    path = Path(dest)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def flush() -> None:
-        nonlocal writer
-        if not buf[TIMESTAMP]:
-            return
-        arrays = [pa.array(buf[TIMESTAMP], pa.int64()).cast(pa.timestamp("ns", tz="UTC"))]
-        for c in names:
-            if columns[c] == "float":
-                arrays.append(
-                    pa.array(
-                        pd.to_numeric(pd.Series(buf[c], dtype=object), errors="coerce").to_numpy("float64"),
-                        pa.float64(),
-                        from_pandas=True,
-                    )
-                )
-            else:
-                arrays.append(pa.array([None if v is None else str(v) for v in buf[c]], pa.string()))
-        if writer is None:
-            writer = pq.ParquetWriter(path, schema)
-        writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-        for v in buf.values():
-            v.clear()
-
-    for file in files:
-        with open(file, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                    ts = _utc(rec[TIMESTAMP])
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    skipped += 1
-                    continue
-                if ts is None or (lo is not None and ts < lo) or (hi is not None and ts >= hi):
-                    continue
-                seen.update(k for k in rec if k in columns)
-                buf[TIMESTAMP].append(ts.value)
-                for c in names:
-                    buf[c].append(rec.get(c))
-                if len(buf[TIMESTAMP]) >= SPILL_CHUNK_ROWS:
-                    flush()
-    flush()
-    if writer is not None:
-        writer.close()
-    if skipped:
-        log.warning("Skipped %d corrupt line(s) in the inference log", skipped)
-    return (path if writer is not None else None), seen, skipped
-
-
-def open_log_window(
-    directory: str | os.PathLike[str],
-    columns: Mapping[str, str],
-    start: Any,
-    end: Any,
-    tmp_dir: str | os.PathLike[str],
-) -> ParquetWindow:
-    """The inference log window as a :class:`ParquetWindow` (parquet partitions + spilled JSONL)."""
-    files = log_files(directory, start, end)
-    parquet = list(files["parquet"])
-    seen: set[str] = set()
-    if files["jsonl"]:
-        spilled, seen, _ = spill_jsonl(
-            files["jsonl"], columns, Path(tmp_dir) / "jsonl_window.parquet", start, end
-        )
-        if spilled is not None:
-            parquet.append(str(spilled))
-    win = ParquetWindow.open(parquet, start, end)
-    if files["jsonl"]:
-        # spilled columns exist in the schema even when no record had them: keep only those seen
-        parquet_cols: set[str] = set()
-        for path in files["parquet"]:
-            parquet_cols |= set(pq.ParquetFile(path).schema_arrow.names)
-        win.columns = parquet_cols | seen | {TIMESTAMP}
-    log.info(
-        "Inference log window [%s, %s): %d row(s) in %d parquet + %d jsonl file(s)",
-        start,
-        end,
-        win.n_rows,
-        len(files["parquet"]),
-        len(files["jsonl"]),
-    )
-    return win
-
-
-def window_frame(win: ParquetWindow, columns: Sequence[str]) -> pd.DataFrame:
-    """Only ``columns`` of the window as a frame (absent ones are left out); for narrow reads."""
-    data: dict[str, Any] = {}
-    for col in dict.fromkeys([TIMESTAMP, *columns]):
-        if col not in win.columns:
-            continue
-        parts = [values for _, values in win.column_chunks(col)]
-        if not parts:
-            data[col] = []
-            continue
-        types = {p.type for p in parts if not pa.types.is_null(p.type)}
-        target = types.pop() if len(types) == 1 else (pa.string() if types else pa.null())
-        arr = pa.chunked_array([p if p.type == target else p.cast(target) for p in parts], type=target)
-        data[col] = arr.to_pandas()
-    frame = pd.DataFrame(data)
-    if TIMESTAMP in frame.columns:
-        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
-    return frame
 
 
 # ---------------------------------------------------------------------------------- sampling
@@ -467,10 +172,10 @@ class ReferenceStats:
     key: str = ""
 
     def to_dir(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".ref-", dir=directory.parent))
-        try:
-            _write_parquet(self.sample, tmp / "sample.parquet")
+        """Write the sample and the statistics as one directory that replaces ``directory`` atomically."""
+        with atomic_path(directory) as tmp:
+            tmp.mkdir()
+            write_parquet(self.sample, tmp / "sample.parquet")
             (tmp / "stats.json").write_text(
                 json.dumps(
                     {
@@ -482,10 +187,7 @@ class ReferenceStats:
                     default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v),
                 )
             )
-            shutil.rmtree(directory, ignore_errors=True)
-            os.replace(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(directory, ignore_errors=True)  # os.replace cannot replace a non-empty directory
 
     @classmethod
     def from_dir(cls, directory: Path) -> ReferenceStats | None:

@@ -1,0 +1,279 @@
+"""The monitor's one entry point: drift + live performance of one inference-log window (runtime module).
+
+:func:`run_monitor` is everything the monitor DAG's drift task does, given plain values, an MLflow client
+and an :class:`~mlops_provider.runtime.io.objstore.ObjectStore`;
+:class:`mlops_provider.operators.drift.EvidentlyDriftOperator` only resolves its hooks, calls it and pushes
+:func:`~mlops_provider.runtime.monitoring.reports.xcom_summary` of the result. The tests on real data call
+it (or the operator), so they exercise the path the DAG runs:
+
+1. **reference**: ``models:/<model>@<alias>`` -> its training snapshot through MLflow lineage; its
+   statistics are cached per model version (:mod:`~mlops_provider.runtime.monitoring.reference`);
+2. **current**: the inference-log rows of ``[window_start, window_end)``, read column by column from the
+   window's ``date=`` partitions, local or ``s3://`` (:mod:`~mlops_provider.runtime.monitoring.window`);
+3. **drift**: streamed exact statistics + Evidently on stratified samples, judged by the YAML rules
+   (:mod:`~mlops_provider.runtime.monitoring.drift`);
+4. **performance**: the window ``label_delay_hours`` earlier joined with the outcomes that landed since
+   (:mod:`~mlops_provider.runtime.monitoring.performance`);
+5. **reports**: ``<report_dir>/drift__<model>__v<version>__<start>__<end>.{html,json}`` (local or
+   ``s3://``, same window -> same files), logged as artifacts of the version's run, the verdict tagged on
+   the version (both best effort).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mlops_provider.runtime.io.objstore import ObjectStore, is_s3
+from mlops_provider.runtime.monitoring import drift as rd
+from mlops_provider.runtime.monitoring import performance as rp
+from mlops_provider.runtime.monitoring import reference as rr
+from mlops_provider.runtime.monitoring import reports as rep
+from mlops_provider.runtime.monitoring.statistics import stream_current
+from mlops_provider.runtime.monitoring.window import open_log_window, window_frame
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir(report_dir: str, reference_cache_dir: str | None = None) -> str:
+    """Where reference statistics are cached: the given dir, else beside local reports, else a temp dir."""
+    if reference_cache_dir:
+        return reference_cache_dir
+    if is_s3(report_dir):
+        return str(Path(tempfile.gettempdir()) / "mlops-drift-reference-cache")
+    return str(Path(report_dir) / "_reference_cache")
+
+
+def run_monitor(
+    *,
+    model: str,
+    inference_log_dir: str,
+    features: Mapping[str, Sequence[str]],
+    report_dir: str,
+    client: Any,
+    window_start: str | None = None,
+    window_end: str | None = None,
+    reference_alias: str = "champion",
+    drift: Mapping[str, Any] | None = None,
+    drift_share: float = 0.3,
+    max_reference_rows: int | None = None,
+    min_rows: int = 100,
+    performance: Mapping[str, Any] | None = None,
+    labels_dir: str | None = None,
+    label_column: str | None = None,
+    reference_cache_dir: str | None = None,
+    store: ObjectStore | None = None,
+) -> dict[str, Any]:
+    """Drift (+ live performance) of the inference-log window vs ``models:/<model>@<reference_alias>``.
+
+    ``features``: ``{"numeric": [...], "categorical": [...]}``; ``drift`` / ``performance``: the YAML's
+    ``monitoring.drift`` / ``monitoring.performance`` as dicts; ``window_start`` / ``window_end``: ISO
+    timestamps (None: open-ended); ``client``: an ``MlflowClient``; ``store``: reads ``s3://`` logs,
+    snapshots and labels and publishes ``s3://`` reports.
+
+    Returns the full, JSON-serialisable result: ``drift``, ``trigger``, ``trigger_reasons``, ``reasons``,
+    ``status`` (``ok`` | ``no_traffic`` | ``insufficient_data`` | ``no_testable_columns``), ``share``,
+    ``threshold``, ``drifted_columns``, ``columns`` (per feature: method, score, p_value / distance,
+    threshold, drifted, exact psi / js_distance, null and unseen shares), ``n_reference``,
+    ``n_current``, ``n_sample``, ``window``, ``report`` (``{"html", "json"}``), ``performance``,
+    ``model``, ``model_version``, ``reference_alias``, ``snapshot_path``, ``reference_cache_hit``,
+    ``mlflow_logged``. Raises :class:`~mlops_provider.exceptions.NothingToMonitorError` before the first
+    promotion, :class:`~mlops_provider.exceptions.ReferenceSnapshotMissingError` /
+    :class:`~mlops_provider.exceptions.DriftError` when the reference or a monitored column is missing.
+    """
+    numeric = list(features.get("numeric", []))
+    categorical = list(features.get("categorical", []))
+    rules = rd.DriftRules.from_config(drift, drift_share)
+    if max_reference_rows is not None:
+        rules = replace(rules, reference_rows=int(max_reference_rows))
+    start, end = window_start, window_end
+    log.info("Drift window [%s, %s) of %s", start or "-inf", end or "+inf", inference_log_dir)
+
+    version = rr.reference_version(client, model, reference_alias)
+    model_version = str(version.version)
+    snapshot_path = rr.snapshot_from_lineage(client, version)
+    log.info("Reference: models:/%s@%s (version %s), snapshot_path=%s", model, reference_alias, model_version,
+             snapshot_path)
+    rr.check_reference(snapshot_path, model=model, model_version=model_version, store=store)
+
+    with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
+        columns = {c: "float" for c in numeric} | {c: "string" for c in categorical}
+        columns |= {c: "string" for c in rules.stratify_by if c not in columns}
+        win = open_log_window(inference_log_dir, columns, start, end, tmp, store=store)
+        n_current = win.n_rows
+        log.info("Current window: %d inference record(s)", n_current)
+        snapshot = None
+        cache_hit = None
+        if 0 < n_current < min_rows:
+            result = rd.empty_result(status="insufficient_data", n_current=n_current, drift_share=rules.drift_share,
+                                     numeric=numeric, categorical=categorical)
+            log.info("Only %d row(s) < min_rows=%d: no drift verdict.", n_current, min_rows)
+        elif n_current == 0:
+            result = rd.empty_result(status="no_traffic", drift_share=rules.drift_share, numeric=numeric,
+                                     categorical=categorical)
+            log.info("No traffic in the window: no drift verdict, no alarm.")
+        else:
+            ref, cache_hit = rr.load_reference_stats(
+                snapshot_path, model=model, model_version=model_version, numeric=numeric,
+                categorical=categorical, rules=rules, cache_dir=default_cache_dir(report_dir, reference_cache_dir),
+                store=store,
+            )
+            cur = stream_current(win, ref, numeric, categorical, sample_rows=rules.sample_rows, seed=rules.seed,
+                                 stratify_by=[c for c in rules.stratify_by if c in win.columns])
+            result, snapshot = rd.evaluate_drift(ref, cur, numeric, categorical, rules)
+        result["reference_cache_hit"] = cache_hit
+        result["performance"] = live_performance(
+            client, version.run_id, start, end, Path(tmp) / "perf", config=performance,
+            inference_log_dir=inference_log_dir, labels_dir=labels_dir, label_column=label_column, store=store,
+        )
+        perf = result["performance"] or {}
+        reasons = [f"data drift: {r}" for r in result.get("reasons", [])] if result.get("drift") else []
+        reasons += [f"performance: {r}" for r in perf.get("reasons", [])]
+        result.update(
+            model=model,
+            model_version=model_version,
+            reference_alias=reference_alias,
+            snapshot_path=snapshot_path,
+            window={"start": start, "end": end},
+            min_rows=min_rows,
+            trigger=bool(result.get("drift") is True or perf.get("degraded") is True),
+            trigger_reasons=reasons,
+        )
+        result = json.loads(json.dumps(result, default=str))
+        stem = rep.report_stem(model, model_version, start, end)
+        local_dir = Path(tmp) / "reports" if is_s3(report_dir) else Path(report_dir)
+        local = rep.write_report(snapshot, local_dir, stem, summary=result)
+        result["mlflow_logged"] = log_report_artifacts(client, version.run_id, local, stem)
+        paths = rep.publish_reports(local, report_dir, store=store)
+    result["report"] = paths
+    tag_version(client, model, model_version, result)
+    log.info(
+        "Drift status=%s drift=%s trigger=%s share=%.3f threshold=%.3f drifted=%s report=%s",
+        result["status"], result["drift"], result["trigger"], result["share"], result["threshold"],
+        result["drifted_columns"], paths,
+    )
+    return result
+
+
+def live_performance(
+    client: Any,
+    run_id: str | None,
+    start: str | None,
+    end: str | None,
+    tmp_dir: str | Path,
+    *,
+    config: Mapping[str, Any] | None,
+    inference_log_dir: str,
+    labels_dir: str | None,
+    label_column: str | None,
+    store: ObjectStore | None = None,
+) -> dict[str, Any] | None:
+    """Live performance of the window ``label_delay_hours`` before ``[start, end)`` (None when not configured).
+
+    The requests of that window are joined with the outcomes that landed under ``labels_dir`` since, and
+    compared with the champion's validation metrics (``roc_auc`` / ``log_loss`` of its training run).
+    """
+    cfg = dict(config or {})
+    if not cfg or not cfg.get("enabled", True):
+        return None
+    if not labels_dir or not label_column:
+        log.warning("performance is configured but labels_dir/label are not set; skipping it.")
+        return None
+    delay = timedelta(hours=float(cfg.get("label_delay_hours", 48)))
+    p_start = p_end = None
+    if end is not None:
+        p_end_dt = datetime.fromisoformat(end) - delay
+        if cfg.get("window_hours"):
+            length: timedelta | None = timedelta(hours=float(cfg["window_hours"]))
+        elif start is not None:
+            length = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+        else:
+            length = None
+        p_end = p_end_dt.isoformat()
+        p_start = (p_end_dt - length).isoformat() if length is not None else None
+    keys = list(cfg.get("join_keys") or [])
+    slices = list(cfg.get("slices") or [])
+    cols = {c: "string" for c in [rp.REQUEST_ID, rp.VARIANT, "model_version", *keys, *slices]}
+    cols.update({rp.PREDICTION: "float", rp.CHALLENGER_PREDICTION: "float"})
+    win = open_log_window(inference_log_dir, cols, p_start, p_end, tmp_dir, store=store)
+    requests = window_frame(win, list(cols))
+    tol = cfg.get("time_tolerance_hours", 36.0)
+    label_end = None
+    if p_end is not None:
+        label_end = (datetime.fromisoformat(p_end) + timedelta(hours=float(tol or 0) + 24)).isoformat()
+    labels = rp.read_labels(labels_dir, label=label_column, keys=keys, start=p_start, end=label_end, store=store)
+    baseline: dict[str, Any] = {}
+    if run_id:
+        try:
+            m = client.get_run(run_id).data.metrics
+            baseline = {k: m.get(k) for k in ("roc_auc", "log_loss")}
+        except Exception as e:  # noqa: BLE001 - no baseline -> metrics only, no verdict on drops
+            log.warning("No baseline metrics from run %s: %s", run_id, e)
+    report = rp.performance_report(
+        requests,
+        labels,
+        label=label_column,
+        baseline=baseline,
+        join_keys=keys,
+        time_tolerance_hours=tol,
+        slices=slices,
+        min_labelled_rows=int(cfg.get("min_labelled_rows", 200)),
+        max_roc_auc_drop=float(cfg.get("max_roc_auc_drop", 0.05)),
+        max_log_loss_increase=float(cfg.get("max_log_loss_increase", 0.05)),
+        max_calibration_error=cfg.get("max_calibration_error"),
+        bootstrap=int(cfg.get("bootstrap", 500)),
+        confidence=float(cfg.get("confidence", 0.95)),
+    )
+    report["window"] = {"start": p_start, "end": p_end}
+    log.info("Performance window [%s, %s): status=%s labelled=%s degraded=%s %s", p_start, p_end,
+             report["status"], report["n_labelled"], report["degraded"], report["reasons"])
+    return report
+
+
+def log_report_artifacts(client: Any, run_id: str | None, paths: Mapping[str, str | None], stem: str) -> bool:
+    """Attach the report files to the model version's run; never fails the task."""
+    if not run_id:
+        log.warning("Model version has no MLflow run; reports not logged as artifacts.")
+        return False
+    try:
+        for path in paths.values():
+            if path:
+                client.log_artifact(run_id, path, artifact_path=f"drift/{stem}")
+    except Exception as e:  # noqa: BLE001 - best effort by design
+        log.warning("Could not log drift reports to MLflow run %s: %s", run_id, e)
+        return False
+    return True
+
+
+def tag_version(client: Any, model: str, version: str, result: Mapping[str, Any]) -> None:
+    """Last verdict on the champion's model version (idempotent per window; best effort)."""
+    perf = result.get("performance") or {}
+    tags = {
+        "mlops.drift.last_window": json.dumps(result.get("window"), sort_keys=True),
+        "mlops.drift.last_verdict": json.dumps(
+            {
+                "drift": result.get("drift"),
+                "trigger": result.get("trigger"),
+                "share": result.get("share"),
+                "drifted_columns": result.get("drifted_columns"),
+                "status": result.get("status"),
+                "performance_degraded": perf.get("degraded"),
+            },
+            sort_keys=True,
+            default=str,
+        )[:5000],
+    }
+    try:
+        for key, value in tags.items():
+            client.set_model_version_tag(model, version, key, value)
+    except Exception as e:  # noqa: BLE001 - best effort by design
+        log.warning("Could not tag models:/%s v%s with the drift verdict: %s", model, version, e)
+
+
+__all__ = ["default_cache_dir", "live_performance", "run_monitor"]
