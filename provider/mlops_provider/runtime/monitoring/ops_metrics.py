@@ -212,12 +212,13 @@ def ops_summary(
     deployment_state_dir: str | None = None,
     metrics_url: str | None = None,
     timeout: float = 5.0,
+    store: ObjectStore | None = None,
 ) -> dict[str, Any]:
     """The ops summary dict of one window (see the module docstring)."""
     from mlops_provider.runtime.serving.inference_log import read_inference_log
 
     start, end = _iso(window_start), _iso(window_end)
-    frame = read_inference_log(inference_log_dir, start=start, end=end)
+    frame = read_inference_log(inference_log_dir, start=start, end=end, store=store)
     summary: dict[str, Any] = {
         "model": model,
         "window": {"start": start.isoformat() if start else None, "end": end.isoformat() if end else None},
@@ -342,7 +343,7 @@ def run_ops_summary(
     summary = ops_summary(
         model=model, inference_log_dir=inference_log_dir, window_start=window_start, window_end=window_end,
         state_path=state_path, deployment_state_dir=deployment_state_dir, metrics_url=metrics_url,
-        timeout=timeout,
+        timeout=timeout, store=store,
     )
     summary["drift"] = dict(drift) if drift is not None else None
     stem = report_stem(model, summary["window"]["start"], summary["window"]["end"])
