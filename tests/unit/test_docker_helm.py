@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_docker_compose import schema_file  # tests/unit is on sys.path (no __init__.py)
 
 from mlops_provider.specs import Connections
 
@@ -17,15 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 HELM = REPO / "docker" / "helm"
 VALUES = sorted(HELM.glob("values-*.yaml"))
 SUBSET = REPO / "tests" / "data" / "airflow-chart-values.subset.schema.json"
-
-
-def schema_file(name: str) -> Path | None:
-    """An upstream schema kept outside the repository: $MLOPS_SCHEMA_DIR, shared/schemas, ../shared/schemas."""
-    dirs = [os.environ.get("MLOPS_SCHEMA_DIR"), REPO / "shared" / "schemas", REPO.parent / "shared" / "schemas"]
-    for d in dirs:
-        if d and (Path(d) / name).is_file():
-            return Path(d) / name
-    return None
 
 
 def load(name: str) -> dict:
