@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -182,6 +182,35 @@ def train_epoch(
     return total, steps
 
 
+def cpu_threads(device: torch.device, requested: int | None = None, *, background: bool = False) -> int | None:
+    """Intra-op threads for training on ``device``: ``requested``, else torch's count minus the one core left to
+    background work (the checkpoint writer, MLflow's async logger), at least 1; None on an accelerator.
+
+    Why: on a small CPU box torch's intra-op pool and our background threads compete for the same cores,
+    and a parallel region stalls whenever one of its threads is descheduled (measured on 2 shared cores:
+    an epoch of the example's network took 0.7-1.3 s with 2 intra-op threads, 0.10-0.17 s with 1;
+    ``benchmarks/train_loop.py``). Tabular networks are too small for the second thread to pay anyway.
+    """
+    if device.type != "cpu":
+        return None
+    if requested is not None:
+        return max(1, int(requested))
+    return max(1, torch.get_num_threads() - (1 if background else 0))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Set torch's intra-op thread count for the block (None: leave it) and restore it afterwards."""
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def fit_network(
     pre: Preprocessor,
     train_df: pd.DataFrame,
@@ -201,6 +230,7 @@ def fit_network(
     checkpoint_every: int = 1,
     checkpoint_extra: dict[str, Any] | None = None,
     resume: dict[str, Any] | None = None,
+    num_threads: int | None = None,
 ) -> tuple[nn.Module, list[dict[str, float]], int]:
     """Train; return (best network on CPU, per-epoch history, best epoch; 0 = untrained init).
 
@@ -209,94 +239,96 @@ def fit_network(
     logging). CUDA: bf16 autocast, pinned host->device copy. ``compile_model``: ``torch.compile``.
     ``checkpoint``: every ``checkpoint_every`` epochs (and at the end) the full state is saved;
     ``resume`` (a loaded checkpoint) continues from its epoch with identical RNG streams, so on CPU
-    the result equals an uninterrupted run.
+    the result equals an uninterrupted run. ``num_threads``: torch intra-op threads while training on CPU
+    (default :func:`cpu_threads`: one core is left to the background checkpoint writer); restored on return.
     """
     device = torch.device(device) if device is not None else select_device()
-    _seed_everything(seed)
-    net = build_network(arch, len(pre.numeric), pre.cardinalities).to(device)
-    step_net: Callable[..., torch.Tensor] = net
-    if compile_model:
-        step_net = torch.compile(net)  # type: ignore[assignment]
-    x_num, x_cat = pre.transform(train_df)
-    xn, xc = _to_device(x_num, device), _to_device(x_cat, device)
-    y = _to_device(pd.to_numeric(train_df[label]).to_numpy(dtype=np.float32), device)
-    y_val = pd.to_numeric(val_df[label]).to_numpy(dtype=np.int64)
-    n = len(train_df)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    loss_fn = nn.BCEWithLogitsLoss()
-    use_amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    history: list[dict[str, float]] = []
-    best_loss, best_epoch, bad_epochs, start = math.inf, 0, 0, 0
-    best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    stopped = False
-    if resume is not None:
-        net.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        _restore_rng(resume["rng"], gen)
-        es = resume["early_stopping"]
-        best_loss, best_epoch, bad_epochs = es["best_loss"], es["best_epoch"], es["bad_epochs"]
-        best_state = es["best_state"]
-        history = list(resume["history"])
-        start, stopped = int(resume["epoch"]), bool(resume.get("stopped", False))
-        log.info("resuming from the checkpoint of epoch %d (best epoch %d)", start, best_epoch)
+    with torch_threads(cpu_threads(device, num_threads, background=checkpoint is not None)):
+        _seed_everything(seed)
+        net = build_network(arch, len(pre.numeric), pre.cardinalities).to(device)
+        step_net: Callable[..., torch.Tensor] = net
+        if compile_model:
+            step_net = torch.compile(net)  # type: ignore[assignment]
+        x_num, x_cat = pre.transform(train_df)
+        xn, xc = _to_device(x_num, device), _to_device(x_cat, device)
+        y = _to_device(pd.to_numeric(train_df[label]).to_numpy(dtype=np.float32), device)
+        y_val = pd.to_numeric(val_df[label]).to_numpy(dtype=np.int64)
+        n = len(train_df)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        loss_fn = nn.BCEWithLogitsLoss()
+        use_amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        history: list[dict[str, float]] = []
+        best_loss, best_epoch, bad_epochs, start = math.inf, 0, 0, 0
+        best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        stopped = False
+        if resume is not None:
+            net.load_state_dict(resume["model"])
+            opt.load_state_dict(resume["optimizer"])
+            _restore_rng(resume["rng"], gen)
+            es = resume["early_stopping"]
+            best_loss, best_epoch, bad_epochs = es["best_loss"], es["best_epoch"], es["bad_epochs"]
+            best_state = es["best_state"]
+            history = list(resume["history"])
+            start, stopped = int(resume["epoch"]), bool(resume.get("stopped", False))
+            log.info("resuming from the checkpoint of epoch %d (best epoch %d)", start, best_epoch)
 
-    def save(epoch: int, done: bool) -> None:
-        if checkpoint is None:
-            return
-        checkpoint.save_async({  # state copied here, written + fsynced on a background thread
-            **(checkpoint_extra or {}),
-            "epoch": epoch,
-            "stopped": done,
-            "model": net.state_dict(),
-            "optimizer": opt.state_dict(),
-            "rng": _rng_state(gen),
-            "early_stopping": {"best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                               "best_state": best_state},
-            "history": history,
-        })
+        def save(epoch: int, done: bool) -> None:
+            if checkpoint is None:
+                return
+            checkpoint.save_async({  # state copied here, written + fsynced on a background thread
+                **(checkpoint_extra or {}),
+                "epoch": epoch,
+                "stopped": done,
+                "model": net.state_dict(),
+                "optimizer": opt.state_dict(),
+                "rng": _rng_state(gen),
+                "early_stopping": {"best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                                   "best_state": best_state},
+                "history": history,
+            })
 
-    val_arrays = pre.transform(val_df)  # once, not every epoch
-    log.info("training on %s: %d rows, epochs %d..%d, batch %d, amp %s, compile %s",
-             device, n, start + 1, epochs, batch_size, use_amp, compile_model)
-    try:
-        for epoch in range(start + 1, epochs + 1):
-            if stopped:
-                break
-            net.train()
-            perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)
-            total, _ = train_epoch(step_net, opt, loss_fn, xn, xc, y, perm, batch_size, use_amp=use_amp)
-            train_loss = float(total) / n  # one device sync per epoch
-            p_val = predict_proba_arrays(net, *val_arrays)
-            if not math.isfinite(train_loss) or not np.all(np.isfinite(p_val)):
-                raise TrainingError(
-                    f"training diverged at epoch {epoch}: train loss {train_loss} (NaN/inf loss or predictions); "
-                    "nothing was registered. Lower training.learning_rate in the YAML or check the architecture."
-                )
-            m = binary_metrics(y_val, p_val)
-            row = {"train_loss": train_loss, "val_loss": m["log_loss"], "val_roc_auc": m["roc_auc"]}
-            history.append(row)
-            if m["log_loss"] < best_loss - 1e-6:
-                best_loss, best_epoch, bad_epochs = m["log_loss"], epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-            else:
-                bad_epochs += 1
-            stopped = bad_epochs >= patience
-            if stopped or epoch == epochs or epoch % max(1, checkpoint_every) == 0:
-                save(epoch, stopped or epoch == epochs)
-            log.info("epoch %d: train_loss %.4f val_loss %.4f val_auc %.4f", epoch, *row.values())
-            if on_epoch is not None:
-                on_epoch(epoch, row)
-            if stopped:
-                log.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
-    except BaseException:
-        if checkpoint is not None:  # the error that stopped training wins over a failed background write
-            with contextlib.suppress(Exception):
-                checkpoint.close()
-        raise
-    if checkpoint is not None:
-        checkpoint.close()  # the last checkpoint is durable (or its write error raised) before the result is used
-    net = net.cpu()
-    net.load_state_dict(best_state)
-    net.eval()
-    return net, history, best_epoch
+        val_arrays = pre.transform(val_df)  # once, not every epoch
+        log.info("training on %s: %d rows, epochs %d..%d, batch %d, amp %s, compile %s",
+                 device, n, start + 1, epochs, batch_size, use_amp, compile_model)
+        try:
+            for epoch in range(start + 1, epochs + 1):
+                if stopped:
+                    break
+                net.train()
+                perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)
+                total, _ = train_epoch(step_net, opt, loss_fn, xn, xc, y, perm, batch_size, use_amp=use_amp)
+                train_loss = float(total) / n  # one device sync per epoch
+                p_val = predict_proba_arrays(net, *val_arrays)
+                if not math.isfinite(train_loss) or not np.all(np.isfinite(p_val)):
+                    raise TrainingError(
+                        f"training diverged at epoch {epoch}: train loss {train_loss} (NaN/inf loss or predictions); "
+                        "nothing was registered. Lower training.learning_rate in the YAML or check the architecture."
+                    )
+                m = binary_metrics(y_val, p_val)
+                row = {"train_loss": train_loss, "val_loss": m["log_loss"], "val_roc_auc": m["roc_auc"]}
+                history.append(row)
+                if m["log_loss"] < best_loss - 1e-6:
+                    best_loss, best_epoch, bad_epochs = m["log_loss"], epoch, 0
+                    best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                else:
+                    bad_epochs += 1
+                stopped = bad_epochs >= patience
+                if stopped or epoch == epochs or epoch % max(1, checkpoint_every) == 0:
+                    save(epoch, stopped or epoch == epochs)
+                log.info("epoch %d: train_loss %.4f val_loss %.4f val_auc %.4f", epoch, *row.values())
+                if on_epoch is not None:
+                    on_epoch(epoch, row)
+                if stopped:
+                    log.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
+        except BaseException:
+            if checkpoint is not None:  # the error that stopped training wins over a failed background write
+                with contextlib.suppress(Exception):
+                    checkpoint.close()
+            raise
+        if checkpoint is not None:
+            checkpoint.close()  # the last checkpoint is durable (or its write error raised) before the result is used
+        net = net.cpu()
+        net.load_state_dict(best_state)
+        net.eval()
+        return net, history, best_epoch

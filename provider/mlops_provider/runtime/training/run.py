@@ -11,8 +11,9 @@ already registered a version is returned as is (no retraining); a run with that 
 yet (the task died mid-way) is reopened under the same ``run_id`` and continues from the last
 checkpoint (``runtime/training/checkpoint.py``, under ``$MLOPS_HOME/checkpoints/<model>/<key>/``)
 with restored model / optimizer / RNG / early-stopping state, so on CPU the result equals an
-uninterrupted run. Per-epoch metrics are logged asynchronously (one batch per epoch, each step
-once even across a resume) and flushed before the run ends; system metrics are sampled by MLflow.
+uninterrupted run. Per-epoch metrics are written by a background thread (:class:`~.tracking.MetricWriter`:
+one batch per epoch, each step once even across a resume) and flushed before the run ends; system
+metrics are sampled by MLflow.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from mlops_provider.runtime.training.tracking import (
     FINAL_METRICS,
     IDEMPOTENCY_TAG,
     VERSION_TAG,
+    MetricWriter,
     config_hash,
     configure_tracking,
     find_keyed_run,
@@ -90,6 +92,7 @@ def train(
     project_dir: str | None = None,
     expected_snapshot_hash: str | None = None,
     sanity_check: bool = False,
+    num_threads: int | None = None,
 ) -> dict[str, Any]:
     """Train, log and (by default) register a new version of ``model_name``. Returns
     ``{"run_id", "model_version", "model_uri", "metrics", "tracking_uri", "reused",
@@ -114,7 +117,8 @@ def train(
     ``compile_model`` (``torch.compile``), ``system_metrics_interval`` (seconds; None = off),
     ``dag_file`` / ``project_dir`` (git lineage tags), ``expected_snapshot_hash`` (refuse a snapshot
     whose manifest hash differs), ``sanity_check`` (run :func:`~.loop.sanity_check` on the train split
-    before the MLflow run starts; skipped when the keyed run is reused).
+    before the MLflow run starts; skipped when the keyed run is reused), ``num_threads`` (torch intra-op
+    threads on CPU; default :func:`~.loop.cpu_threads`).
     """
     if epochs < 0 or batch_size <= 0 or lr <= 0 or patience < 1 or checkpoint_every < 1:
         raise TrainingError(
@@ -214,6 +218,7 @@ def train(
         log_system_metrics=system_metrics,
     ) as run:
         run_id = run.info.run_id
+        writer = MetricWriter(client, run_id)
         try:
             if on_run_start is not None:
                 on_run_start(run_id, experiment_id)
@@ -231,12 +236,12 @@ def train(
             if checkpoint is not None:  # epochs the dead worker finished but whose metrics it never flushed
                 for step, row in enumerate(checkpoint["history"], start=1):
                     if step not in logged:
-                        mlflow.log_metrics(row, step=step, synchronous=False)
+                        writer.log(row, step=step)
                         logged.add(step)
 
             def epoch_done(epoch: int, row: dict[str, float]) -> None:
                 if epoch not in logged:  # one point per step, even across a resume
-                    mlflow.log_metrics(row, step=epoch, synchronous=False)  # batched, async
+                    writer.log(row, step=epoch)  # written by the writer's thread
                 if on_epoch is not None:
                     on_epoch(epoch, row)
 
@@ -245,14 +250,14 @@ def train(
                 patience=patience, on_epoch=epoch_done, device=dev, compile_model=compile_model,
                 checkpoint=store, checkpoint_every=checkpoint_every,
                 checkpoint_extra={"run_id": run_id, "key": key, "config_hash": config_hash(resolved)},
-                resume=checkpoint,
+                resume=checkpoint, num_threads=num_threads,
             )
             p_val = predict_proba(net, pre, val_df)
             if not np.all(np.isfinite(p_val)):
                 raise TrainingError(f"the trained model predicts non-finite probabilities on {snapshot_path}.")
             final = binary_metrics(pd.to_numeric(val_df[label]).to_numpy(), p_val)
             metrics = {**final, "best_epoch": float(best_epoch), "epochs_run": float(len(history))}
-            mlflow.log_metrics(metrics, synchronous=False)
+            writer.log(metrics)
 
             feature_cols = [*categorical, *numeric]
             info = log_model(net, pre, arch_n, val_df[feature_cols])
@@ -262,7 +267,7 @@ def train(
                 client.set_tag(run_id, VERSION_TAG, str(version.version))
             client.set_tag(run_id, COMPLETE_TAG, "true")
         finally:
-            mlflow.flush_async_logging()  # every queued metric reaches the store before the task ends
+            writer.close()  # every queued metric reaches the store before the run ends
     if not keep_checkpoint:
         store.clear()
     log.info("%s %s from run %s: %s", "registered" if version is not None else "logged",

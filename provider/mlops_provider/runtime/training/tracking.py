@@ -19,7 +19,10 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +149,68 @@ def flatten_params(config: dict[str, Any]) -> dict[str, str]:
         else:
             out[k] = str(v)
     return out
+
+
+class MetricWriter:
+    """Metrics of one MLflow run, written by a background thread: :meth:`log` only enqueues (no store
+    round trip on the training thread); rows arriving within ``interval_s`` of each other go out in one
+    ``log_batch`` call; :meth:`close` writes what is queued at once and returns.
+
+    Why not ``mlflow.log_metrics(..., synchronous=False)``: MLflow's async queue notices a flush only when
+    its 1 s ``queue.get`` times out, and ``end_run`` waits for it once more (measured: 0.8 s + 1.0 s per run,
+    more than a whole training of the example; ``benchmarks/train_loop.py``), and it writes every epoch
+    (a sqlite ``log_batch`` costs ~5 ms of CPU, 5 % of a 100 ms epoch on a shared 2-core worker). A failed
+    write is logged and does not stop training (as with MLflow's queue); after a crash, the epochs not yet
+    written are replayed from the checkpoint's history by the resumed run.
+    """
+
+    MAX_BATCH = 1000  # metric values per log_batch call (MLflow's limit)
+
+    def __init__(self, client: MlflowClient, run_id: str, *, interval_s: float = 1.0) -> None:
+        self.client, self.run_id, self.interval_s = client, run_id, float(interval_s)
+        self._queue: queue.Queue[list[Any] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"mlops-metrics-{run_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def log(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._queue.put([Metric(str(k), float(v), now, int(step)) for k, v in metrics.items()])
+
+    def _write(self, batch: list[Any]) -> None:
+        if not batch:
+            return
+        try:
+            self.client.log_batch(self.run_id, metrics=batch)
+        except Exception as e:  # noqa: BLE001 - metrics are best effort, like MLflow's async queue
+            log.error("run %s: could not log %d metric values: %s", self.run_id, len(batch), e)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, deadline = list(first), time.monotonic() + self.interval_s
+            while True:  # gather what arrives within interval_s; close() (None) cuts the wait short
+                try:
+                    more = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._write(batch)
+                    return
+                if len(batch) + len(more) > self.MAX_BATCH:
+                    self._write(batch)
+                    batch = []
+                batch.extend(more)
+            self._write(batch)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread (idempotent)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 # ---------------------------------------------------------------------------- lineage
@@ -299,6 +364,7 @@ __all__ = [
     "IDEMPOTENCY_TAG",
     "MODEL_ARTIFACT_NAME",
     "VERSION_TAG",
+    "MetricWriter",
     "config_hash",
     "configure_tracking",
     "find_keyed_run",
