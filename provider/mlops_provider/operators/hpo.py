@@ -32,11 +32,12 @@ from airflow.sdk import BaseOperator, Context
 from mlops_provider.exceptions import ConfigError, TrainingError
 from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
 from mlops_provider.operators.training import GpuRoutedOperator
+from mlops_provider.tasks import TRAINING_METRICS
 
 #: search keys that override training settings; any other key is an architecture key
 TRAINING_KEYS = ("learning_rate", "batch_size", "epochs", "patience", "seed")
-#: metric -> True when larger is better
-METRICS = {"roc_auc": True, "log_loss": False}
+#: metric -> True when larger is better (the validation metrics of a training run)
+METRICS = TRAINING_METRICS
 MAX_GRID_TRIALS = 1000
 
 

@@ -26,6 +26,7 @@ from mlops_provider.runtime.training.model import normalize_architecture
 from mlops_provider.runtime.training.run import train
 from mlops_provider.runtime.training.tracking import (
     COMPLETE_TAG,
+    FINAL_METRICS,
     IDEMPOTENCY_TAG,
     MODEL_ARTIFACT_NAME,
     VERSION_TAG,
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "mlops.hpo.role"
 TRIAL_TAG = "mlops.hpo.trial_id"
-RESULT_METRICS = ("roc_auc", "log_loss", "best_epoch")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -112,7 +112,7 @@ def start_parent_run(
 
 # ---------------------------------------------------------------------------- trial
 def _trial_result(run: Any, trial: Mapping[str, Any], parent_run_id: str, reused: bool) -> dict[str, Any]:
-    metrics = {k: float(v) for k, v in run.data.metrics.items() if k in RESULT_METRICS}
+    metrics = {k: float(v) for k, v in run.data.metrics.items() if k in FINAL_METRICS}
     return {
         "trial_id": str(trial["trial_id"]),
         "index": int(trial.get("index", 0)),
@@ -213,7 +213,7 @@ def register_best(
         client.log_metric(parent_run_id, f"best_{metric}", value)
     if client.get_run(parent_run_id).info.status != "FINISHED":
         client.set_terminated(parent_run_id, "FINISHED")
-    metrics = {k: float(v) for k, v in best_run.data.metrics.items() if k in RESULT_METRICS}
+    metrics = {k: float(v) for k, v in best_run.data.metrics.items() if k in FINAL_METRICS}
     summary = [{"trial_id": t.get("trial_id"), "run_id": t.get("run_id"),
                 metric: (t.get("metrics") or {}).get(metric)} for t in trials]
     log.info("registered %s v%s from trial %s (%s=%.4f)%s", model_name, version.version, best["trial_id"],

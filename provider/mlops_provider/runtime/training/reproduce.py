@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from mlops_provider.exceptions import TrainingError
+from mlops_provider.tasks import TRAINING_METRICS
 
 log = logging.getLogger(__name__)
 
 REPRODUCES_TAG = "mlops.reproduces"
-COMPARED_METRICS = ("roc_auc", "log_loss", "best_epoch", "epochs_run")
+COMPARED_METRICS = (*TRAINING_METRICS, "best_epoch", "epochs_run")
 
 
 def load_run_config(client: Any, run_id: str) -> tuple[Any, dict[str, Any]]:

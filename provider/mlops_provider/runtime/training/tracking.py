@@ -44,6 +44,7 @@ from mlops_provider.runtime.training.model import (
     model_config,
     predict_proba,
 )
+from mlops_provider.tasks import TRAINING_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ VERSION_TAG = "mlops.model_version"
 COMPLETE_TAG = "mlops.training_complete"
 MODEL_ARTIFACT_NAME = "model"
 CONFIG_ARTIFACT = "config/training_config.json"
-FINAL_METRICS = ("roc_auc", "log_loss", "best_epoch")
+#: metrics of a training run's result (XCom): the validation metrics and the best epoch
+FINAL_METRICS = (*TRAINING_METRICS, "best_epoch")
 
 
 # ---------------------------------------------------------------------------- keys
