@@ -192,7 +192,7 @@ def evaluate_gate(
     floors = {"roc_auc": 0.55} if floors is None else dict(floors)
     max_regression = {"roc_auc": 0.005} if max_regression is None else dict(max_regression)
     gate_checks.validate_metric_keys(primary_metric, floors, max_regression)  # key check first
-    boot = {"samples": 200, "confidence": 0.95, "seed": 0, **(bootstrap or {}), "first_run": first_run}
+    boot = {"samples": 200, "confidence": 0.95, "seed": 0, **(bootstrap or {})}
     client = configure_tracking(tracking)
     challenger_version = str(challenger_version).strip()
     mv = model_version(client, model_name, challenger_version, "gate")
