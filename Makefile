@@ -72,4 +72,4 @@ clean: ## remove the venv and every local state directory
 
 reproduce: setup ## retrain an MLflow run from its recorded snapshot, config and seed: make reproduce RUN=<run id>
 	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<mlflow run id>"; exit 2; }
-	$(BIN)/python -m mlops_provider.runtime.training.reproduce $(RUN)
+	$(BIN)/python -m mlops_provider.cli reproduce $(RUN)

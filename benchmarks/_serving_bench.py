@@ -2,7 +2,7 @@
 
 - :func:`build_world`: a temp home with the serving tests' Feast repo (SQLite online store, a few
   materialized entities), a small **torch** model (``TabularTorchModel`` pyfunc, the training code's
-  own ``_log_model``) registered as ``flights_delay@champion`` in an MLflow sqlite registry, and the bento
+  own ``log_model``) registered as ``flights_delay@champion`` in an MLflow sqlite registry, and the bento
   built by ``package_bento``.
 - the **baseline**: ``python benchmarks/_serving_bench.py fastapi <bento_config.json> <port>`` serves a
   plain FastAPI + uvicorn app (one worker) that loads the same model from the BentoML store and runs the
@@ -31,15 +31,15 @@ def free_port() -> int:
 
 
 def register_torch_model(tracking_uri: str, artifacts: Path, features: dict[str, list[str]]) -> str:
-    """A small (untrained, seeded) MLP logged with the training code's ``_log_model``; @champion."""
+    """A small (untrained, seeded) MLP logged with the training code's ``log_model``; @champion."""
     import mlflow
     import numpy as np
     import pandas as pd
     import torch
     from mlflow import MlflowClient
 
-    from mlops_provider.runtime.training.loop import _log_model
     from mlops_provider.runtime.training.model import Preprocessor, build_network
+    from mlops_provider.runtime.training.tracking import log_model
 
     rng = np.random.default_rng(0)
     n = 500
@@ -57,7 +57,7 @@ def register_torch_model(tracking_uri: str, artifacts: Path, features: dict[str,
     exp = client.get_experiment_by_name("serving_bench")
     exp_id = exp.experiment_id if exp else client.create_experiment("serving_bench", artifacts.as_uri())
     with mlflow.start_run(experiment_id=exp_id):
-        info = _log_model(net, pre, arch, frame)
+        info = log_model(net, pre, arch, frame)
     mv = mlflow.register_model(info.model_uri, MODEL_NAME)
     client.set_registered_model_alias(MODEL_NAME, "champion", mv.version)
     return str(mv.version)

@@ -57,7 +57,11 @@ def main() -> int:
     from mlops_provider.config import load_config
     from mlops_provider.runtime.features.snapshot import split_evaluation, write_snapshot
     from mlops_provider.runtime.gate import evaluate as gate
-    from mlops_provider.runtime.training import loop as training
+    from mlops_provider.runtime.gate.evaluation_set import evaluation_frame
+    from mlops_provider.runtime.metrics import binary_metrics
+    from mlops_provider.runtime.training.data import load_snapshot_frame
+    from mlops_provider.runtime.training.run import train
+    from mlops_provider.runtime.training.tracking import configure_tracking
 
     cfg = load_config(REPO / "dags" / "flights_delay.yaml")
     g, t = cfg.gate, cfg.training
@@ -77,7 +81,7 @@ def main() -> int:
         snapshot, _ = write_snapshot(data, fields, tmp / "snapshots")
         versions = []
         for seed in (t.seed, t.seed + 1):
-            r = training.train(
+            r = train(
                 snapshot,
                 MODEL,
                 CATEGORICAL,
@@ -95,18 +99,18 @@ def main() -> int:
                 system_metrics_interval=None,
             )
             versions.append(r["model_version"])
-        client = training.configure_tracking(tracking)
+        client = configure_tracking(tracking)
         client.set_registered_model_alias(MODEL, "champion", versions[0])
         challenger = versions[1]
         kwargs = dict(**g.check_kwargs(), report_dir=str(tmp / "reports"), tracking=tracking)  # what the DAG passes
 
         def plain() -> float:
             t0 = time.perf_counter()
-            frame, _ = training.load_snapshot_frame(snapshot)
-            x, y, _ = gate.evaluation_frame(frame, CATEGORICAL, NUMERIC, LABEL, snapshot)
+            frame, _ = load_snapshot_frame(snapshot)
+            x, y, _ = evaluation_frame(frame, CATEGORICAL, NUMERIC, LABEL, snapshot)
             for v in versions:
                 p = np.asarray(mlflow.pyfunc.load_model(f"models:/{MODEL}/{v}").predict(x), dtype=float)
-                training.binary_metrics(y, p)
+                binary_metrics(y, p)
             return time.perf_counter() - t0
 
         def full(card: bool) -> tuple[float, dict]:

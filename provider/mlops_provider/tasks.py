@@ -12,4 +12,8 @@ BINARY_METRICS: dict[str, bool] = {"roc_auc": True, "pr_auc": True, "log_loss": 
 #: Back-compatible name: the binary task's metrics.
 GATE_METRICS = BINARY_METRICS
 
-__all__ = ["BINARY_METRICS", "GATE_METRICS"]
+#: Validation metrics every training run reports (``runtime.metrics.binary_metrics``); hyperparameter
+#: searches select by one of them.
+TRAINING_METRICS: dict[str, bool] = {k: BINARY_METRICS[k] for k in ("roc_auc", "log_loss")}
+
+__all__ = ["BINARY_METRICS", "GATE_METRICS", "TRAINING_METRICS"]

@@ -17,7 +17,7 @@ def features_home(tmp_path_factory):
 def test_training_dataset_writes_an_evaluation_split_after_training_rows(features_home):
     from mlops_provider.operators.feast import FeastApplyOperator, FeastTrainingDatasetOperator
     from mlops_provider.runtime.features.snapshot import load_snapshot, training_window
-    from mlops_provider.runtime.training.loop import split_frames
+    from mlops_provider.runtime.training.data import split_frames
 
     paths = features_home["paths"]
     FeastApplyOperator(task_id="apply", repo_path=str(FEATURE_REPO)).execute(context={})

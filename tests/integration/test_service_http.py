@@ -451,8 +451,8 @@ def test_served_torch_pyfunc_equals_the_trained_network(
     import torch
 
     from mlops_provider.runtime.serving.service import FlightRequest
-    from mlops_provider.runtime.training.loop import _log_model
     from mlops_provider.runtime.training.model import Preprocessor, build_network, predict_proba
+    from mlops_provider.runtime.training.tracking import log_model as _log_model
 
     cols = [*FEATURES["categorical"], *FEATURES["numeric"]]
     pre = Preprocessor.fit(training_frame, FEATURES["categorical"], FEATURES["numeric"])

@@ -23,9 +23,9 @@ def test_train_loop_benchmark_reports_its_ratios():
     result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT train_loop ")]
     assert len(result) == 1, proc.stdout[-2000:]
     fields = dict(kv.split("=", 1) for kv in result[0].split()[2:])
-    assert {"vs_minimal", "vs_dataloader", "mlflow_log_share"} <= set(fields)
-    assert float(fields["vs_minimal"]) > 0 and float(fields["vs_dataloader"]) > 0
-    assert 0 <= float(fields["mlflow_log_share"]) < 1
+    assert {"ratio", "vs_dataloader", "mlflow_log_share", "checkpoint_ms_per_epoch", "mlflow_fixed_s"} <= set(fields)
+    assert float(fields["ratio"]) > 0 and float(fields["vs_dataloader"]) > 0
+    assert 0 <= float(fields["mlflow_log_share"]) < 1 and float(fields["mlflow_fixed_s"]) >= 0
 
 
 def test_gpu_benchmark_skips_cleanly_or_reports():

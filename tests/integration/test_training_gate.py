@@ -39,8 +39,10 @@ from mlops_provider.exceptions import (  # noqa: E402
     SignatureMismatchError,
 )
 from mlops_provider.operators.gate import ChampionAliasOperator, ModelGateOperator, PromoteModelOperator  # noqa: E402
-from mlops_provider.runtime.gate.evaluate import alias_version, promote  # noqa: E402
-from mlops_provider.runtime.training import loop as training  # noqa: E402
+from mlops_provider.runtime.gate.registry import alias_version, promote  # noqa: E402
+from mlops_provider.runtime.gate.verdict import XCOM_MAX_BYTES  # noqa: E402
+from mlops_provider.runtime.training import tracking  # noqa: E402
+from mlops_provider.runtime.training.run import train  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +144,7 @@ def env(tmp_path_factory):
 
 
 def train_version(env, key: str, epochs: int = 3, seed: int = 5, snapshot: str | None = None) -> str:
-    r = training.train(
+    r = train(
         snapshot or env.eval_snapshot,
         MODEL,
         CATEGORICAL,
@@ -188,8 +190,8 @@ def register_variant(env, version: str, *, negate: bool = False, drop_input: str
             inputs=Schema([c for c in signature.inputs.inputs if c.name != drop_input]),
             outputs=signature.outputs,
         )
-    training.configure_tracking(env.tracking)
-    exp_id = training.get_or_create_experiment(env.client, MODEL, env.tracking["artifact_location"])
+    tracking.configure_tracking(env.tracking)
+    exp_id = tracking.get_or_create_experiment(env.client, MODEL, env.tracking["artifact_location"])
     with mlflow.start_run(experiment_id=exp_id):
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -215,6 +217,7 @@ def v1(env) -> str:
 
 
 def gate(env, version: str, snapshot: str | None = None, **overrides) -> dict:
+    """The gate operator's XCom (the small summary)."""
     kwargs = {**GATE, **overrides}
     op = ModelGateOperator(
         task_id="gate",
@@ -227,6 +230,12 @@ def gate(env, version: str, snapshot: str | None = None, **overrides) -> dict:
         **kwargs,
     )
     return op.execute({})
+
+
+def full(summary: dict) -> dict:
+    """The full verdict the summary points at (the JSON report)."""
+    assert len(json.dumps(summary)) < XCOM_MAX_BYTES
+    return json.loads(Path(summary["report_path"]).read_text())
 
 
 def ti(run_id: str = "manual__1"):
@@ -244,9 +253,15 @@ def run_promote(verdict, **kwargs) -> tuple[dict, OutletEvents]:
 def test_bootstrap_promote_reject_card_and_manual_moves(env, v1):
     client = env.client
     # 1. first version: no champion -> bootstrap: the floors decide, the other absolute checks are advisory
-    verdict1 = gate(env, v1)
-    assert verdict1["decision"] == "promote", verdict1["failed"]
-    assert verdict1["bootstrap"] is True and verdict1["champion"] is None
+    xcom1 = gate(env, v1)
+    assert xcom1["decision"] == "promote", xcom1["failed"]
+    assert xcom1["bootstrap"] is True and xcom1["champion"] is None
+    verdict1 = full(xcom1)
+    assert "checks" not in xcom1 and "slices" not in xcom1 and xcom1["challenger"]["version"] == v1
+    assert xcom1["challenger"]["metrics"] == verdict1["challenger"]["metrics"]
+    assert xcom1["evaluation_set"]["rows"] == verdict1["evaluation_set"]["rows"]
+    assert xcom1["check_counts"]["total"] == len(verdict1["checks"])
+    assert xcom1["verdict_uri"].endswith("/gate/verdict.json") and xcom1["model_card"]["url"]
     assert [c["name"] for c in verdict1["checks"] if c["enforced"]] == ["floor.roc_auc"]
     kinds = {c["kind"] for c in verdict1["checks"]}
     assert kinds == {"floor", "behavioral", "calibration", "latency"}
@@ -299,29 +314,30 @@ def test_bootstrap_promote_reject_card_and_manual_moves(env, v1):
     ).read_text()
     assert "data:image/png;base64," in html and "<table>" in html
 
-    result, events = run_promote(verdict1)
+    result, events = run_promote(xcom1)
     assert result == {"champion": v1, "previous": None}
     assert events[CHAMPION_ASSET].extra == {"model": MODEL, "version": v1, "previous": None}
     assert alias_version(client, MODEL, "champion") == v1
 
     # 2. the same model again (a retrain with the same seed): within every tolerance -> promote
     v2 = register_variant(env, v1)
-    verdict2 = gate(env, v2)
-    assert verdict2["decision"] == "promote", verdict2["failed"]
-    assert verdict2["bootstrap"] is False and verdict2["champion"]["version"] == v1
+    xcom2 = gate(env, v2)
+    assert xcom2["decision"] == "promote", xcom2["failed"]
+    assert xcom2["bootstrap"] is False and xcom2["champion"]["version"] == v1
+    verdict2 = full(xcom2)
     assert all(c["enforced"] for c in verdict2["checks"])
     names = {c["name"] for c in verdict2["checks"]}
     assert {"floor.roc_auc", "regression.roc_auc", "slice.origin=EWR.roc_auc"} <= names
     assert verdict2["delta"]["ci"]["roc_auc"][0] <= verdict2["delta"]["metrics"]["roc_auc"] + 1e-9
-    result, events = run_promote(json.dumps(verdict2))  # a templated XCom may arrive as a string
+    result, events = run_promote(json.dumps(xcom2))  # a templated XCom may arrive as a string
     assert result == {"champion": v2, "previous": v1}
     assert events[CHAMPION_ASSET].extra["previous"] == v1
     assert alias_version(client, MODEL, "champion") == v2 and alias_version(client, MODEL, "previous") == v1
     # a retry of the run that moved the alias re-announces it; any other run finds no change and skips
-    again, events = run_promote(verdict2)
+    again, events = run_promote(xcom2)
     assert again == {"champion": v2, "previous": v1} and events[CHAMPION_ASSET].extra["version"] == v2
     other = PromoteModelOperator(
-        task_id="promote", model_name=MODEL, verdict=verdict2, outlets=[CHAMPION_ASSET]
+        task_id="promote", model_name=MODEL, verdict=xcom2, outlets=[CHAMPION_ASSET]
     )
     events = OutletEvents()
     with pytest.raises(AirflowSkipException, match="no alias change"):
@@ -333,6 +349,7 @@ def test_bootstrap_promote_reject_card_and_manual_moves(env, v1):
     verdict3 = gate(env, bad)
     assert verdict3["decision"] == "reject"
     failed = set(verdict3["failed"])
+    assert {c["name"] for c in verdict3["failed_checks"]} <= failed and verdict3["check_counts"]["failed"] == len(failed)
     assert {"regression.roc_auc", "slice.origin=EWR.roc_auc"} <= failed
     tags = client.get_model_version(MODEL, bad).tags
     assert tags["gate.decision"] == "reject" and "regression.roc_auc" in tags["gate.failed"]
@@ -344,7 +361,7 @@ def test_bootstrap_promote_reject_card_and_manual_moves(env, v1):
     assert CHAMPION_ASSET not in events
     with pytest.raises(GateRejected, match="regression.roc_auc") as err:
         run_promote(verdict3, fail_on_reject=True)
-    assert err.value.verdict["decision"] == "reject"
+    assert err.value.verdict["decision"] == "reject" and "checks" in err.value.verdict  # the full verdict
     assert alias_version(client, MODEL, "champion") == v2 and alias_version(client, MODEL, "previous") == v1
 
     # 4. a stale verdict (judged against v1, but the champion is now v2) must not promote
@@ -418,8 +435,8 @@ def test_gate_raises_a_named_error_on_nan_predictions(env):
     # training refuses to log such a model, so log it by hand as a registry corruption would look
     from mlops_provider.runtime.training.model import TabularTorchModel, model_config
 
-    training.configure_tracking(env.tracking)
-    exp_id = training.get_or_create_experiment(env.client, MODEL, env.tracking["artifact_location"])
+    tracking.configure_tracking(env.tracking)
+    exp_id = tracking.get_or_create_experiment(env.client, MODEL, env.tracking["artifact_location"])
     tmp = env.home / "broken"
     tmp.mkdir()
     torch.save(net.state_dict(), tmp / "state_dict.pt")
@@ -487,7 +504,7 @@ def test_unknown_metric_in_the_config_is_refused(env, v1):
 
 
 def test_champion_with_another_signature_needs_a_manual_decision(env, v1):
-    from mlops_provider.runtime.gate.evaluate import set_champion
+    from mlops_provider.runtime.gate.registry import set_champion
 
     other = register_variant(env, v1, drop_input="distance")
     before = alias_version(env.client, MODEL, "champion")

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest_training import ARCH, CATEGORICAL, FEATURES, LABEL, MODEL, NUMERIC, write_training_snapshot  # noqa: E402
 
 from mlops_provider.runtime.features.snapshot import load_snapshot  # noqa: E402
-from mlops_provider.runtime.training import loop as training  # noqa: E402
+from mlops_provider.runtime.training import tracking  # noqa: E402
+from mlops_provider.runtime.training.run import train  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -142,26 +143,26 @@ def test_rerun_with_the_same_key_returns_the_same_version(env, trained):
 
 
 def test_unfinished_run_with_the_key_is_resumed_not_duplicated(env):
-    client = training.configure_tracking(env.tracking)
-    exp_id = training.get_or_create_experiment(client, MODEL, env.tracking["artifact_location"])
-    crashed = client.create_run(exp_id, tags={training.IDEMPOTENCY_TAG: "resume-key"})
+    client = tracking.configure_tracking(env.tracking)
+    exp_id = tracking.get_or_create_experiment(client, MODEL, env.tracking["artifact_location"])
+    crashed = client.create_run(exp_id, tags={tracking.IDEMPOTENCY_TAG: "resume-key"})
     client.set_terminated(crashed.info.run_id, "FAILED")
-    result = training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, ARCH, epochs=1, batch_size=512,
+    result = train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, ARCH, epochs=1, batch_size=512,
                             lr=3e-3, seed=1, patience=1, tags={"dag_id": "d"}, tracking=env.tracking,
                             idempotency_key="resume-key")
     assert result["run_id"] == crashed.info.run_id and result["reused"] is False
-    runs = client.search_runs([exp_id], filter_string=f"tags.`{training.IDEMPOTENCY_TAG}` = 'resume-key'")
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{tracking.IDEMPOTENCY_TAG}` = 'resume-key'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert client.get_model_version(MODEL, result["model_version"]).run_id == crashed.info.run_id
 
 
 def test_same_seed_gives_the_same_metrics_on_cpu(env):
     kwargs = dict(arch=ARCH, epochs=2, batch_size=512, lr=3e-3, seed=11, patience=2, tracking=env.tracking)
-    a = training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-a", **kwargs)
-    b = training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-b", **kwargs)
+    a = train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-a", **kwargs)
+    b = train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-b", **kwargs)
     assert a["model_version"] != b["model_version"]
     assert a["metrics"] == b["metrics"]
-    c = training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-c",
+    c = train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-c",
                        **{**kwargs, "seed": 12})
     assert c["metrics"] != a["metrics"]
 

@@ -34,8 +34,9 @@ sys.path.insert(0, str(UNIT))  # training_user_nets (user entry points)
 from conftest_training import CATEGORICAL, LABEL, MODEL, NUMERIC, mlflow_home  # noqa: E402
 
 from mlops_provider.exceptions import DataValidationError, ModelRegistryError, TrainingError  # noqa: E402
-from mlops_provider.runtime.training import loop as training  # noqa: E402
 from mlops_provider.runtime.training.checkpoint import CheckpointStore, checkpoint_dir  # noqa: E402
+from mlops_provider.runtime.training.run import train  # noqa: E402
+from mlops_provider.runtime.training.tracking import IDEMPOTENCY_TAG  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def run_train(env, key, **kw):
     args = dict(arch=ARCH, epochs=3, batch_size=BATCH, lr=3e-3, seed=5, patience=3, tracking=env.tracking,
                 idempotency_key=key, system_metrics_interval=None)
     args.update(kw)
-    return training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, **args)
+    return train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, **args)
 
 
 def client_of(env) -> MlflowClient:
@@ -72,15 +73,15 @@ def runs_with_key(env, key: str) -> list:
     exp = client_of(env).get_experiment_by_name(MODEL)
     if exp is None:
         return []
-    return client_of(env).search_runs([exp.experiment_id], filter_string=f"tags.`{training.IDEMPOTENCY_TAG}` = '{key}'")
+    return client_of(env).search_runs([exp.experiment_id], filter_string=f"tags.`{IDEMPOTENCY_TAG}` = '{key}'")
 
 
 # ---------------------------------------------------------------------------- kill -9 and resume
 CHILD = textwrap.dedent("""
     import json, sys
-    from mlops_provider.runtime.training import loop as training
+    from mlops_provider.runtime.training.run import train
     a = json.loads(sys.argv[1])
-    training.train(a["snapshot"], a["model"], a["categorical"], a["numeric"], a["label"], a["arch"],
+    train(a["snapshot"], a["model"], a["categorical"], a["numeric"], a["label"], a["arch"],
                    epochs=a["epochs"], batch_size=a["batch"], lr=3e-3, seed=5, patience=3, tracking=a["tracking"],
                    idempotency_key=a["key"], system_metrics_interval=None, checkpoint_every=1)
 """)
@@ -226,10 +227,12 @@ def test_reproduce_retrains_into_a_new_tagged_run_with_matching_metrics(env, cap
     assert new.info.experiment_id == r["experiment_id"]
 
     # the CLI behind `make reproduce RUN=<id>`
-    assert reproduce.main([original["run_id"], "--tracking-uri", env.uri]) == 0
+    from mlops_provider.cli import main
+
+    assert main(["reproduce", original["run_id"], "--tracking-uri", env.uri]) == 0
     out = capsys.readouterr().out
     assert f"Original run   : {original['run_id']}" in out and "RESULT: MATCH" in out and "roc_auc" in out
-    assert reproduce.main(["no-such-run", "--tracking-uri", env.uri]) == 2
+    assert main(["reproduce", "no-such-run", "--tracking-uri", env.uri]) == 2
 
 
 def test_reproduce_operator_and_a_replaced_snapshot(env, tmp_path):
@@ -284,16 +287,16 @@ def test_nan_loss_stops_with_a_named_error_and_registers_nothing(env):
 
 def test_missing_snapshot_hash_mismatch_and_absent_label(env, tmp_path):
     with pytest.raises(DataValidationError, match="does not exist"):
-        training.train(str(tmp_path / "nope"), MODEL, CATEGORICAL, NUMERIC, LABEL, tracking=env.tracking)
+        train(str(tmp_path / "nope"), MODEL, CATEGORICAL, NUMERIC, LABEL, tracking=env.tracking)
     tampered = tmp_path / "tampered"
     shutil.copytree(env.snapshot, tampered)
     df = pd.read_parquet(tampered / "data.parquet")
     df.loc[0, "temp"] = 999.0
     df.to_parquet(tampered / "data.parquet", index=False)
     with pytest.raises(DataValidationError, match="is corrupt: its data hashes to"):
-        training.train(str(tampered), MODEL, CATEGORICAL, NUMERIC, LABEL, tracking=env.tracking)
+        train(str(tampered), MODEL, CATEGORICAL, NUMERIC, LABEL, tracking=env.tracking)
     with pytest.raises(TrainingError, match="has no label column 'no_such_label'"):
-        training.train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, "no_such_label", tracking=env.tracking,
+        train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, "no_such_label", tracking=env.tracking,
                        idempotency_key="no-label")
     assert runs_with_key(env, "no-label") == []
 

@@ -19,7 +19,15 @@ from mlops_provider.runtime.features.snapshot import (
     write_snapshot,
 )
 from mlops_provider.runtime.gate import behavioral
-from mlops_provider.runtime.gate import evaluate as g
+from mlops_provider.runtime.gate.checks import build_checks
+from mlops_provider.runtime.gate.evaluation_set import overlaps
+from mlops_provider.runtime.gate.slices import slice_checks, slice_table
+from mlops_provider.runtime.metrics import (
+    all_metrics,
+    bootstrap_intervals,
+    expected_calibration_error,
+    roc_points,
+)
 
 
 def frame(days: int = 30, per_day: int = 24, seed: int = 0) -> pd.DataFrame:
@@ -91,12 +99,12 @@ def test_overlap_of_the_evaluation_window_with_a_training_window() -> None:
         "end_inclusive": False,
     }
     t = pd.Timestamp
-    assert not g._overlaps(window, t("2013-02-01", tz="UTC"), t("2013-02-07", tz="UTC"))  # right after
-    assert g._overlaps(window, t("2013-01-25", tz="UTC"), t("2013-02-07", tz="UTC"))
-    assert not g._overlaps(window, t("2012-12-01", tz="UTC"), t("2012-12-07", tz="UTC"))  # before
+    assert not overlaps(window, t("2013-02-01", tz="UTC"), t("2013-02-07", tz="UTC"))  # right after
+    assert overlaps(window, t("2013-01-25", tz="UTC"), t("2013-02-07", tz="UTC"))
+    assert not overlaps(window, t("2012-12-01", tz="UTC"), t("2012-12-07", tz="UTC"))  # before
     legacy = {**window, "end_inclusive": True}  # a snapshot without an evaluation split: its whole window
-    assert g._overlaps(legacy, t("2013-02-01", tz="UTC"), t("2013-02-07", tz="UTC"))
-    assert not g._overlaps(None, t("2013-01-25", tz="UTC"), t("2013-02-07", tz="UTC"))
+    assert overlaps(legacy, t("2013-02-01", tz="UTC"), t("2013-02-07", tz="UTC"))
+    assert not overlaps(None, t("2013-01-25", tz="UTC"), t("2013-02-07", tz="UTC"))
 
 
 def test_metrics_match_scikit_learn() -> None:
@@ -105,15 +113,15 @@ def test_metrics_match_scikit_learn() -> None:
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 500)
     p = np.clip(0.3 * y + rng.random(500) * 0.7, 0, 1).round(2)  # ties included
-    m = g.all_metrics(y, p)
+    m = all_metrics(y, p)
     assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
     assert m["pr_auc"] == pytest.approx(average_precision_score(y, p))
     assert m["brier"] == pytest.approx(brier_score_loss(y, p))
-    ece, table = g.expected_calibration_error(y, p, 10)
+    ece, table = expected_calibration_error(y, p, 10)
     assert 0 <= ece <= 1 and sum(b["n"] for b in table) == 500
-    perfect = g.expected_calibration_error(np.array([0, 1] * 50), np.full(100, 0.5), 10)[0]
+    perfect = expected_calibration_error(np.array([0, 1] * 50), np.full(100, 0.5), 10)[0]
     assert perfect == pytest.approx(0.0)
-    ci = g.bootstrap_intervals(
+    ci = bootstrap_intervals(
         y, {"challenger": p, "champion": p[::-1].copy()}, samples=50, confidence=0.9, seed=0
     )
     lo, hi = ci["challenger"]["roc_auc"]
@@ -125,7 +133,7 @@ def test_checks_use_each_metric_direction_and_name_unknown_keys() -> None:
     chal = {"roc_auc": 0.698, "pr_auc": 0.5, "log_loss": 0.52, "brier": 0.2}
     checks = {
         c["name"]: c
-        for c in g.build_checks(
+        for c in build_checks(
             chal, champ, "roc_auc", {"log_loss": 0.6}, {"roc_auc": 0.005, "log_loss": 0.01}
         )
     }
@@ -135,7 +143,7 @@ def test_checks_use_each_metric_direction_and_name_unknown_keys() -> None:
     assert not checks["regression.log_loss"]["passed"] and checks["regression.log_loss"]["direction"] == "<="
     assert checks["floor.log_loss"]["passed"]  # a ceiling for a lower-is-better metric
     with pytest.raises(ConfigError, match="gate.max_regression.*unknown metric 'f1'"):
-        g.build_checks(chal, champ, "roc_auc", {}, {"f1": 0.1})
+        build_checks(chal, champ, "roc_auc", {}, {"f1": 0.1})
 
 
 def predict_x(frame: pd.DataFrame) -> np.ndarray:
@@ -234,15 +242,15 @@ def test_slices_report_small_ones_and_refuse_empty_declared_ones() -> None:
     y = df["y"].to_numpy()
     p = predict_x(x)
     spec = {"column": "origin", "metric": "roc_auc", "max_regression": 0.01, "min_rows": 200}
-    table = g.slice_table(spec, side, x, y, p, p * 0.5 + 0.25)  # same ranking: no regression
+    table = slice_table(spec, side, x, y, p, p * 0.5 + 0.25)  # same ranking: no regression
     assert {r["value"] for r in table} == {"EWR", "JFK", "LGA"} and all(r["judged"] for r in table)
-    checks = g.slice_checks(spec, table, bootstrap=False)
+    checks = slice_checks(spec, table, bootstrap=False)
     assert len(checks) == 3 and all(c["passed"] for c in checks)
-    assert g.slice_checks(spec, table, bootstrap=True) == []  # no champion: no regression checks
-    small = g.slice_table({**spec, "min_rows": 10_000}, side, x, y, p, None)
+    assert slice_checks(spec, table, bootstrap=True) == []  # no champion: no regression checks
+    small = slice_table({**spec, "min_rows": 10_000}, side, x, y, p, None)
     assert not any(r["judged"] for r in small) and "min_rows" in small[0]["reason"]
     with pytest.raises(GateInputError, match=r"origin=\['BOS'\] has no rows"):
-        g.slice_table({**spec, "values": ["EWR", "BOS"]}, side, x, y, p, None)
+        slice_table({**spec, "values": ["EWR", "BOS"]}, side, x, y, p, None)
 
 
 def test_model_card_renders_every_section(tmp_path: Path) -> None:
@@ -251,7 +259,7 @@ def test_model_card_renders_every_section(tmp_path: Path) -> None:
     df = frame()
     y = df["y"].to_numpy()
     p = predict_x(df[["x"]])
-    metrics = g.all_metrics(y, p)
+    metrics = all_metrics(y, p)
     verdict = {
         "model": "m",
         "decision": "reject",
@@ -298,8 +306,8 @@ def test_model_card_renders_every_section(tmp_path: Path) -> None:
             }
         ],
         "importance": [{"feature": "x", "importance": 0.2}],
-        "roc": {"challenger": g.roc_points(y, p), "champion": g.roc_points(y, p)},
-        "calibration": {"challenger": g.expected_calibration_error(y, p)[1]},
+        "roc": {"challenger": roc_points(y, p), "champion": roc_points(y, p)},
+        "calibration": {"challenger": expected_calibration_error(y, p)[1]},
     }
     files = write_model_card(verdict, tmp_path)
     md = files["markdown"].read_text()

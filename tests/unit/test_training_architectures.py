@@ -138,7 +138,7 @@ def test_async_checkpoint_snapshots_the_state_when_queued_and_surfaces_write_err
 def test_binary_metrics_match_scikit_learn_with_ties():
     from sklearn.metrics import log_loss, roc_auc_score
 
-    from mlops_provider.runtime.training.loop import binary_metrics
+    from mlops_provider.runtime.metrics import binary_metrics
 
     rng = np.random.default_rng(0)
     for n in (2, 17, 1000, 5000):
@@ -154,7 +154,7 @@ def test_binary_metrics_match_scikit_learn_with_ties():
 def test_git_tags_are_best_effort(tmp_path):
     import subprocess
 
-    from mlops_provider.runtime.training.loop import git_tags
+    from mlops_provider.runtime.training.tracking import git_tags
 
     assert git_tags(tmp_path, str(tmp_path / "dag.py")) == {}  # not a repo: no tags, no error
     repo = tmp_path / "repo"

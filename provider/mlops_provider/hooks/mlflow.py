@@ -54,6 +54,42 @@ class MlflowUnreachableError(ModelRegistryError):
     """The MLflow tracking server did not answer after the bounded retries."""
 
 
+def _probe_headers(credentials: dict[str, str] | None) -> dict[str, str]:
+    """Authorization of the probe from the hook's credentials (or the process's ``MLFLOW_TRACKING_*``)."""
+    import base64
+
+    creds = dict(credentials) if credentials is not None else {
+        k: v for k in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+        if (v := os.environ.get(k))
+    }
+    if creds.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {creds['MLFLOW_TRACKING_TOKEN']}"}
+    if creds.get("MLFLOW_TRACKING_USERNAME"):
+        pair = f"{creds['MLFLOW_TRACKING_USERNAME']}:{creds.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+    return {}
+
+
+def http_probe(tracking_uri: str, *, timeout_s: float, credentials: dict[str, str] | None = None) -> int:
+    """One request to the tracking server's REST API, bounded by ``timeout_s``; returns the HTTP status.
+
+    The server counts as reachable when it answers below 500 (a 401 / 403 / 404 is an answer: the MLflow
+    calls that follow name the real problem). Connection errors, timeouts and 5xx raise. TLS follows
+    MLflow's settings (``MLFLOW_TRACKING_SERVER_CERT_PATH``, ``MLFLOW_TRACKING_INSECURE_TLS``). Nothing
+    process-wide is changed: no environment variable, no global session.
+    """
+    import requests
+
+    insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true", "yes")
+    verify: bool | str = False if insecure else os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
+    url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/search"
+    resp = requests.get(url, params={"max_results": 1}, headers=_probe_headers(credentials), timeout=timeout_s,
+                        verify=verify, allow_redirects=True)
+    if resp.status_code >= 500:
+        raise ConnectionError(f"HTTP {resp.status_code} from {url}")
+    return resp.status_code
+
+
 def check_reachable(
     tracking_uri: str,
     *,
@@ -61,14 +97,16 @@ def check_reachable(
     backoff_s: float | None = None,
     timeout_s: float | None = None,
     probe: Callable[[], Any] | None = None,
+    credentials: dict[str, str] | None = None,
 ) -> int:
     """Probe a remote tracking server with exponential backoff; return the attempts used.
 
-    Local stores (``sqlite:``, ``file:``, paths) are not probed. Each attempt runs with MLflow's
-    own HTTP retries off and a short timeout, so the total wait is bounded by roughly
+    Local stores (``sqlite:``, ``file:``, paths) are not probed. Each attempt is one HTTP request
+    (:func:`http_probe`) with a ``timeout_s`` bound, so the total wait is bounded by roughly
     ``attempts * timeout_s + backoff_s * (2**(attempts-1) - 1)``. Defaults come from
     ``$MLOPS_MLFLOW_CONNECT_ATTEMPTS`` (5), ``$MLOPS_MLFLOW_CONNECT_BACKOFF`` (1 s) and
-    ``$MLOPS_MLFLOW_CONNECT_TIMEOUT`` (10 s). Raises :class:`MlflowUnreachableError`.
+    ``$MLOPS_MLFLOW_CONNECT_TIMEOUT`` (10 s). ``probe`` replaces the HTTP request (tests).
+    Raises :class:`MlflowUnreachableError`.
     """
     if not _is_remote(tracking_uri) and probe is None:
         return 0
@@ -80,34 +118,22 @@ def check_reachable(
                                                                          DEFAULT_CONNECT_TIMEOUT))
     if probe is None:
         def probe() -> Any:
-            from mlflow import MlflowClient
+            return http_probe(tracking_uri, timeout_s=timeout, credentials=credentials)
 
-            return MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
-
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     last: BaseException | None = None
-    try:
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(timeout)))
-        for attempt in range(1, attempts + 1):
-            try:
-                probe()
-                if attempt > 1:
-                    _log.info("MLflow at %s answered on attempt %d", tracking_uri, attempt)
-                return attempt
-            except Exception as e:  # noqa: BLE001 - connection refused / timeout / 5xx: retried
-                last = e
-                if attempt < attempts:
-                    delay = backoff * 2 ** (attempt - 1)
-                    _log.warning("MLflow at %s not reachable (attempt %d/%d: %s); retrying in %.1f s",
-                                 tracking_uri, attempt, attempts, type(e).__name__, delay)
-                    time.sleep(delay)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    for attempt in range(1, attempts + 1):
+        try:
+            probe()
+            if attempt > 1:
+                _log.info("MLflow at %s answered on attempt %d", tracking_uri, attempt)
+            return attempt
+        except Exception as e:  # noqa: BLE001 - connection refused / timeout / 5xx: retried
+            last = e
+            if attempt < attempts:
+                delay = backoff * 2 ** (attempt - 1)
+                _log.warning("MLflow at %s not reachable (attempt %d/%d: %s); retrying in %.1f s",
+                             tracking_uri, attempt, attempts, type(e).__name__, delay)
+                time.sleep(delay)
     first_line = str(last).strip().splitlines()[0][:300] if last is not None and str(last).strip() else ""
     raise MlflowUnreachableError(
         f"MLflow tracking server {tracking_uri} is not reachable after {attempts} attempts "
@@ -251,9 +277,13 @@ class MLflowHook(BaseHook):
 
     def wait_until_reachable(self, *, attempts: int | None = None, backoff_s: float | None = None,
                              timeout_s: float | None = None) -> int:
-        """:func:`check_reachable` on the resolved tracking URI (no-op for local stores)."""
-        return check_reachable(self.tracking_config().tracking_uri, attempts=attempts, backoff_s=backoff_s,
-                               timeout_s=timeout_s)
+        """:func:`check_reachable` on the resolved tracking URI with its credentials (no-op for local stores).
+
+        Operators call it before handing the resolved settings to runtime code that talks to MLflow.
+        """
+        cfg = self.tracking_config()
+        return check_reachable(cfg.tracking_uri, attempts=attempts, backoff_s=backoff_s, timeout_s=timeout_s,
+                               credentials=cfg.credentials)
 
     def get_client(self) -> Any:
         """An ``mlflow.MlflowClient`` bound to the resolved tracking and registry URIs."""

@@ -1,16 +1,13 @@
 """TorchDistributedTrainOperator: DistributedDataParallel training via ``torchrun`` on one worker (light module).
 
-Runs the sanity check in the task process, then launches
-``torchrun --standalone --nproc_per_node=N -m mlops_provider.runtime.training.ddp`` (one process per GPU,
+One runtime entry point (:func:`mlops_provider.runtime.training.ddp.train_task`): the sanity check in the
+task process, then ``torchrun --standalone --nproc_per_node=N -m mlops_provider.runtime.training.ddp`` (one process per GPU,
 ``nccl``; or ``gloo`` processes on CPU: the same code path). Rank 0 alone talks to MLflow and
 registers the version. torch / mlflow are imported inside ``execute()``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,38 +85,19 @@ class TorchDistributedTrainOperator(GpuRoutedOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.runtime.training import ddp
-        from mlops_provider.runtime.training import loop as training
-        from mlops_provider.runtime.training.hpo import read_manifest
 
         categorical, numeric = _feature_lists(self.features, self.task_id)
         nproc = self._nproc()
-        manifest = read_manifest(self.snapshot)
         hook = MLflowHook(self.mlflow_conn_id)
         tracking = hook.configure()  # exports credentials into this process's env: the ranks inherit them
         dag_id, run_id = _dag_and_run(context, self.dag_id)
-        train_config = {
-            "categorical": categorical, "numeric": numeric, "label": self.label_column,
-            "architecture": self.architecture, "epochs": self.epochs, "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate, "seed": self.seed, "patience": self.patience,
-        }
-        digest = hashlib.sha256(json.dumps(train_config, sort_keys=True).encode()).hexdigest()
-        key = training.make_idempotency_key("ddp", self.model_name, dag_id, run_id,
-                                            manifest.get("hash", self.snapshot), digest, nproc)
-        cfg = {**train_config, "snapshot": self.snapshot, "model_name": self.model_name,
-               "tracking": tracking.public(), "idempotency_key": key,
-               "tags": {"dag_id": dag_id, "run_id": run_id, "data_interval": _data_interval(context)}}
-        result = ddp.registered_result(cfg)
-        if result is not None:
-            self.log.info("run %s already registered %s v%s; not relaunching", result["run_id"], self.model_name,
-                          result["model_version"])
-        else:
-            if self.sanity_check:  # cheap, in this process: a broken model never reaches torchrun
-                df, _ = training.load_snapshot_frame(self.snapshot)
-                training.sanity_check(df, categorical, numeric, self.label_column, self.architecture, seed=self.seed)
-                del df
-            with tempfile.TemporaryDirectory(prefix="mlops-ddp-") as out:
-                result = ddp.launch(cfg, out, nproc, timeout=self.launch_timeout,
-                                    on_line=lambda line: self.log.info("%s", line))
+        result = ddp.train_task(
+            self.snapshot, self.model_name, categorical, numeric, self.label_column, self.architecture,
+            nproc_per_node=nproc, epochs=self.epochs, batch_size=self.batch_size, lr=self.learning_rate,
+            seed=self.seed, patience=self.patience, tracking=tracking.public(), dag_id=dag_id, airflow_run_id=run_id,
+            data_interval=_data_interval(context), sanity_check=self.sanity_check, timeout=self.launch_timeout,
+            on_line=lambda line: self.log.info("%s", line),
+        )
         url = hook.run_url(result["run_id"]) or f"runs:/{result['run_id']}"
         context["ti"].xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
         self.log.info("%s v%s from %d ranks: %s", self.model_name, result["model_version"], nproc, result["metrics"])

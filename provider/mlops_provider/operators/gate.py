@@ -1,6 +1,8 @@
 """Validation gate, promotion, human approval and manual alias operators (light module).
 
-``ModelGateOperator`` computes the verdict (never raises on a reject; bad input raises a named error).
+``ModelGateOperator`` computes the verdict (never raises on a reject; bad input raises a named error) and
+pushes a small summary of it to XCom (decision, versions, headline metrics, failed checks, where the full
+verdict JSON lies; bounded by ``runtime.gate.verdict.XCOM_MAX_BYTES``): promote and approval read that.
 ``GateApprovalOperator`` (optional, Airflow 3 HITL) asks a human, showing the verdict and the model card.
 ``PromoteModelOperator`` signals: it moves the aliases and emits its outlet asset event only on a real
 alias change; on a reject it raises ``AirflowSkipException`` (or :class:`GateRejected` with
@@ -39,6 +41,22 @@ def _parse_verdict(verdict: dict[str, Any] | str, task_id: str) -> dict[str, Any
     )
 
 
+def _full_verdict(summary: dict[str, Any]) -> dict[str, Any]:
+    """The full verdict from the summary's ``report_path`` when this worker can read it, else the summary."""
+    path = summary.get("report_path")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                full = json.load(fh)
+        except (OSError, ValueError):
+            return summary
+        if isinstance(full, dict) and str((full.get("challenger") or {}).get("version")) == str(
+            (summary.get("challenger") or {}).get("version")
+        ):
+            return full
+    return summary
+
+
 def _run_ref(context: Context) -> str | None:
     ti = context.get("ti")
     if ti is None:
@@ -56,10 +74,13 @@ def _emit(operator: BaseOperator, context: Context, extra: dict[str, Any]) -> No
 class ModelGateOperator(BaseOperator):
     """Evaluate the challenger and the current @champion on the snapshot's frozen evaluation split.
 
-    Returns the verdict ``{"decision": "promote"|"reject", "bootstrap", "challenger": {"version", "metrics",
-    "ci", ...}, "champion": {...} | None, "checks": [{"name", "kind", "value", "bound", "passed"}], "failed",
-    "slices", "behavioral", "model_card": {"url", ...}, "report_path", ...}``. Writes it to ``report_dir``,
-    logs it with the model card on the challenger's MLflow run and tags the version ``gate.*``.
+    Writes the full verdict (every check with value and bound, slice tables, behavioral results, calibration,
+    ROC points, importances) to ``report_dir``, logs it with the model card on the challenger's MLflow run
+    and tags the version ``gate.*``. Returns (XCom) only its summary, under 4 KB whatever the slices:
+    ``{"model", "decision": "promote"|"reject", "bootstrap", "primary_metric", "challenger": {"version",
+    "run_id", "metrics"}, "champion": {...} | None, "evaluation_set": {"rows", ...}, "check_counts",
+    "failed": [names], "failed_checks": [{"name", "value", "bound", "direction"}], "advisory_failed",
+    "model_card": {"url"}, "report_path", "verdict_uri"}`` (:func:`~mlops_provider.runtime.gate.verdict.xcom_summary`).
 
     :param slices: ``[{"column", "metric", "max_regression", "floor", "min_rows", "values"}]`` (config.SliceCheck)
     :param behavioral: behavioral tests (config.BehavioralTest dumps)
@@ -118,6 +139,7 @@ class ModelGateOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.runtime.gate import evaluate as gate
+        from mlops_provider.runtime.gate.verdict import xcom_summary
 
         cfg = MLflowHook(self.mlflow_conn_id).configure()
         verdict = gate.evaluate_gate(
@@ -166,11 +188,13 @@ class ModelGateOperator(BaseOperator):
             verdict["report_path"],
             url,
         )
-        return verdict
+        return xcom_summary(verdict)
 
 
 class GateApprovalOperator(ApprovalOperator):
     """Human approval of a promotion (Airflow 3 HITL): the required action shows the verdict and card link.
+
+    ``verdict``: the gate's XCom summary (or a full verdict).
 
     Skips itself (so nothing downstream runs and no one is asked) when the gate rejected. "Reject" skips the
     promote task; either answer is recorded on the version (``gate.approval``, ``gate.approval_by``).
@@ -206,7 +230,8 @@ class GateApprovalOperator(ApprovalOperator):
         for m, v in (ch.get("metrics") or {}).items():
             c = ((champ or {}).get("metrics") or {}).get(m)
             lines.append(f"| {m} | {v:.4f} | {'—' if c is None else f'{c:.4f}'} |")
-        lines += ["", f"{len(verdict.get('checks', []))} checks, failed: {verdict.get('failed') or 'none'}"]
+        counts = verdict.get("check_counts") or {"total": len(verdict.get("checks", []))}
+        lines += ["", f"{counts.get('total')} checks, failed: {verdict.get('failed') or 'none'}"]
         url = (verdict.get("model_card") or {}).get("url")
         if url:
             lines += ["", f"Model card: [{url}]({url})"]
@@ -244,6 +269,8 @@ class GateApprovalOperator(ApprovalOperator):
 class PromoteModelOperator(BaseOperator):
     """Flip ``@champion`` to the gate's challenger (old champion -> ``@previous``), or skip on reject.
 
+    ``verdict``: the gate's XCom summary (decision, challenger and champion versions; a full verdict works too).
+
     Returns ``{"champion": v, "previous": v_old | None}`` and sets the outlet asset event extra
     ``{"model", "version", "previous"}`` on every outlet — only when this run moved the alias (a retry of
     the run that moved it re-announces it; a version that already serves for another reason skips).
@@ -276,21 +303,21 @@ class PromoteModelOperator(BaseOperator):
         verdict = _parse_verdict(self.verdict, self.task_id)
         version = (verdict.get("challenger") or {}).get("version")
         if verdict.get("decision") != "promote":
-            from mlops_provider.runtime.gate.evaluate import failed_checks_summary
+            from mlops_provider.runtime.gate.verdict import failed_checks_summary
 
             message = (
                 f"challenger v{version} rejected: {failed_checks_summary(verdict)}; @champion unchanged "
                 f"(report {verdict.get('report_path')})."
             )
             if self.fail_on_reject:
-                raise GateRejected(message, verdict)
+                raise GateRejected(message, _full_verdict(verdict))
             raise AirflowSkipException(message)
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.gate import evaluate as gate
+        from mlops_provider.runtime.gate import registry
 
         cfg = MLflowHook(self.mlflow_conn_id).configure()
         by = _run_ref(context)
-        result = gate.promote(self.model_name, verdict, tracking=cfg.public(), by=by)
+        result = registry.promote(self.model_name, verdict, tracking=cfg.public(), by=by)
         if not result["changed"] and (by is None or result.get("promoted_by") != by):
             raise AirflowSkipException(
                 f"{self.model_name}@champion already is v{result['champion']} (set by "
@@ -348,7 +375,7 @@ class ChampionAliasOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.gate import evaluate as gate
+        from mlops_provider.runtime.gate import registry
 
         dag_run = context.get("dag_run")
         actor = getattr(dag_run, "triggering_user_name", None) if dag_run is not None else None
@@ -362,7 +389,7 @@ class ChampionAliasOperator(BaseOperator):
             self.reason,
         )
         cfg = MLflowHook(self.mlflow_conn_id).configure()
-        result = gate.set_champion(
+        result = registry.set_champion(
             self.model_name,
             version,
             action=self.action,

@@ -32,11 +32,12 @@ from airflow.sdk import BaseOperator, Context
 from mlops_provider.exceptions import ConfigError, TrainingError
 from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
 from mlops_provider.operators.training import GpuRoutedOperator
+from mlops_provider.tasks import TRAINING_METRICS
 
 #: search keys that override training settings; any other key is an architecture key
 TRAINING_KEYS = ("learning_rate", "batch_size", "epochs", "patience", "seed")
-#: metric -> True when larger is better
-METRICS = {"roc_auc": True, "log_loss": False}
+#: metric -> True when larger is better (the validation metrics of a training run)
+METRICS = TRAINING_METRICS
 MAX_GRID_TRIALS = 1000
 
 
@@ -290,6 +291,7 @@ class HpoTrialOperator(GpuRoutedOperator):
         self.log.info("trial %s: %s", trial.get("trial_id"), trial.get("params"))
         hook = MLflowHook(self.mlflow_conn_id)
         cfg = hook.configure()
+        hook.wait_until_reachable()  # bounded retries, then MlflowUnreachableError
         ti = context["ti"]
 
         def on_run_start(mlflow_run_id: str, experiment_id: str | None) -> None:

@@ -5,8 +5,6 @@ torch / mlflow / pandas are imported inside ``execute()`` through ``mlops_provid
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,8 +46,9 @@ class GpuRoutedOperator(BaseOperator):
 class TorchTrainOperator(GpuRoutedOperator):
     """Train the tabular PyTorch model on a snapshot and register a new MLflow model version.
 
-    Runs :func:`~mlops_provider.runtime.training.loop.sanity_check` first (fails fast with
-    ``SanityCheckError``), then :func:`~mlops_provider.runtime.training.loop.train`. The MLflow run is
+    One runtime entry point, :func:`~mlops_provider.runtime.training.run.train_task`: the sanity check
+    (fails fast with ``SanityCheckError``), then :func:`~mlops_provider.runtime.training.run.train`. A remote
+    MLflow server must answer first (bounded retries, ``MlflowUnreachableError``). The MLflow run is
     keyed by (dag_id, run_id, snapshot hash, training config): a retry reuses the run, and a
     re-run after success returns the already registered version. Training never moves an alias.
 
@@ -117,31 +116,12 @@ class TorchTrainOperator(GpuRoutedOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.training import loop as training
+        from mlops_provider.runtime.training.run import train_task
 
         categorical, numeric = self._feature_lists()
-        df, manifest = training.load_snapshot_frame(self.snapshot)
-        self.log.info("snapshot %s: %s rows, hash %s", self.snapshot, manifest.get("rows"),
-                      str(manifest.get("hash", ""))[:16])
-        sanity = training.sanity_check(df, categorical, numeric, self.label_column, self.architecture, seed=self.seed)
-        self.log.info("sanity check passed: loss %.4f -> %.4f", sanity["initial_loss"], sanity["final_loss"])
-        del df
-
         hook = MLflowHook(self.mlflow_conn_id)
         cfg = hook.configure()
-        dag_id = context["dag"].dag_id if context.get("dag") else self.dag_id
-        run_id = _airflow_run_id(context)
-        train_config = {
-            "features": {"categorical": categorical, "numeric": numeric}, "label": self.label_column,
-            "architecture": self.architecture, "epochs": self.epochs, "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate, "seed": self.seed, "patience": self.patience,
-        }
-        if self.compile:
-            train_config["compile"] = True
-        config_digest = hashlib.sha256(json.dumps(train_config, sort_keys=True).encode()).hexdigest()
-        key = training.make_idempotency_key(
-            self.model_name, dag_id, run_id, manifest.get("hash", self.snapshot), config_digest
-        )
+        hook.wait_until_reachable()  # bounded retries, then MlflowUnreachableError: before any work
         ti = context["ti"]
 
         def on_run_start(mlflow_run_id: str, experiment_id: str | None) -> None:
@@ -150,26 +130,15 @@ class TorchTrainOperator(GpuRoutedOperator):
             ti.xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
             self.log.info("MLflow run %s: %s", mlflow_run_id, url)
 
-        result = training.train(
-            self.snapshot,
-            self.model_name,
-            categorical,
-            numeric,
-            self.label_column,
-            self.architecture,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.learning_rate,
-            seed=self.seed,
-            patience=self.patience,
-            tags={"dag_id": dag_id, "run_id": run_id, "data_interval": _data_interval(context)},
-            tracking=cfg.public(),
-            idempotency_key=key,
+        result = train_task(
+            self.snapshot, self.model_name, categorical, numeric, self.label_column, self.architecture,
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.learning_rate, seed=self.seed,
+            patience=self.patience, tracking=cfg.public(),
+            dag_id=context["dag"].dag_id if context.get("dag") else self.dag_id,
+            airflow_run_id=_airflow_run_id(context), data_interval=_data_interval(context),
+            compile_model=self.compile, checkpoint_every=self.checkpoint_every,
+            system_metrics_interval=self.system_metrics_interval, dag_file=_dag_file(context),
             on_run_start=on_run_start,
-            compile_model=self.compile,
-            checkpoint_every=self.checkpoint_every,
-            system_metrics_interval=self.system_metrics_interval,
-            dag_file=_dag_file(context),
         )
         if result.get("resumed_from_epoch"):
             self.log.info("resumed from the checkpoint of epoch %s in MLflow run %s",
@@ -215,14 +184,14 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.exceptions import TrainingError
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.training import loop as training
         from mlops_provider.runtime.training import reproduce
+
         if not self.run_id:
             raise ConfigError(f"{self.task_id}: run_id is empty; pass the MLflow run id to reproduce.")
         hook = MLflowHook(self.mlflow_conn_id)
         cfg = hook.configure()
+        hook.wait_until_reachable()
         dag_id = context["dag"].dag_id if context.get("dag") else self.dag_id
-        key = training.make_idempotency_key("reproduce", self.run_id, dag_id, _airflow_run_id(context))
         ti = context["ti"]
 
         def on_run_start(mlflow_run_id: str, experiment_id: str | None) -> None:
@@ -230,8 +199,8 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
             ti.xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
 
         result = reproduce.reproduce(
-            self.run_id, tracking=cfg.public(), register=self.register, idempotency_key=key,
-            tolerance=self.tolerance, on_run_start=on_run_start,
+            self.run_id, tracking=cfg.public(), register=self.register,
+            key_parts=(dag_id, _airflow_run_id(context)), tolerance=self.tolerance, on_run_start=on_run_start,
             tags={"dag_id": dag_id, "run_id": _airflow_run_id(context), "data_interval": _data_interval(context)},
         )
         self.log.info("\n%s", reproduce.format_report(result))

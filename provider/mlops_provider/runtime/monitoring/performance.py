@@ -30,6 +30,8 @@ import pandas as pd
 from mlops_provider.exceptions import DriftError
 from mlops_provider.runtime.io import objstore
 from mlops_provider.runtime.io.objstore import ObjectStore
+from mlops_provider.runtime.metrics import log_loss as _log_loss
+from mlops_provider.runtime.metrics import roc_auc_or_none as _auc
 from mlops_provider.runtime.monitoring.window import open_parquet
 
 log = logging.getLogger(__name__)
@@ -150,23 +152,6 @@ def join_outcomes(
 
 
 # ------------------------------------------------------------------------------------- metrics
-def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    """Mann-Whitney ROC AUC (ties averaged); None with a single class."""
-    n1 = int(y.sum())
-    n0 = len(y) - n1
-    if n1 == 0 or n0 == 0:
-        return None
-    from scipy.stats import rankdata
-
-    ranks = rankdata(p)
-    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    q = np.clip(p, EPS, 1 - EPS)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
-
-
 def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, Any]]]:
     """(expected calibration error, reliability bins) on equal-width probability bins."""
     idx = np.clip((p * bins).astype(int), 0, bins - 1)

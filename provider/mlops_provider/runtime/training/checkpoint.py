@@ -4,8 +4,9 @@
 exactly where it stopped: model and optimizer state, the last finished epoch, the RNG states
 (torch CPU, CUDA, numpy, the batch-permutation generator), the early-stopping state (best loss,
 best epoch, epochs without improvement, best weights), the per-epoch history and the MLflow
-run id. Writes are atomic (temporary file + ``os.replace`` + fsync), so a ``kill -9`` at any
-moment leaves either the previous or the new checkpoint, never a torn one.
+run id. Writes are atomic (``runtime/io/atomic.py``: temporary file + ``os.replace`` + fsync of the
+file and the directory), so a ``kill -9`` at any moment leaves either the previous or the new
+checkpoint, never a torn one.
 
 ``save_async`` takes the snapshot of the state on the caller's (training) thread and leaves the
 serialization, write and fsync to one background thread, so the next epoch starts at once; at
@@ -23,7 +24,6 @@ import copy
 import logging
 import os
 import shutil
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from mlops_provider.paths import ModelPaths
+from mlops_provider.runtime.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +82,9 @@ class CheckpointStore:
         return self.directory / CHECKPOINT_FILE
 
     def save(self, state: dict[str, Any]) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / f".{CHECKPOINT_FILE}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        try:  # make the rename itself durable
-            fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+        """Write ``state`` durably (atomic replace, file and directory fsynced: ``runtime/io/atomic.py``)."""
+        with atomic_path(self.path, fsync=True) as tmp, open(tmp, "wb") as f:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
         return self.path
 
     def load(self) -> dict[str, Any] | None:

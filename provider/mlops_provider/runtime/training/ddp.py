@@ -39,6 +39,30 @@ import torch.distributed as dist
 from torch import nn
 
 from mlops_provider.exceptions import TrainingError
+from mlops_provider.runtime.metrics import binary_metrics
+from mlops_provider.runtime.training.data import load_snapshot_frame, split_frames
+from mlops_provider.runtime.training.loop import train_epoch
+from mlops_provider.runtime.training.model import (
+    Preprocessor,
+    build_network,
+    normalize_architecture,
+    predict_proba,
+)
+from mlops_provider.runtime.training.tracking import (
+    COMPLETE_TAG,
+    CONFIG_ARTIFACT,
+    FINAL_METRICS,
+    IDEMPOTENCY_TAG,
+    config_hash,
+    configure_tracking,
+    find_keyed_run,
+    flatten_params,
+    get_or_create_experiment,
+    log_model,
+    make_idempotency_key,
+    registered_version,
+    run_result,
+)
 
 log = logging.getLogger("mlops_provider.runtime.training.ddp")
 
@@ -64,14 +88,6 @@ def _broadcast(obj: Any, rank: int) -> Any:
 
 def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:
     """The body every rank runs inside an initialised process group. Returns the result on rank 0."""
-    from mlops_provider.runtime.training import loop as training
-    from mlops_provider.runtime.training.model import (
-        Preprocessor,
-        build_network,
-        normalize_architecture,
-        predict_proba,
-    )
-
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and dist.get_backend() == "nccl"
@@ -84,8 +100,8 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
     lr, seed, patience = float(cfg.get("learning_rate", 1e-3)), int(cfg.get("seed", 42)), int(cfg.get("patience", 3))
     snapshot_path, model_name = str(cfg["snapshot"]), str(cfg["model_name"])
 
-    df, manifest = training.load_snapshot_frame(snapshot_path)
-    train_df, val_df = training.split_frames(df, categorical, numeric, label, snapshot_path)
+    df, manifest = load_snapshot_frame(snapshot_path)
+    train_df, val_df = split_frames(df, categorical, numeric, label, snapshot_path)
     del df
     snapshot_hash = str(manifest.get("hash", ""))
     feature_service = str(manifest.get("feature_service", ""))
@@ -95,8 +111,8 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
         "batch_size": batch_size, "learning_rate": lr, "seed": seed, "patience": patience,
         "distributed": {"world_size": world, "backend": dist.get_backend()},
     }
-    key = str(cfg.get("idempotency_key") or training.make_idempotency_key(
-        "ddp", model_name, snapshot_hash, training.config_hash(resolved)))
+    key = str(cfg.get("idempotency_key") or make_idempotency_key(
+        "ddp", model_name, snapshot_hash, config_hash(resolved)))
 
     # ---- rank 0: MLflow (reuse a registered version: every rank then skips training)
     client = run = None
@@ -106,20 +122,20 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
         import mlflow
 
         tracking = cfg.get("tracking") or {}
-        client = training.configure_tracking(tracking)
-        experiment_id = training.get_or_create_experiment(client, model_name, tracking.get("artifact_location"))
-        found = training.find_keyed_run(client, experiment_id, key)
+        client = configure_tracking(tracking)
+        experiment_id = get_or_create_experiment(client, model_name, tracking.get("artifact_location"))
+        found = find_keyed_run(client, experiment_id, key)
         if found is not None:
-            version = training.registered_version(client, model_name, found)
+            version = registered_version(client, model_name, found)
             if version is not None:
-                metrics = {k: v for k, v in found.data.metrics.items() if k in ("roc_auc", "log_loss", "best_epoch")}
-                existing_result = training._result(found.info.run_id, version, metrics, mlflow.get_tracking_uri(),
-                                                   reused=True)
+                metrics = {k: v for k, v in found.data.metrics.items() if k in FINAL_METRICS}
+                existing_result = run_result(found.info.run_id, version, metrics, mlflow.get_tracking_uri(),
+                                             reused=True)
             else:
                 resume_run_id = found.info.run_id
         if existing_result is None:
             version_tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
-            run_tags = {training.IDEMPOTENCY_TAG: key, "mlops.snapshot_path": snapshot_path,
+            run_tags = {IDEMPOTENCY_TAG: key, "mlops.snapshot_path": snapshot_path,
                         "mlops.snapshot_hash": snapshot_hash, "mlops.feature_service": feature_service,
                         "mlops.distributed.world_size": str(world),
                         **{f"mlops.{k}": v for k, v in version_tags.items()}}
@@ -127,9 +143,9 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
                                    run_name=None if resume_run_id else f"{model_name}-ddp{world}-{snapshot_hash[:8]}",
                                    tags=run_tags)
             if resume_run_id is None:
-                mlflow.log_params({**training._flatten_params(resolved), "device": device.type,
+                mlflow.log_params({**flatten_params(resolved), "device": device.type,
                                    "rows_train": len(train_df), "rows_validation": len(val_df)})
-            mlflow.log_dict(resolved, "config/training_config.json")
+            mlflow.log_dict(resolved, CONFIG_ARTIFACT)
     if _broadcast(existing_result is not None, rank):
         if rank == 0:
             (out_dir / RESULT_FILE).write_text(json.dumps(existing_result))
@@ -163,8 +179,7 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
     for epoch in range(1, epochs + 1):
         ddp.train()
         idx_all = torch.randperm(n, generator=gen)[rank::world][:per_rank].to(device)
-        total, epoch_steps = training.train_epoch(ddp, opt, loss_fn, xn, xc, y, idx_all, local_batch,
-                                                  use_amp=use_cuda)
+        total, epoch_steps = train_epoch(ddp, opt, loss_fn, xn, xc, y, idx_all, local_batch, use_amp=use_cuda)
         steps += epoch_steps
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         train_loss = float(total) / (per_rank * world)
@@ -176,7 +191,7 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
             if not np.all(np.isfinite(p_val)) or not math.isfinite(train_loss):
                 decision = {"error": f"training diverged at epoch {epoch} (train loss {train_loss})"}
             else:
-                m = training.binary_metrics(y_val, p_val)
+                m = binary_metrics(y_val, p_val)
                 row = {"train_loss": train_loss, "val_loss": m["log_loss"], "val_roc_auc": m["roc_auc"]}
                 mlflow.log_metrics(row, step=epoch)
                 decision = {"val_loss": m["log_loss"], "row": row}
@@ -209,19 +224,19 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
 
     assert client is not None and run is not None
     p_val = predict_proba(net, pre, val_df)
-    final = training.binary_metrics(y_val, p_val)
+    final = binary_metrics(y_val, p_val)
     metrics = {**final, "best_epoch": float(best_epoch), "epochs_run": float(len(history))}
     mlflow.log_metrics(metrics)
-    training._log_model(net, pre, arch, val_df[[*categorical, *numeric]])
+    log_model(net, pre, arch, val_df[[*categorical, *numeric]])
     version_tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
     version_tags.update({"snapshot_path": snapshot_path, "snapshot_hash": snapshot_hash,
-                         "feature_service": feature_service, training.IDEMPOTENCY_TAG: key,
+                         "feature_service": feature_service, IDEMPOTENCY_TAG: key,
                          "distributed.world_size": str(world)})
     version = register_run_model(client, run.info.run_id, model_name, version_tags)
-    client.set_tag(run.info.run_id, training.COMPLETE_TAG, "true")
+    client.set_tag(run.info.run_id, COMPLETE_TAG, "true")
     mlflow.end_run()
-    result = training._result(run.info.run_id, version, {k: metrics[k] for k in ("roc_auc", "log_loss", "best_epoch")},
-                              mlflow.get_tracking_uri(), reused=False)
+    result = run_result(run.info.run_id, version, {k: metrics[k] for k in FINAL_METRICS},
+                        mlflow.get_tracking_uri(), reused=False)
     result["world_size"] = world
     (out_dir / RESULT_FILE).write_text(json.dumps(result))
     return result
@@ -254,22 +269,20 @@ def registered_result(cfg: dict[str, Any]) -> dict[str, Any] | None:
     """The result of a run with ``cfg["idempotency_key"]`` that already registered a version (no torchrun)."""
     import mlflow
 
-    from mlops_provider.runtime.training import loop as training
-
     key = cfg.get("idempotency_key")
     if not key:
         return None
     tracking = cfg.get("tracking") or {}
-    client = training.configure_tracking(tracking)
+    client = configure_tracking(tracking)
     exp = client.get_experiment_by_name(str(cfg["model_name"]))
     if exp is None:
         return None
-    found = training.find_keyed_run(client, str(exp.experiment_id), str(key))
-    version = training.registered_version(client, str(cfg["model_name"]), found) if found is not None else None
+    found = find_keyed_run(client, str(exp.experiment_id), str(key))
+    version = registered_version(client, str(cfg["model_name"]), found) if found is not None else None
     if found is None or version is None:
         return None
-    metrics = {k: v for k, v in found.data.metrics.items() if k in ("roc_auc", "log_loss", "best_epoch")}
-    result = training._result(found.info.run_id, version, metrics, mlflow.get_tracking_uri(), reused=True)
+    metrics = {k: v for k, v in found.data.metrics.items() if k in FINAL_METRICS}
+    result = run_result(found.info.run_id, version, metrics, mlflow.get_tracking_uri(), reused=True)
     result["world_size"] = int(found.data.tags.get("mlops.distributed.world_size", "0") or 0)
     return result
 
@@ -315,6 +328,62 @@ def launch(
             + "\n".join(tail)
         )
     return dict(json.loads(result_path.read_text()))
+
+
+def train_task(
+    snapshot_path: str,
+    model_name: str,
+    categorical: list[str],
+    numeric: list[str],
+    label: str,
+    arch: dict[str, Any],
+    *,
+    nproc_per_node: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    patience: int,
+    tracking: dict[str, Any] | None,
+    dag_id: str,
+    airflow_run_id: str,
+    data_interval: str,
+    sanity_check: bool = True,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """TorchDistributedTrainOperator's entry point: the run key of this DAG run, then :func:`launch`.
+
+    The key is (model, dag_id, Airflow run id, snapshot hash, training config, world size). A key that
+    already registered a version returns it without starting torchrun; otherwise the sanity check runs
+    here, in the task process (a broken model never reaches torchrun), then the ranks train.
+    """
+    import tempfile
+
+    from mlops_provider.runtime.training.hpo import read_manifest
+    from mlops_provider.runtime.training.loop import sanity_check as run_sanity_check
+
+    manifest = read_manifest(snapshot_path)
+    train_config = {
+        "categorical": list(categorical), "numeric": list(numeric), "label": label, "architecture": arch,
+        "epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "seed": seed, "patience": patience,
+    }
+    key = make_idempotency_key("ddp", model_name, dag_id, airflow_run_id, manifest.get("hash", snapshot_path),
+                               config_hash(train_config), nproc_per_node)
+    cfg = {**train_config, "snapshot": snapshot_path, "model_name": model_name, "tracking": dict(tracking or {}),
+           "idempotency_key": key,
+           "tags": {"dag_id": dag_id, "run_id": airflow_run_id, "data_interval": data_interval}}
+    result = registered_result(cfg)
+    if result is not None:
+        log.info("run %s already registered %s v%s; not relaunching", result["run_id"], model_name,
+                 result["model_version"])
+        return result
+    if sanity_check:
+        df, _ = load_snapshot_frame(snapshot_path)
+        run_sanity_check(df, categorical, numeric, label, arch, seed=seed)
+        del df
+    with tempfile.TemporaryDirectory(prefix="mlops-ddp-") as out:
+        return launch(cfg, out, nproc_per_node, timeout=timeout, on_line=on_line)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Hyperparameter search runtime: parent run, one trial per child run, register the best (runtime module).
 
-Built on :mod:`mlops_provider.runtime.training.loop` (snapshot checks, preprocessing, the epoch loop
-``fit_network``, metrics, MLflow helpers). A trial logs its model in its child run but never
+Built on :func:`mlops_provider.runtime.training.run.train` (one keyed, resumable training run) and the
+MLflow helpers of :mod:`mlops_provider.runtime.training.tracking`. A trial logs its model in its child run but never
 registers it; :func:`register_best` registers the chosen trial's ``runs:/<id>/model``.
 
 Idempotency: parent and trial runs carry ``mlops.idempotency_key``. A finished trial is reused;
@@ -22,9 +22,22 @@ import mlflow
 from mlflow import MlflowClient
 
 from mlops_provider.exceptions import TrainingError
-from mlops_provider.runtime.training import loop as training
-from mlops_provider.runtime.training.model import (
-    normalize_architecture,
+from mlops_provider.runtime.training.model import normalize_architecture
+from mlops_provider.runtime.training.run import train
+from mlops_provider.runtime.training.tracking import (
+    COMPLETE_TAG,
+    FINAL_METRICS,
+    IDEMPOTENCY_TAG,
+    MODEL_ARTIFACT_NAME,
+    VERSION_TAG,
+    config_hash,
+    configure_tracking,
+    find_keyed_run,
+    flatten_params,
+    get_or_create_experiment,
+    make_idempotency_key,
+    register_model_version,
+    registered_version,
 )
 
 log = logging.getLogger(__name__)
@@ -32,7 +45,6 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "mlops.hpo.role"
 TRIAL_TAG = "mlops.hpo.trial_id"
-RESULT_METRICS = ("roc_auc", "log_loss", "best_epoch")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -48,11 +60,11 @@ def read_manifest(snapshot_path: str) -> dict[str, Any]:
 
 def register_run_model(client: MlflowClient, run_id: str, model_name: str, tags: dict[str, str]) -> Any:
     """Register ``runs:/<run_id>/model`` as a new version of ``model_name`` (or return the one it has)."""
-    existing = training.registered_version(client, model_name, client.get_run(run_id))
+    existing = registered_version(client, model_name, client.get_run(run_id))
     if existing is not None:
         return existing
-    version = training.register_model_version(f"runs:/{run_id}/{training.MODEL_ARTIFACT_NAME}", model_name, tags)
-    client.set_tag(run_id, training.VERSION_TAG, str(version.version))
+    version = register_model_version(f"runs:/{run_id}/{MODEL_ARTIFACT_NAME}", model_name, tags)
+    client.set_tag(run_id, VERSION_TAG, str(version.version))
     return version
 
 
@@ -71,19 +83,19 @@ def start_parent_run(
     "key", "reused", "n_trials", "metric"}``."""
     manifest = read_manifest(snapshot_path)
     snapshot_hash = str(manifest.get("hash", ""))
-    key = training.make_idempotency_key(
+    key = make_idempotency_key(
         "hpo-parent", model_name, dag_id, airflow_run_id, snapshot_hash, search.get("digest", ""),
-        training.config_hash(dict(base_config or {})),
+        config_hash(dict(base_config or {})),
     )
-    client = training.configure_tracking(tracking)
-    experiment_id = training.get_or_create_experiment(client, model_name, (tracking or {}).get("artifact_location"))
-    existing = training.find_keyed_run(client, experiment_id, key)
+    client = configure_tracking(tracking)
+    experiment_id = get_or_create_experiment(client, model_name, (tracking or {}).get("artifact_location"))
+    existing = find_keyed_run(client, experiment_id, key)
     out = {"experiment_id": experiment_id, "key": key, "n_trials": int(search.get("n_trials", 0)),
            "metric": str(search.get("metric", "roc_auc"))}
     if existing is not None:
         return {**out, "parent_run_id": existing.info.run_id, "reused": True}
     tags = {
-        training.IDEMPOTENCY_TAG: key, ROLE_TAG: "parent", "mlops.dag_id": dag_id, "mlops.run_id": airflow_run_id,
+        IDEMPOTENCY_TAG: key, ROLE_TAG: "parent", "mlops.dag_id": dag_id, "mlops.run_id": airflow_run_id,
         "mlops.snapshot_path": str(snapshot_path), "mlops.snapshot_hash": snapshot_hash,
         "mlops.feature_service": str(manifest.get("feature_service", "")),
     }
@@ -92,7 +104,7 @@ def start_parent_run(
     client.log_param(run_id, "hpo.search", json.dumps(dict(search), sort_keys=True, default=str)[:6000])
     client.log_param(run_id, "hpo.metric", out["metric"])
     client.log_param(run_id, "hpo.n_trials", str(out["n_trials"]))
-    for k, v in training._flatten_params(dict(base_config or {})).items():
+    for k, v in flatten_params(dict(base_config or {})).items():
         client.log_param(run_id, f"base.{k}", v)
     log.info("created HPO parent run %s (key %s)", run_id, key)
     return {**out, "parent_run_id": run_id, "reused": False}
@@ -100,14 +112,14 @@ def start_parent_run(
 
 # ---------------------------------------------------------------------------- trial
 def _trial_result(run: Any, trial: Mapping[str, Any], parent_run_id: str, reused: bool) -> dict[str, Any]:
-    metrics = {k: float(v) for k, v in run.data.metrics.items() if k in RESULT_METRICS}
+    metrics = {k: float(v) for k, v in run.data.metrics.items() if k in FINAL_METRICS}
     return {
         "trial_id": str(trial["trial_id"]),
         "index": int(trial.get("index", 0)),
         "params": dict(trial.get("params", {})),
         "run_id": run.info.run_id,
         "parent_run_id": parent_run_id,
-        "model_uri": f"runs:/{run.info.run_id}/{training.MODEL_ARTIFACT_NAME}",
+        "model_uri": f"runs:/{run.info.run_id}/{MODEL_ARTIFACT_NAME}",
         "metrics": dict(sorted(metrics.items())),
         "reused": reused,
     }
@@ -128,7 +140,7 @@ def run_trial(
     on_run_start: Callable[[str, str], None] | None = None,
     system_metrics_interval: float | None = 5.0,
 ) -> dict[str, Any]:
-    """Train one trial config with :func:`training.train` in a CHILD run of ``parent_run_id``
+    """Train one trial config with :func:`train` in a CHILD run of ``parent_run_id``
     (``register=False``: the model is logged, not registered). A finished trial is reused; an
     interrupted one resumes from its checkpoint in the same run (train()'s idempotency key)."""
     arch = normalize_architecture(settings.get("architecture"))
@@ -139,22 +151,16 @@ def run_trial(
     resolved = {"architecture": arch, "epochs": epochs, "batch_size": batch_size, "learning_rate": lr,
                 "seed": seed, "patience": patience, "label": label,
                 "features": {"categorical": list(categorical), "numeric": list(numeric)}}
-    key = training.make_idempotency_key("hpo-trial", parent_run_id, trial_id, training.config_hash(resolved))
-    client = training.configure_tracking(tracking)
-    parent = client.get_run(parent_run_id)
-    if sanity_check:
-        existing = training.find_keyed_run(client, parent.info.experiment_id, key)
-        if existing is None or existing.data.tags.get(training.COMPLETE_TAG) != "true":
-            df, _ = training.load_snapshot_frame(snapshot_path)
-            training.sanity_check(df, categorical, numeric, label, arch, seed=seed)
-            del df
+    key = make_idempotency_key("hpo-trial", parent_run_id, trial_id, config_hash(resolved))
+    client = configure_tracking(tracking)
+    client.get_run(parent_run_id)  # the parent run must exist (a named MLflow error otherwise)
     run_tags = {ROLE_TAG: "trial", TRIAL_TAG: trial_id, "mlops.hpo.trial_index": str(int(trial.get("index", 0))),
                 **{f"mlops.hpo.param.{k}": json.dumps(v) for k, v in dict(trial.get("params", {})).items()}}
-    result = training.train(
+    result = train(
         snapshot_path, model_name, categorical, numeric, label, arch, epochs=epochs, batch_size=batch_size, lr=lr,
         seed=seed, patience=patience, tracking=tracking, idempotency_key=key,
         on_run_start=on_run_start, register=False, run_name=trial_id, run_tags=run_tags,
-        parent_run_id=parent_run_id, system_metrics_interval=system_metrics_interval,
+        parent_run_id=parent_run_id, system_metrics_interval=system_metrics_interval, sanity_check=sanity_check,
     )
     run = client.get_run(result["run_id"])
     if run.data.tags.get(PARENT_TAG) != parent_run_id:  # a run reused from before it was a child: adopt it
@@ -176,7 +182,7 @@ def register_best(
     tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Register the best trial's model; returns TorchTrainOperator's dict shape plus ``"hpo"``."""
-    client = training.configure_tracking(tracking)
+    client = configure_tracking(tracking)
     uri = mlflow.get_tracking_uri()
     best_run = client.get_run(str(best["run_id"]))
     if best_run.data.tags.get(PARENT_TAG) != parent_run_id:
@@ -184,7 +190,7 @@ def register_best(
             f"trial run {best_run.info.run_id} is not a child of the HPO parent run {parent_run_id}; "
             "pass the hpo_parent and hpo_trial results of the same DAG run."
         )
-    if best_run.data.tags.get(training.COMPLETE_TAG) != "true":
+    if best_run.data.tags.get(COMPLETE_TAG) != "true":
         raise TrainingError(f"trial run {best_run.info.run_id} has no logged model; re-run its hpo_trial task.")
     rt = best_run.data.tags
     version_tags = {str(k): str(v) for k, v in (tags or {}).items()}
@@ -195,19 +201,19 @@ def register_best(
         "hpo.metric_value": str(best["metrics"][metric]), "hpo.n_trials": str(len(trials)),
         "hpo.params": json.dumps(best.get("params", {}), sort_keys=True)[:4000],
     })
-    before = training.registered_version(client, model_name, best_run)
+    before = registered_version(client, model_name, best_run)
     version = register_run_model(client, best_run.info.run_id, model_name, version_tags)
     reused = before is not None
     # the parent records the outcome and is closed
     client.set_tag(parent_run_id, "mlops.hpo.best_trial_id", str(best["trial_id"]))
     client.set_tag(parent_run_id, "mlops.hpo.best_run_id", best_run.info.run_id)
-    client.set_tag(parent_run_id, training.VERSION_TAG, str(version.version))
+    client.set_tag(parent_run_id, VERSION_TAG, str(version.version))
     value = float(best["metrics"][metric])
     if math.isfinite(value):
         client.log_metric(parent_run_id, f"best_{metric}", value)
     if client.get_run(parent_run_id).info.status != "FINISHED":
         client.set_terminated(parent_run_id, "FINISHED")
-    metrics = {k: float(v) for k, v in best_run.data.metrics.items() if k in RESULT_METRICS}
+    metrics = {k: float(v) for k, v in best_run.data.metrics.items() if k in FINAL_METRICS}
     summary = [{"trial_id": t.get("trial_id"), "run_id": t.get("run_id"),
                 metric: (t.get("metrics") or {}).get(metric)} for t in trials]
     log.info("registered %s v%s from trial %s (%s=%.4f)%s", model_name, version.version, best["trial_id"],

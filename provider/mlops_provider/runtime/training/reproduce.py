@@ -7,40 +7,35 @@ the same experiment tagged ``mlops.reproduces=<run_id>``, and compares the final
 model version is registered unless ``register=True``. On CPU the metrics match exactly (seeded,
 deterministic loop); on GPU they match within float noise only.
 
-CLI (``make reproduce RUN=<id>``)::
-
-    python -m mlops_provider.runtime.training.reproduce <run_id> [--register] [--tracking-uri URI]
-        [--conn-id mlflow_default] [--tolerance 1e-6]
-
-The tracking store comes from ``--tracking-uri``, else the MLflowHook resolution (connection
-``mlflow_default``, then ``$MLFLOW_TRACKING_URI``, then the embedded ``$MLOPS_HOME`` store).
-Exit status 0 when the metrics match, 1 when they differ, 2 when the run cannot be reproduced.
+The command line (``make reproduce RUN=<id>``) is ``python -m mlops_provider.cli reproduce <run_id>``
+(:mod:`mlops_provider.cli`: it resolves the tracking store through the MLflowHook and checks that a
+remote server answers before calling :func:`reproduce`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlops_provider.exceptions import MlopsError, TrainingError
+from mlops_provider.exceptions import TrainingError
+from mlops_provider.tasks import TRAINING_METRICS
 
 log = logging.getLogger(__name__)
 
 REPRODUCES_TAG = "mlops.reproduces"
-COMPARED_METRICS = ("roc_auc", "log_loss", "best_epoch", "epochs_run")
+COMPARED_METRICS = (*TRAINING_METRICS, "best_epoch", "epochs_run")
 
 
 def load_run_config(client: Any, run_id: str) -> tuple[Any, dict[str, Any]]:
     """``(run, resolved training config)`` of a training run; :class:`TrainingError` when absent."""
     import mlflow
 
-    from mlops_provider.runtime.training.loop import CONFIG_ARTIFACT
+    from mlops_provider.runtime.training.tracking import CONFIG_ARTIFACT
 
     try:
         run = client.get_run(run_id)
@@ -83,6 +78,7 @@ def reproduce(
     register: bool = False,
     tags: dict[str, str] | None = None,
     idempotency_key: str | None = None,
+    key_parts: Sequence[Any] | None = None,
     tolerance: float = 1e-6,
     system_metrics_interval: float | None = 5.0,
     on_run_start: Any = None,
@@ -91,19 +87,24 @@ def reproduce(
 
     Returns ``{"original_run_id", "run_id", "original": {metric: value}, "reproduced": {...},
     "match", "max_abs_diff", "model_version", "snapshot_path", "experiment_id"}``.
-    ``idempotency_key``: the new run's key (a retry of the same key resumes it); default: fresh.
+    ``idempotency_key``: the new run's key (a retry of the same key resumes it); else ``key_parts`` (e.g.
+    the dag_id and Airflow run id of the reproducing task) make one with ``run_id``; default: a fresh key.
+    ``tracking``: resolved settings; a remote server's reachability is the caller's check.
     """
-    from mlops_provider.runtime.training import loop as training
+    from mlops_provider.runtime.training.run import train
+    from mlops_provider.runtime.training.tracking import configure_tracking, make_idempotency_key
 
-    client = training.configure_tracking(tracking, check=True)
+    client = configure_tracking(tracking)
     run, config = load_run_config(client, run_id)
     experiment = client.get_experiment(run.info.experiment_id)
     original = {k: float(v) for k, v in run.data.metrics.items() if k in COMPARED_METRICS}
     if not original:
         raise TrainingError(f"run {run_id} logged none of {list(COMPARED_METRICS)}: it never finished training.")
     log.info("reproducing run %s from snapshot %s (seed %s)", run_id, config["snapshot_path"], config["seed"])
-    key = idempotency_key or training.make_idempotency_key("reproduce", run_id, uuid.uuid4().hex)
-    result = training.train(
+    if idempotency_key is None:
+        parts = list(key_parts) if key_parts is not None else [uuid.uuid4().hex]
+        idempotency_key = make_idempotency_key("reproduce", run_id, *parts)
+    result = train(
         config["snapshot_path"],
         config["model_name"],
         list(config["features"].get("categorical", [])),
@@ -117,7 +118,7 @@ def reproduce(
         patience=int(config["patience"]),
         tags={**(tags or {}), "reproduces": run_id},
         tracking={**(tracking or {}), "tracking_uri": client.tracking_uri},
-        idempotency_key=key,
+        idempotency_key=idempotency_key,
         experiment_name=experiment.name,
         on_run_start=on_run_start,
         register=register,
@@ -166,36 +167,3 @@ def format_report(r: dict[str, Any]) -> str:
         else f"RESULT: DIFFERS - largest difference {r['max_abs_diff']:.3g} (expected on GPU; a bug on CPU)."
     )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mlops_provider.runtime.training.reproduce",
-        description="Retrain an MLflow training run from its recorded snapshot, config and seed, and compare.",
-    )
-    parser.add_argument("run_id", help="MLflow run id of the training run to reproduce")
-    parser.add_argument("--register", action="store_true", help="register the reproduction as a new version")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the MLflowHook's)")
-    parser.add_argument("--conn-id", default="mlflow_default", help="Airflow connection of the MLflowHook")
-    parser.add_argument("--tolerance", type=float, default=1e-6, help="largest accepted metric difference")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.tracking_uri:
-        tracking: dict[str, Any] = {"tracking_uri": args.tracking_uri}
-    else:
-        from mlops_provider.hooks.mlflow import MLflowHook
-
-        tracking = MLflowHook(args.conn_id).configure().public()
-    print(f"Reproducing MLflow run {args.run_id} against {tracking['tracking_uri']} ...", flush=True)
-    try:
-        result = reproduce(args.run_id, tracking=tracking, register=args.register, tolerance=args.tolerance)
-    except MlopsError as e:
-        print(f"\nCANNOT REPRODUCE {args.run_id}: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    print()
-    print(format_report(result))
-    return 0 if result["match"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Slice checks of the gate: no slice may regress more than its bound (runtime module).
+
+A slice spec (``gate.slices[]`` of the YAML) names a column of the evaluation set (a model input or a
+side column such as an airport), a metric, bounds (``floor``, ``max_regression``), a minimum row count
+(smaller slices are reported, not judged) and optionally the values to judge (each must have rows).
+:func:`slice_table` scores both models per slice; :func:`slice_checks` turns the table into checks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_provider.exceptions import ConfigError, GateInputError
+from mlops_provider.runtime.gate.checks import HIGHER_IS_BETTER, check
+from mlops_provider.runtime.metrics import all_metrics
+
+
+def slice_table(
+    spec: dict[str, Any],
+    side: pd.DataFrame,
+    x: pd.DataFrame,
+    y: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray | None,
+) -> list[dict[str, Any]]:
+    """Per-slice metric of both models: ``[{column, value, rows, challenger, champion, judged, reason}]``."""
+    column, metric = spec["column"], spec.get("metric", "roc_auc")
+    if column in x.columns:
+        keys = x[column]
+    elif column in side.columns:
+        keys = side[column]
+    else:
+        raise ConfigError(
+            f"gate.slices: column {column!r} is not in the evaluation set (columns: "
+            f"{sorted([*x.columns, *side.columns])}). Fix the slice column in the YAML."
+        )
+    keys = keys.astype(str)
+    present = keys.value_counts()
+    wanted = [str(v) for v in spec["values"]] if spec.get("values") else sorted(present.index)
+    empty = [v for v in wanted if int(present.get(v, 0)) == 0]
+    if empty:
+        raise GateInputError(
+            f"gate.slices: slice {column}={empty} has no rows in the evaluation set ({len(keys)} rows; values "
+            f"present: {sorted(present.index)[:20]}). Remove it from gate.slices[].values or widen "
+            "training.evaluation_days."
+        )
+    rows = []
+    for v in wanted:
+        m = (keys == v).to_numpy()
+        n = int(m.sum())
+        row: dict[str, Any] = {
+            "column": column,
+            "value": v,
+            "rows": n,
+            "metric": metric,
+            "judged": True,
+            "reason": "",
+        }
+        ys = y[m]
+        if n < int(spec.get("min_rows", 100)):
+            row.update(judged=False, reason=f"{n} rows < min_rows {spec.get('min_rows', 100)}")
+        elif ys.min() == ys.max():
+            row.update(judged=False, reason="a single class: the metric is undefined")
+        row["challenger"] = all_metrics(ys, challenger[m])[metric] if n else math.nan
+        row["champion"] = all_metrics(ys, champion[m])[metric] if (n and champion is not None) else None
+        rows.append(row)
+    return rows
+
+
+def slice_checks(spec: dict[str, Any], table: list[dict[str, Any]], bootstrap: bool) -> list[dict[str, Any]]:
+    """Per judged slice: its floor (when set) and, with a champion, its regression bound (``max_regression``)."""
+    metric = spec.get("metric", "roc_auc")
+    hib = HIGHER_IS_BETTER[metric]
+    checks = []
+    for row in table:
+        if not row["judged"]:
+            continue
+        name = f"slice.{row['column']}={row['value']}.{metric}"
+        if spec.get("floor") is not None:
+            checks.append(
+                check(
+                    f"{name}.floor", row["challenger"], float(spec["floor"]), hib, "slice", rows=row["rows"]
+                )
+            )
+        tol = spec.get("max_regression")
+        if (
+            not bootstrap
+            and tol is not None
+            and row["champion"] is not None
+            and math.isfinite(row["champion"])
+        ):
+            bound = row["champion"] - tol if hib else row["champion"] + tol
+            checks.append(
+                check(
+                    name, row["challenger"], bound, hib, "slice", rows=row["rows"], champion=row["champion"]
+                )
+            )
+    return checks
+
+
+__all__ = ["slice_checks", "slice_table"]

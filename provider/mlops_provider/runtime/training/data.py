@@ -1,0 +1,66 @@
+"""Training data: the snapshot frame and its train / validation splits (runtime module).
+
+The snapshot itself (content-addressed directory, manifest, hash check) belongs to the features
+area (:mod:`mlops_provider.runtime.features.snapshot`); this module only checks that a snapshot
+can train the configured model (feature and label columns, a 0/1 label, non-empty splits with both
+classes in validation) and cuts it into the splits the loop uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from mlops_provider.exceptions import TrainingError
+
+TRAIN_SPLIT = "train"
+VALIDATION_SPLIT = "validation"
+
+
+def load_snapshot_frame(path: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``(DataFrame, manifest)`` of a snapshot directory (features area's reader; verifies the hash)."""
+    from mlops_provider.runtime.features.snapshot import load_snapshot
+
+    return load_snapshot(path)
+
+
+def check_frame(df: pd.DataFrame, categorical: list[str], numeric: list[str], label: str, where: str) -> None:
+    """Named :class:`TrainingError` unless ``df`` has the feature, label and split columns and a 0/1 label."""
+    if label not in df.columns:
+        raise TrainingError(
+            f"snapshot {where} has no label column {label!r} (columns: {sorted(map(str, df.columns))}). "
+            "Fix training.label in the YAML or rebuild the snapshot with the label."
+        )
+    missing = [c for c in [*categorical, *numeric, label, "split"] if c not in df.columns]
+    if missing:
+        raise TrainingError(
+            f"snapshot {where} lacks columns {missing}. The model's features (YAML model.features) must be "
+            "columns of the training snapshot: fix the YAML or rebuild the snapshot."
+        )
+    labels = pd.to_numeric(df[label], errors="coerce")
+    if labels.isna().any() or not labels.isin([0, 1]).all():
+        raise TrainingError(f"snapshot {where}: label column {label!r} must be 0/1 without missing values.")
+
+
+def split_frames(
+    df: pd.DataFrame, categorical: list[str], numeric: list[str], label: str, where: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(train, validation)`` rows of a checked snapshot frame; named errors for empty or one-class splits."""
+    check_frame(df, categorical, numeric, label, where)
+    train_df = df[df["split"] == TRAIN_SPLIT].reset_index(drop=True)
+    val_df = df[df["split"] == VALIDATION_SPLIT].reset_index(drop=True)
+    if train_df.empty or val_df.empty:
+        raise TrainingError(
+            f"snapshot {where} has {len(train_df)} train and {len(val_df)} validation rows; both splits must be "
+            "non-empty. Widen the training window in the YAML."
+        )
+    if val_df[label].nunique() < 2:
+        raise TrainingError(
+            f"snapshot {where}: the validation split holds a single class, so ROC AUC is undefined. "
+            "Widen the validation window."
+        )
+    return train_df, val_df
+
+
+__all__ = ["check_frame", "load_snapshot_frame", "split_frames"]
