@@ -179,7 +179,7 @@ class EmbeddedAirflow:
 
     def _alive(self, name: str) -> bool:
         entry = self._procs().get(name)
-        return bool(entry) and _process(entry) is not None
+        return entry is not None and _process(entry) is not None
 
     def running(self) -> dict[str, int]:
         """Components of this home that are still alive: name -> pid."""
