@@ -202,7 +202,9 @@ def _validate(raw: dict[str, Any], path: Path, text: str) -> PipelineSpec:
         lines = [f"{path}: invalid pipeline config ({exc.error_count()} problem(s)):"]
         for err in exc.errors():
             loc = tuple(err["loc"])
-            msg = str(err["msg"]).removeprefix("Value error, ")
+            msg = {"unexpected_keyword_argument": "unknown key", "extra_forbidden": "unknown key",
+                   "missing_argument": "missing required key", "missing": "missing required key"}.get(
+                err["type"], str(err["msg"]).removeprefix("Value error, "))
             head, sep, rest = msg.partition(": ")
             if err["type"] == "value_error" and sep and head in _fields_at((*loc, head)):
                 loc, msg = (*loc, head), rest  # a cross-field rule naming the key it is about

@@ -29,7 +29,8 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetWatcher
 
-from mlops_provider.config import PipelineConfig, load_config, load_configs
+from mlops_provider.config import PipelineConfig, iter_configs, load_config
+from mlops_provider.exceptions import ConfigError
 from mlops_provider.notifications.alerts import build_notifiers
 from mlops_provider.operators.bentoml import (
     BatchPredictOperator,
@@ -567,11 +568,47 @@ def dags_from_config(path: str | os.PathLike[str]) -> dict[str, DAG]:
     return build_dags(load_config(path))
 
 
+class InvalidConfigsDag(DAG):
+    """Stands for the YAML files of a folder that failed validation, so that they fail ALONE.
+
+    A DAG file that raises loses every DAG it would have defined. Instead, the good configs' DAGs are
+    returned and this placeholder beside them: Airflow validates each DAG it collects from a file and
+    records an import error for the one whose ``validate()`` raises, while the others are kept
+    (``airflow.dag_processing.dagbag``: bag_dag per DAG). So every bad YAML appears in Airflow's import
+    errors (its file, key, line and fix in the message) and every other model keeps its DAGs.
+    """
+
+    def __init__(self, errors: list[ConfigError], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config_errors = errors
+
+    def validate(self) -> None:
+        raise ConfigError(
+            f"{len(self.config_errors)} pipeline config(s) failed validation; their DAGs are not loaded, every "
+            "other model's are:\n" + "\n".join(str(e) for e in self.config_errors)
+        )
+
+
 def dags_from_directory(directory: str | os.PathLike[str]) -> dict[str, DAG]:
-    """The DAGs of every pipeline YAML in ``directory`` (what ``dags/mlops_pipelines.py`` calls)."""
+    """The DAGs of every pipeline YAML in ``directory`` (what ``dags/mlops_pipelines.py`` calls).
+
+    A YAML that fails validation hides only its own DAGs: see :class:`InvalidConfigsDag`.
+    """
     out: dict[str, DAG] = {}
-    for cfg in load_configs(Path(directory)):
-        out.update(build_dags(cfg))
+    errors: list[ConfigError] = []
+    for _, cfg in iter_configs(Path(directory)):
+        if isinstance(cfg, ConfigError):
+            errors.append(cfg)
+            continue
+        try:
+            out.update(build_dags(cfg))
+        except ConfigError as e:
+            errors.append(e)
+    if errors:
+        out["mlops_invalid_configs"] = InvalidConfigsDag(
+            errors, dag_id="mlops_invalid_configs", schedule=None, start_date=START_DATE,
+            description="Placeholder: the pipeline YAMLs named in the import error failed validation.",
+        )
     return out
 
 
@@ -583,7 +620,9 @@ def required_pools(directory: str | os.PathLike[str]) -> dict[str, tuple[int, st
     Training pools (``training.pool``) are sized by the GPU count and left to the deployment.
     """
     out: dict[str, tuple[int, str]] = {}
-    for cfg in load_configs(Path(directory)):
+    for _, cfg in iter_configs(Path(directory)):
+        if isinstance(cfg, ConfigError):
+            continue  # its DAGs do not load either
         pool = _promote_pool(cfg).get("pool")
         if pool:
             out[pool] = (1, f"Serializes alias moves (promote, force_promote, rollback) of {cfg.model}")
