@@ -136,7 +136,7 @@ def record_approval(op: Any, context: Mapping[str, Any], verdict: Mapping[str, A
     decision = "error" if "error" in event else ("approved" if chosen[:1] == ["Approve"] else "rejected")
     who = _responder(event)
     at = event.get("responded_at")
-    at_text = at.isoformat() if hasattr(at, "isoformat") else str(at or "")
+    at_text = at.isoformat() if at is not None and hasattr(at, "isoformat") else str(at or "")
     comment = str((event.get("params_input") or {}).get("comment") or "").strip()
     version = str((verdict.get("challenger") or {}).get("version"))
     model = str(getattr(op, "model_name", None) or verdict.get("model"))

@@ -22,7 +22,7 @@ class BentoEndpointLink(XComUrlLink):
         return plugin_url("models", model, "endpoint")
 
     @classmethod
-    def persist(cls, context: Any, endpoint_url: str | None) -> str | None:
+    def persist(cls, context: Any, endpoint_url: str | None) -> None:
         """Push the endpoint page of the deploy DAG's model (``<model>__deploy``), else the endpoint URL."""
         model = _model_of(context)
-        return cls.push(context, cls.url(model) if model else endpoint_url)
+        cls.push(context, cls.url(model) if model else endpoint_url)
