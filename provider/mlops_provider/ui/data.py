@@ -57,7 +57,7 @@ def effective_decision(tags: dict[str, str]) -> dict[str, str]:
                 "why": comment or f"approval rejected at {tags.get('mlops.approval.at', '?')}"}
     if tags.get("mlops.force_promote.reason"):
         return {"state": "forced", "label": f"force-promoted by {tags.get('mlops.force_promote.actor') or '?'}",
-                "why": tags["mlops.force_promote.reason"]}
+                "why": f"{tags['mlops.force_promote.reason']} (gate: {gate or 'not gated'})"}
     if gate == "reject":
         return {"state": "gate_rejected", "label": "rejected by the gate", "why": f"failed: {failed}"}
     if gate == "promote":
