@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.system, pytest.mark.slow,
               pytest.mark.skipif(chromium_binary() is None, reason="chromium missing: make browser-deps")]
 
 NOTES = {
-    "promoted": "promoted v1 to @champion (previous vNone)",
+    "promoted": "promoted v1 to @champion (first champion)",
     "gate_rejected": "rejected by the gate: v2: roc_auc.floor 0.6200 vs bound 0.6500",
     "declined": "declined by guards: cooldown: the last retrain was 2 h ago (< 24 h)",
 }

@@ -322,7 +322,8 @@ class PromoteModelOperator(BaseOperator):
             result["previous"],
             "" if result["changed"] else " [moved by an earlier try of this run]",
         )
-        set_run_note(context, f"promoted v{result['champion']} to @champion (previous v{result['previous']})",
+        set_run_note(context, f"promoted v{result['champion']} to @champion"
+                     + (f" (previous v{result['previous']})" if result["previous"] else " (first champion)"),
                      log=self.log)
         return {"champion": result["champion"], "previous": result["previous"]}
 

@@ -157,8 +157,10 @@ def model_section(data: RequestData, model: str, base: str, prefix: str) -> str:
 
     # versions
     g = cfg.gate
-    metrics = [g.primary_metric, *[m for m in [*g.floors, *g.max_regression] if m != g.primary_metric]]
-    metrics = list(dict.fromkeys(metrics))
+    from mlops_provider.tasks import GATE_METRICS
+
+    recorded = {m for v in versions for m in v["metrics"] if m in GATE_METRICS}
+    metrics = list(dict.fromkeys([g.primary_metric, *g.floors, *g.max_regression, *sorted(recorded)]))
     out.append("<h3>Versions and gate decisions</h3>")
     if versions:
         head = "".join(f"<th>{escape(m)}</th>" for m in metrics)
@@ -254,12 +256,20 @@ def model_section(data: RequestData, model: str, base: str, prefix: str) -> str:
 
 
 def _note_badge(note: str) -> str:
-    text = note or ""
-    low = text.lower()
-    state = ("ok" if "promoted" in low or "approved" in low else "rejected" if "rejected" in low
-             else "declined" if "declined" in low else "")
-    return (badge(state, text.split(":", 2)[1].strip() if text.count(":") >= 1 and state else state) + " "
-            if state else "") + escape(text)
+    """The run's note with a badge of the decision it records (the provider's line starts ``MLOps: ``)."""
+    from mlops_provider.operator_notes import NOTE_PREFIX
+
+    lines = []
+    for line in (note or "").splitlines():
+        text = line[len(NOTE_PREFIX):] if line.startswith(NOTE_PREFIX) else line
+        low = text.lower()
+        kind = next((k for k in ("promoted", "force_promote", "rollback", "approved", "rejected by the gate",
+                                 "rejected", "declined by guards") if low.startswith(k)), None)
+        state = {"promoted": "ok", "approved": "ok", "force_promote": "forced", "rollback": "forced",
+                 "rejected by the gate": "gate_rejected", "rejected": "rejected",
+                 "declined by guards": "declined"}.get(kind or "", "")
+        lines.append((badge(state, kind.replace("_", "-")) + " " if kind else "") + escape(text))
+    return "<br>".join(lines)
 
 
 def _perf_series(chron: list[dict[str, Any]]) -> dict[str, list[float | None]]:
