@@ -22,6 +22,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Context
 
 from mlops_provider.exceptions import ConfigError, GateRejected
+from mlops_provider.links.base import is_openable
 from mlops_provider.links.gate import GateVerdictLink, ModelCardLink
 from mlops_provider.operator_notes import advisory_label, approval_params, record_approval, set_run_note, skip
 
@@ -232,8 +233,10 @@ class GateApprovalOperator(ApprovalOperator):
             lines.append(f"| {m} | {v:.4f} | {'—' if c is None else f'{c:.4f}'} |")
         counts = verdict.get("check_counts") or {"total": len(verdict.get("checks", []))}
         lines += ["", f"{counts.get('total')} checks, failed: {verdict.get('failed') or 'none'}"]
-        if verdict.get("model") and ch.get("version"):
-            card = ModelCardLink.url(str(verdict["model"]), ch["version"])
+        card = (verdict.get("model_card") or {}).get("url")
+        if not is_openable(card) and verdict.get("model") and ch.get("version"):
+            card = ModelCardLink.url(str(verdict["model"]), ch["version"])  # file:// is not a link in the UI
+        if card and is_openable(card):
             lines += ["", f"Model card: [{card}]({card})"]
         lines += ["", f"Report: `{verdict.get('report_path')}`"]
         return "\n".join(lines)
