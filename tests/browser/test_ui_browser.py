@@ -40,8 +40,10 @@ sys.path.insert(0, str(HERE))
 from cdp import Browser, chromium_binary  # noqa: E402
 
 MODEL = "flights_delay"
+# skipped without chromium on a developer's machine; in CI (CI=true, .ci/run installs it) a missing browser fails
 pytestmark = [pytest.mark.system, pytest.mark.slow,
-              pytest.mark.skipif(chromium_binary() is None, reason="chromium missing: make browser-deps")]
+              pytest.mark.skipif(chromium_binary() is None and not os.environ.get("CI"),
+                                 reason="chromium missing: make browser-deps")]
 
 NOTES = {
     "promoted": "promoted v1 to @champion (first champion)",

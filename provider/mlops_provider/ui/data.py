@@ -25,8 +25,9 @@ from mlops_provider.redact import redact_text, redact_url
 REPORT_KINDS = ("drift", "validation", "gate", "infra_validation")
 #: drift report JSONs read for the charts (newest first)
 MAX_DRIFT_REPORTS = 30
-#: versions whose full verdict (every check) is read
-MAX_VERDICTS = 12
+#: ``gate.*`` version tags that are not metric values (every other numeric ``gate.<name>`` is one)
+NOT_METRICS = frozenset({"gate.champion_version", "gate.snapshot_hash", "gate.evaluated_at", "gate.promoted_at",
+                         "gate.demoted_at", "gate.report_path", "gate.checks", "gate.failed"})
 
 
 def dags_folder() -> Path:
@@ -176,8 +177,7 @@ class RequestData:
                 "alias": by_version.get(str(mv.version)),
                 "decision": effective_decision(tags),
                 "metrics": {k[len("gate."):]: f for k, v in tags.items()
-                            if k.startswith("gate.") and (f := _float(v)) is not None
-                            and k not in ("gate.champion_version",)},
+                            if k.startswith("gate.") and k not in NOT_METRICS and (f := _float(v)) is not None},
             })
         out["versions"] = versions
         return out

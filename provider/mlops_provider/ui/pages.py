@@ -157,9 +157,7 @@ def model_section(data: RequestData, model: str, base: str, prefix: str) -> str:
 
     # versions
     g = cfg.gate
-    from mlops_provider.tasks import GATE_METRICS
-
-    recorded = {m for v in versions for m in v["metrics"] if m in GATE_METRICS}
+    recorded = {m for v in versions for m in v["metrics"]}  # whatever the task type's gate recorded
     metrics = list(dict.fromkeys([g.primary_metric, *g.floors, *g.max_regression, *sorted(recorded)]))
     out.append("<h3>Versions and gate decisions</h3>")
     if versions:
