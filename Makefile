@@ -10,10 +10,11 @@ STAMP := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
 export UV_PYTHON := $(PY_VERSION)
 
-.PHONY: help setup demo demo-stop test test-fast lint bench build airflow-ui airflow-ui-stop clean reproduce
+.PHONY: help setup demo demo-stop test test-fast lint bench build airflow-ui airflow-ui-stop clean reproduce \
+	land audit browser-deps test-browser
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # Opt-in only: a local torch wheel (e.g. a CPU build on a machine without fast access to PyPI) installed
 # over the locked torch: make setup TORCH_WHEEL=/path/to/torch-*.whl. The lock itself names PyPI only.
@@ -73,3 +74,25 @@ clean: ## remove the venv and every local state directory
 reproduce: setup ## retrain an MLflow run from its recorded snapshot, config and seed: make reproduce RUN=<run id>
 	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<mlflow run id>"; exit 2; }
 	$(BIN)/python -m mlops_provider.cli reproduce $(RUN)
+
+MODEL ?= flights_delay
+MONTHS ?= 1-6
+land: setup ## land example data for the running Airflow: make land MODEL=flights_delay MONTHS=1-6
+	MLOPS_HOME=$${MLOPS_HOME:-$(CURDIR)/.mlops} \
+	  $(BIN)/python -m mlops_provider.examples.land --model $(MODEL) --months $(MONTHS) --dags dags
+
+audit: ## pip-audit of every package in uv.lock (prints NOT CHECKED when no advisory source answers; AUDIT_STRICT=1 fails then)
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+	  || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	python3 .ci/audit.py
+
+# The browser tests drive Debian's chromium over the DevTools protocol (no browser download from the web).
+browser-deps: ## install the headless browser of the browser tests (Debian package chromium) when missing
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing chromium (apt-get)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version 2>/dev/null || chromium-browser --version
+
+test-browser: setup browser-deps ## headless Chromium against the embedded Airflow (login, extra links, MLOps page; ~5 min)
+	$(BIN)/python -m pytest tests/browser -p no:cacheprovider $(PYTEST_ARGS)

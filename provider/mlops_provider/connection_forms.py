@@ -2,6 +2,15 @@
 
 Read by ``get_provider_info()`` (Airflow 3 renders connection forms from it) and by the hooks'
 ``get_ui_field_behaviour()``, so the two never disagree.
+
+What Airflow 3.3's React connection form does with it (``/ui/connections/hook_meta``):
+
+- standard fields (host, port, login, password, schema, description): ``hidden-fields`` hides them,
+  ``relabeling`` renames them, ``placeholders`` shows in the empty input;
+- ``conn-fields`` become the "Extra Fields" section: label, description and the schema's ``examples``
+  (a suggestion list) are shown, a ``placeholders`` entry is not, so it is turned into an example;
+- the "Extra Fields JSON" editor is always there (the raw mirror of the extra fields; the form cannot hide
+  it). ``extra`` in ``hidden-fields`` only matters to the legacy FAB form.
 """
 
 from __future__ import annotations
@@ -85,10 +94,10 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
             "placeholders": {
                 "host": "http://mlflow:5000 (empty: $MLFLOW_TRACKING_URI or the embedded sqlite store)",
                 "port": "5000 (when the host has no port)",
-                "registry_uri": "defaults to the tracking URI",
+                "login": "basic-auth user",
+                "registry_uri": "postgresql://mlflow@db:5432/mlflow",
                 "artifact_location": "s3://bucket/mlflow",
-                "ui_url": "defaults to the tracking URI when it is http(s)",
-                "token": "bearer token",
+                "ui_url": "https://mlflow.example.com",
             },
         },
     },
@@ -115,8 +124,7 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
                 "host": "http://127.0.0.1:3000 (empty: the deploy task reports the local URL)",
                 "schema": "http",
                 "port": "3000 (when the host has no port)",
-                "bentoml_home": "BENTOML_HOME of packaging and local serving (default <MLOPS_HOME>/bentoml)",
-                "api_token": "bearer token sent to the endpoint",
+                "bentoml_home": "/opt/airflow/bentoml",
             },
         },
     },
@@ -138,11 +146,28 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
                 "host": "https://<org>.cloud.bentoml.com (empty: $BENTO_CLOUD_API_ENDPOINT or the CLI login)",
                 "schema": "https",
                 "password": "BentoCloud API key",
-                "api_token": "BentoCloud API key",
             },
         },
     },
 }
+
+
+def _render_extra_placeholders(types: dict[str, dict[str, Any]]) -> None:
+    """Airflow 3's React form shows a placeholder only for the standard fields (host, port, login, ...);
+    an extra field (``conn-fields``) shows its description and its schema's ``examples`` (a suggestion
+    list). So each extra field's placeholder becomes an example and is named in its description."""
+    for spec in types.values():
+        placeholders = spec["ui-field-behaviour"]["placeholders"]
+        for name, field in spec["conn-fields"].items():
+            example = placeholders.get(name)
+            if not example or field["schema"].get("format") == "password":
+                continue
+            field["schema"].setdefault("examples", [example])
+            if example not in field["description"]:
+                field["description"] = f"{field['description']} Example: {example}"
+
+
+_render_extra_placeholders(CONNECTION_TYPES)
 
 
 def ui_field_behaviour(conn_type: str) -> dict[str, Any]:

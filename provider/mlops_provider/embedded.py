@@ -113,6 +113,9 @@ class EmbeddedAirflow:
         }
         if self.plugins_folder:
             env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(self.plugins_folder)
+        if self.passwords_file.exists():  # tasks set their DAG run's note through the REST API as this user
+            env["AIRFLOW_CONN_AIRFLOW_API_DEFAULT"] = json.dumps(
+                {"conn_type": "http", "host": self.url, "login": USER, "password": self.password()})
         env.update(self.env)
         return env
 

@@ -113,6 +113,7 @@ def _dag(cfg: PipelineConfig, kind: str, schedule: Any, doc: str) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["mlops", cfg.model, kind, *cfg.tags],
+        description=f"{cfg.model} {kind}: {doc}".replace("`", ""),
         doc_md=f"**{cfg.model} — {kind}**\n\n{doc}\n\nConfig: `{cfg.source}`\n\n{cfg.description}",
         default_args={"owner": cfg.owner, "retries": 0},
     )
@@ -522,6 +523,7 @@ def build_manual_dags(cfg: PipelineConfig, assets: PipelineAssets) -> list[DAG]:
             catchup=False,
             max_active_runs=1,
             tags=["mlops", cfg.model, "manual", *cfg.tags],
+            description=f"{cfg.model} {action} (manual, form: version + reason): {doc}".replace("`", ""),
             doc_md=f"**{cfg.model} — {action}** (manual)\n\n{doc} A reason is required; it is recorded on the "
             f"model version and in the log.\n\nConfig: `{cfg.source}`",
             default_args={"owner": cfg.owner, "retries": 0},

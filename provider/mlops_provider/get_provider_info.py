@@ -46,6 +46,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "MLflow", "python-modules": [f"{_P}.hooks.mlflow"]},
             {"integration-name": "BentoML", "python-modules": [f"{_P}.hooks.bentoml", f"{_P}.hooks.bentocloud"]},
             {"integration-name": "Object storage", "python-modules": [f"{_P}.hooks.objstore"]},
+            {"integration-name": "MLOps pipelines", "python-modules": [f"{_P}.hooks.airflow_api"]},
         ],
         "sensors": [
             {"integration-name": "Feast", "python-modules": [f"{_P}.sensors.feast"]},
@@ -59,6 +60,8 @@ def get_provider_info() -> dict[str, Any]:
             f"{_P}.links.bentoml.BentoEndpointLink",
             f"{_P}.links.drift.DriftReportLink",
             f"{_P}.links.gate.ModelCardLink",
+            f"{_P}.links.gate.GateVerdictLink",
+            f"{_P}.links.validation.ValidationReportLink",
         ],
         "connection-types": list(CONNECTION_TYPES.values()),
         "notifications": [

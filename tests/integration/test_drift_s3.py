@@ -38,7 +38,7 @@ def test_reports_are_uploaded_under_the_s3_prefix_idempotently(tmp_path, moto_s3
         "Body"
     ].read()
     assert json.loads(body)["summary"]["status"] == "no_traffic"
-    assert DriftReportLink.url_for(first["html"]) == first["html"]
+    assert DriftReportLink.url_for(first["html"], "m").endswith("/mlops/models/m/reports/drift/drift__m__v1__a__b.html")
     # a local report dir is left as it is (no upload)
     assert publish_reports(local, str(tmp_path)) == local
 

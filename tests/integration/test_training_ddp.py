@@ -88,7 +88,7 @@ def test_operator_launches_torchrun_and_reuses_on_rerun(cli_run, env):
                   patience=2)
     first = TorchDistributedTrainOperator(**kwargs).execute(ctx)
     assert first["reused"] is False and first["world_size"] == 2
-    assert pushed["mlflow_run_url"] == f"runs:/{first['run_id']}"
+    assert pushed["mlflow_run_url"].endswith(f"/mlops/runs/{first['run_id']}")
     version = env.client.get_model_version(MODEL, first["model_version"])
     assert version.tags["dag_id"] == "ddp_dag" and version.tags["run_id"] == "manual__1"
     again = TorchDistributedTrainOperator(**kwargs).execute(ctx)

@@ -82,7 +82,8 @@ def test_operator_registers_a_tagged_version_with_metrics_and_lineage(env, train
     assert set(r) >= {"run_id", "model_version", "metrics", "tracking_uri"}
     assert r["reused"] is False and r["tracking_uri"] == env.tracking["tracking_uri"]
     assert 0.55 < r["metrics"]["roc_auc"] <= 1.0 and 0 < r["metrics"]["log_loss"] < 0.69
-    assert trained.ti.xcom["mlflow_run_url"] == f"runs:/{r['run_id']}"  # embedded store: no web UI
+    # embedded store: no web UI -> the run's page of the MLOps plugin
+    assert trained.ti.xcom["mlflow_run_url"].endswith(f"/mlops/runs/{r['run_id']}")
 
     client = MlflowClient(tracking_uri=env.tracking["tracking_uri"])
     mv = client.get_model_version(MODEL, r["model_version"])
@@ -139,7 +140,7 @@ def test_rerun_with_the_same_key_returns_the_same_version(env, trained):
     assert again["reused"] is True
     assert again["model_version"] == trained.result["model_version"] and again["run_id"] == trained.result["run_id"]
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == before
-    assert ctx["ti"].xcom["mlflow_run_url"] == f"runs:/{trained.result['run_id']}"
+    assert ctx["ti"].xcom["mlflow_run_url"].endswith(f"/mlops/runs/{trained.result['run_id']}")
 
 
 def test_unfinished_run_with_the_key_is_resumed_not_duplicated(env):

@@ -247,7 +247,7 @@ def test_reproduce_operator_and_a_replaced_snapshot(env, tmp_path):
     op = ReproduceTrainingOperator(task_id="reproduce", run_id=original["run_id"], fail_on_mismatch=True)
     assert op.queue == "gpu"
     result = op.execute(ctx)
-    assert result["match"] is True and ti.xcom["mlflow_run_url"] == f"runs:/{result['run_id']}"
+    assert result["match"] is True and ti.xcom["mlflow_run_url"].endswith(f"/mlops/runs/{result['run_id']}")
     assert op.execute(ctx)["run_id"] == result["run_id"]  # same Airflow run: the keyed reproduction is reused
 
     # the recorded snapshot replaced by different data under the same path -> named error, no run

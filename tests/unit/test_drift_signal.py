@@ -117,10 +117,12 @@ def test_report_operator_constructor_does_no_io_and_templates_window():
     assert any(isinstance(link, DriftReportLink) for link in op.operator_extra_links)
 
 
-def test_link_url_is_file_uri(tmp_path):
+def test_link_url_is_the_plugin_route_of_the_report(tmp_path, monkeypatch):
+    """Airflow 3.3's UI does not render file:// links: the report opens through the MLOps plugin."""
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://127.0.0.1:8080")
     html = tmp_path / "r.html"
-    assert DriftReportLink.url_for(str(html)) == html.resolve().as_uri()
-    assert DriftReportLink.url_for(None) is None
+    assert DriftReportLink.url_for(str(html), "m") == "/mlops/models/m/reports/drift/r.html"
+    assert DriftReportLink.url_for(None, "m") is None
 
     pushed = {}
 
@@ -128,8 +130,8 @@ def test_link_url_is_file_uri(tmp_path):
         def xcom_push(self, key, value):
             pushed[key] = value
 
-    assert DriftReportLink.persist({"ti": _TI()}, str(html)) == html.resolve().as_uri()
-    assert pushed == {DriftReportLink.key: html.resolve().as_uri()}
+    assert DriftReportLink.persist({"ti": _TI()}, str(html), "m") == "/mlops/models/m/reports/drift/r.html"
+    assert pushed == {DriftReportLink.key: "/mlops/models/m/reports/drift/r.html"}
     assert DriftReportLink().xcom_key == DriftReportLink.key
 
 

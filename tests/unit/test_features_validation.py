@@ -140,10 +140,18 @@ def test_operator_passes_and_returns_report(tmp_path):
     op = DataValidationOperator(
         task_id="validate", data_paths=str(tmp_path), contract=CONTRACT, report_dir=str(tmp_path / "r"), name="x"
     )
-    out = op.execute(context={})
+    from types import SimpleNamespace
+
+    pushed: dict = {}
+    ti = SimpleNamespace(dag_id="m__features", run_id="manual__2013-01-01T00:00:00+00:00",
+                         xcom_push=lambda key, value: pushed.__setitem__(key, value))
+    out = op.execute(context={"ti": ti})
     assert out["passed"] is True
     assert out["files"][0]["table"] == "flights" and out["files"][0]["rows"] == 4
-    assert json.loads((tmp_path / "r" / "x.json").read_text())["passed"] is True
+    # one report per run (the next landing does not overwrite it), opened by the "Validation report" link
+    name = "x__manual__2013-01-01T00_00_00_00_00"
+    assert json.loads((tmp_path / "r" / f"{name}.json").read_text())["passed"] is True
+    assert pushed["validation_report_url"].endswith(f"/mlops/models/m/reports/validation/{name}.html")
 
 
 def test_real_january_meets_the_yaml_contract(tmp_path, repo_root):

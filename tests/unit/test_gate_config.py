@@ -65,7 +65,7 @@ def test_example_yaml_gate_is_wired_into_the_training_dag() -> None:
     assert {s["column"] for s in gate.slices} == {"origin", "carrier"}
     assert {b["kind"] for b in gate.behavioral} == {"invariance", "directional", "minimum_functionality"}
     assert gate.calibration["max_ece"] == 0.25 and gate.latency["max_ms"] == 2000
-    assert [link.name for link in gate.operator_extra_links] == ["Model card"]
+    assert [link.name for link in gate.operator_extra_links] == ["Model card", "Gate verdict"]
     promote = train.get_task("promote")
     assert promote.pool == "mlops_promote_flights_delay" and "gate" in promote.upstream_task_ids
     assert [a.name for a in promote.outlets] == ["mlflow/flights_delay@champion"]

@@ -126,7 +126,8 @@ def test_the_gate_operator_returns_the_summary_and_pushes_the_card_link(verdict,
     from mlops_provider.operators.gate import ModelGateOperator
     from mlops_provider.runtime.gate import evaluate
 
-    monkeypatch.setattr(MLflowHook, "configure", lambda self: SimpleNamespace(public=lambda: {"tracking_uri": "x"}))
+    monkeypatch.setattr(MLflowHook, "configure", lambda self: SimpleNamespace(public=lambda: {"tracking_uri": "x"},
+                                                                               ui_url=None))
     monkeypatch.setattr(evaluate, "evaluate_gate", lambda *a, **kw: json_safe(verdict))
     pushed: dict = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))
@@ -134,7 +135,10 @@ def test_the_gate_operator_returns_the_summary_and_pushes_the_card_link(verdict,
                            features={"categorical": ["origin"], "numeric": ["x"]}, label="y", report_dir="/r")
     out = op.execute({"ti": ti})
     assert out == xcom_summary(verdict) and len(json.dumps(out)) < XCOM_MAX_BYTES
-    assert pushed["model_card_url"] == verdict["model_card"]["url"]
+    # links a browser opens (the plugin's routes; the MLflow UI's pages when the connection has one)
+    v = verdict["challenger"]["version"]
+    assert pushed["model_card_url"].endswith(f"/mlops/models/flights_delay/versions/{v}/card")
+    assert pushed["gate_verdict_url"].endswith(f"/mlops/models/flights_delay/versions/{v}/verdict")
 
 
 def test_promote_and_approval_read_the_summary(verdict):

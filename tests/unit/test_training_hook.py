@@ -38,7 +38,7 @@ def test_without_connection_or_env_uses_the_embedded_sqlite_store(tmp_path):
     assert cfg.tracking_uri == f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     assert cfg.artifact_location == (home / "mlflow" / "artifacts").as_uri()
     assert cfg.source == "embedded" and cfg.ui_url is None
-    assert MLflowHook().run_url("abc") is None  # no web UI for the embedded store
+    assert MLflowHook().run_url("abc").endswith("/mlops/runs/abc")  # no MLflow web UI: the plugin's run page
 
 
 def test_env_tracking_uri_wins_over_the_embedded_store(monkeypatch, tmp_path):

@@ -29,6 +29,7 @@ from airflow.sdk import BaseHook
 
 from mlops_provider.connection_forms import legacy_form_widgets, ui_field_behaviour
 from mlops_provider.paths import ModelPaths
+from mlops_provider.redact import redact_text, redact_url
 
 ENV_BENTOML_HOME = "BENTOML_HOME"
 
@@ -134,9 +135,9 @@ class BentoMLHook(BaseHook):
         req = urllib.request.Request(f"{url}/readyz", headers=self.headers())
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - URL from the connection
-                return resp.status == 200, f"{url}/readyz answered {resp.status}"
+                return resp.status == 200, f"{redact_url(url)}/readyz answered {resp.status}"
         except (urllib.error.URLError, OSError) as e:
-            return False, f"BentoML endpoint {url} is not reachable: {e}"
+            return False, f"BentoML endpoint {redact_url(url)} is not reachable: {redact_text(e)}"
 
     # ------------------------------------------------------------------ connection form
     @classmethod

@@ -36,6 +36,7 @@ from mlops_provider.connection_forms import (
 )
 from mlops_provider.exceptions import ModelRegistryError
 from mlops_provider.paths import ModelPaths
+from mlops_provider.redact import redact_text, redact_url
 
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
@@ -86,7 +87,7 @@ def http_probe(tracking_uri: str, *, timeout_s: float, credentials: dict[str, st
     resp = requests.get(url, params={"max_results": 1}, headers=_probe_headers(credentials), timeout=timeout_s,
                         verify=verify, allow_redirects=True)
     if resp.status_code >= 500:
-        raise ConnectionError(f"HTTP {resp.status_code} from {url}")
+        raise ConnectionError(f"HTTP {resp.status_code} from {redact_url(url)}")
     return resp.status_code
 
 
@@ -125,18 +126,18 @@ def check_reachable(
         try:
             probe()
             if attempt > 1:
-                _log.info("MLflow at %s answered on attempt %d", tracking_uri, attempt)
+                _log.info("MLflow at %s answered on attempt %d", redact_url(tracking_uri), attempt)
             return attempt
         except Exception as e:  # noqa: BLE001 - connection refused / timeout / 5xx: retried
             last = e
             if attempt < attempts:
                 delay = backoff * 2 ** (attempt - 1)
                 _log.warning("MLflow at %s not reachable (attempt %d/%d: %s); retrying in %.1f s",
-                             tracking_uri, attempt, attempts, type(e).__name__, delay)
+                             redact_url(tracking_uri), attempt, attempts, type(e).__name__, delay)
                 time.sleep(delay)
-    first_line = str(last).strip().splitlines()[0][:300] if last is not None and str(last).strip() else ""
+    first_line = redact_text(str(last).strip().splitlines()[0][:300]) if last is not None and str(last).strip() else ""
     raise MlflowUnreachableError(
-        f"MLflow tracking server {tracking_uri} is not reachable after {attempts} attempts "
+        f"MLflow tracking server {redact_url(tracking_uri)} is not reachable after {attempts} attempts "
         f"({type(last).__name__}: {first_line}). Check that the server runs and the Airflow connection "
         f"(host, port, credentials) points at it; the task can be retried safely (the run is keyed)."
     )
@@ -162,6 +163,27 @@ class TrackingConfig:
             "ui_url": self.ui_url,
             "source": self.source,
         }
+
+
+def split_userinfo(uri: str) -> tuple[str, dict[str, str]]:
+    """``http://user:pw@host`` -> (``http://host``, the MLflow basic-auth env of user and password).
+
+    MLflow reads basic-auth credentials from ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``, so the URI that
+    travels to runtime code, logs, XCom and the UI never carries them.
+    """
+    if not _is_remote(uri):
+        return uri, {}
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri, {}
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    creds = {"MLFLOW_TRACKING_USERNAME": unquote(user)} if user else {}
+    if password:
+        creds["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    return urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment)), creds
 
 
 def _is_remote(uri: str) -> bool:
@@ -220,7 +242,7 @@ class MLflowHook(BaseHook):
             else:
                 scheme = extras.get("scheme") or conn.schema or "http"
                 uri = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
-            creds: dict[str, str] = {}
+            uri, creds = split_userinfo(uri)
             if conn.login:
                 creds["MLFLOW_TRACKING_USERNAME"] = str(conn.login)
             if conn.password:
@@ -237,7 +259,7 @@ class MLflowHook(BaseHook):
             )
             self.log.info("MLflow tracking URI from connection %s", self.mlflow_conn_id)
         elif os.environ.get(ENV_TRACKING_URI):
-            uri = os.environ[ENV_TRACKING_URI]
+            uri, env_creds = split_userinfo(os.environ[ENV_TRACKING_URI])
             artifact_location = None
             if uri.startswith("sqlite:"):
                 # keep artifacts beside the embedded store instead of ./mlruns of the worker's cwd
@@ -250,6 +272,7 @@ class MLflowHook(BaseHook):
                 artifact_location=artifact_location,
                 ui_url=uri if _is_remote(uri) else None,
                 source=f"env:{ENV_TRACKING_URI}",
+                credentials=env_creds,
             )
         else:
             paths = ModelPaths.for_model("_", self.home)
@@ -266,6 +289,9 @@ class MLflowHook(BaseHook):
         """Point the ``mlflow`` module of this process at the resolved store (and export credentials)."""
         import mlflow
 
+        from mlops_provider.operator_notes import route_library_logging
+
+        route_library_logging()  # MLflow's INFO lines are not stderr (= ERROR in Airflow's task log)
         cfg = self.tracking_config()
         for key, value in cfg.credentials.items():
             os.environ[key] = value
@@ -297,21 +323,23 @@ class MLflowHook(BaseHook):
         cfg = self.configure()
         return get_or_create_experiment(name, cfg.artifact_location, self.get_client())
 
-    def run_url(self, run_id: str, experiment_id: str | None = None) -> str | None:
-        """Web UI URL of a run, or None for stores without a UI (embedded sqlite)."""
+    def run_url(self, run_id: str, experiment_id: str | None = None) -> str:
+        """URL of a run a logged-in user can open: the MLflow web UI's page when the connection has one
+        (extra ``ui_url``, or an http(s) tracking URI), else the run's page of the MLOps UI plugin."""
+        from mlops_provider.links.mlflow import MLflowRunLink
+
         cfg = self.tracking_config()
-        if not cfg.ui_url:
-            return None
-        if experiment_id is None:
+        if cfg.ui_url and experiment_id is None:
             experiment_id = self.get_client().get_run(run_id).info.experiment_id
-        return f"{cfg.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        return MLflowRunLink.url(cfg.ui_url, run_id, experiment_id)
 
     def test_connection(self) -> tuple[bool, str]:
         try:
             self.get_client().search_experiments(max_results=1)
         except Exception as e:  # noqa: BLE001 - reported to the UI, not raised
-            return False, f"MLflow at {self.tracking_config().tracking_uri} is not reachable: {e}"
-        return True, f"Connected to MLflow at {self.tracking_config().tracking_uri}"
+            return False, (f"MLflow at {redact_url(self.tracking_config().tracking_uri)} is not reachable: "
+                           f"{redact_text(e)}")
+        return True, f"Connected to MLflow at {redact_url(self.tracking_config().tracking_uri)}"
 
     # ------------------------------------------------------------------ connection form
     # Airflow 3 renders the form from the provider info (mlops_provider.connection_forms).

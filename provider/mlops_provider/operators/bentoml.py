@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from mlops_provider.links.bentoml import BENTO_ENDPOINT_XCOM_KEY, BentoEndpointLink
+from mlops_provider.links.bentoml import BentoEndpointLink
 
 
 def _set_outlet_extras(operator: BaseOperator, context: Context, extra: dict[str, Any]) -> None:
@@ -275,7 +275,7 @@ class BentoDeployOperator(BaseOperator):
             bentocloud_endpoint=cloud.endpoint if cloud else None,
             verify_version=bool(self.verify_version),
             headers=hook.headers() if self.target != "local" else {},
-            on_endpoint=lambda u: context["ti"].xcom_push(key=BENTO_ENDPOINT_XCOM_KEY, value=u),
+            on_endpoint=lambda u: BentoEndpointLink.persist(context, u),
         )
         url = result.get("front_url") or result.get("url")  # the stable front when there is one
         self.log.info(
@@ -325,10 +325,9 @@ class BentoContainerizeOperator(BaseOperator):
         self.bentoml_conn_id = bentoml_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
-
         from mlops_provider.exceptions import ContainerEngineUnavailable
         from mlops_provider.hooks.bentoml import BentoMLHook
+        from mlops_provider.operator_notes import skip
         from mlops_provider.runtime.serving.containerize import containerize
 
         try:
@@ -336,8 +335,7 @@ class BentoContainerizeOperator(BaseOperator):
                 self.bento_tag, image_tag=self.image_tag or None, bentoml_home_dir=BentoMLHook(self.bentoml_conn_id).bentoml_home
             )
         except ContainerEngineUnavailable as e:
-            self.log.warning("%s", e)
-            raise AirflowSkipException(str(e)) from e
+            skip(str(e), log=self.log)
         self.log.info("Image %s %s", result["image"], "built" if result["created"] else "already exists")
         return result
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowSkipException
 
 from mlops_provider.exceptions import DataValidationError
+from mlops_provider.operator_notes import skip
 
 
 def _triggering_events(context: Context) -> list[tuple[str, dict[str, Any]]]:
@@ -71,7 +71,7 @@ class LandedFilesOperator(BaseOperator):
                 failures=[{"rule": "file_exists", "count": len(missing), "examples": missing[:5]}],
             )
         if not files:
-            raise AirflowSkipException(f"No landed files to process ({source}).")
+            skip(f"No landed files to process ({source}).", log=self.log)
         self.log.info("Processing %d landed file(s) from %s: %s", len(files), source, files)
         return files
 
@@ -197,8 +197,8 @@ class TrainingPolicyOperator(BaseOperator):
         )
         result = decision.as_dict()
         if decision.action == "skip":
-            self.log.info("Not training %s: %s", self.model_name, decision.reason)
-            raise AirflowSkipException(decision.reason)
+            skip(f"Not training {self.model_name}: {decision.reason}", log=self.log, context=context,
+                 note=f"declined by guards: {decision.reason}")
         self.log.info("Training %s: %s (%s)", self.model_name, decision.action, decision.reason)
         result["reason"] = decision.reason
         return result

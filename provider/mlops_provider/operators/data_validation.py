@@ -7,6 +7,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
+from mlops_provider.links.validation import ValidationReportLink
+from mlops_provider.operator_notes import run_slug
+
 
 class DataValidationOperator(BaseOperator):
     """Validate parquet / CSV file(s), local or ``s3://``, against a data contract; fail with every violated rule.
@@ -15,7 +18,8 @@ class DataValidationOperator(BaseOperator):
     ``{"tables": {table: spec}}``; its schema is documented in ``mlops_provider.runtime.features.contracts``.
     Each file is matched to a table by its name prefix (``flights_*``, ``weather_*``, ``planes*``).
 
-    Always writes ``<report_dir>/<name>.json`` and ``<name>.html``. Returns
+    Always writes ``<report_dir>/<name>__<run id>.json`` and ``.html`` (one pair per run; the
+    "Validation report" link opens the HTML). Returns
     ``{"passed": True, "files": [...], "warnings": [...], "report_json", "report_html"}`` (warnings, e.g.
     columns the contract does not declare, never fail the task); on a violation raises
     :class:`~mlops_provider.exceptions.DataValidationError` listing every rule with counts and up to 5
@@ -27,6 +31,7 @@ class DataValidationOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("data_paths", "report_dir", "name")
+    operator_extra_links = (ValidationReportLink(),)
     ui_color = "#fcf3cf"
 
     def __init__(
@@ -55,7 +60,9 @@ class DataValidationOperator(BaseOperator):
         paths = as_path_list(self.data_paths)
         self.log.info("validating %d file(s) against the %r contract", len(paths), self.name)
         store = ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
-        report = validate_files(paths, self.contract, self.report_dir, name=self.name, store=store)
+        name = f"{self.name}__{run_slug(context)}"  # kept per run: the next landing writes its own
+        ValidationReportLink.persist(context, f"{self.report_dir}/{name}.html")  # written on pass and fail
+        report = validate_files(paths, self.contract, self.report_dir, name=name, store=store)
         for w in report["warnings"]:
             self.log.warning("%s: %s", w["file"], w["message"])
         self.log.info("all rules hold; report %s", report["report_html"])

@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowSkipException
 
 from mlops_provider.exceptions import DriftError
 from mlops_provider.links.drift import DriftReportLink
+from mlops_provider.operator_notes import skip
 
 
 def _iso(value: Any) -> str | None:
@@ -181,8 +181,8 @@ class EvidentlyDriftOperator(BaseOperator):
             )
         except NothingToMonitorError as e:
             # Normal before the first promotion (the monitor's cron starts with the deployment).
-            raise AirflowSkipException(str(e)) from e
-        DriftReportLink.persist(context, result["report"].get("html"))
+            skip(str(e), log=self.log)
+        DriftReportLink.persist(context, result["report"].get("html"), self.model_name)
         return xcom_summary(result)
 
 
@@ -233,8 +233,7 @@ class DriftSignalOperator(BaseOperator):
                 f"threshold {result.get('threshold')} (window {result.get('window')}, "
                 f"{result.get('n_current', 0)} rows). No asset event."
             )
-            self.log.info(reason)
-            raise AirflowSkipException(reason)
+            skip(reason, log=self.log)
         report = result.get("report") or {}
         extra: dict[str, Any] = {
             "model": result.get("model"),

@@ -22,7 +22,9 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Context
 
 from mlops_provider.exceptions import ConfigError, GateRejected
-from mlops_provider.links.gate import MODEL_CARD_URL_XCOM_KEY, ModelCardLink
+from mlops_provider.links.base import is_openable
+from mlops_provider.links.gate import GateVerdictLink, ModelCardLink
+from mlops_provider.operator_notes import advisory_label, approval_params, record_approval, set_run_note, skip
 
 
 def _parse_verdict(verdict: dict[str, Any] | str, task_id: str) -> dict[str, Any]:
@@ -92,7 +94,7 @@ class ModelGateOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("challenger_version", "snapshot", "report_dir", "model_name")
-    operator_extra_links = (ModelCardLink(),)
+    operator_extra_links = (ModelCardLink(), GateVerdictLink())
     ui_color = "#f5d76e"
 
     def __init__(
@@ -162,10 +164,8 @@ class ModelGateOperator(BaseOperator):
             report_dir=self.report_dir,
             tracking=cfg.public(),
         )
-        url = (verdict.get("model_card") or {}).get("url")
-        ti = context.get("ti")
-        if url and ti is not None:
-            ti.xcom_push(key=MODEL_CARD_URL_XCOM_KEY, value=url)
+        url = ModelCardLink.url(self.model_name, verdict["challenger"]["version"], cfg.ui_url)
+        GateVerdictLink.push_all(context, self.model_name, verdict["challenger"]["version"], cfg.ui_url)
         for c in verdict["checks"]:
             value = "nan" if c["value"] is None else f"{c['value']:.4f}"
             bound = "nan" if c["bound"] is None else f"{c['bound']:.4f}"
@@ -175,7 +175,7 @@ class ModelGateOperator(BaseOperator):
                 value,
                 c.get("direction", ""),
                 bound,
-                "PASS" if c["passed"] else "FAIL",
+                advisory_label(c["passed"], c.get("enforced", True)),
             )
         for w in verdict.get("warnings", []):
             self.log.warning("gate: %s", w)
@@ -212,6 +212,7 @@ class GateApprovalOperator(ApprovalOperator):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("subject", f"Promote the {model_name} challenger to @champion?")
+        kwargs.setdefault("params", approval_params())
         super().__init__(response_timeout=response_timeout, **kwargs)
         self.model_name = model_name
         self.verdict = verdict
@@ -232,38 +233,26 @@ class GateApprovalOperator(ApprovalOperator):
             lines.append(f"| {m} | {v:.4f} | {'—' if c is None else f'{c:.4f}'} |")
         counts = verdict.get("check_counts") or {"total": len(verdict.get("checks", []))}
         lines += ["", f"{counts.get('total')} checks, failed: {verdict.get('failed') or 'none'}"]
-        url = (verdict.get("model_card") or {}).get("url")
-        if url:
-            lines += ["", f"Model card: [{url}]({url})"]
+        card = (verdict.get("model_card") or {}).get("url")
+        if not is_openable(card) and verdict.get("model") and ch.get("version"):
+            card = ModelCardLink.url(str(verdict["model"]), ch["version"])  # file:// is not a link in the UI
+        if card and is_openable(card):
+            lines += ["", f"Model card: [{card}]({card})"]
         lines += ["", f"Report: `{verdict.get('report_path')}`"]
         return "\n".join(lines)
 
     def execute(self, context: Context) -> Any:
-        from airflow.sdk.exceptions import AirflowSkipException
-
         verdict = _parse_verdict(self.verdict, self.task_id)
         if verdict.get("decision") != "promote":
-            raise AirflowSkipException(f"the gate decided {verdict.get('decision')!r}: nothing to approve.")
+            skip(f"the gate decided {verdict.get('decision')!r}: nothing to approve.", log=self.log)
         self.subject = f"Promote {self.model_name} v{verdict['challenger']['version']} to @champion?"
         self.body = self.describe(verdict)
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        ret = super().execute_complete(context=context, event=event)
-        try:
-            from mlops_provider.hooks.mlflow import MLflowHook
-
-            verdict = _parse_verdict(self.verdict, self.task_id)
-            client = MLflowHook(self.mlflow_conn_id).get_client()
-            version = str(verdict["challenger"]["version"])
-            client.set_model_version_tag(self.model_name, version, "gate.approval", ret["chosen_options"][0])
-            user = ret.get("responded_by_user") or {}
-            who = user.get("name") or user.get("id") if isinstance(user, dict) else str(user)
-            client.set_model_version_tag(self.model_name, version, "gate.approval_by", str(who or "unknown"))
-            self.log.info("%s v%s: %s by %s", self.model_name, version, ret["chosen_options"][0], who)
-        except Exception as e:  # noqa: BLE001 - the human decision stands even if the tag cannot be written
-            self.log.warning("could not record the approval on the model version: %s", e)
-        return ret
+        # recorded (version tags, run note) before the base class skips the promote task on "Reject"
+        record_approval(self, context, _parse_verdict(self.verdict, self.task_id), event)
+        return super().execute_complete(context=context, event=event)
 
 
 class PromoteModelOperator(BaseOperator):
@@ -298,8 +287,6 @@ class PromoteModelOperator(BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
-
         verdict = _parse_verdict(self.verdict, self.task_id)
         version = (verdict.get("challenger") or {}).get("version")
         if verdict.get("decision") != "promote":
@@ -309,9 +296,11 @@ class PromoteModelOperator(BaseOperator):
                 f"challenger v{version} rejected: {failed_checks_summary(verdict)}; @champion unchanged "
                 f"(report {verdict.get('report_path')})."
             )
+            note = f"rejected by the gate: v{version}: {failed_checks_summary(verdict)}"
             if self.fail_on_reject:
+                set_run_note(context, note, log=self.log)
                 raise GateRejected(message, _full_verdict(verdict))
-            raise AirflowSkipException(message)
+            skip(message, log=self.log, context=context, note=note)
         from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.runtime.gate import registry
 
@@ -319,9 +308,10 @@ class PromoteModelOperator(BaseOperator):
         by = _run_ref(context)
         result = registry.promote(self.model_name, verdict, tracking=cfg.public(), by=by)
         if not result["changed"] and (by is None or result.get("promoted_by") != by):
-            raise AirflowSkipException(
+            skip(
                 f"{self.model_name}@champion already is v{result['champion']} (set by "
-                f"{result.get('promoted_by') or 'another run'}): no alias change, no asset event."
+                f"{result.get('promoted_by') or 'another run'}): no alias change, no asset event.",
+                log=self.log,
             )
         _emit(
             self,
@@ -335,6 +325,9 @@ class PromoteModelOperator(BaseOperator):
             result["previous"],
             "" if result["changed"] else " [moved by an earlier try of this run]",
         )
+        set_run_note(context, f"promoted v{result['champion']} to @champion"
+                     + (f" (previous v{result['previous']})" if result["previous"] else " (first champion)"),
+                     log=self.log)
         return {"champion": result["champion"], "previous": result["previous"]}
 
 
@@ -372,8 +365,6 @@ class ChampionAliasOperator(BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
-
         from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.runtime.gate import registry
 
@@ -399,9 +390,10 @@ class ChampionAliasOperator(BaseOperator):
             tracking=cfg.public(),
         )
         if not result["changed"]:
-            raise AirflowSkipException(
-                f"{self.model_name}@champion already is v{result['champion']}: no alias change, no asset event."
-            )
+            skip(f"{self.model_name}@champion already is v{result['champion']}: no alias change, no asset event.",
+                 log=self.log)
+        set_run_note(context, f"{self.action}: v{result['champion']} is @champion by {actor or 'unknown'}: "
+                     f"{self.reason}", log=self.log)
         _emit(
             self,
             context,
