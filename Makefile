@@ -39,7 +39,7 @@ demo: setup ## the whole loop on real data with the embedded Airflow (about 11 m
 demo-stop: ## stop exactly what `make demo KEEP=1` left running (from its PID file)
 	$(BIN)/python -m mlops_provider.examples.flights.demo --stop
 
-test: setup ## unit + integration + system tests
+test: setup browser-deps ## unit + integration + system + browser tests (installs chromium when missing)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup ## unit tests only
