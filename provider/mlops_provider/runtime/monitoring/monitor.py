@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -35,7 +36,7 @@ from mlops_provider.runtime.monitoring import drift as rd
 from mlops_provider.runtime.monitoring import performance as rp
 from mlops_provider.runtime.monitoring import reference as rr
 from mlops_provider.runtime.monitoring import reports as rep
-from mlops_provider.runtime.monitoring.statistics import stream_current
+from mlops_provider.runtime.monitoring.statistics import stream_current, window_means
 from mlops_provider.runtime.monitoring.window import open_log_window, window_frame
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,10 @@ def run_monitor(
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
         columns = {c: "float" for c in numeric} | {c: "string" for c in categorical}
         columns |= {c: "string" for c in rules.stratify_by if c not in columns}
-        win = open_log_window(inference_log_dir, columns, start, end, tmp, store=store)
+        win = open_log_window(inference_log_dir, columns, start, end, tmp, store=store, live_only=True)
         n_current = win.n_rows
-        log.info("Current window: %d inference record(s)", n_current)
+        log.info("Current window: %d live inference record(s)", n_current)
+        rules = replace(rules, window_hours=window_hours(start, end, win))
         snapshot = None
         cache_hit = None
         if 0 < n_current < min_rows:
@@ -126,8 +128,11 @@ def run_monitor(
             )
             cur = stream_current(win, ref, numeric, categorical, sample_rows=rules.sample_rows, seed=rules.seed,
                                  stratify_by=[c for c in rules.stratify_by if c in win.columns])
-            result, snapshot = rd.evaluate_drift(ref, cur, numeric, categorical, rules)
+            previous = previous_means(inference_log_dir, numeric, start, end, Path(tmp) / "previous", rules,
+                                      min_rows=min_rows, store=store)
+            result, snapshot = rd.evaluate_drift(ref, cur, numeric, categorical, rules, previous_means=previous)
         result["reference_cache_hit"] = cache_hit
+        result["traffic_excluded"] = dict(win.excluded)
         result["performance"] = live_performance(
             client, version.run_id, start, end, Path(tmp) / "perf", config=performance,
             inference_log_dir=inference_log_dir, labels_dir=labels_dir, label_column=label_column, store=store,
@@ -159,6 +164,45 @@ def run_monitor(
         result["drifted_columns"], paths,
     )
     return result
+
+
+def window_hours(start: str | None, end: str | None, win: Any) -> float | None:
+    """Length of the monitoring window in hours: ``end - start``, else the span of its rows (whole hours)."""
+    if start and end:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)) / timedelta(hours=1)
+    if not win.n_rows:
+        return None
+    ts = win.timestamps_ns()
+    span = float(ts.max() - ts.min()) / 3.6e12
+    return float(max(1, math.ceil(span))) if span > 0 else None
+
+
+def previous_means(
+    inference_log_dir: str,
+    numeric: Sequence[str],
+    start: str | None,
+    end: str | None,
+    tmp_dir: str | Path,
+    rules: rd.DriftRules,
+    *,
+    min_rows: int,
+    store: ObjectStore | None,
+) -> dict[str, float | None] | None:
+    """Means of the numeric features over the window before ``[start, end)`` (live traffic only), for the
+    calibrated ``level_shift`` check; None when it is not configured, the window is open-ended, or the previous
+    window has fewer than ``min_rows`` rows."""
+    settings = rules.calibration_settings
+    if not (settings.enabled and "level_shift" in settings.checks and start and end and numeric):
+        return None
+    length = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    p_start = (datetime.fromisoformat(start) - length).isoformat()
+    win = open_log_window(inference_log_dir, {c: "float" for c in numeric}, p_start, start, tmp_dir, store=store,
+                          live_only=True)
+    if win.n_rows < min_rows:
+        log.info("Previous window [%s, %s) has %d live row(s) < min_rows=%d: no level_shift check", p_start, start,
+                 win.n_rows, min_rows)
+        return None
+    return window_means(win, numeric)
 
 
 def live_performance(
@@ -201,7 +245,7 @@ def live_performance(
     slices = list(cfg.get("slices") or [])
     cols = {c: "string" for c in [rp.REQUEST_ID, rp.VARIANT, "model_version", *keys, *slices]}
     cols.update({rp.PREDICTION: "float", rp.CHALLENGER_PREDICTION: "float"})
-    win = open_log_window(inference_log_dir, cols, p_start, p_end, tmp_dir, store=store)
+    win = open_log_window(inference_log_dir, cols, p_start, p_end, tmp_dir, store=store, live_only=True)
     requests = window_frame(win, list(cols))
     tol = cfg.get("time_tolerance_hours", 36.0)
     label_end = None
