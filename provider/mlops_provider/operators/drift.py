@@ -210,10 +210,12 @@ def _as_result(value: Any) -> dict[str, Any]:
 
 class DriftSignalOperator(BaseOperator):
     """Emit the ``drift/<model>`` Asset event (its outlets) only when the report says drift holds
-    (``drift``) or live performance dropped beyond its bounds (``trigger``).
+    (``drift``) or the performance detector (or, without one, the fixed bounds) fired (``trigger``).
 
     No trigger (or no traffic / too little data) -> ``AirflowSkipException``: the task is skipped and
-    its outlets get no event. Trigger -> each outlet's event extra carries the evidence.
+    its outlets get no event. Trigger -> each outlet's event extra carries the evidence: ``signals``
+    (``{"drift": bool, "performance": bool}``, what the training policy's ``retrain_when`` reads), the
+    drifted features with their statistic, threshold and effect (``alarms``) and the performance verdict.
     """
 
     template_fields: Sequence[str] = ("result",)
@@ -227,10 +229,12 @@ class DriftSignalOperator(BaseOperator):
         result = _as_result(self.result)
         if result.get("drift") is not True and result.get("trigger") is not True:
             status = result.get("status", "ok")
+            perf = result.get("performance") or {}
             reason = (
                 f"No drift signal for model {result.get('model')} version {result.get('model_version')}: "
-                f"status={status}, share of drifted columns {float(result.get('share') or 0):.3f} < "
-                f"threshold {result.get('threshold')} (window {result.get('window')}, "
+                f"status={status}, drifted columns {list(result.get('drifted_columns') or [])} (share "
+                f"{float(result.get('share') or 0):.3f}, dataset rule {result.get('reasons') or 'not met'}), "
+                f"performance degraded={perf.get('degraded')} (window {result.get('window')}, "
                 f"{result.get('n_current', 0)} rows). No asset event."
             )
             self.log.info(reason)
@@ -248,6 +252,12 @@ class DriftSignalOperator(BaseOperator):
             "report_json": report.get("json"),
             "drift": result.get("drift") is True,
             "trigger_reasons": list(result.get("trigger_reasons") or []),
+            # which monitor signal fired (the training policy's retrain_when reads it) and why
+            "signals": dict(result.get("signals") or {
+                "drift": result.get("drift") is True,
+                "performance": bool((result.get("performance") or {}).get("degraded")),
+            }),
+            "alarms": list(result.get("alarms") or []),
         }
         perf = result.get("performance") or {}
         if perf:
@@ -263,6 +273,8 @@ class DriftSignalOperator(BaseOperator):
                 "n_labelled": perf.get("n_labelled"),
                 "baseline": perf.get("baseline"),
                 "experiment_winner": experiment.get("winner"),
+                "decided_by": perf.get("decided_by"),
+                "detector": perf.get("detector"),
             }
         extra = json.loads(json.dumps(extra, default=str))
         outlet_events = context["outlet_events"]

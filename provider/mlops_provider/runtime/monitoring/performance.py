@@ -189,7 +189,8 @@ def metrics(y: Sequence[float], p: Sequence[float], *, with_bins: bool = False) 
     ok = np.isfinite(ya) & np.isfinite(pa)
     ya, pa = ya[ok], pa[ok]
     if len(ya) == 0:
-        return {"n": 0, "positives": 0, "roc_auc": None, "log_loss": None, "brier": None, "ece": None}
+        return {"n": 0, "positives": 0, "roc_auc": None, "log_loss": None, "brier": None, "accuracy": None,
+                "ece": None}
     ece, table = calibration(ya, pa)
     out: dict[str, Any] = {
         "n": int(len(ya)),
@@ -199,6 +200,7 @@ def metrics(y: Sequence[float], p: Sequence[float], *, with_bins: bool = False) 
         "roc_auc": _auc(ya, pa),
         "log_loss": _log_loss(ya, pa),
         "brier": float(np.mean((pa - ya) ** 2)),
+        "accuracy": float(np.mean((pa >= 0.5) == (ya >= 0.5))),
         "ece": ece,
     }
     if out["roc_auc"] is None:
