@@ -516,7 +516,7 @@ class DriftColumnRule(_Spec):
 CALIBRATED_DISTANCES = ("jensenshannon", "hellinger", "psi", "wasserstein")
 #: Per-feature statistics a calibrated drift check judges (numeric features: all four; categorical: the
 #: distance and the null share).
-DRIFT_CHECKS = ("distance", "null_share", "mode_share", "level_shift")
+DRIFT_CHECKS = ("distance", "null_share", "stuck", "level_shift")
 
 
 @dataclass(frozen=True)
@@ -536,10 +536,10 @@ class DriftCalibration(_Spec):
                                      "the one the false-alarm rate implies.")] = None
     statistic: Annotated[Literal["jensenshannon", "hellinger", "psi", "wasserstein"], Field(
         description="Distance of a window to the reference (effect size, not a p-value).")] = "jensenshannon"
-    checks: Annotated[list[Literal["distance", "null_share", "mode_share", "level_shift"]], Field(
-        description="distance to the reference; share of nulls; share of the most frequent value (a stuck "
-                    "sensor); change of the mean since the previous window, in reference standard deviations "
-                    "(a unit change).")] = _d(lambda: list(DRIFT_CHECKS))
+    checks: Annotated[list[Literal["distance", "null_share", "stuck", "level_shift"]], Field(
+        description="distance to the reference; share of nulls; stuck: every value of the window the same "
+                    "(a sensor stuck at one value); level_shift: change of the mean since the previous window, in "
+                    "reference standard deviations (a unit change).")] = _d(lambda: list(DRIFT_CHECKS))
     chunk_hours: Annotated[float | None, Field(gt=0, description="Chunk length; default the monitoring "
                                                "window (monitoring.window_hours).")] = None
     min_chunks: Annotated[int, Field(ge=3, description="Fewer reference chunks: a warning in the verdict "

@@ -13,7 +13,12 @@ Checks (``monitoring.drift.calibration.checks``), each a statistic of one window
   unseen ones and a null bin (categorical); or Wasserstein on the quantile bins, in reference standard
   deviations (numeric);
 * ``null_share``  - share of nulls (a null burst);
-* ``mode_share``  - share of the most frequent value among the non-null ones (numeric: a stuck sensor);
+* ``stuck``       - 1.0 when every non-null value of the window is the same, else 0.0 (numeric: a sensor stuck
+  at one value). Calibrated like the others, so a feature that is sometimes constant over a whole reference
+  window (precipitation on a dry day) never alarms, and one that never was alarms at once. Softer measures
+  (the most frequent value's share, the entropy, the number of distinct values) move on coincidences: two
+  carriers with the same 7-day flight count, half a day of missing readings. A sensor stuck for part of the
+  window is not what this check finds;
 * ``level_shift`` - change of the mean since the previous window, in reference standard deviations
   (numeric: a unit change; calibrated on consecutive reference chunks). A feature whose days are
   concentrated (hourly weather) sits far from a five-month reference every day, so only a change
@@ -45,7 +50,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("distance", "null_share", "mode_share", "level_shift")
+CHECKS = ("distance", "null_share", "stuck", "level_shift")
 NUMERIC_CHECKS = CHECKS
 CATEGORICAL_CHECKS = ("distance", "null_share")
 #: column of the reference sample holding each row's chunk id (-1: outside any usable chunk)
@@ -145,18 +150,17 @@ def bin_widths(edges: Sequence[float], lo: float | None, hi: float | None) -> np
     return np.diff(bounds)
 
 
-def mode_share(values: np.ndarray) -> float | None:
-    """Share of the most frequent finite value among the finite ones (a stuck sensor -> 1.0)."""
+def stuck(values: np.ndarray) -> float | None:
+    """1.0 when the (at least two) finite values are all the same, else 0.0; None with fewer than two."""
     v = values[np.isfinite(values)]
-    if v.size == 0:
+    if v.size < 2:
         return None
-    _, counts = np.unique(v, return_counts=True)
-    return float(counts.max() / v.size)
+    return float(v.min() == v.max())
 
 
 # ------------------------------------------------------------------------------ check statistics
 def numeric_checks(ref: Mapping[str, Any], counts: np.ndarray, *, statistic: str, mean: float | None,
-                   mode: float | None, previous_mean: float | None) -> dict[str, float | None]:
+                   stuck: float | None, previous_mean: float | None) -> dict[str, float | None]:
     """Every check of one numeric feature in one window (or chunk). ``ref``: the reference's summary of the
     feature (``edges``, ``counts``, ``nulls``, ``std``, ``min``, ``max``)."""
     ref_vec = np.append(np.asarray(ref["counts"], dtype="float64"), float(ref.get("nulls", 0)))
@@ -166,7 +170,7 @@ def numeric_checks(ref: Mapping[str, Any], counts: np.ndarray, *, statistic: str
         "distance": distance(statistic, ref_vec, counts, widths=bin_widths(ref["edges"], ref.get("min"),
                                                                              ref.get("max")), ref_std=std),
         "null_share": float(counts[-1] / n) if n else None,
-        "mode_share": mode,
+        "stuck": stuck,
         "level_shift": None,
     }
     if mean is not None and previous_mean is not None and std and np.isfinite(mean) and np.isfinite(previous_mean):
@@ -212,6 +216,17 @@ class Calibration:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+def natural_hours(span_hours: float) -> float | None:
+    """The window length a span of data suggests: the span rounded up to 1, 2, 3, 4, 6, 8, 12 or 24 hours, or
+    to whole days (the rows of a daily window span less than 24 h)."""
+    if not span_hours > 0:
+        return None
+    for h in (1, 2, 3, 4, 6, 8, 12, 24):
+        if span_hours <= h:
+            return float(h)
+    return float(24 * math.ceil(span_hours / 24))
+
+
 def chunk_ids(timestamps: pd.Series, chunk_hours: float) -> np.ndarray:
     """Chunk index of every row: UTC epoch time floored to ``chunk_hours`` (-1 for a missing timestamp)."""
     ts = pd.to_datetime(timestamps, utc=True, errors="coerce")
@@ -245,7 +260,7 @@ def _chunk_table(frame: pd.DataFrame, ids: np.ndarray, numeric: Sequence[str], c
             fin = v[np.isfinite(v)]
             means[c] = float(fin.mean()) if fin.size else None
             table[c][col] = numeric_checks(r, numeric_counts(v, edges), statistic=settings.statistic,
-                                           mean=means[c], mode=mode_share(v), previous_mean=means.get(c - 1))
+                                           mean=means[c], stuck=stuck(v), previous_mean=means.get(c - 1))
     for col in categorical:
         r = ref_cat[col]
         s = frame[col].to_numpy(dtype=object)[order]
@@ -259,7 +274,7 @@ def _chunk_table(frame: pd.DataFrame, ids: np.ndarray, numeric: Sequence[str], c
 
 
 def _is_share(check: str) -> bool:
-    return check in ("null_share", "mode_share")
+    return check == "null_share"
 
 
 def _threshold(values: np.ndarray, check: str, settings: Settings, k: float, alpha: float,
@@ -385,9 +400,10 @@ __all__ = [
     "categorical_checks",
     "categorical_vectors",
     "chunk_ids",
+    "natural_hours",
     "distance",
     "judge",
-    "mode_share",
+    "stuck",
     "numeric_checks",
     "numeric_counts",
     "resized",

@@ -71,7 +71,7 @@ def _paths(z: np.ndarray, settings: DetectorSettings, k: float) -> np.ndarray:
     return out
 
 
-def calibrate(reference_values: Sequence[float], settings: DetectorSettings, *, seed: int = 0) -> dict[str, Any]:
+def calibrate(reference_values: Sequence[float | None], settings: DetectorSettings, *, seed: int = 0) -> dict[str, Any]:
     """Mean, std, reference value ``k`` and limit ``h`` of the detector from the reference days' metric."""
     vals = np.asarray([v for v in reference_values if v is not None and math.isfinite(v)], dtype="float64")
     out: dict[str, Any] = {"method": settings.method, "metric": settings.metric, "reference_days": int(vals.size)}

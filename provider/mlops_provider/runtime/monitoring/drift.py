@@ -353,7 +353,8 @@ def evaluate_drift(
                                  "columns": [c for c in cols if c not in fixed]}
     result["methods"] = methods or "evidently-default"
     evid_cols = cols if (rules.evidently_report or not calibrated) else fixed
-    snapshot, per_column = None, {}
+    snapshot: Snapshot | None = None
+    per_column: dict[str, dict[str, Any]] = {}
     # a column that went all-null cannot be tested by Evidently (it raises): the calibrated checks judge it
     evid_cols = [c for c in evid_cols if cur.sample[c].notna().any()]
     if evid_cols:
@@ -481,7 +482,8 @@ def drift_report(
     Same engine as the operator (the current frame goes through the streamed window path). The
     snapshot is ``None`` when nothing was computed (empty current window: ``status="no_traffic"``).
     ``previous``: the window before ``current`` (its means feed the calibrated ``level_shift`` check).
-    Without ``rules.window_hours`` the calibration chunk is the current frame's time span (whole hours).
+    Without ``rules.window_hours`` the calibration chunk is the current frame's time span rounded up
+    (:func:`~mlops_provider.runtime.monitoring.calibration.natural_hours`).
     Raises :class:`DriftError` when a feature column is missing from either frame or the reference
     is empty.
     """
@@ -489,8 +491,7 @@ def drift_report(
     rules = rules or DriftRules(drift_share=drift_share, reference_rows=max_reference_rows, seed=seed)
     if rules.window_hours is None and len(current):
         ts = _timestamps(current)
-        span = (ts.max() - ts.min()) / pd.Timedelta(hours=1)
-        rules = replace(rules, window_hours=float(max(1, math.ceil(span))) if span > 0 else None)
+        rules = replace(rules, window_hours=cal.natural_hours((ts.max() - ts.min()) / pd.Timedelta(hours=1)))
     features = numeric + categorical
     if not features:
         raise DriftError("compute_drift: no feature columns given; pass model.features numeric/categorical.")

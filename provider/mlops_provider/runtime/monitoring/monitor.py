@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -41,6 +40,7 @@ from mlops_provider.runtime.monitoring import drift as rd
 from mlops_provider.runtime.monitoring import live as rl
 from mlops_provider.runtime.monitoring import reference as rr
 from mlops_provider.runtime.monitoring import reports as rep
+from mlops_provider.runtime.monitoring.calibration import natural_hours
 from mlops_provider.runtime.monitoring.statistics import stream_current, window_means
 from mlops_provider.runtime.monitoring.window import open_log_window
 
@@ -186,14 +186,14 @@ def run_monitor(
 
 
 def window_hours(start: str | None, end: str | None, win: Any) -> float | None:
-    """Length of the monitoring window in hours: ``end - start``, else the span of its rows (whole hours)."""
+    """Length of the monitoring window in hours: ``end - start``, else the span of its rows rounded up
+    (:func:`~mlops_provider.runtime.monitoring.calibration.natural_hours`)."""
     if start and end:
         return (datetime.fromisoformat(end) - datetime.fromisoformat(start)) / timedelta(hours=1)
     if not win.n_rows:
         return None
     ts = win.timestamps_ns()
-    span = float(ts.max() - ts.min()) / 3.6e12
-    return float(max(1, math.ceil(span))) if span > 0 else None
+    return natural_hours(float(ts.max() - ts.min()) / 3.6e12)
 
 
 def previous_means(

@@ -230,8 +230,8 @@ def ops_summary(
     )
     endpoint: dict[str, Any] = {"metrics_url": url, "bento_tag": (deployment or {}).get("bento_tag")}
     window_key = (end or datetime.now(UTC)).isoformat()
-    with _ScrapeStore(Path(state_path)) as store:
-        scrapes: dict[str, Any] = store["scrapes"]
+    with _ScrapeStore(Path(state_path)) as scrape_state:
+        scrapes: dict[str, Any] = scrape_state["scrapes"]
         stored = scrapes.get(window_key)
         if stored is not None and stored.get("metrics") is not None:
             current = stored

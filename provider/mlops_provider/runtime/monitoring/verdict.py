@@ -35,11 +35,11 @@ def numeric_effect(ref: Mapping[str, Any], cur: Mapping[str, Any], mode: float |
     return {
         "mean": mean,
         "reference_mean": ref_mean,
-        "mean_shift_std": (mean - ref_mean) / std if None not in (mean, ref_mean) and std else None,
+        "mean_shift_std": (mean - ref_mean) / std if mean is not None and ref_mean is not None and std else None,
         "previous_mean": previous_mean,
         "null_share": cur.get("null_share"),
         "reference_null_share": _share(ref.get("nulls", 0), ref.get("n", 0)),
-        "mode_share": mode,
+        "stuck": mode,
     }
 
 
@@ -47,16 +47,17 @@ def categorical_effect(ref: Mapping[str, Any], cur: Mapping[str, Any]) -> dict[s
     counts: Mapping[str, int] = cur.get("counts") or {}
     n_cur = float(sum(counts.values()))
     n_ref = float(sum(ref["counts"].values()))
-    changes = []
+    changes: list[tuple[float, str, float, float]] = []
     for key in set(counts) | set(ref["counts"]):
         a, b = _share(counts.get(key, 0), n_cur), _share(ref["counts"].get(key, 0), n_ref)
         if a is not None and b is not None:
-            changes.append({"value": key, "share": a, "reference_share": b})
-    changes.sort(key=lambda r: -abs(r["share"] - r["reference_share"]))
+            changes.append((-abs(a - b), str(key), a, b))
+    changes.sort()
+    largest = [{"value": k, "share": a, "reference_share": b} for _, k, a, b in changes[:3]]
     return {
         "unseen_share": cur.get("unseen_share"),
         "unseen_values": dict(list((cur.get("unseen_values") or {}).items())[:5]),
-        "largest_changes": changes[:3],
+        "largest_changes": largest,
         "null_share": cur.get("null_share"),
         "reference_null_share": _share(ref.get("nulls", 0), ref.get("n", 0)),
     }
@@ -79,7 +80,7 @@ def alarm_text(col: str, verdict: Mapping[str, Any], effect: Mapping[str, Any], 
         detail = f"unseen share {_fmt(effect.get('unseen_share'))} {effect.get('unseen_values') or ''}; {what}"
     else:
         detail = (f"mean {_fmt(effect.get('mean'))} (previous window {_fmt(effect.get('previous_mean'))}, reference "
-                  f"{_fmt(effect.get('reference_mean'))}); mode share {_fmt(effect.get('mode_share'))}")
+                  f"{_fmt(effect.get('reference_mean'))}); constant {bool(effect.get('stuck'))}")
     detail += (f"; nulls {_fmt(effect.get('null_share'))} (reference {_fmt(effect.get('reference_null_share'))})")
     return f"{col}: {', '.join(parts)}: {detail}"
 
@@ -114,9 +115,9 @@ def judge_window(ref: ReferenceStats, cur: CurrentStats, numeric: Sequence[str],
     for col in numeric:
         stats = cur.columns[col]
         sample = np.asarray(cur.sample[col], dtype="float64") if col in cur.sample else np.array([])
-        mode = cal.mode_share(sample)
+        mode = cal.stuck(sample)
         values[col] = cal.numeric_checks(ref.numeric[col], np.asarray(stats["counts"], dtype="float64"),
-                                         statistic=settings.statistic, mean=stats.get("mean"), mode=mode,
+                                         statistic=settings.statistic, mean=stats.get("mean"), stuck=mode,
                                          previous_mean=previous_means.get(col))
         effects[col] = numeric_effect(ref.numeric[col], stats, mode, previous_means.get(col))
     for col in categorical:
