@@ -36,7 +36,7 @@ def synthetic_flights(seed: int = 0, n: int = 3000) -> pd.DataFrame:
     time_hour = sched.floor("h")
     local = sched.tz_convert("America/New_York")
     dest = rng.choice(list(DEST), n)
-    arrival = [(s + pd.Timedelta(minutes=DEST[d][1])).tz_convert(DEST[d][0]) for s, d in zip(sched, dest)]
+    arrival = [(s + pd.Timedelta(minutes=DEST[d][1])).tz_convert(DEST[d][0]) for s, d in zip(sched, dest, strict=True)]
     arr_delay = rng.normal(10, 30, n).round()
     arr_delay[rng.random(n) < 0.05] = np.nan  # cancelled
     return pd.DataFrame(
