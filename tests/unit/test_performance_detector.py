@@ -110,3 +110,23 @@ def test_reference_days_are_the_champions_held_out_days_scored_and_cached(tmp_pa
 
     gone = live.reference_performance(None, "m", "4", snap, **{**kw, "predictor": broken})
     assert gone["status"] == "unavailable" and "cannot load" in gone["why"] and gone["days"] == []
+
+
+def test_outcomes_join_by_the_label_partitions_request_columns_when_no_key_is_set(tmp_path):
+    from mlops_provider.exceptions import DriftError
+    from mlops_provider.runtime.monitoring.performance import join_outcomes
+
+    ts = pd.date_range("2024-01-01", periods=4, freq="h", tz="UTC")
+    labels = pd.DataFrame({"event_timestamp": ts, "origin": ["A", "B", "A", "B"], "hour": [0, 1, 2, 3],
+                           "y": [1, 0, 1, 0]})
+    (tmp_path / "labels").mkdir()
+    labels.to_parquet(tmp_path / "labels" / "month=2024-01.parquet")
+    keys = live.default_join_keys(str(tmp_path / "labels"), "y", None)
+    assert keys == ["origin", "hour"]  # every column but the timestamp and the label
+    requests = pd.DataFrame({"timestamp": ts - pd.Timedelta(minutes=30), "origin": ["A", "B", "A", "B"],
+                             "hour": [0.0, 1.0, 2.0, 3.0], "prediction": [0.9, 0.1, 0.8, 0.2]})
+    joined = join_outcomes(requests, labels, label="y", keys=keys)
+    assert joined["y"].tolist() == [1, 0, 1, 0]  # 0.0 in the log matches 0 in the labels
+    with pytest.raises(DriftError, match="no join key"):
+        join_outcomes(requests, labels, label="y", keys=[])  # the empty default used to fail with an IndexError
+    assert live.default_join_keys(str(tmp_path / "none"), "y", None) == []

@@ -118,6 +118,12 @@ def join_outcomes(
         lab = labels.dropna(subset=[REQUEST_ID]).drop_duplicates(REQUEST_ID, keep="last")
         out = requests.merge(lab[[REQUEST_ID, label]], on=REQUEST_ID, how="inner")
         return out.dropna(subset=[label]).reset_index(drop=True)
+    if not keys:
+        raise DriftError(
+            "cannot join outcomes: the label partitions carry no request_id and no join key is set. Set "
+            "monitoring.performance.join_keys (columns both the inference log and the labels carry), or write "
+            "the request_id into the label partitions."
+        )
     missing = [k for k in keys if k not in requests.columns or k not in labels.columns]
     if missing:
         where = "inference log" if any(k not in requests.columns for k in missing) else "label partitions"
