@@ -497,7 +497,9 @@ def _known_method(v: str | None) -> None:
 
 @dataclass(frozen=True)
 class DriftColumnRule(_Spec):
-    """Per-feature drift test: an Evidently method and its threshold (None = the method's default)."""
+    """Per-feature drift test: an Evidently method and its threshold (None = the method's default). With
+    calibrated thresholds (the default) a column is judged by its Evidently test only when it sets
+    ``threshold`` (a fixed threshold); ``method`` alone only changes the report's test."""
 
     method: Annotated[str | None, Field(description="Evidently stattest, e.g. ks, psi, wasserstein, "
                                                     "jensenshannon.")] = None
@@ -539,7 +541,7 @@ class DriftCalibration(_Spec):
     checks: Annotated[list[Literal["distance", "null_share", "stuck", "level_shift"]], Field(
         description="distance to the reference; share of nulls; stuck: every value of the window the same "
                     "(a sensor stuck at one value); level_shift: change of the mean since the previous window, in "
-                    "reference standard deviations (a unit change).")] = _d(lambda: list(DRIFT_CHECKS))
+                    "reference standard deviations (a unit change).", min_length=1)] = _d(lambda: list(DRIFT_CHECKS))
     chunk_hours: Annotated[float | None, Field(gt=0, description="Chunk length; default the monitoring "
                                                "window (monitoring.window_hours).")] = None
     min_chunks: Annotated[int, Field(ge=3, description="Fewer reference chunks: a warning in the verdict "

@@ -4,6 +4,7 @@ the injected faults it must catch on their first day, fixed thresholds where a u
 
 from __future__ import annotations
 
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
@@ -193,3 +194,23 @@ def test_a_small_window_gets_thresholds_recalibrated_at_its_size(reference, ref_
     assert full is not None
     # 60 rows are noisier than 400: the distance threshold of the iid feature is higher at that size
     assert r["columns"]["load"]["calibrated"]["distance"]["threshold"] > full.thresholds["load"]["distance"]["threshold"]
+
+
+def test_yaml_keys_defaults_and_constraints():
+    from mlops_provider.config import load_config
+    from mlops_provider.specs import DriftSpec, MonitoringSpec
+
+    mon = load_config(Path(__file__).resolve().parents[2] / "dags" / "flights_delay.yaml").monitoring
+    c = mon.drift.calibration
+    assert (c.method, c.false_alarm_rate, c.statistic, c.checks) == (
+        "std", 0.05, "jensenshannon", ["distance", "null_share", "stuck", "level_shift"])
+    assert mon.performance.detector.method == "cusum" and mon.performance.lookback_days == 28
+    assert mon.retrain_guards.retrain_when == ["drift", "performance"]
+    rules = DriftRules.from_config(mon.drift.model_dump(), mon.drift_share)  # what the monitor DAG passes
+    assert rules.calibration_settings.enabled and rules.evidently_report is True
+    for bad in ({"calibration": {"checks": []}}, {"calibration": {"method": "p-value"}},
+                {"calibration": {"false_alarm_rate": 0.7}}, {"calibration": {"statistic": "ks"}}):
+        with pytest.raises(ValueError):
+            DriftSpec.parse(bad)
+    with pytest.raises(ValueError):
+        MonitoringSpec.parse({"performance": {"detector": {"method": "page-hinkley"}}})
