@@ -245,8 +245,10 @@ def main() -> None:
     print(f"baseline = the product's fixed-threshold path (Evidently Report) on {sum(agree)}/{len(agree)} check days")
     cal = engines["calibrated"].ref.calibration or {}
     print(f"reference: {len(reference):,} rows Jan-May; calibration {cal.get('status')} on {cal.get('n_chunks')} daily "
-          f"chunks (median {cal.get('chunk_rows_median'):.0f} rows), k={cal.get('k'):.2f} for {cal.get('tests')} "
-          f"feature x check tests; {time.perf_counter() - t0:.0f} s", flush=True)
+          f"chunks (median {cal.get('chunk_rows_median'):.0f} rows), k={cal.get('k'):.2f} (normal/Bonferroni "
+          f"{cal.get('k_normal') or 0:.2f}, reference chunks leave-one-out {cal.get('k_reference') or 0:.2f}: "
+          f"{cal.get('reference_false_alarm_rate') or 0:.3f} of them alarm) for {cal.get('tests')} feature x check "
+          f"tests; {time.perf_counter() - t0:.0f} s", flush=True)
 
     def run_days(name: str, ds: list[pd.Timestamp], engine_kinds=("calibrated", "baseline"), eng=None) -> dict:
         flags = {k: [] for k in engine_kinds}

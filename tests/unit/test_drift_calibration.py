@@ -80,9 +80,11 @@ def test_small_helpers():
 def test_calibration_cuts_the_reference_into_window_chunks(ref_stats):
     c = cal.Calibration.from_dict(ref_stats.calibration)
     assert c is not None and c.status == "ok" and c.n_chunks == 90 and c.chunk_hours == 24
-    # numeric: 4 checks, categorical: 2; k from the false-alarm rate shared over every test (Bonferroni)
+    # numeric: 4 checks, categorical: 2; k: the stricter of the normal quantile of each test's share of the
+    # false-alarm rate (Bonferroni) and the k at which the reference's own chunks alarm at most at that rate
     assert c.tests == 2 * 4 + 2
-    assert c.k == pytest.approx(NormalDist().inv_cdf(1 - 0.05 / c.tests))
+    assert c.k_normal == pytest.approx(NormalDist().inv_cdf(1 - 0.05 / c.tests))
+    assert c.k == max(c.k_normal, c.k_reference) and c.reference_false_alarm_rate <= 0.05
     for col, checks in c.thresholds.items():
         for check, t in checks.items():
             assert t["threshold"] >= t["max"] and t["threshold"] >= t["mean"] + c.k * t["std"] - 1e-12, (col, check)
@@ -91,6 +93,22 @@ def test_calibration_cuts_the_reference_into_window_chunks(ref_stats):
     # a day of temp is concentrated: its distance to 90 days is large every day, and the threshold knows it
     assert c.thresholds["temp"]["distance"]["mean"] > 5 * c.thresholds["load"]["distance"]["mean"]
     assert ref_stats.sample[cal.CHUNK_COLUMN].nunique() == 90  # the sample keeps its chunk ids (resizing)
+
+
+def test_heavy_tails_in_the_reference_raise_k_beyond_the_normal_quantile():
+    """20 statistics whose chunks have rare large values (rain-like): judged against the others, the chunks
+    alarm at the normal (Bonferroni) k far more often than the false-alarm rate; the reference's own k does not."""
+    rng = np.random.default_rng(4)
+    settings = cal.Settings()
+    features = [f"f{i}" for i in range(20)]
+    table = {c: {f: {"distance": float(rng.pareto(1.5))} for f in features} for c in range(150)}
+    wanted = {f: ["distance"] for f in features}
+    k, rate = cal._family_k(table, wanted, settings, rows=400)
+    normal = NormalDist().inv_cdf(1 - 0.05 / len(features))
+    assert k > normal and rate <= 0.05
+    worst = np.max([cal._critical_k(np.array([table[c][f]["distance"] for c in table]), "distance", settings, 400)
+                    for f in features], axis=0)
+    assert np.mean(worst > normal) > 0.05 and np.mean(worst > k) <= 0.05  # what each k does to the reference
 
 
 def test_explicit_k_quantile_and_too_few_chunks(reference):

@@ -24,12 +24,14 @@ Checks (``monitoring.drift.calibration.checks``), each a statistic of one window
   concentrated (hourly weather) sits far from a five-month reference every day, so only a change
   relative to yesterday shows a °F -> °C switch.
 
-Thresholds (``method``): ``std`` is mean + k x std of the chunk values, where k is the normal quantile of
-``1 - false_alarm_rate / m`` (m = every feature x check: Bonferroni, so ``false_alarm_rate`` is the chance
-that a window without drift raises *any* alarm), or ``k`` when given (NannyML uses 3); it is never below
-the largest reference chunk value (``at_least_reference_max``: heavy-tailed statistics such as a rainy
-day's precipitation would otherwise alarm) and share statistics get a binomial floor on their standard
-deviation. ``quantile`` takes the empirical ``1 - false_alarm_rate / m`` quantile. Fewer than
+Thresholds (``method``): ``std`` is mean + k x std of the chunk values, never below the largest reference
+chunk value (``at_least_reference_max``: heavy-tailed statistics such as a rainy day's precipitation would
+otherwise alarm); share statistics get a binomial floor on their standard deviation. ``false_alarm_rate`` is
+the chance that a window without drift raises *any* alarm, over every feature x check, and k is the stricter
+of two ways to reach it: the normal quantile of ``1 - false_alarm_rate / m`` (m tests, Bonferroni), and the
+smallest k at which at most that share of the reference chunks, each judged against thresholds from the
+others (leave-one-out), raise an alarm - the second sees the heavy tails and the correlation between checks
+that the first assumes away. ``k`` given explicitly (NannyML uses 3) replaces both. ``quantile`` takes the empirical ``1 - false_alarm_rate / m`` quantile. Fewer than
 ``min_chunks`` chunks warn; fewer than 3 fall back to fixed thresholds.
 
 A window much smaller than the reference chunks (sampled logging) is judged against thresholds
@@ -197,6 +199,11 @@ class Calibration:
     n_chunks: int = 0
     chunk_rows_median: float = 0.0
     k: float | None = None
+    #: k from each test's Bonferroni share under normality, and k from the reference chunks (leave-one-out)
+    k_normal: float | None = None
+    k_reference: float | None = None
+    #: share of reference chunks that alarm against the others at ``k`` (leave-one-out estimate of the rate)
+    reference_false_alarm_rate: float | None = None
     tests: int = 0
     thresholds: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -292,6 +299,58 @@ def _threshold(values: np.ndarray, check: str, settings: Settings, k: float, alp
     return {"threshold": thr, "mean": mean, "std": std, "max": top, "n": int(values.size)}
 
 
+def _critical_k(values: np.ndarray, check: str, settings: Settings, rows: float) -> np.ndarray:
+    """Per chunk, the smallest k at which the chunk would NOT alarm on this test when judged against thresholds
+    calibrated on the other chunks (leave-one-out): -inf when it never alarms, +inf when it always does."""
+    n = values.size
+    out = np.full(n, -np.inf)
+    if n < 4:
+        return out
+    s1, s2 = values.sum(), float(np.square(values).sum())
+    mean = (s1 - values) / (n - 1)
+    var = (s2 - np.square(values) - (n - 1) * np.square(mean)) / (n - 2)
+    std = np.sqrt(np.clip(var, 0, None))
+    if _is_share(check) and rows > 0:
+        p = np.clip(np.maximum(mean, 1.0 / rows), 0, 1)
+        std = np.maximum(std, np.sqrt(p * (1 - p) / rows))
+    order = np.sort(values)
+    top1, top2 = order[-1], order[-2]
+    others_max = np.where((values == top1) & (np.sum(values == top1) == 1), top2, top1)
+    above = values > mean
+    if settings.at_least_reference_max:
+        above &= values > others_max
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.where(std > 0, (values - mean) / std, np.inf)
+    out[above] = k[above]
+    return out
+
+
+def _family_k(table: Mapping[int, Mapping[str, Mapping[str, float | None]]], wanted: Mapping[str, Sequence[str]],
+              settings: Settings, rows: float) -> tuple[float, float]:
+    """The smallest k at which at most ``false_alarm_rate`` of the reference chunks, each judged against the
+    others (leave-one-out), raise any alarm; and the leave-one-out rate at that k. Heavy tails and correlated
+    checks are in the data, not assumed away."""
+    chunks = sorted(table)
+    worst = np.full(len(chunks), -np.inf)  # per chunk: the k below which some test of it alarms
+    for col, checks in wanted.items():
+        for check in checks:
+            vals = np.array([table[c].get(col, {}).get(check) for c in chunks], dtype="float64")
+            ok = np.isfinite(vals)
+            if ok.sum() < 4:
+                continue
+            crit = np.full(len(chunks), -np.inf)
+            crit[ok] = _critical_k(vals[ok], check, settings, rows)
+            worst = np.maximum(worst, crit)
+    allowed = int(math.floor(settings.false_alarm_rate * len(chunks)))
+    ranked = np.sort(worst)[::-1]
+    k = float(ranked[allowed]) if allowed < len(ranked) else -np.inf
+    if not np.isfinite(k):  # more chunks than allowed alarm whatever k: keep the largest finite need
+        finite = worst[np.isfinite(worst)]
+        k = float(finite.max()) if finite.size else 0.0
+    rate = float(np.mean(worst > k))
+    return k, rate
+
+
 def calibrate(frame: pd.DataFrame, timestamps: pd.Series | None, numeric: Sequence[str],
               categorical: Sequence[str], ref_num: Mapping[str, Mapping[str, Any]],
               ref_cat: Mapping[str, Mapping[str, Any]], settings: Settings, *, chunk_hours: float,
@@ -323,7 +382,19 @@ def calibrate(frame: pd.DataFrame, timestamps: pd.Series | None, numeric: Sequen
                   if k in settings.checks and k in (checks_of or {}).get(c, CHECKS)] for c in [*numeric, *categorical]}
     cal.tests = max(1, sum(len(v) for v in wanted.values()))
     alpha = settings.false_alarm_rate / cal.tests
-    cal.k = float(settings.k) if settings.k else float(NormalDist().inv_cdf(1 - alpha))
+    if settings.k:
+        cal.k = float(settings.k)
+    else:
+        # the stricter of: the normal quantile of each test's Bonferroni share, and the k at which the
+        # reference's own chunks (each against the others) alarm at most at the false-alarm rate
+        cal.k_normal = float(NormalDist().inv_cdf(1 - alpha))
+        cal.k_reference, cal.reference_false_alarm_rate = _family_k(table, wanted, settings, cal.chunk_rows_median)
+        cal.k = max(cal.k_normal, cal.k_reference)
+        if settings.method == "std" and cal.reference_false_alarm_rate > settings.false_alarm_rate:
+            cal.warnings.append(
+                f"{cal.reference_false_alarm_rate:.1%} of the reference chunks alarm against the others at any k "
+                f"(> false_alarm_rate {settings.false_alarm_rate}): a feature was constant, or all-null, in a few "
+                "of them only")
     for col, checks in wanted.items():
         for check in checks:
             vals = np.array([v for c in table if (v := table[c][col].get(check)) is not None], dtype="float64")
