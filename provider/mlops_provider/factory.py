@@ -416,12 +416,13 @@ def build_batch_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
 _DRIFT_ALERT = (
     "{% set x = ti.xcom_pull(task_ids='signal_drift') or {} %}Drifted columns {{ x.get('drifted_columns') }} "
     "(share {{ x.get('share') }}, threshold {{ x.get('threshold') }}) against model v{{ x.get('model_version') }} "
-    "in window {{ x.get('window') }} ({{ x.get('n_current') }} requests). Report: {{ x.get('report_html') }}"
+    "in window {{ x.get('window') }} ({{ x.get('n_current') }} requests). {{ x.get('alarms') or '' }} "
+    "Report: {{ x.get('report_html') }}"
 )
 _PERFORMANCE_ALERT = (
     "{% set p = (ti.xcom_pull(task_ids='signal_drift') or {}).get('performance') or {} %}Live ROC AUC "
     "{{ p.get('roc_auc') }}, log loss {{ p.get('log_loss') }}, ECE {{ p.get('ece') }} on {{ p.get('n_labelled') }} "
-    "labelled requests: {{ p.get('reasons') }}"
+    "labelled requests: {{ p.get('reasons') }} (decided by {{ p.get('decided_by') }})"
 )
 
 

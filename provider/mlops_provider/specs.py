@@ -500,7 +500,9 @@ def _known_method(v: str | None) -> None:
 
 @dataclass(frozen=True)
 class DriftColumnRule(_Spec):
-    """Per-feature drift test: an Evidently method and its threshold (None = the method's default)."""
+    """Per-feature drift test: an Evidently method and its threshold (None = the method's default). With
+    calibrated thresholds (the default) a column is judged by its Evidently test only when it sets
+    ``threshold`` (a fixed threshold); ``method`` alone only changes the report's test."""
 
     method: Annotated[str | None, Field(description="Evidently stattest, e.g. ks, psi, wasserstein, "
                                                     "jensenshannon.")] = None
@@ -514,10 +516,52 @@ class DriftColumnRule(_Spec):
         _known_method(self.method)
 
 
+#: Distances to the reference a calibrated drift check may use (computed on the reference's quantile bins
+#: plus a null bin for numeric features, on categories plus unseen and null for categorical ones).
+CALIBRATED_DISTANCES = ("jensenshannon", "hellinger", "psi", "wasserstein")
+#: Per-feature statistics a calibrated drift check judges (numeric features: all four; categorical: the
+#: distance and the null share).
+DRIFT_CHECKS = ("distance", "null_share", "stuck", "level_shift")
+
+
+@dataclass(frozen=True)
+class DriftCalibration(_Spec):
+    """Per-feature drift thresholds calibrated on the reference period, as NannyML does: the champion's
+    training data is cut into chunks of the monitoring window's length, every check's statistic is computed
+    on every chunk, and its threshold is where a chunk's value would be a false alarm at the chosen rate."""
+
+    method: Annotated[Literal["std", "quantile", "none"], Field(
+        description="std: mean + k x std of the chunk statistics (never below the largest chunk value); "
+                    "quantile: their empirical upper quantile; none: fixed thresholds (the Evidently test of "
+                    "each column, as before calibration existed).")] = "std"
+    false_alarm_rate: Annotated[float, Field(gt=0, lt=0.5, description="Chance that a window without drift "
+                                             "raises any alarm (all features and checks together; each check "
+                                             "gets its Bonferroni share).")] = 0.05
+    k: Annotated[float | None, Field(gt=0, description="std: an explicit multiplier (NannyML uses 3) instead of "
+                                     "the one the false-alarm rate implies.")] = None
+    statistic: Annotated[Literal["jensenshannon", "hellinger", "psi", "wasserstein"], Field(
+        description="Distance of a window to the reference (effect size, not a p-value).")] = "jensenshannon"
+    checks: Annotated[list[Literal["distance", "null_share", "stuck", "level_shift"]], Field(
+        description="distance to the reference; share of nulls; stuck: every value of the window the same "
+                    "(a sensor stuck at one value); level_shift: change of the mean since the previous window, in "
+                    "reference standard deviations (a unit change).", min_length=1)] = _d(lambda: list(DRIFT_CHECKS))
+    chunk_hours: Annotated[float | None, Field(gt=0, description="Chunk length; default the monitoring "
+                                               "window (monitoring.window_hours).")] = None
+    min_chunks: Annotated[int, Field(ge=3, description="Fewer reference chunks: a warning in the verdict "
+                                     "(below 3 the fixed thresholds are used).")] = 6
+    min_chunk_rows: Annotated[int, Field(ge=1, description="Chunks with fewer rows (a partial first or last "
+                                         "day) are not used.")] = 100
+    at_least_reference_max: Annotated[bool, Field(description="std: a threshold is never below the largest "
+                                                  "value a reference chunk reached (reference chunks are in "
+                                                  "control by definition).")] = True
+
+
 @dataclass(frozen=True)
 class DriftSpec(_Spec):
-    """How the monitor tests data drift. Defaults suit the window size: below 1,000 rows hypothesis tests
-    (KS / chi-square), above it Evidently's distances."""
+    """How the monitor tests data drift. Default: per-feature thresholds calibrated on reference-period
+    chunks (``calibration``) and dataset drift as soon as one feature drifts (the false-alarm rate covers
+    every feature). ``calibration.method: none`` restores fixed thresholds: below 1,000 rows hypothesis
+    tests (KS / chi-square), above it Evidently's distances, dataset drift at ``drift_share``."""
 
     columns: Annotated[dict[str, DriftColumnRule], Field(description="Per-feature method/threshold.")] = _d(dict)
     num_method: Annotated[str | None, Field(description="Default method of numeric features (None = by "
@@ -530,7 +574,10 @@ class DriftSpec(_Spec):
     exclude: Annotated[list[str], Field(description="Features not tested (e.g. calendar fields a daily window "
                                                     "pins to one value).")] = _d(list)
     min_drifted_columns: Annotated[int | None, Field(ge=1, description="Dataset drift when at least N columns "
-                                                                       "drift.")] = None
+                                                                       "drift (default: 1 with calibrated "
+                                                                       "thresholds, unset with fixed ones; "
+                                                                       "monitoring.drift_share applies "
+                                                                       "too).")] = None
     sample_rows: Annotated[int, Field(ge=100, description="Cap of the seeded stratified sample of the "
                                                           "window.")] = 50_000
     reference_rows: Annotated[int, Field(ge=100, description="Cap of the seeded reference sample.")] = 50_000
@@ -538,10 +585,40 @@ class DriftSpec(_Spec):
     seed: int = 0
     bins: Annotated[int, Field(ge=2, le=1000, description="Quantile bins of the exact streamed PSI per numeric "
                                                           "feature.")] = 20
+    calibration: DriftCalibration = _d(DriftCalibration)
+    evidently_report: Annotated[bool, Field(description="Also run Evidently on the samples for the HTML report "
+                                                        "(with calibration its per-column tests are shown, not "
+                                                        "judged).")] = True
 
     def __post_init__(self) -> None:
         _known_method(self.num_method)
         _known_method(self.cat_method)
+
+
+@dataclass(frozen=True)
+class PerformanceDetector(_Spec):
+    """A sequential detector over daily performance (CUSUM or EWMA): single bad days are noise, a sustained
+    decline accumulates. Its control limit is calibrated on reference days: the champion's validation and
+    evaluation days, scored by the champion (cached per version)."""
+
+    method: Annotated[Literal["cusum", "ewma", "none"], Field(
+        description="none: the fixed bounds (max_roc_auc_drop, max_log_loss_increase) on the scored window "
+                    "decide, as before the detector existed.")] = "cusum"
+    metric: Annotated[Literal["roc_auc", "log_loss", "accuracy"], Field(
+        description="Daily metric the detector watches.")] = "roc_auc"
+    shift: Annotated[float, Field(gt=0, description="Sustained change (metric units, in the bad direction) the "
+                                  "detector is tuned to find; CUSUM's reference value is half of it.")] = 0.04
+    false_alarm_rate: Annotated[float, Field(gt=0, lt=0.5, description="Chance of an alarm within horizon_days "
+                                             "of in-control days; the limit is set by simulation from the "
+                                             "reference days.")] = 0.05
+    horizon_days: Annotated[int, Field(ge=1, le=366, description="Horizon of the false-alarm rate.")] = 30
+    ewma_lambda: Annotated[float, Field(gt=0, le=1, description="EWMA weight of the newest day.")] = 0.2
+    min_reference_days: Annotated[int, Field(ge=3, description="Fewer scored reference days: no detector "
+                                             "(the fixed bounds decide).")] = 7
+    min_day_rows: Annotated[int, Field(ge=1, description="Days with fewer labelled rows are left out of the "
+                                       "series.")] = 100
+    use_estimated: Annotated[bool, Field(description="Also alarm on the estimated (CBPE) series of the days "
+                                         "whose labels have not landed.")] = False
 
 
 @dataclass(frozen=True)
@@ -569,6 +646,11 @@ class PerformanceSpec(_Spec):
     bootstrap: Annotated[int, Field(ge=50, le=10_000, description="Resamples of the champion/challenger "
                                                                   "comparison.")] = 500
     confidence: Annotated[float, Field(gt=0.5, lt=1, description="Confidence needed to name a winner.")] = 0.95
+    lookback_days: Annotated[int, Field(ge=1, le=366, description="Days of realized (and estimated) daily "
+                                        "performance the detector runs over.")] = 28
+    detector: PerformanceDetector = _d(PerformanceDetector)
+    estimate: Annotated[bool, Field(description="Estimate performance before labels land (CBPE: expected "
+                                    "metrics from the served probabilities, assumed calibrated).")] = True
 
 
 @dataclass(frozen=True)
@@ -586,6 +668,10 @@ class RetrainGuards(_Spec):
                                                            "window.")] = 1000
     breaker_rejections: Annotated[int, Field(ge=0, description="After this many gate rejections in a row a human "
                                                                "must approve (0: never).")] = 3
+    retrain_when: Annotated[list[Literal["drift", "performance"]], Field(
+        description="Monitor signals that may retrain (any of them): [performance] retrains only on a "
+                    "performance alarm, so a data-quality (drift) alarm alone does not.", min_length=1)] = _d(
+        lambda: ["drift", "performance"])
     approval_timeout_hours: Annotated[float | None, Field(gt=0, description="An unanswered approval request "
                                                                             "declines the retrain after this "
                                                                             "long.")] = 72.0

@@ -107,8 +107,13 @@ def _signal(result) -> tuple[DriftSignalOperator, dict]:
     return op, {"outlet_events": OutletEventAccessors()}
 
 
+FIXED = {"calibration": {"method": "none"}}  # fixed thresholds: each column's Evidently test decides
+
+
 def test_summer_traffic_drifts_reports_and_signals(world):
-    result, ti = _report(world, "2013-07-10T00:00:00+00:00", "2013-07-12T00:00:00+00:00")
+    """With fixed thresholds (the Evidently test of each column) two July days drift from a Jan-Jun
+    reference; the operator writes and logs the reports and the signal carries the evidence."""
+    result, ti = _report(world, "2013-07-10T00:00:00+00:00", "2013-07-12T00:00:00+00:00", drift=FIXED)
     assert result["status"] == "ok" and result["drift"] is True, result["drifted_columns"]
     assert {"temp", "dewp", "month"} <= set(result["drifted_columns"])
     assert result["model_version"] == str(world["v1"]) and result["snapshot_path"] == world["snap"]
@@ -129,7 +134,7 @@ def test_summer_traffic_drifts_reports_and_signals(world):
 
     # idempotent: same window -> same files, nothing new
     before = sorted(p.name for p in world["paths"].reports.iterdir())
-    again, _ = _report(world, "2013-07-10T00:00:00+00:00", "2013-07-12T00:00:00+00:00")
+    again, _ = _report(world, "2013-07-10T00:00:00+00:00", "2013-07-12T00:00:00+00:00", drift=FIXED)
     assert again["report"] == result["report"] and again["drifted_columns"] == result["drifted_columns"]
     assert sorted(p.name for p in world["paths"].reports.iterdir()) == before
 
@@ -139,6 +144,17 @@ def test_summer_traffic_drifts_reports_and_signals(world):
     assert extra["share"] == result["share"] and extra["model_version"] == str(world["v1"])
     assert extra["window"] == {"start": "2013-07-10T00:00:00+00:00", "end": "2013-07-12T00:00:00+00:00"}
     assert extra["report_html"] == str(html)
+    assert extra["signals"] == {"drift": True, "performance": False}
+    assert result["calibration"] is None and summary["rule"]["thresholds"] == "fixed"
+
+
+def test_the_default_calibrated_thresholds_do_not_call_two_july_days_drift(world):
+    """The same two July days against thresholds calibrated on 48 h chunks of the Jan-Jun reference: the
+    weather of two summer days is within the reference's own chunk-to-chunk variation."""
+    result, _ = _report(world, "2013-07-10T00:00:00+00:00", "2013-07-12T00:00:00+00:00")
+    cal = result["calibration"]
+    assert cal["status"] == "ok" and cal["chunk_hours"] == 48 and cal["n_chunks"] >= 60, cal
+    assert result["drift"] is False, (result["drifted_columns"], result.get("alarms"))
 
 
 def test_same_distribution_traffic_is_no_drift_and_no_signal(world):

@@ -112,7 +112,9 @@ def test_monitor_finds_traffic_logged_under_an_s3_root(tmp_path, moto_s3, bucket
         )
     assert result["status"] == "ok" and result["n_current"] == 320  # 300 parquet rows + 20 WAL rows
     assert result["snapshot_path"] == snap and result["n_reference_total"] == n
-    assert {u.rsplit("/", 1)[-1] for u in listed if "/log/" in u} == {"date=2026-07-02", "date=2026-07-03"}
+    # the window's days, the previous window's (level_shift) and the performance lookback: named, never listed
+    days = pd.date_range("2026-06-05", "2026-07-03", freq="D").strftime("date=%Y-%m-%d")
+    assert {u.rsplit("/", 1)[-1] for u in listed if "/log/" in u} == set(days)
     perf = result["performance"]
     assert perf["status"] == "ok" and perf["n_labelled"] == 300 and perf["overall"]["roc_auc"] > 0.9
     stem = result["report"]["json"].rsplit("/", 1)[-1]

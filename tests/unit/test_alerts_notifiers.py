@@ -44,6 +44,14 @@ def _context() -> dict[str, Any]:
     return {"ti": _TI()}
 
 
+def _body(msg: Any) -> str:
+    """The text parts of a (multipart) mail, decoded (SmtpNotifier sends base64 HTML)."""
+    import html
+
+    parts = [p for p in msg.walk() if p.get_content_maintype() == "text"]
+    return html.unescape("".join(p.get_payload(decode=True).decode(p.get_content_charset() or "utf-8") for p in parts))
+
+
 @pytest.fixture
 def smtp_sink() -> Iterator[tuple[int, list[Any]]]:
     from aiosmtpd.controller import Controller
@@ -111,7 +119,8 @@ def test_email_alert_reaches_the_smtp_sink(smtp_sink) -> None:
     assert env.rcpt_tos == ["oncall@example.com"]
     msg = message_from_bytes(env.content)
     assert msg["Subject"] == "[mlops] drift on flights_delay__monitor"
-    body = msg.get_payload()
+    assert msg["From"] == "airflow-mlops@localhost"
+    body = _body(msg)
     assert "drifted: ['temp', 'month']" in body and '"share": 0.5' in body
 
 
@@ -272,3 +281,90 @@ def test_signal_alerts_fire_only_for_their_cause(webhook) -> None:
     fire("performance", {"drift": True})  # no performance section: no performance alert
     fire("drift", {"drifted_columns": ["temp"]})  # an older signal without the flag still means drift
     assert [r["json"]["event"] for r in received] == ["performance", "drift", "drift"]
+
+
+def test_email_through_an_smtp_connection_uses_the_smtp_provider(smtp_sink, monkeypatch) -> None:
+    """smtp_conn_id: the smtp provider's connection type and SmtpHook deliver (not a hand-rolled client)."""
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    port, received = smtp_sink
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMTP_ALERTS",
+        json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": port,
+                "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 0},
+            }
+        ),
+    )
+    calls: list[dict[str, Any]] = []
+    original = SmtpHook.send_email_smtp
+
+    def spy(self: Any, **kw: Any) -> None:
+        calls.append(kw)
+        original(self, **kw)
+
+    monkeypatch.setattr(SmtpHook, "send_email_smtp", spy)
+    EmailAlertNotifier(
+        event="circuit_breaker", model="m", to=["a@example.com", "b@example.com"], smtp_conn_id="smtp_alerts",
+        details_task_id="signal_drift", raise_on_error=True,
+    )(_context())
+    assert len(calls) == 1 and calls[0]["to"] == ["a@example.com", "b@example.com"]
+    (env,) = received
+    assert sorted(env.rcpt_tos) == ["a@example.com", "b@example.com"]
+    assert '"drifted_columns"' in _body(message_from_bytes(env.content))
+
+
+def test_webhook_goes_through_the_http_provider(webhook, monkeypatch) -> None:
+    from airflow.providers.http.hooks.http import HttpHook
+
+    url, received, _ = webhook
+    endpoints: list[Any] = []
+    original = HttpHook.run
+
+    def spy(self: Any, endpoint: Any = None, *a: Any, **kw: Any) -> Any:
+        endpoints.append(endpoint)
+        return original(self, endpoint, *a, **kw)
+
+    monkeypatch.setattr(HttpHook, "run", spy)
+    WebhookAlertNotifier(event="drift", model="m", url=url + "/x/y?z=1", raise_on_error=True)(_context())
+    assert endpoints == ["/x/y?z=1"] and received[0]["path"] == "/x/y?z=1"
+
+
+def test_secrets_never_reach_logs_or_errors(webhook, smtp_sink, monkeypatch, caplog, capsys) -> None:
+    """Webhook tokens (URL path / query, connection password) and SMTP passwords: not in any log line,
+    success or failure, whatever the log level."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    url, received, status = webhook
+    host, port = url.removeprefix("http://").split(":")
+    WebhookAlertNotifier(event="drift", model="m", url=url + "/hook/TOKEN1?key=TOKEN2")(_context())
+    status["code"] = 500
+    WebhookAlertNotifier(event="drift", model="m", url=url + "/hook/TOKEN1?key=TOKEN2")(_context())
+    dead = f"http://127.0.0.1:{_free_port()}/services/TOKEN3"
+    WebhookAlertNotifier(event="drift", model="m", url=dead)(_context())
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HOOK_SECRET",
+        json.dumps({"conn_type": "http", "host": host, "port": int(port), "schema": "http",
+                    "password": "/services/TOKEN4"}),
+    )
+    WebhookAlertNotifier(event="drift", model="m", http_conn_id="hook_secret")(_context())
+    assert [r["path"] for r in received] == ["/hook/TOKEN1?key=TOKEN2"] * 2 + ["/services/TOKEN4"]
+    smtp_port, _ = smtp_sink
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMTP_SECRET",
+        json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port, "login": "alerts",
+                    "password": "TOKEN5", "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 0}}),
+    )
+    # the sink offers no AUTH: the login fails, and the failure is logged
+    EmailAlertNotifier(event="drift", model="m", to=["x@example.com"], smtp_conn_id="smtp_secret")(_context())
+    out = capsys.readouterr()
+    printed = [line for line in (out.out + out.err).splitlines() if "[mail.log]" not in line]  # structlog
+    records = [r.getMessage() for r in caplog.records if not r.name.startswith("mail.log")]
+    logged = "\n".join(records + printed)
+    assert "not delivered" in logged  # the failures were logged ...
+    for token in ("TOKEN1", "TOKEN2", "TOKEN3", "TOKEN4", "TOKEN5"):
+        assert token not in logged, token  # ... without the secrets

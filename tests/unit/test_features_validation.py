@@ -162,3 +162,79 @@ def test_real_january_meets_the_yaml_contract(tmp_path, repo_root):
     files = write_landing_month(tmp_path, 2013, 1) + [write_landing_planes(tmp_path)]
     report = validate_files(files, contract, tmp_path / "reports")
     assert report["passed"] and {f["table"] for f in report["files"]} == {"flights", "weather", "planes"}
+
+
+# ---- time zones: a naive timestamp is a wall-clock time in an unknown zone -------------------------------
+TZ_SPEC = {"columns": {"ts": {"dtype": "datetime", "nullable": False}, "x": {"dtype": "float"}}}
+
+
+def _naive(n: int = 3) -> pd.DataFrame:
+    return pd.DataFrame({"ts": pd.to_datetime(["2013-03-10 01:30", "2013-03-10 02:30", "2013-11-03 01:30"][:n]),
+                         "x": [1.0, 2.0, 3.0][:n]})
+
+
+def test_naive_datetimes_without_a_declared_zone_fail_naming_the_column_and_the_fix():
+    failures = validate_frame(_naive(), TZ_SPEC, table="t", file="t.parquet", now=NOW)
+    (f,) = [f for f in failures if f["rule"] == "timezone"]
+    assert f["column"] == "ts" and "tz: America/New_York" in f["message"] and f["count"] == 3
+    aware = _naive().assign(ts=lambda d: d["ts"].dt.tz_localize("UTC"))
+    assert validate_frame(aware, TZ_SPEC, table="t", file="t.parquet", now=NOW) == []
+    unknown = {"columns": {"ts": {"dtype": "datetime", "tz": "Mars/Olympus"}}}
+    assert ("timezone", "ts") in rules(validate_frame(_naive(), unknown, table="t", file="t.parquet", now=NOW))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_declared_zone_is_converted_to_utc_when_read(tmp_path, fmt):
+    from mlops_provider.runtime.features.contracts import read_landed
+
+    path = tmp_path / f"t.{fmt}"
+    _naive().to_parquet(path) if fmt == "parquet" else _naive().to_csv(path, index=False)
+    declared = {"ts": {"dtype": "datetime", "tz": "America/New_York"}, "x": {"dtype": "float"}}
+    df = read_landed(path, declared)
+    assert str(df["ts"].dt.tz) == "UTC"
+    # 01:30 EST = 06:30 UTC; 02:30 on the spring-forward night does not exist -> moved forward to 03:00 EDT;
+    # 01:30 on the fall-back night happens twice -> its first occurrence (EDT, 05:30 UTC)
+    assert df["ts"].dt.strftime("%m-%d %H:%M").tolist() == ["03-10 06:30", "03-10 07:00", "11-03 05:30"]
+    assert validate_frame(df, {"columns": declared}, table="t", file=str(path), now=NOW) == []
+    # without a declared zone nothing is assumed: left naive for the rule (CSV text is no longer read as UTC) ...
+    plain = read_landed(path, {"ts": {"dtype": "datetime"}})
+    assert plain["ts"].dt.tz is None
+    # ... and a strict read (what a transform does) refuses it
+    with pytest.raises(DataValidationError, match=r"'ts'.*naive.*tz: America/New_York"):
+        read_landed(path, {"ts": {"dtype": "datetime"}}, strict=True)
+
+
+def test_csv_offsets_are_kept_and_converted(tmp_path):
+    from mlops_provider.runtime.features.contracts import read_landed
+
+    path = tmp_path / "t.csv"
+    path.write_text("ts,x\n2013-06-01T08:00:00-04:00,1\n2013-06-01T12:00:00+00:00,2\n")
+    df = read_landed(path, {"ts": {"dtype": "datetime"}}, strict=True)
+    assert df["ts"].tolist() == [pd.Timestamp("2013-06-01T12:00Z")] * 2
+
+
+def test_validate_files_fails_on_naive_timestamps_before_anything_is_written(tmp_path):
+    path = tmp_path / "flights_2013_01.parquet"
+    good_flights().assign(time_hour=lambda d: d["time_hour"].dt.tz_localize(None)).to_parquet(path)
+    with pytest.raises(DataValidationError, match="timezone"):
+        validate_files([str(path)], CONTRACT, tmp_path / "reports", now=NOW)
+    local = {"tables": {"flights": {**CONTRACT["tables"]["flights"], "columns": {
+        **CONTRACT["tables"]["flights"]["columns"], "time_hour": {"dtype": "datetime", "nullable": False,
+                                                                  "tz": "America/New_York"}}}}}
+    assert validate_files([str(path)], local, tmp_path / "reports", now=NOW)["passed"] is True
+
+
+# ---- non-finite numbers ---------------------------------------------------------------------------------
+def test_infinite_numbers_are_rejected_with_or_without_bounds_unless_allowed():
+    import numpy as np
+
+    spec = {"columns": {"bounded": {"dtype": "float", "min": -10, "max": 10},
+                        "free": {"dtype": "float"},
+                        "strict": {"dtype": "float", "nullable": False},
+                        "allowed": {"dtype": "float", "max": 10, "allow_non_finite": True}}}
+    df = pd.DataFrame({"bounded": [1.0, np.inf, -np.inf], "free": [np.inf, 1.0, None],
+                       "strict": [1.0, np.nan, 2.0], "allowed": [np.inf, 1.0, 2.0]})
+    failures = validate_frame(df, spec, table="t", file="t.parquet", now=NOW)
+    got = {(f["rule"], f["column"]): f["count"] for f in failures}
+    assert got == {("non_finite", "bounded"): 2, ("non_finite", "free"): 1, ("not_null", "strict"): 1}
+    assert "allow_non_finite: true" in next(f["message"] for f in failures if f["rule"] == "non_finite")

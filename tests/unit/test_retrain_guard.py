@@ -352,3 +352,60 @@ def test_an_unreachable_registry_is_not_a_bootstrap(tmp_path: Path) -> None:
         op.execute(_context("r1", [("drift/m", drift(T0)[1])]))
     # nothing decided, nothing recorded
     assert not rg.GuardLedger(tmp_path / "g.json", "m").read()["decisions"]
+
+
+def test_retrain_when_requires_the_listed_signal_and_records_which_fired() -> None:
+    """retrain_when: [performance] -> a data-quality (drift) alarm alone does not retrain; every decision on
+    a monitor event says which signal fired (drift / performance / both / none) and why."""
+    perf_only = rg.GuardSettings(**{**SETTINGS.__dict__, "retrain_when": ("performance",)})
+    quality = drift(T0, signals={"drift": True, "performance": False}, trigger_reasons=["data drift: 1 column"],
+                    alarms=["temp: level_shift 2.9 > 1.2"])
+    d = run({}, "r1", T0, [quality], settings=perf_only)
+    assert d.action == "skip" and d.guard == "signal" and "retrain_when" in d.reason
+    assert d.details["signals"]["fired"] == "drift" and d.details["signals"]["retrains"] == []
+    assert d.details["signals"]["why"] == ["data drift: 1 column", "temp: level_shift 2.9 > 1.2"]
+    perf = drift(T0 + DAY, signals={"drift": False, "performance": True}, trigger_reasons=["performance: cusum"])
+    d = run({}, "r2", T0 + DAY, [perf], settings=perf_only)
+    assert d.action == "train" and d.details["signals"]["fired"] == "performance"
+    both = drift(T0 + 2 * DAY, signals={"drift": True, "performance": True})
+    d = run({}, "r3", T0 + 2 * DAY, [both], settings=perf_only)
+    assert d.action == "train" and d.details["signals"]["fired"] == "both"
+    assert d.details["signals"]["retrains"] == ["performance"]
+    # the default (drift or performance) retrains on a drift signal; an old event without flags means drift
+    d = run({}, "r4", T0, [drift(T0)])
+    assert d.action == "train" and d.details["signals"] == {
+        "drift": True, "performance": False, "fired": "drift", "why": [], "retrains": ["drift"]}
+    legacy_perf = drift(T0, drift=False, performance={"degraded": True})
+    assert rg.event_signals(legacy_perf[1]) == {"drift": False, "performance": True}
+    # a run the features asset also triggered (retrain_on: [features, drift]) is not held by the signal guard
+    d = rg.decide(key="r5", now=T0, triggered=[("features", {}), quality], manual=False, champion="1",
+                  retrain_on=["features", "drift"], settings=perf_only, ledger={}, rejections=(0, []),
+                  new_labels=5000)
+    assert d.action == "train" and d.details["signals"]["fired"] == "drift"
+
+
+def test_retrain_when_comes_from_the_yaml(tmp_path: Path) -> None:
+    from mlops_provider.runtime.monitoring.policy import run_training_policy
+    from mlops_provider.specs import RetrainGuards
+
+    guards = RetrainGuards.parse({"retrain_when": ["performance"]}).model_dump()
+
+    class Registry:
+        def champion_version(self) -> str:
+            return "1"
+
+        def gate_rejections(self, champion):
+            return 0, []
+
+        def champion_window_end(self, champion):
+            return None
+
+    d = run_training_policy(model="m", key="k", now=T0, events=[drift(T0, signals={"drift": True,
+                                                                                 "performance": False})],
+                            retrain_on=["drift"], guards=guards, registry=Registry(),
+                            state_path=tmp_path / "ledger.json")
+    assert d.action == "skip" and d.guard == "signal"
+    recorded = json.loads((tmp_path / "ledger.json").read_text())["decisions"]["k"]
+    assert recorded["details"]["signals"]["fired"] == "drift"
+    with pytest.raises(ValueError):
+        RetrainGuards.parse({"retrain_when": []})

@@ -9,25 +9,27 @@ asked). The factory builds them from ``monitoring.alerts`` in the model YAML
      "text": str, "dag_id", "run_id", "task_id", "details": <the XCom of details_task_id or {}>}
 
 * :class:`LogAlertNotifier`     - one WARNING line in the task log;
-* :class:`EmailAlertNotifier`   - a plain-text mail over SMTP (an Airflow SMTP connection, or a host/port);
-* :class:`WebhookAlertNotifier` - a JSON POST whose ``text`` key is what Slack incoming webhooks show.
+* :class:`EmailAlertNotifier`   - a mail through the smtp provider's ``SmtpNotifier`` / ``SmtpHook`` (an
+  Airflow SMTP connection, or a host/port);
+* :class:`WebhookAlertNotifier` - a JSON POST through the http provider's ``HttpNotifier`` / ``HttpHook``,
+  whose ``text`` key is what Slack incoming webhooks show.
 
 Alerts never break the pipeline: a delivery failure is logged (``raise_on_error=True`` turns it
 into :class:`~mlops_provider.exceptions.AlertDeliveryError`). Secrets (SMTP password, webhook
 URL from a connection) are never logged.
 
-Light module: standard library and ``airflow.sdk`` only.
+Light module: standard library and ``airflow.sdk`` at import; the smtp / http providers are imported
+inside :meth:`~MlopsAlertNotifier.deliver` only (a DAG parse never loads them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
 import logging
-import smtplib
-import urllib.error
-import urllib.request
-from collections.abc import Mapping, Sequence
-from email.message import EmailMessage
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseNotifier
@@ -144,10 +146,13 @@ class LogAlertNotifier(MlopsAlertNotifier):
 
 
 class EmailAlertNotifier(MlopsAlertNotifier):
-    """A plain-text mail (JSON details attached inline) over SMTP.
+    """A mail (the text, then the JSON details) sent by the smtp provider's ``SmtpNotifier`` / ``SmtpHook``.
 
-    Server and credentials: the Airflow connection ``smtp_conn_id`` (host, port, login, password;
-    extra ``{"starttls": true}``), or ``smtp_host`` / ``smtp_port`` without authentication.
+    Server and credentials: the Airflow SMTP connection ``smtp_conn_id`` (the smtp provider's connection
+    type: host, port, login, password; extras ``disable_ssl``, ``disable_tls``, ``from_email``, ``timeout``,
+    ``retry_limit``), or ``smtp_host`` / ``smtp_port`` without authentication (plain SMTP, STARTTLS when
+    ``starttls``; an in-memory connection, nothing is stored). The body is HTML (``<pre>`` of the text and
+    the details), as ``SmtpNotifier`` sends it.
     """
 
     template_fields: Sequence[str] = ("subject", "message", "to")
@@ -173,52 +178,104 @@ class EmailAlertNotifier(MlopsAlertNotifier):
         self.starttls = starttls
         self.timeout = timeout
 
-    def _server(self) -> tuple[str, int, str | None, str | None, bool]:
+    def _inline_connection(self) -> Any:
+        """The ``smtp_host`` / ``smtp_port`` settings as an in-memory smtp connection (None with a conn id)."""
         if self.smtp_conn_id:
-            from airflow.sdk import BaseHook
+            return None
+        from airflow.sdk import Connection
 
-            conn = BaseHook.get_connection(self.smtp_conn_id)
-            extra = conn.extra_dejson or {}
-            return (
-                conn.host or "localhost",
-                int(conn.port or 25),
-                conn.login or None,
-                conn.password or None,
-                bool(extra.get("starttls", self.starttls)),
-            )
-        return self.smtp_host or "localhost", int(self.smtp_port), None, None, self.starttls
+        return Connection(
+            conn_id="mlops_alert_smtp",
+            conn_type="smtp",
+            host=self.smtp_host or "localhost",
+            port=int(self.smtp_port),
+            extra=json.dumps(
+                {
+                    "disable_ssl": True,
+                    "disable_tls": not self.starttls,
+                    "timeout": max(1, math.ceil(self.timeout)),
+                    "retry_limit": 0,
+                }
+            ),
+        )
+
+    def body_html(self, payload: dict[str, Any]) -> str:
+        lines = [payload["text"], "", f"DAG {payload['dag_id']} run {payload['run_id']} task {payload['task_id']}"]
+        if payload["details"]:
+            lines += ["", "Details:", json.dumps(payload["details"], indent=2, default=str)]
+        return "<pre>" + html.escape("\n".join(lines), quote=False) + "</pre>"
 
     def deliver(self, payload: dict[str, Any]) -> None:
-        host, port, login, password, starttls = self._server()
-        msg = EmailMessage()
-        msg["Subject"] = payload["subject"]
-        msg["From"] = self.sender
-        msg["To"] = ", ".join(self.to)
-        body = [
-            payload["text"],
-            "",
-            f"DAG {payload['dag_id']} run {payload['run_id']} task {payload['task_id']}",
-        ]
-        if payload["details"]:
-            body += ["", "Details:", json.dumps(payload["details"], indent=2, default=str)]
-        msg.set_content("\n".join(body))
-        with smtplib.SMTP(host, port, timeout=self.timeout) as smtp:
-            if starttls:
-                smtp.starttls()
-            if login:
-                smtp.login(login, password or "")
-            smtp.send_message(msg)
-        self.log.info(
-            "Sent %s alert of %s to %s via %s:%s", payload["event"], payload["model"], self.to, host, port
+        from airflow.providers.smtp.hooks.smtp import SmtpHook
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        inline = self._inline_connection()
+
+        class _Hook(SmtpHook):
+            def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
+                return inline if inline is not None else SmtpHook.get_connection(conn_id)
+
+        conn_id = self.smtp_conn_id or "mlops_alert_smtp"
+        notifier = SmtpNotifier(
+            to=self.to,
+            from_email=self.sender,
+            subject=payload["subject"],
+            html_content=self.body_html(payload),
+            smtp_conn_id=conn_id,
         )
+        notifier.__dict__["hook"] = _Hook(smtp_conn_id=conn_id)  # the cached_property, pre-filled
+        # notify(), not __call__: the payload is already rendered (details may hold "{{")
+        notifier.notify({})
+        where = f"connection {self.smtp_conn_id}" if self.smtp_conn_id else f"{self.smtp_host}:{self.smtp_port}"
+        self.log.info("Sent %s alert of %s to %s via %s", payload["event"], payload["model"], self.to, where)
+
+
+class _Redact(logging.Filter):
+    """Drops nothing; replaces every secret (webhook URL, its path, a connection password) by ``***``."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s and len(s) > 3}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            record.msg = self.redact(record.getMessage())
+            record.args = None
+        return True
+
+
+#: the logger of the HttpHook / HttpNotifier of a webhook delivery, and the wire-level loggers that name URLs
+_HTTP_LOGGER = "mlops_provider.notifications.alerts.http"
+_WIRE_LOGGERS = ("urllib3.connectionpool",)
+
+
+@contextlib.contextmanager
+def _redacting(secrets: Sequence[str], *loggers: str) -> Iterator[None]:
+    """Redact ``secrets`` from every record of ``loggers`` while delivering (filters removed afterwards)."""
+    flt = _Redact(secrets)
+    targets = [logging.getLogger(name) for name in loggers]
+    for lg in targets:
+        lg.addFilter(flt)
+    try:
+        yield
+    finally:
+        for lg in targets:
+            lg.removeFilter(flt)
 
 
 class WebhookAlertNotifier(MlopsAlertNotifier):
-    """A JSON POST of the payload (Slack incoming webhooks display its ``text``).
+    """A JSON POST of the payload (Slack incoming webhooks display its ``text``), sent by the http
+    provider's ``HttpNotifier`` / ``HttpHook``.
 
     URL: ``url`` (templated), or the Airflow connection ``http_conn_id``: its ``host`` when it is a
-    full URL (``https://hooks.slack.com/...``), else ``schema://host:port`` + its ``password`` as the
-    path (how Slack webhook connections keep the token out of the host).
+    full URL (``https://hooks.slack.com/...``), else ``schema://host:port``, + its ``password`` as the
+    path (how Slack webhook connections keep the token out of the host). The URL, its path and the
+    password never reach a log line or an error message.
     """
 
     template_fields: Sequence[str] = ("subject", "message", "url")
@@ -233,39 +290,71 @@ class WebhookAlertNotifier(MlopsAlertNotifier):
         self.http_conn_id = http_conn_id
         self.timeout = timeout
 
-    def _url(self) -> str:
-        if self.url:
-            return str(self.url)
-        from airflow.sdk import BaseHook
+    def _target(self) -> tuple[Any, str, list[str]]:
+        """(connection for HttpHook, endpoint, secrets to redact)."""
+        from urllib.parse import urlsplit
 
-        conn = BaseHook.get_connection(str(self.http_conn_id))
-        host = conn.host or ""
-        if host.startswith(("http://", "https://")):
-            return host + (conn.password or "")
-        scheme = conn.schema or "https"
-        port = f":{conn.port}" if conn.port else ""
-        path = conn.password or ""
-        return f"{scheme}://{host}{port}{'' if path.startswith('/') or not path else '/'}{path}"
+        from airflow.sdk import BaseHook, Connection
+
+        if self.url:
+            parts = urlsplit(str(self.url))
+            base = f"{parts.scheme}://{parts.netloc}"
+            endpoint = parts.path + (f"?{parts.query}" if parts.query else "")
+            conn = Connection(conn_id="mlops_alert_webhook", conn_type="http", host=base)
+            return conn, endpoint, [str(self.url), endpoint, parts.query]
+        stored = BaseHook.get_connection(str(self.http_conn_id))
+        path = stored.password or ""
+        if path and not path.startswith("/") and not (stored.host or "").endswith("/"):
+            path = "/" + path
+        # the password is the URL's path, not a basic-auth secret: hand HttpHook a copy without it
+        conn = Connection(
+            conn_id=stored.conn_id, conn_type="http", host=stored.host, schema=stored.schema or "https",
+            port=stored.port, login=stored.login, extra=stored.extra,
+        )
+        return conn, path, [path, stored.password or ""]
 
     def deliver(self, payload: dict[str, Any]) -> None:
-        url = self._url()
-        data = json.dumps(payload).encode("utf-8")
-        req = urllib.request.Request(
-            url,
-            data=data,
-            method="POST",
+        from airflow.providers.http.hooks.http import HttpHook
+        from airflow.providers.http.notifications.http import HttpNotifier
+        from requests.exceptions import RequestException
+
+        conn, endpoint, secrets = self._target()
+        hook_log = logging.getLogger(_HTTP_LOGGER)
+        status: dict[str, int] = {}
+
+        class _Hook(HttpHook):
+            def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
+                return conn
+
+            def run_and_check(self, session: Any, prepped_request: Any, extra_options: dict[Any, Any]) -> Any:
+                try:
+                    response = session.send(
+                        prepped_request,
+                        timeout=extra_options.get("timeout"),
+                        allow_redirects=extra_options.get("allow_redirects", True),
+                    )
+                except RequestException as e:  # its text names the URL (and so the token): never echo it
+                    raise AlertDeliveryError(f"webhook unreachable ({type(e).__name__})") from None
+                status["code"] = response.status_code
+                if response.status_code >= 400:
+                    raise AlertDeliveryError(f"webhook answered HTTP {response.status_code}")
+                return response
+
+        hook = _Hook(method="POST", http_conn_id=conn.conn_id)
+        hook._log = hook_log  # type: ignore[assignment]  # a stdlib logger carries the redacting filter
+        notifier = HttpNotifier(
+            http_conn_id=conn.conn_id,
+            endpoint=endpoint,
+            json=payload,
             headers={"Content-Type": "application/json", "User-Agent": "airflow-mlops"},
+            extra_options={"timeout": self.timeout},
         )
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - configured URL
-                status = resp.status
-        except urllib.error.HTTPError as e:
-            raise AlertDeliveryError(f"webhook answered HTTP {e.code}") from None
-        except urllib.error.URLError as e:
-            # never echo the URL: it may carry a token
-            raise AlertDeliveryError(f"webhook unreachable ({e.reason})") from None
+        notifier.__dict__["hook"] = hook  # the cached_property, pre-filled
+        notifier._log = hook_log  # type: ignore[assignment]
+        with _redacting(secrets, _HTTP_LOGGER, *_WIRE_LOGGERS):
+            notifier.notify({})
         self.log.info(
-            "Posted %s alert of %s to the webhook (HTTP %s)", payload["event"], payload["model"], status
+            "Posted %s alert of %s to the webhook (HTTP %s)", payload["event"], payload["model"], status.get("code")
         )
 
 

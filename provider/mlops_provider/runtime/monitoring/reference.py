@@ -140,7 +140,8 @@ def load_reference_stats(
     cache_dir: str | os.PathLike[str] | None,
     store: ObjectStore | None = None,
 ) -> tuple[ReferenceStats, bool]:
-    """Reference statistics of a model version, cached per (model, version, snapshot hash, settings).
+    """Reference statistics of a model version, cached per (model, version, snapshot hash, settings), with
+    the drift thresholds calibrated on its chunks (computed once per version and calibration settings).
 
     Returns ``(stats, cache_hit)``. The cache lives under ``<cache_dir>/<model>/v<version>/<key>/``;
     a snapshot is immutable, so an entry never goes stale. The snapshot must still exist (lineage is
@@ -153,8 +154,12 @@ def load_reference_stats(
         digest = str(read_manifest(path, store=store).get("hash", ""))
     except Exception:  # noqa: BLE001 - a missing manifest is reported by load_snapshot below
         digest = ""
+    settings = rules.calibration_settings
+    calibration = (
+        ["calibration-v1", sorted(dict(rules.calibration).items()), rules.chunk_hours()] if settings.enabled else None
+    )
     key = cache_key(
-        path, digest, list(numeric), list(categorical), rules.reference_rows, rules.seed, rules.bins
+        path, digest, list(numeric), list(categorical), rules.reference_rows, rules.seed, rules.bins, calibration
     )
     entry = Path(cache_dir) / model / f"v{model_version}" / key if cache_dir else None
     if entry is not None and entry.is_dir():

@@ -75,6 +75,11 @@ def summary_html(result: Mapping[str, Any]) -> str:
     rows = []
     for col, info in (result.get("columns") or {}).items():
         exact = info.get("psi") if info.get("kind") == "numeric" else info.get("js_distance")
+        checks = info.get("calibrated") or {}
+        calibrated = "; ".join(
+            f"{k} {_fmt(v.get('value'))} / {_fmt(v.get('threshold'))}{' ALARM' if v.get('alarm') else ''}"
+            for k, v in checks.items()
+        )
         rows.append(
             "<tr>"
             + "".join(
@@ -88,6 +93,7 @@ def summary_html(result: Mapping[str, Any]) -> str:
                     _fmt(exact),
                     _fmt(info.get("unseen_share")),
                     _fmt(info.get("null_share")),
+                    calibrated or "-",
                 )
             )
             + "</tr>"
@@ -96,10 +102,21 @@ def summary_html(result: Mapping[str, Any]) -> str:
     perf_line = ""
     if perf:
         overall = perf.get("overall") or {}
+        det = detector_summary(perf.get("detector")) or {}
+        days = "".join(
+            f"<tr><td>{escape(str(d['day']))}</td><td>{d['n']}</td><td>{d['labelled']}</td>"
+            f"<td>{_fmt(d['realized'])}</td><td>{_fmt(d['estimated'])}</td>"
+            "</tr>"
+            for d in daily_summary(perf.get("daily"))
+        )
         perf_line = (
             f"<p>Live performance ({escape(str(perf.get('status')))}): ROC AUC {_fmt(overall.get('roc_auc'))}, "
             f"log loss {_fmt(overall.get('log_loss'))}, ECE {_fmt(overall.get('ece'))} on "
-            f"{overall.get('n', 0)} labelled rows; degraded={perf.get('degraded')}</p>"
+            f"{overall.get('n', 0)} labelled rows; degraded={perf.get('degraded')} "
+            f"(decided by {escape(str(perf.get('decided_by')))})</p>"
+            f"<p>Detector: {escape(json.dumps(det, default=str))}</p>"
+            + ("<table border=1 cellpadding=3><tr><th>day</th><th>requests</th><th>labelled</th>"
+               f"<th>realized ROC AUC</th><th>estimated ROC AUC</th></tr>{days}</table>" if days else "")
         )
     return (
         "<div style='font-family:sans-serif;margin:1em'><h2>Drift verdict: "
@@ -107,9 +124,13 @@ def summary_html(result: Mapping[str, Any]) -> str:
         f"<p>model {escape(str(result.get('model')))} v{escape(str(result.get('model_version')))}, window "
         f"{escape(str(result.get('window')))}; {result.get('n_current')} rows (sample {result.get('n_sample')}); "
         f"share {_fmt(result.get('share'))} / threshold {result.get('threshold')}; reasons "
-        f"{escape(str(result.get('reasons')))}</p>{perf_line}"
+        f"{escape(str(result.get('reasons')))}; thresholds {escape(json.dumps(result.get('calibration'), default=str))}"
+        "</p>"
+        + "".join(f"<p>{escape(str(a))}</p>" for a in result.get("alarms") or [])
+        + f"{perf_line}"
         "<table border=1 cellpadding=3><tr><th>feature</th><th>method</th><th>score (sample)</th><th>threshold</th>"
-        "<th>verdict</th><th>PSI / JS (full window)</th><th>unseen share</th><th>null share</th></tr>"
+        "<th>verdict</th><th>PSI / JS (full window)</th><th>unseen share</th><th>null share</th>"
+        "<th>calibrated checks (value / threshold)</th></tr>"
         + "".join(rows)
         + "</table></div>"
     )
@@ -146,24 +167,63 @@ def publish_reports(
 #: the report files (``report``).
 XCOM_KEYS = (
     "model", "model_version", "reference_alias", "snapshot_path", "status", "drift", "trigger", "reasons",
-    "trigger_reasons", "share", "threshold", "drifted_columns", "n_reference", "n_reference_total", "n_current",
-    "n_sample", "sampled", "window", "min_rows", "reference_cache_hit", "mlflow_logged", "report",
+    "trigger_reasons", "signals", "share", "threshold", "drifted_columns", "n_reference", "n_reference_total",
+    "n_current", "n_sample", "sampled", "window", "min_rows", "reference_cache_hit", "mlflow_logged", "report",
+    "calibration", "traffic_excluded",
 )
 XCOM_PERFORMANCE_KEYS = (
-    "status", "degraded", "reasons", "window", "n_requests", "n_labelled", "label_coverage", "baseline",
-    "roc_auc_drop", "log_loss_increase",
+    "status", "degraded", "decided_by", "reasons", "window", "n_requests", "n_labelled", "label_coverage",
+    "baseline", "roc_auc_drop", "log_loss_increase", "join_keys",
 )
 XCOM_METRICS = ("n", "roc_auc", "log_loss", "brier", "ece")
+XCOM_DETECTOR = ("series", "method", "metric", "status", "alarm", "alarm_day", "statistic", "limit", "why")
+#: at most this many per-feature alarm lines in XCom (all of them are in the report)
+XCOM_ALARMS = 10
+
+
+def _r(v: Any) -> Any:
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def detector_summary(det: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The detector's state without its per-day path (that is in the report)."""
+    if not det:
+        return None
+    out: dict[str, Any] = {k: _r(det.get(k)) for k in XCOM_DETECTOR if k in det}
+    cal = det.get("calibration") or {}
+    if cal:
+        out["reference"] = {k: _r(cal.get(k)) for k in ("status", "mean", "std", "reference_days", "k", "h") if k in cal}
+    if det.get("estimated"):
+        out["estimated"] = detector_summary(det["estimated"])
+    return out
+
+
+def daily_summary(daily: Any, metric: str = "roc_auc") -> list[dict[str, Any]]:
+    """Per day: requests, labelled requests, realized and estimated ``metric`` (rounded; every metric of
+    every day is in the report)."""
+    out = []
+    for d in daily or []:
+        real, est = d.get("realized") or {}, d.get("estimated") or {}
+        out.append({"day": d.get("day"), "n": d.get("n"), "labelled": d.get("labelled"),
+                    "realized": _r(real.get(metric)), "estimated": _r(est.get(metric))})
+    return out
 
 
 def xcom_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     """The small XCom of a :func:`~mlops_provider.runtime.monitoring.monitor.run_monitor` result."""
     out: dict[str, Any] = {k: result[k] for k in XCOM_KEYS if k in result}
+    if result.get("alarms"):
+        out["alarms"] = list(result["alarms"])[:XCOM_ALARMS]
     perf = result.get("performance")
     if perf:
         small: dict[str, Any] = {k: perf[k] for k in XCOM_PERFORMANCE_KEYS if k in perf}
         overall = perf.get("overall") or {}
         small["overall"] = {k: overall.get(k) for k in XCOM_METRICS} if overall else None
+        small["estimated"] = {k: _r(v) for k, v in (perf.get("estimated") or {}).items() if k != "window"} or None
+        metric = (perf.get("detector") or {}).get("metric") or "roc_auc"
+        small["daily_metric"] = metric
+        small["daily"] = daily_summary(perf.get("daily"), metric)
+        small["detector"] = detector_summary(perf.get("detector"))
         exp = perf.get("experiment") or {}
         small["experiment"] = (
             {k: exp.get(k) for k in ("mode", "winner", "delta_roc_auc", "confidence")} if exp else None

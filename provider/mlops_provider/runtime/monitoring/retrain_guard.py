@@ -12,6 +12,11 @@ Guards, checked in this order (the first that holds decides):
 
 1. trigger kind - once a champion exists only ``retrain_on`` asset kinds retrain; manual runs and the
    bootstrap (no champion yet) always train and bypass the guards;
+1b. signal      - a monitor (``drift``-kind) event retrains only when a signal listed in ``retrain_when``
+   fired in it: ``drift`` (calibrated data drift) and / or ``performance`` (the performance detector).
+   ``retrain_when: [performance]`` lets a data-quality alarm alert without retraining. Every decision on a
+   monitor event records which signal fired (``drift`` / ``performance`` / ``both`` / ``none``) and why
+   (``details["signals"]``);
 2. dedupe       - one retrain per drift episode. An episode is a consecutive run of drift windows
    (each window starts where the previous one ended, allowing ``EPISODE_SLACK`` of the window's
    length for scheduling jitter) against the same champion version; its id is the start of its
@@ -70,6 +75,8 @@ class GuardSettings:
     min_new_labels: int = 1000
     breaker_rejections: int = 3
     enabled: bool = True
+    #: monitor signals that may retrain (any of them): drift, performance
+    retrain_when: tuple[str, ...] = ("drift", "performance")
 
 
 @dataclass
@@ -319,8 +326,45 @@ def assign_episode(windows: list[dict[str, Any]], extra: Mapping[str, Any], cham
     return episode
 
 
+# -------------------------------------------------------------------------------------- signals
+def event_signals(extra: Mapping[str, Any]) -> dict[str, bool]:
+    """``{"drift", "performance"}`` of one monitor event (an older event without flags means drift)."""
+    sig = extra.get("signals")
+    if isinstance(sig, Mapping):
+        return {"drift": bool(sig.get("drift")), "performance": bool(sig.get("performance"))}
+    perf = extra.get("performance") if isinstance(extra.get("performance"), Mapping) else {}
+    return {"drift": bool(extra.get("drift", True)), "performance": bool((perf or {}).get("degraded"))}
+
+
+def signals_of(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What fired across the monitor events of a run: the flags, ``fired`` (drift / performance / both /
+    none) and the monitor's reasons."""
+    flags = {"drift": False, "performance": False}
+    why: list[str] = []
+    for extra in events:
+        for k, v in event_signals(extra).items():
+            flags[k] = flags[k] or v
+        why += [str(r) for r in extra.get("trigger_reasons") or []]
+        why += [str(a) for a in extra.get("alarms") or []][:5]
+    fired = "both" if all(flags.values()) else next((k for k, v in flags.items() if v), "none")
+    return {**flags, "fired": fired, "why": list(dict.fromkeys(why))[:12]}
+
+
 # ------------------------------------------------------------------------------------- decision
-def decide(
+def decide(**kwargs: Any) -> Decision:
+    """Decide one run. ``triggered`` is ``[(kind, event extra), ...]``; ``ledger`` is mutated
+    (drift windows appended) but decisions are stored by the caller. A decision on monitor events carries
+    ``details["signals"]`` (what fired and why)."""
+    decision = _decide(**kwargs)
+    monitor_events = [extra for k, extra in kwargs["triggered"] if k == "drift"]
+    if monitor_events:
+        sig = signals_of(monitor_events)
+        sig["retrains"] = sorted(k for k in ("drift", "performance") if sig[k] and k in kwargs["settings"].retrain_when)
+        decision.details = {**decision.details, "signals": sig}
+    return decision
+
+
+def _decide(
     *,
     key: str,
     now: datetime,
@@ -369,6 +413,20 @@ def decide(
         )
     episode = None
     drift_events = [extra for k, extra in triggered if k == "drift"]
+    signals = signals_of(drift_events) if drift_events else None
+    if signals is not None:
+        log.info("Monitor signal: %s (drift=%s, performance=%s); why: %s", signals["fired"], signals["drift"],
+                 signals["performance"], signals["why"])
+        allowed = sorted(k for k in ("drift", "performance") if signals[k] and k in settings.retrain_when)
+        if wanted == ["drift"] and not allowed:
+            return Decision(
+                "skip",
+                f"signal: the monitor fired {signals['fired']} (drift={signals['drift']}, performance="
+                f"{signals['performance']}) and retraining needs one of {list(settings.retrain_when)} "
+                "(monitoring.retrain_guards.retrain_when); the alarm is for a human, not a retrain",
+                "signal",
+                **base,
+            )
     if "drift" in wanted and drift_events:
         windows = ledger.setdefault("windows", [])
         episodes = [assign_episode(windows, e, champion) for e in drift_events]

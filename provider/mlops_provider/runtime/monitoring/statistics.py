@@ -167,9 +167,11 @@ class ReferenceStats:
 
     sample: pd.DataFrame
     n_total: int
-    numeric: dict[str, dict[str, Any]]  # col -> {edges, counts, nulls, n}
+    numeric: dict[str, dict[str, Any]]  # col -> {edges, counts, nulls, n, mean, std, min, max}
     categorical: dict[str, dict[str, Any]]  # col -> {counts, nulls, n}
     key: str = ""
+    #: per-feature drift thresholds calibrated on reference chunks (``calibration.Calibration.as_dict()``)
+    calibration: dict[str, Any] | None = None
 
     def to_dir(self, directory: Path) -> None:
         """Write the sample and the statistics as one directory that replaces ``directory`` atomically."""
@@ -183,6 +185,7 @@ class ReferenceStats:
                         "numeric": self.numeric,
                         "categorical": self.categorical,
                         "key": self.key,
+                        "calibration": self.calibration,
                     },
                     default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v),
                 )
@@ -196,7 +199,8 @@ class ReferenceStats:
             sample = pd.read_parquet(directory / "sample.parquet")
         except (OSError, ValueError):
             return None
-        return cls(sample, int(meta["n_total"]), meta["numeric"], meta["categorical"], meta.get("key", ""))
+        return cls(sample, int(meta["n_total"]), meta["numeric"], meta["categorical"], meta.get("key", ""),
+                   meta.get("calibration"))
 
 
 def reference_stats(
@@ -214,11 +218,16 @@ def reference_stats(
     for col in numeric:
         vals = pd.to_numeric(reference[col], errors="coerce").to_numpy("float64")
         edges = quantile_edges(vals, bins)
+        finite = vals[np.isfinite(vals)]
         num[col] = {
             "edges": edges.tolist(),
             "counts": histogram(vals, edges).tolist(),
             "nulls": int((~np.isfinite(vals)).sum()),
             "n": int(len(vals)),
+            "mean": float(finite.mean()) if finite.size else None,
+            "std": float(finite.std(ddof=1)) if finite.size > 1 else None,
+            "min": float(finite.min()) if finite.size else None,
+            "max": float(finite.max()) if finite.size else None,
         }
     for col in categorical:
         s = reference[col]
@@ -297,6 +306,7 @@ def stream_current(
             "null_share": (nulls / total) if total else None,
             "mean": (s1 / n_valid) if n_valid else None,
             "psi": psi(r["counts"], counts) if n_valid else None,
+            "counts": [*counts.tolist(), nulls],  # the reference's bins, then nulls (calibrated checks)
         }
     for col in categorical:
         r = ref.categorical[col]
@@ -322,6 +332,25 @@ def stream_current(
             "js_distance": js_distance(r["counts"], cur_counts) if n_valid else None,
             "unseen_share": (sum(unseen.values()) / n_valid) if n_valid else 0.0,
             "unseen_values": dict(list(unseen.items())[:20]),
+            "counts": cur_counts,
+            "nulls": nulls,
         }
     frame = pd.DataFrame(sample, columns=[*numeric, *categorical]) if sample else pd.DataFrame()
     return CurrentStats(frame, win.n_rows, positions, stats)
+
+
+def window_means(win: ParquetWindow, numeric: Sequence[str]) -> dict[str, float | None]:
+    """Mean of every numeric column over the whole window, streamed (the previous window of ``level_shift``)."""
+    out: dict[str, float | None] = {}
+    for col in numeric:
+        if col not in win.columns:
+            out[col] = None
+            continue
+        total, count = 0.0, 0
+        for _, values in win.column_chunks(col):
+            x = _numeric(values)
+            fin = np.isfinite(x)
+            total += float(x[fin].sum())
+            count += int(fin.sum())
+        out[col] = total / count if count else None
+    return out

@@ -36,6 +36,18 @@ from mlops_provider.runtime.io.objstore import ObjectStore
 log = logging.getLogger(__name__)
 
 TIMESTAMP = "timestamp"
+
+# ---- traffic hygiene: only live traffic enters a monitoring window ------------------------------------
+#: Inference-log column naming the kind of request; the service sets it from the request header
+#: :data:`TRAFFIC_HEADER` (absent header: ``live``).
+TRAFFIC_COLUMN = "traffic"
+TRAFFIC_HEADER = "X-Mlops-Traffic"
+LIVE = "live"
+TRAFFIC_KINDS = (LIVE, "smoke", "infra_validation", "warmup", "shadow")
+REQUEST_ID = "request_id"
+#: Older logs (no traffic column) mark smoke-test requests by this request_id prefix
+#: (``mlops_provider.runtime.serving.checks.SMOKE_ID_PREFIX``).
+LEGACY_SMOKE_PREFIX = "smoke-"
 #: Rows per spilled chunk / row group when converting JSONL (bounds the reader's memory).
 SPILL_CHUNK_ROWS = 100_000
 #: A bounded window spanning more days than this is listed by prefix, not day by day.
@@ -96,6 +108,8 @@ class ParquetWindow:
     partial_columns: set[str] = field(default_factory=set)
     #: reads the ``s3://`` files (None: local files only, or the process default store)
     store: ObjectStore | None = None
+    #: rows of [start, end) left out because they are not live traffic, by kind
+    excluded: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -105,7 +119,10 @@ class ParquetWindow:
         end: Any = None,
         *,
         store: ObjectStore | None = None,
+        live_only: bool = False,
     ) -> ParquetWindow:
+        """Index the row groups of ``files`` inside ``[start, end)``; ``live_only`` also leaves out every row
+        that is not live traffic (:func:`live_mask`), counted in :attr:`excluded`."""
         win = cls([str(f) for f in files], _utc(start), _utc(end), store=store)
         lo = win.start.value if win.start is not None else None
         hi = win.end.value if win.end is not None else None
@@ -118,13 +135,24 @@ class ParquetWindow:
                 raise DriftError(
                     f"inference log file {path} has no {TIMESTAMP!r} column; it is not a log partition."
                 )
+            tagged = [c for c in (TRAFFIC_COLUMN, REQUEST_ID) if c in names] if live_only else []
             for i in range(pf.num_row_groups):
-                ts = _ts_ns(pf.read_row_group(i, columns=[TIMESTAMP]).column(0))
+                group = pf.read_row_group(i, columns=[TIMESTAMP, *tagged])
+                ts = _ts_ns(group.column(0))
                 mask = np.ones(len(ts), dtype=bool)
                 if lo is not None:
                     mask &= ts >= lo
                 if hi is not None:
                     mask &= ts < hi
+                if live_only:
+                    kinds = traffic_kinds(
+                        group.column(TRAFFIC_COLUMN) if TRAFFIC_COLUMN in tagged else None,
+                        group.column(REQUEST_ID) if REQUEST_ID in tagged else None,
+                        len(ts),
+                    )
+                    for kind, count in pd.Series(kinds[mask & (kinds != LIVE)]).value_counts().items():
+                        win.excluded[str(kind)] = win.excluded.get(str(kind), 0) + int(count)
+                    mask &= kinds == LIVE
                 n = int(mask.sum())
                 if n:
                     win.groups.append(_Group(path, i, None if n == len(ts) else mask, n, win.n_rows))
@@ -168,6 +196,22 @@ class ParquetWindow:
             if parts
             else pa.array([])
         )
+
+
+def traffic_kinds(traffic: Any, request_id: Any, n: int) -> np.ndarray:
+    """The traffic kind of every row: the ``traffic`` value when set (lower-cased), else ``smoke`` for a
+    ``request_id`` starting with :data:`LEGACY_SMOKE_PREFIX` (older logs), else ``live``."""
+    kinds = np.full(n, LIVE, dtype=object)
+    if request_id is not None:
+        rid = pa.chunked_array([request_id]) if isinstance(request_id, pa.Array) else request_id
+        rid = rid.cast(pa.string()) if not pa.types.is_string(rid.type) else rid
+        smoke = pc.fill_null(pc.starts_with(rid, LEGACY_SMOKE_PREFIX), False)
+        kinds[np.asarray(smoke.to_numpy(zero_copy_only=False), dtype=bool)] = "smoke"
+    if traffic is not None:
+        values = np.asarray(traffic.cast(pa.string()).to_pylist(), dtype=object)
+        tagged = np.array([v is not None and str(v).strip() != "" for v in values], dtype=bool)
+        kinds[tagged] = np.array([str(v).strip().lower() for v in values[tagged]], dtype=object)
+    return kinds
 
 
 def frame_window(frame: pd.DataFrame, tmp_dir: str | os.PathLike[str]) -> ParquetWindow:
@@ -335,12 +379,17 @@ def open_log_window(
     tmp_dir: str | os.PathLike[str],
     *,
     store: ObjectStore | None = None,
+    live_only: bool = False,
 ) -> ParquetWindow:
     """The inference log window as a :class:`ParquetWindow` (parquet partitions + spilled JSONL).
 
-    ``directory``: a local directory or an ``s3://`` prefix, read through ``store``.
+    ``directory``: a local directory or an ``s3://`` prefix, read through ``store``. ``live_only``: only
+    live traffic (no smoke test, infra validation, warm-up or shadow request); what was left out is in
+    ``window.excluded``.
     """
     files = log_files(directory, start, end, store=store)
+    if live_only:
+        columns = {**columns, TRAFFIC_COLUMN: "string", REQUEST_ID: "string"}
     parquet = list(files["parquet"])
     seen: set[str] = set()
     if files["jsonl"]:
@@ -349,7 +398,7 @@ def open_log_window(
         )
         if spilled is not None:
             parquet.append(str(spilled))
-    win = ParquetWindow.open(parquet, start, end, store=store)
+    win = ParquetWindow.open(parquet, start, end, store=store, live_only=live_only)
     if files["jsonl"]:
         # spilled columns exist in the schema even when no record had them: keep only those seen
         parquet_cols: set[str] = set()
@@ -357,12 +406,13 @@ def open_log_window(
             parquet_cols |= set(open_parquet(path, store).schema_arrow.names)
         win.columns = parquet_cols | seen | {TIMESTAMP}
     log.info(
-        "Inference log window [%s, %s): %d row(s) in %d parquet + %d jsonl file(s)",
+        "Inference log window [%s, %s): %d row(s) in %d parquet + %d jsonl file(s)%s",
         start,
         end,
         win.n_rows,
         len(files["parquet"]),
         len(files["jsonl"]),
+        f"; left out (not live traffic): {win.excluded}" if win.excluded else "",
     )
     return win
 
