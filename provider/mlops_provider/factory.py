@@ -154,6 +154,7 @@ def build_features_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             transform=cfg.transform_ref,
             landed_files=_output(files),
             lake_dir=str(paths.lake),
+            contract=validate.contract,  # declared time zones reach the transform as UTC
             aws_conn_id=cfg.connections.aws,
         )
         apply = FeastApplyOperator(

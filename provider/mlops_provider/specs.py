@@ -557,6 +557,23 @@ class DriftCalibration(_Spec):
 
 
 @dataclass(frozen=True)
+class PredictionDrift(_Spec):
+    """Drift of the champion's served predictions (binary: the probability; multiclass: the predicted class and
+    the top-class probability; regression: the predicted value), judged like the features: thresholds
+    calibrated on chunks of the reference - here the champion's own predictions on its validation and
+    evaluation days (scored once per version and cached; training rows would be in-sample, more confident than
+    live traffic)."""
+
+    enabled: Annotated[bool, Field(description="Monitor the predictions (needs the champion's model to score "
+                                               "its held-out days once per version).")] = True
+    trigger: Annotated[bool, Field(description="Prediction drift also means drift (a retraining signal). "
+                                               "Default false: it is reported and alerted with the verdict; "
+                                               "the held-out reference covers a few weeks only, so a "
+                                               "seasonal move of the predictions alone is not a reason to "
+                                               "retrain.")] = False
+
+
+@dataclass(frozen=True)
 class DriftSpec(_Spec):
     """How the monitor tests data drift. Default: per-feature thresholds calibrated on reference-period
     chunks (``calibration``) and dataset drift as soon as one feature drifts (the false-alarm rate covers
@@ -589,10 +606,32 @@ class DriftSpec(_Spec):
     evidently_report: Annotated[bool, Field(description="Also run Evidently on the samples for the HTML report "
                                                         "(with calibration its per-column tests are shown, not "
                                                         "judged).")] = True
+    predictions: PredictionDrift = _d(PredictionDrift)
 
     def __post_init__(self) -> None:
         _known_method(self.num_method)
         _known_method(self.cat_method)
+
+
+#: Live metrics the monitor computes per task type (``mlops.task`` of the champion) -> higher is better.
+#: Realized once labels land; the detector, ``performance.max_drop`` and the champion/challenger comparison
+#: name them. (The training/gate registry :mod:`mlops_provider.tasks` names the gate's metrics; this table is
+#: the monitor's subset plus ``accuracy`` and should derive from that registry once it has every task.)
+LIVE_METRICS: dict[str, dict[str, bool]] = {
+    "binary": {"roc_auc": True, "log_loss": False, "brier": False, "accuracy": True, "ece": False},
+    "multiclass": {"log_loss": False, "accuracy": True, "macro_f1": True, "ece": False},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+#: The task's primary live metric: the detector's default metric.
+LIVE_PRIMARY: dict[str, str] = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
+#: Every live metric name of every task -> higher is better (one direction per name across tasks).
+LIVE_METRIC_DIRECTIONS: dict[str, bool] = {m: hib for t in LIVE_METRICS.values() for m, hib in t.items()}
+
+
+def _known_live_metric(key: str, name: str) -> None:
+    if name not in LIVE_METRIC_DIRECTIONS:
+        per_task = {t: sorted(m) for t, m in LIVE_METRICS.items()}
+        raise ValueError(f"{key}: {name!r} is not a live metric; per task: {per_task}")
 
 
 @dataclass(frozen=True)
@@ -602,12 +641,16 @@ class PerformanceDetector(_Spec):
     evaluation days, scored by the champion (cached per version)."""
 
     method: Annotated[Literal["cusum", "ewma", "none"], Field(
-        description="none: the fixed bounds (max_roc_auc_drop, max_log_loss_increase) on the scored window "
-                    "decide, as before the detector existed.")] = "cusum"
-    metric: Annotated[Literal["roc_auc", "log_loss", "accuracy"], Field(
-        description="Daily metric the detector watches.")] = "roc_auc"
-    shift: Annotated[float, Field(gt=0, description="Sustained change (metric units, in the bad direction) the "
-                                  "detector is tuned to find; CUSUM's reference value is half of it.")] = 0.04
+        description="none: the fixed bounds (max_drop, max_roc_auc_drop, max_log_loss_increase) on the scored "
+                    "window decide, as before the detector existed.")] = "cusum"
+    metric: Annotated[str | None, Field(
+        description="Daily metric the detector watches; default the champion's task's primary: roc_auc "
+                    "(binary), log_loss (multiclass), rmse (regression). Its direction comes with it. A metric "
+                    "the champion's task does not have falls back to the primary (noted in the report).")] = None
+    shift: Annotated[float | None, Field(gt=0, description="Sustained change (metric units, in the bad "
+                                         "direction) the detector is tuned to find; CUSUM's reference value is "
+                                         "half of it. Default 0.04 for the bounded metrics; one reference "
+                                         "standard deviation for rmse / mae (their scale is the label's).")] = None
     false_alarm_rate: Annotated[float, Field(gt=0, lt=0.5, description="Chance of an alarm within horizon_days "
                                              "of in-control days; the limit is set by simulation from the "
                                              "reference days.")] = 0.05
@@ -619,6 +662,10 @@ class PerformanceDetector(_Spec):
                                        "series.")] = 100
     use_estimated: Annotated[bool, Field(description="Also alarm on the estimated (CBPE) series of the days "
                                          "whose labels have not landed.")] = False
+
+    def __post_init__(self) -> None:
+        if self.metric is not None:
+            _known_live_metric("monitoring.performance.detector.metric", self.metric)
 
 
 @dataclass(frozen=True)
@@ -637,10 +684,17 @@ class PerformanceSpec(_Spec):
                                                                           "only).")] = 36.0
     slices: Annotated[list[str], Field(description="Per-slice metrics, e.g. [segment].")] = _d(list)
     min_labelled_rows: Annotated[int, Field(ge=1, description="Fewer joined rows: no performance verdict.")] = 200
+    max_drop: Annotated[dict[str, float], Field(
+        description="Fixed bounds on the scored window (they decide while the detector is not calibrated): "
+                    "tolerated worsening of a live metric vs the champion's validation value, in the metric's "
+                    "bad direction (a drop of roc_auc / accuracy / macro_f1 / r2, a rise of log_loss / brier / "
+                    "ece / rmse / mae), e.g. {rmse: 2.5, r2: 0.05}. Metrics the champion's task has not are "
+                    "ignored (noted in the report). Unset: roc_auc max_roc_auc_drop, log_loss "
+                    "max_log_loss_increase, and r2 0.05 for regression.")] = _d(dict)
     max_roc_auc_drop: Annotated[float, Field(ge=0, description="Live ROC AUC below champion's by more: a "
-                                                               "trigger.")] = 0.05
+                                                               "trigger (max_drop.roc_auc).")] = 0.05
     max_log_loss_increase: Annotated[float, Field(ge=0, description="Live log loss above champion's by more: a "
-                                                                    "trigger.")] = 0.05
+                                                                    "trigger (max_drop.log_loss).")] = 0.05
     max_calibration_error: Annotated[float | None, Field(gt=0, le=1, description="ECE above this: a "
                                                                                  "trigger.")] = None
     bootstrap: Annotated[int, Field(ge=50, le=10_000, description="Resamples of the champion/challenger "
@@ -650,7 +704,14 @@ class PerformanceSpec(_Spec):
                                         "performance the detector runs over.")] = 28
     detector: PerformanceDetector = _d(PerformanceDetector)
     estimate: Annotated[bool, Field(description="Estimate performance before labels land (CBPE: expected "
-                                    "metrics from the served probabilities, assumed calibrated).")] = True
+                                    "metrics from the served probabilities, assumed calibrated). Classification "
+                                    "only: a regression's point prediction says nothing about its own error.")] = True
+
+    def __post_init__(self) -> None:
+        for name, bound in self.max_drop.items():
+            _known_live_metric("monitoring.performance.max_drop", name)
+            if not bound >= 0:
+                raise ValueError(f"monitoring.performance.max_drop.{name}: {bound!r} must be >= 0")
 
 
 @dataclass(frozen=True)

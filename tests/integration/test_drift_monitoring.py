@@ -146,7 +146,9 @@ def test_drift_and_live_performance_with_challenger_on_a_parquet_log(world):
     calibrated, _ = _run(world, "log_a", "2013-07-12T00:00:00+00:00", "2013-07-13T00:00:00+00:00")
     assert calibrated["calibration"]["status"] == "ok" and calibrated["calibration"]["n_chunks"] > 100
     assert calibrated["drift"] is False and calibrated["trigger"] is False, calibrated.get("alarms")
-    assert calibrated["signals"] == {"drift": False, "performance": False}
+    assert calibrated["signals"] == {"drift": False, "performance": False, "prediction_drift": False}
+    # no model artifact to score the held-out days with: no prediction drift reference, said so
+    assert calibrated["prediction_drift"]["status"] == "unavailable" and calibrated["prediction_drift"]["why"]
     # no reference days scored (this version has no model artifact): the fixed bounds judge performance
     assert calibrated["performance"]["decided_by"] == "bounds"
     assert calibrated["performance"]["join_keys"] == ["origin", "carrier", "tailnum", "sched_dep_hour", "weekday",

@@ -144,7 +144,7 @@ def test_summer_traffic_drifts_reports_and_signals(world):
     assert extra["share"] == result["share"] and extra["model_version"] == str(world["v1"])
     assert extra["window"] == {"start": "2013-07-10T00:00:00+00:00", "end": "2013-07-12T00:00:00+00:00"}
     assert extra["report_html"] == str(html)
-    assert extra["signals"] == {"drift": True, "performance": False}
+    assert extra["signals"] == {"drift": True, "performance": False, "prediction_drift": False}
     assert result["calibration"] is None and summary["rule"]["thresholds"] == "fixed"
 
 

@@ -95,3 +95,49 @@ def test_offline_partition_operator_runs_a_file_transform(tmp_path):
         bad.execute(context={})
     with pytest.raises(FeatureStoreError, match="must look like"):
         OfflinePartitionOperator(task_id="p", transform="nocolon", landed_files="a", lake_dir="/l").execute(context={})
+
+
+def test_offline_partition_hands_the_transform_utc_for_declared_zones(tmp_path):
+    """A transform that reads its files with plain pandas (no read_landed) still gets UTC instants for every
+    column whose contract declares its zone: naive New York wall-clock times, parquet and CSV alike; the other
+    columns and the undeclared files arrive as landed."""
+    import pandas as pd
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    local = ["2013-01-01 05:00", "2013-07-01 05:00", "2013-11-03 01:30"]  # winter, summer, the repeated hour
+    pd.DataFrame({"sched": pd.to_datetime(local), "flight": [1, 2, 3], "note": ["a", "b", "c"]}).to_parquet(
+        landing / "flights_2013_01.parquet", index=False)
+    (landing / "flights_2013_02.csv").write_text("sched,flight,code\n2013-01-01 05:00,7,007\n,8,\n")
+    pd.DataFrame({"time_hour": pd.to_datetime(local)}).to_parquet(landing / "weather_2013.parquet", index=False)
+    code = (
+        "import pandas as pd\n"
+        "def build(files, lake):\n"
+        "    out = {}\n"
+        "    for f in files:\n"
+        "        df = pd.read_parquet(f) if f.endswith('.parquet') else pd.read_csv(f, dtype=str,"
+        " keep_default_na=False)\n"
+        "        out[f.rsplit('/', 1)[-1]] = {c: [str(v) for v in df[c]] for c in df.columns}\n"
+        "    return out\n"
+    )
+    (tmp_path / "t.py").write_text(code)
+    contract = {"tables": {
+        "flights": {"columns": {"sched": {"dtype": "datetime", "tz": "America/New_York"}, "flight": {"dtype": "int"}}},
+        "weather": {"columns": {"time_hour": {"dtype": "datetime"}}},  # no zone declared: handed over as landed
+    }}
+    files = sorted(str(p) for p in landing.iterdir())
+    op = OfflinePartitionOperator(task_id="p", transform=f"{tmp_path / 't.py'}:build", landed_files=files,
+                                  lake_dir="/lake", contract=contract)
+    got = op.execute(context={})
+    assert got["flights_2013_01.parquet"]["sched"] == [
+        "2013-01-01 10:00:00+00:00", "2013-07-01 09:00:00+00:00", "2013-11-03 05:30:00+00:00"]  # EST, EDT, first
+    assert got["flights_2013_01.parquet"]["flight"] == ["1", "2", "3"]
+    assert got["flights_2013_02.csv"] == {"sched": ["2013-01-01T10:00:00+00:00", ""], "flight": ["7", "8"],
+                                          "code": ["007", ""]}  # other cells keep their text
+    assert got["weather_2013.parquet"]["time_hour"][0] == "2013-01-01 05:00:00"  # undeclared: as landed
+    # without a contract the files are the landed ones
+    plain = OfflinePartitionOperator(task_id="p", transform=f"{tmp_path / 't.py'}:build", landed_files=files,
+                                     lake_dir="/lake").execute(context={})
+    assert plain["flights_2013_01.parquet"]["sched"][0] == "2013-01-01 05:00:00"
+    # the landed files themselves are never modified
+    assert str(pd.read_parquet(landing / "flights_2013_01.parquet")["sched"].dt.tz) == "None"

@@ -269,19 +269,27 @@ class DriftSignalOperator(BaseOperator):
         if perf:
             overall = perf.get("overall") or {}
             experiment = perf.get("experiment") or {}
+            task = perf.get("task")
             extra["performance"] = {
                 "status": perf.get("status"),
+                "task": (task or {}).get("task") if isinstance(task, Mapping) else (task or "binary"),
                 "degraded": perf.get("degraded"),
                 "reasons": perf.get("reasons"),
+                # the task's headline metrics (binary: roc_auc, log_loss, brier, ece; multiclass: log_loss,
+                # accuracy, macro_f1, ece; regression: rmse, mae, r2, bias)
+                "metrics": {k: v for k, v in overall.items() if k != "n"},
                 "roc_auc": overall.get("roc_auc"),
                 "log_loss": overall.get("log_loss"),
                 "ece": overall.get("ece"),
+                "drops": perf.get("drops"),
                 "n_labelled": perf.get("n_labelled"),
                 "baseline": perf.get("baseline"),
                 "experiment_winner": experiment.get("winner"),
                 "decided_by": perf.get("decided_by"),
                 "detector": perf.get("detector"),
             }
+        if result.get("prediction_drift"):
+            extra["prediction_drift"] = result["prediction_drift"]
         extra = json.loads(json.dumps(extra, default=str))
         outlet_events = context["outlet_events"]
         for outlet in self.outlets or []:

@@ -100,10 +100,23 @@ class _FeastOperator(BaseOperator):
 class OfflinePartitionOperator(BaseOperator):
     """Run the model's feature pipeline ``transform(landed_files, lake_dir) -> dict`` and return its dict.
 
+    **The transform contract.** ``transform`` is called with ``landed_files``, a list of *local* paths of the
+    run's landed files (``s3://`` objects are downloaded first, file names kept), and ``lake_dir``; it returns a
+    JSON-able dict (the task's XCom). The files are already normalised per the data ``contract``: every column
+    whose contract declares the zone of its naive timestamps (``tz: America/New_York``) holds UTC instants -
+    parquet: a ``timestamp[tz=UTC]`` column; CSV: ISO 8601 text with ``+00:00`` - so a transform that reads
+    them with plain pandas (or anything else) sees no local time, whether or not it calls
+    :func:`~mlops_provider.runtime.features.contracts.read_landed`. Every other column is handed over as
+    landed (same types and values; a CSV cell keeps its text), and files without such a column are the landed
+    files themselves. The normalised copies live in a temporary directory while the transform runs
+    (:func:`~mlops_provider.runtime.features.landed.normalize_landed`).
+
     :param transform: ``"path/to/file.py:function"`` or ``"package.module:function"``.
     :param landed_files: paths of the landed files (list, or a rendered string; directories expand
         to their ``*.parquet`` files). Templated.
     :param lake_dir: the model's lake directory (``ModelPaths.lake``). Templated.
+    :param contract: the data contract (``{"tables": {table: spec}}``, the model YAML's ``features.contract``
+        as the validation task gets it); None: files are handed over as landed.
     :param aws_conn_id: connection for ``s3://`` landed files; they are downloaded to a temporary
         directory (file names kept) and the transform gets the local paths.
     """
@@ -117,6 +130,7 @@ class OfflinePartitionOperator(BaseOperator):
         transform: str,
         landed_files: list[str] | str,
         lake_dir: str,
+        contract: dict[str, Any] | None = None,
         aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
@@ -124,11 +138,15 @@ class OfflinePartitionOperator(BaseOperator):
         self.transform = transform
         self.landed_files = landed_files
         self.lake_dir = lake_dir
+        self.contract = contract
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        import tempfile
+
         from mlops_provider.exceptions import DataValidationError
         from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.runtime.features.landed import normalize_landed
         from mlops_provider.runtime.features.transform_loader import load_callable
         from mlops_provider.runtime.io.objstore import ObjectStore
 
@@ -140,8 +158,8 @@ class OfflinePartitionOperator(BaseOperator):
         fn = load_callable(self.transform)
         self.log.info("running %s on %d file(s) into %s", self.transform, len(files), self.lake_dir)
         store = ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
-        with store.localized(files) as local_files:
-            result = fn(local_files, self.lake_dir)
+        with store.localized(files) as local_files, tempfile.TemporaryDirectory(prefix="mlops-landed-") as tmp:
+            result = fn(normalize_landed(local_files, self.contract, tmp), self.lake_dir)
         if not isinstance(result, dict):
             raise DataValidationError(f"transform {self.transform} returned {type(result).__name__}, expected a dict")
         self.log.info("offline partitions: %s", result)

@@ -5,9 +5,14 @@ A day of the example's traffic has a realized ROC AUC of about 0.72 +- 0.07 (FIE
 that noise day by day. Accumulated evidence finds it:
 
 * **CUSUM** (default): with ``z_t`` the day's shortfall in reference standard deviations (``(mean - value) /
-  std`` for ROC AUC and accuracy, ``(value - mean) / std`` for log loss), ``S_t = max(0, S_{t-1} + z_t - k)``
-  with ``k = shift / (2 std)`` (half the shift the detector is tuned to), alarm when ``S_t > h``;
+  std`` for higher-is-better metrics: ROC AUC, accuracy, macro-F1, R²; ``(value - mean) / std`` for the others:
+  log loss, Brier, ECE, RMSE, MAE), ``S_t = max(0, S_{t-1} + z_t - k)`` with ``k = shift / (2 std)`` (half the
+  shift the detector is tuned to), alarm when ``S_t > h``;
 * **EWMA**: ``E_t = lambda z_t + (1 - lambda) E_{t-1}``, alarm when ``E_t > h``.
+
+The metric is the champion's task's primary by default (binary ROC AUC, multiclass log loss, regression
+RMSE; ``monitoring.performance.detector.metric``), the shift 0.04 for unit-free metrics and one reference
+standard deviation for RMSE / MAE (their unit is the label's).
 
 Calibration: the reference days are the champion's validation and evaluation days, scored by the champion
 (:func:`~mlops_provider.runtime.monitoring.live.reference_performance`). Their mean and standard deviation
@@ -28,18 +33,25 @@ from typing import Any
 
 import numpy as np
 
-#: metrics where a higher value is better
-HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "log_loss": False, "brier": False}
+from mlops_provider.specs import LIVE_METRIC_DIRECTIONS
+
+#: metrics where a higher value is better (every task's live metrics)
+HIGHER_IS_BETTER = dict(LIVE_METRIC_DIRECTIONS)
 SIMULATIONS = 4000
+#: the shift the detector is tuned to when ``shift`` is unset, for metrics without a unit
+DEFAULT_SHIFT = 0.04
+#: metrics in the label's unit: their default shift is one reference standard deviation
+SCALED_METRICS = ("rmse", "mae")
 
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    """``monitoring.performance.detector`` (see :class:`mlops_provider.specs.PerformanceDetector`)."""
+    """``monitoring.performance.detector`` (see :class:`mlops_provider.specs.PerformanceDetector`), resolved
+    for the champion's task by :meth:`for_task` (the metric defaults to the task's primary)."""
 
     method: str = "cusum"
     metric: str = "roc_auc"
-    shift: float = 0.04
+    shift: float | None = None
     false_alarm_rate: float = 0.05
     horizon_days: int = 30
     ewma_lambda: float = 0.2
@@ -49,7 +61,27 @@ class DetectorSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> DetectorSettings:
-        return cls(**{k: v for k, v in dict(cfg or {}).items() if k in cls.__dataclass_fields__})
+        return cls(**{k: v for k, v in dict(cfg or {}).items() if k in cls.__dataclass_fields__ and v is not None})
+
+    @classmethod
+    def for_task(cls, cfg: Mapping[str, Any] | None, metrics: Mapping[str, bool], primary: str
+                 ) -> tuple[DetectorSettings, str | None]:
+        """The settings for a task with live ``metrics`` and ``primary`` metric: an unset metric is the primary;
+        a metric the task has not falls back to it, with a note (the second value)."""
+        d = {k: v for k, v in dict(cfg or {}).items() if k in cls.__dataclass_fields__ and v is not None}
+        note = None
+        if d.get("metric") not in metrics:
+            if d.get("metric"):
+                note = f"detector metric {d['metric']!r} is not a metric of this task {sorted(metrics)}: {primary} used"
+            d["metric"] = primary
+        return cls(**d), note
+
+    def shift_for(self, std: float) -> float:
+        """The shift in metric units: ``shift``, else :data:`DEFAULT_SHIFT`, or one reference standard
+        deviation for a metric in the label's unit (:data:`SCALED_METRICS`)."""
+        if self.shift is not None:
+            return float(self.shift)
+        return float(std) if self.metric in SCALED_METRICS else DEFAULT_SHIFT
 
 
 def shortfall(values: np.ndarray, mean: float, std: float, metric: str) -> np.ndarray:
@@ -91,11 +123,12 @@ def calibrate(reference_values: Sequence[float | None], settings: DetectorSettin
     draws /= math.sqrt(1 + bandwidth**2)  # back to unit variance
     draws += rng.normal(0, 1 / math.sqrt(n), (SIMULATIONS, 1))  # the reference mean is itself an estimate ...
     draws *= np.sqrt((n - 1) / rng.chisquare(n - 1, (SIMULATIONS, 1)))  # ... and so is its std
-    k = settings.shift / (2 * std)
+    shift = settings.shift_for(std)
+    k = shift / (2 * std)
     h = float(np.quantile(_paths(draws, settings, k).max(axis=1), 1 - settings.false_alarm_rate))
     return out | {"status": "ok", "mean": mean, "std": std, "k": float(k) if settings.method == "cusum" else None,
                   "h": h, "horizon_days": horizon, "false_alarm_rate": settings.false_alarm_rate,
-                  "shift": settings.shift}
+                  "shift": shift, "higher_is_better": HIGHER_IS_BETTER.get(settings.metric, True)}
 
 
 def run(days: Sequence[Mapping[str, Any]], calibration: Mapping[str, Any], settings: DetectorSettings,

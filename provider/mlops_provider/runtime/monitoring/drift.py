@@ -141,6 +141,7 @@ class DriftRules:
     def from_config(cls, drift: Mapping[str, Any] | None, drift_share: float = 0.3) -> DriftRules:
         """From ``MonitoringConfig.drift.model_dump()`` (or any dict with those keys)."""
         d = dict(drift or {})
+        d.pop("predictions", None)  # monitoring.drift.predictions: the monitor's prediction drift, not a rule
         cols = {
             k: {kk: vv for kk, vv in dict(v).items() if vv is not None}
             for k, v in dict(d.pop("columns", {})).items()

@@ -38,10 +38,12 @@ from typing import Any
 from mlops_provider.runtime.io.objstore import ObjectStore, is_s3
 from mlops_provider.runtime.monitoring import drift as rd
 from mlops_provider.runtime.monitoring import live as rl
+from mlops_provider.runtime.monitoring import predictions as rp
 from mlops_provider.runtime.monitoring import reference as rr
 from mlops_provider.runtime.monitoring import reports as rep
 from mlops_provider.runtime.monitoring.calibration import natural_hours
 from mlops_provider.runtime.monitoring.statistics import stream_current, window_means
+from mlops_provider.runtime.monitoring.task_metrics import MonitorTask
 from mlops_provider.runtime.monitoring.window import open_log_window
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,8 @@ def run_monitor(
 
     version = rr.reference_version(client, model, reference_alias)
     model_version = str(version.version)
+    task = MonitorTask.from_version(version)
+    label_column = label_column or task.label
     snapshot_path = rr.snapshot_from_lineage(client, version)
     log.info("Reference: models:/%s@%s (version %s), snapshot_path=%s", model, reference_alias, model_version,
              snapshot_path)
@@ -141,24 +145,47 @@ def run_monitor(
             result, snapshot = rd.evaluate_drift(ref, cur, numeric, categorical, rules, previous_means=previous)
         result["reference_cache_hit"] = cache_hit
         result["traffic_excluded"] = dict(win.excluded)
-        reference_perf = None
+        # ---- the champion's held-out days scored once per version: prediction drift and the detector use them
+        cache_dir = default_cache_dir(report_dir, reference_cache_dir)
+        pred_cfg = dict(dict(drift or {}).get("predictions") or {})
+        watch_predictions = bool(pred_cfg.get("enabled", True)) and n_current >= min_rows
         perf_cfg = dict(performance or {})
         detector_cfg = dict(perf_cfg.get("detector") or {})
-        if perf_cfg.get("enabled", True) and perf_cfg and labels_dir and label_column and (
-                detector_cfg.get("method", "cusum") != "none"):
+        watch_detector = bool(perf_cfg.get("enabled", True) and perf_cfg and labels_dir and label_column and (
+            detector_cfg.get("method", "cusum") != "none"))
+        scored, why = None, None
+        if watch_predictions or watch_detector:
+            scored, task, why = rp.try_score_reference(
+                client, model, model_version, str(snapshot_path), features=features, label=label_column, task=task,
+                cache_dir=cache_dir, store=store, predictor=predictor)
+        result["task"] = task.as_dict()
+        result["prediction_drift"] = rp.prediction_drift(
+            task=task, scored=scored, unavailable=why, inference_log_dir=inference_log_dir, start=start, end=end,
+            tmp_dir=Path(tmp) / "predictions", rules=rules, min_rows=min_rows, model=model, version=model_version,
+            cache_dir=cache_dir, trigger=bool(pred_cfg.get("trigger", False)), store=store,
+        ) if watch_predictions else None
+        reference_perf = None
+        if watch_detector:
             reference_perf = rl.reference_performance(
-                client, model, model_version, str(snapshot_path), features=features, label=label_column,
-                cache_dir=default_cache_dir(report_dir, reference_cache_dir), store=store, predictor=predictor,
-            )
+                client, model, model_version, str(snapshot_path), features=features, label=str(label_column),
+                cache_dir=cache_dir, store=store, predictor=predictor, task=task, scored=scored,
+            ) if scored is not None or rl.reference_cached(cache_dir, model, model_version) else {
+                "status": "unavailable", "why": why, "days": []}
         result["performance"] = rl.live_performance(
             client, version, start, end, Path(tmp) / "perf", config=performance,
             inference_log_dir=inference_log_dir, labels_dir=labels_dir, label_column=label_column,
-            reference=reference_perf, store=store,
+            reference=reference_perf, store=store, task=task,
         )
         perf = result["performance"] or {}
+        preds = result["prediction_drift"] or {}
+        if preds.get("drift") and preds.get("trigger"):  # monitoring.drift.predictions.trigger
+            result["drift"] = True
+            result["reasons"] = [*result.get("reasons", []), *(f"prediction drift: {r}" for r in preds["reasons"])]
+            result["alarms"] = [*result.get("alarms", []), *preds.get("alarms", [])]
         reasons = [f"data drift: {r}" for r in result.get("reasons", [])] if result.get("drift") else []
         reasons += [f"performance: {r}" for r in perf.get("reasons", [])] if perf.get("degraded") else []
-        result["signals"] = {"drift": bool(result.get("drift")), "performance": bool(perf.get("degraded"))}
+        result["signals"] = {"drift": bool(result.get("drift")), "performance": bool(perf.get("degraded")),
+                             "prediction_drift": bool(preds.get("drift"))}
         result.update(
             model=model,
             model_version=model_version,

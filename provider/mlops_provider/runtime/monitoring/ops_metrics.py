@@ -3,7 +3,10 @@
 Two sources, summarised side by side:
 
 * the **inference log** of the window (:func:`mlops_provider.runtime.serving.inference_log.read_inference_log`):
-  predictions served, rate per hour, per-hour counts, model versions, prediction distribution;
+  live predictions served, rate per hour, per-hour counts, model versions, prediction distribution. Only live
+  traffic counts (the ``traffic`` column; an untagged row is live unless its request_id has the legacy
+  ``smoke-`` prefix); smoke tests, infra validation, warm-up and shadow requests are counted apart, by kind,
+  under ``test_traffic`` (:func:`split_traffic`);
 * the server's **Prometheus** ``/metrics`` (BentoML 1.4 text format, parsed by
   :mod:`~mlops_provider.runtime.monitoring.prometheus`): HTTP requests, error rates (5xx server errors, 4xx client errors)
   and latency percentiles from the ``bentoml_service_request_duration_seconds`` histogram, plus
@@ -153,18 +156,41 @@ def log_summary(frame: Any, start: datetime | None, end: datetime | None) -> dic
         out["model_versions"] = {
             str(k): int(v) for k, v in frame["model_version"].astype(str).value_counts().items()
         }
-    if "prediction" in frame.columns:
-        import pandas as pd
+    import pandas as pd
 
-        p = pd.to_numeric(frame["prediction"], errors="coerce").dropna()
+    for col in ("probability", "prediction"):  # binary: probability + 0/1; regression: the value
+        if col not in frame.columns:
+            continue
+        p = pd.to_numeric(frame[col], errors="coerce").dropna()
         if len(p):
-            out["prediction"] = {
+            out[col] = {
                 "mean": float(p.mean()),
                 "p50": float(p.quantile(0.5)),
                 "p95": float(p.quantile(0.95)),
                 "null": int(n - len(p)),
             }
+        elif col == "prediction" and frame[col].notna().any():  # multiclass: the predicted classes
+            shares = frame[col].dropna().astype(str).value_counts(normalize=True).head(20)
+            out["prediction_classes"] = {str(k): round(float(v), 4) for k, v in shares.items()}
     return out
+
+
+def split_traffic(frame: Any) -> tuple[Any, dict[str, Any]]:
+    """(the live rows, the summary of the rest): smoke tests, infra validation, warm-up and shadow requests
+    are not traffic (``traffic`` column; untagged rows are live unless their request_id has the legacy
+    ``smoke-`` prefix: :func:`~mlops_provider.runtime.monitoring.window.traffic_kinds`)."""
+    from mlops_provider.runtime.monitoring.window import LIVE, frame_traffic_kinds
+
+    if len(frame) == 0:
+        return frame, {"predictions": 0, "by_kind": {}}
+    kinds = frame_traffic_kinds(frame)
+    live = frame[kinds == LIVE]
+    live.attrs.update(frame.attrs)
+    other = kinds[kinds != LIVE]
+    by_kind: dict[str, int] = {}
+    for k in other:
+        by_kind[str(k)] = by_kind.get(str(k), 0) + 1
+    return live, {"predictions": int(len(other)), "by_kind": dict(sorted(by_kind.items()))}
 
 
 # --------------------------------------------------------------------------------- the summary
@@ -218,11 +244,12 @@ def ops_summary(
     from mlops_provider.runtime.serving.inference_log import read_inference_log
 
     start, end = _iso(window_start), _iso(window_end)
-    frame = read_inference_log(inference_log_dir, start=start, end=end, store=store)
+    frame, test_traffic = split_traffic(read_inference_log(inference_log_dir, start=start, end=end, store=store))
     summary: dict[str, Any] = {
         "model": model,
         "window": {"start": start.isoformat() if start else None, "end": end.isoformat() if end else None},
-        "inference_log": log_summary(frame, start, end),
+        "inference_log": log_summary(frame, start, end),  # live traffic only
+        "test_traffic": test_traffic,  # smoke / infra_validation / warmup / shadow rows, left out above
     }
     deployment = read_deployment(deployment_state_dir)
     url = metrics_url or (
@@ -351,8 +378,9 @@ def run_ops_summary(
     ep, lg = summary["endpoint"], summary["inference_log"]
     http = ep.get("http") or {}
     log.info(
-        "Ops %s window %s: %s prediction(s) logged; endpoint %s; requests=%s error_rate=%s latency=%s; "
-        "resources=%s; report %s", model, summary["window"], lg.get("predictions"), ep.get("status"),
+        "Ops %s window %s: %s live prediction(s) logged (test traffic left out: %s); endpoint %s; requests=%s "
+        "error_rate=%s latency=%s; resources=%s; report %s", model, summary["window"], lg.get("predictions"),
+        summary["test_traffic"]["by_kind"] or "none", ep.get("status"),
         http.get("requests"), http.get("error_rate"), http.get("latency"), ep.get("resources"), summary["report"],
     )
     return json.loads(json.dumps(summary, default=str))
@@ -363,6 +391,7 @@ __all__ = [
     "http_summary",
     "log_summary",
     "ops_summary",
+    "split_traffic",
     "parse_metrics",
     "process_resources",
     "report_stem",

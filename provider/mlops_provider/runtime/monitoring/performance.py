@@ -9,12 +9,13 @@ departure, and the 0/1 label). :func:`join_outcomes` matches each request to its
 * by the ``join_keys`` (e.g. origin, carrier, tailnum, sched_dep_hour) and time: the first outcome
   event at or after the request, within ``time_tolerance_hours`` (``pandas.merge_asof``).
 
-:func:`performance_report` then computes ROC AUC, log loss, Brier score and calibration (expected
-calibration error + reliability bins) overall, per UTC day and per slice, compares them with the
-champion's validation metrics, and flags a drop beyond the YAML bounds (a retraining trigger like
-drift). When the log carries online-experiment columns (``challenger_prediction`` in shadow mode,
-or a ``variant`` per request in split mode), champion and challenger are compared on the same live
-traffic with a seeded bootstrap confidence.
+:func:`performance_report` then computes the realized metrics of the champion's task (binary: ROC AUC,
+log loss, Brier, accuracy, calibration; multiclass: log loss, accuracy, macro-F1, top-label ECE; regression:
+RMSE, MAE, R²; :mod:`~mlops_provider.runtime.monitoring.task_metrics`) overall, per UTC day and per slice,
+compares them with the champion's validation metrics, and flags a worsening beyond the YAML bounds
+(``max_drop``; a retraining trigger like drift). When the log carries online-experiment columns
+(``champion_prediction`` / ``challenger_prediction``, ``variant``), champion and challenger are compared on
+the same live traffic with a seeded bootstrap confidence (:mod:`~mlops_provider.runtime.monitoring.variants`).
 """
 
 from __future__ import annotations
@@ -30,17 +31,24 @@ import pandas as pd
 from mlops_provider.exceptions import DriftError
 from mlops_provider.runtime.io import objstore
 from mlops_provider.runtime.io.objstore import ObjectStore
-from mlops_provider.runtime.metrics import log_loss as _log_loss
-from mlops_provider.runtime.metrics import roc_auc_or_none as _auc
+from mlops_provider.runtime.monitoring.task_metrics import MonitorTask, binary_live_metrics, calibration_table
+from mlops_provider.runtime.monitoring.variants import (  # noqa: F401 - names kept for callers
+    CHALLENGER_PREDICTION,
+    CHAMPION_PREDICTION,
+    METRIC_TEXT,
+    VARIANT,
+    compare_variants,
+    with_scores,
+)
 from mlops_provider.runtime.monitoring.window import open_parquet
 
 log = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
-CHALLENGER_PREDICTION = "challenger_prediction"
-VARIANT = "variant"
 REQUEST_ID = "request_id"
 EPS = 1e-7
+#: regression's fixed bound on the R² drop when ``max_drop`` sets none (R² has no unit, like ROC AUC)
+DEFAULT_R2_DROP = 0.05
 
 
 # --------------------------------------------------------------------------------- key handling
@@ -158,161 +166,43 @@ def join_outcomes(
 
 
 # ------------------------------------------------------------------------------------- metrics
-def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, Any]]]:
-    """(expected calibration error, reliability bins) on equal-width probability bins."""
-    idx = np.clip((p * bins).astype(int), 0, bins - 1)
-    table, ece = [], 0.0
-    for b in range(bins):
-        m = idx == b
-        if not m.any():
-            continue
-        pred, obs = float(p[m].mean()), float(y[m].mean())
-        ece += m.sum() / len(y) * abs(pred - obs)
-        table.append(
-            {"bin": [b / bins, (b + 1) / bins], "n": int(m.sum()), "mean_predicted": pred, "observed": obs}
-        )
-    return float(ece), table
+#: the binary metrics of before (names kept for callers): see task_metrics for every task
+calibration = calibration_table
+metrics = binary_live_metrics
 
 
-def metrics(y: Sequence[float], p: Sequence[float], *, with_bins: bool = False) -> dict[str, Any]:
-    """ROC AUC (None for one class), log loss, Brier, ECE, base rate and mean prediction."""
-    ya, pa = np.asarray(y, dtype="float64"), np.asarray(p, dtype="float64")
-    ok = np.isfinite(ya) & np.isfinite(pa)
-    ya, pa = ya[ok], pa[ok]
-    if len(ya) == 0:
-        return {"n": 0, "positives": 0, "roc_auc": None, "log_loss": None, "brier": None, "accuracy": None,
-                "ece": None}
-    ece, table = calibration(ya, pa)
-    out: dict[str, Any] = {
-        "n": int(len(ya)),
-        "positives": int(ya.sum()),
-        "base_rate": float(ya.mean()),
-        "mean_prediction": float(pa.mean()),
-        "roc_auc": _auc(ya, pa),
-        "log_loss": _log_loss(ya, pa),
-        "brier": float(np.mean((pa - ya) ** 2)),
-        "accuracy": float(np.mean((pa >= 0.5) == (ya >= 0.5))),
-        "ece": ece,
-    }
-    if out["roc_auc"] is None:
-        out["note"] = "one class of label in this window: ROC AUC undefined"
-    if with_bins:
-        out["calibration"] = table
-    return out
+def drop_bounds(
+    task: MonitorTask,
+    max_drop: Mapping[str, float] | None = None,
+    max_roc_auc_drop: float = 0.05,
+    max_log_loss_increase: float = 0.05,
+) -> tuple[dict[str, float], list[str]]:
+    """The fixed bounds of ``task`` (metric -> tolerated worsening) and the ``max_drop`` metrics it has not.
 
-
-# --------------------------------------------------------------------------- champion/challenger
-def _bootstrap_delta(
-    y: np.ndarray,
-    p_a: np.ndarray,
-    p_b: np.ndarray,
-    *,
-    n_boot: int,
-    seed: int,
-    paired: bool,
-    y_b: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Bootstrap of ROC AUC(b) - ROC AUC(a) and log loss(b) - log loss(a)."""
-    rng = np.random.default_rng(seed)
-    yb = y if paired else y_b
-    assert yb is not None
-    d_auc, d_ll = [], []
-    for _ in range(n_boot):
-        ia = rng.integers(0, len(y), len(y))
-        ib = ia if paired else rng.integers(0, len(yb), len(yb))
-        a_auc, b_auc = _auc(y[ia], p_a[ia]), _auc(yb[ib], p_b[ib])
-        if a_auc is not None and b_auc is not None:
-            d_auc.append(b_auc - a_auc)
-        d_ll.append(_log_loss(yb[ib], p_b[ib]) - _log_loss(y[ia], p_a[ia]))
-    out: dict[str, Any] = {"resamples": n_boot}
-    if d_auc:
-        arr = np.asarray(d_auc)
-        out.update(
-            delta_roc_auc_ci95=[float(np.quantile(arr, 0.025)), float(np.quantile(arr, 0.975))],
-            p_challenger_better_auc=float((arr > 0).mean() + 0.5 * (arr == 0).mean()),
-        )
-    ll = np.asarray(d_ll)
-    out.update(
-        delta_log_loss_ci95=[float(np.quantile(ll, 0.025)), float(np.quantile(ll, 0.975))],
-        p_challenger_better_log_loss=float((ll < 0).mean() + 0.5 * (ll == 0).mean()),
-    )
-    return out
-
-
-def compare_variants(
-    joined: pd.DataFrame,
-    *,
-    label: str,
-    n_boot: int = 500,
-    confidence: float = 0.95,
-    seed: int = 0,
-    max_rows: int = 20_000,
-) -> dict[str, Any] | None:
-    """Champion vs challenger on the same live traffic; ``None`` when the log has no experiment columns.
-
-    * shadow (``challenger_prediction`` logged beside ``prediction`` on the same rows): paired
-      bootstrap over requests;
-    * split (``variant`` per request, each answered by one model): independent bootstrap per arm.
-
-    ``winner`` is ``"challenger"`` / ``"champion"`` when the bootstrap probability that the challenger's
-    ROC AUC is higher is >= ``confidence`` / <= ``1 - confidence``, else ``"inconclusive"``.
+    ``max_drop`` wins; a metric it leaves unset keeps the bound of before: roc_auc ``max_roc_auc_drop``,
+    log_loss ``max_log_loss_increase`` (binary and multiclass), and r2 :data:`DEFAULT_R2_DROP` (regression).
     """
-    rng = np.random.default_rng(seed)
-    if (
-        CHALLENGER_PREDICTION in joined.columns
-        and pd.to_numeric(joined[CHALLENGER_PREDICTION], errors="coerce").notna().any()
-    ):
-        df = joined.assign(
-            _c=pd.to_numeric(joined[CHALLENGER_PREDICTION], errors="coerce"),
-            _p=pd.to_numeric(joined[PREDICTION], errors="coerce"),
-        ).dropna(subset=["_c", "_p", label])
-        if len(df) > max_rows:
-            df = df.iloc[np.sort(rng.choice(len(df), max_rows, replace=False))]
-        y, pa, pb = df[label].to_numpy("float64"), df["_p"].to_numpy("float64"), df["_c"].to_numpy("float64")
-        out: dict[str, Any] = {
-            "mode": "shadow (paired)",
-            "n": int(len(y)),
-            "champion": metrics(y, pa),
-            "challenger": metrics(y, pb),
-        }
-        if len(y) >= 2:
-            out.update(_bootstrap_delta(y, pa, pb, n_boot=n_boot, seed=seed, paired=True))
-    elif VARIANT in joined.columns and joined[VARIANT].nunique(dropna=True) >= 2:
-        values = sorted(map(str, joined[VARIANT].dropna().unique()))
-        base = "champion" if "champion" in values else values[0]
-        other = next(v for v in values if v != base)
-        arms = {}
-        for v in (base, other):
-            part = joined[joined[VARIANT].astype(str) == v].dropna(subset=[label, PREDICTION])
-            if len(part) > max_rows:
-                part = part.iloc[np.sort(rng.choice(len(part), max_rows, replace=False))]
-            arms[v] = (part[label].to_numpy("float64"), part[PREDICTION].to_numpy("float64"))
-        (ya, pa), (yb, pb) = arms[base], arms[other]
-        out = {
-            "mode": "split (unpaired)",
-            "variants": {base: "champion", other: "challenger"},
-            "n": {base: int(len(ya)), other: int(len(yb))},
-            "champion": metrics(ya, pa),
-            "challenger": metrics(yb, pb),
-        }
-        if len(ya) >= 2 and len(yb) >= 2:
-            out.update(_bootstrap_delta(ya, pa, pb, n_boot=n_boot, seed=seed, paired=False, y_b=yb))
-    else:
-        return None
-    p_better = out.get("p_challenger_better_auc")
-    if p_better is None:
-        out["winner"] = "inconclusive"
-        out["why"] = "ROC AUC undefined (one class of label or too few rows)"
-    elif p_better >= confidence:
-        out["winner"] = "challenger"
-    elif p_better <= 1 - confidence:
-        out["winner"] = "champion"
-    else:
-        out["winner"] = "inconclusive"
-    out["confidence"] = confidence
-    a, b = out["champion"].get("roc_auc"), out["challenger"].get("roc_auc")
-    out["delta_roc_auc"] = (b - a) if a is not None and b is not None else None
-    return out
+    have = task.metrics
+    bounds: dict[str, float] = {}
+    if "roc_auc" in have:
+        bounds["roc_auc"] = float(max_roc_auc_drop)
+    if "log_loss" in have:
+        bounds["log_loss"] = float(max_log_loss_increase)
+    if "r2" in have:
+        bounds["r2"] = DEFAULT_R2_DROP
+    ignored = []
+    for name, bound in dict(max_drop or {}).items():
+        if name in have:
+            bounds[name] = float(bound)
+        else:
+            ignored.append(name)
+    return bounds, ignored
+
+
+def _worse_text(metric: str, value: float, base: float, worsening: float, bound: float) -> str:
+    where = "below" if MonitorTask.higher_is_better(metric) else "above"
+    return (f"live {METRIC_TEXT.get(metric, metric)} {value:.4f} is {worsening:.4f} {where} the champion's "
+            f"{base:.4f} (bound {bound})")
 
 
 # ---------------------------------------------------------------------------------- the report
@@ -333,31 +223,46 @@ def performance_report(
     bootstrap: int = 500,
     confidence: float = 0.95,
     seed: int = 0,
+    task: MonitorTask | None = None,
+    max_drop: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Live performance of logged requests whose outcome landed; ``degraded`` is the trigger.
 
+    ``task``: the champion's task (default binary); its realized metrics overall, per UTC day and per slice
+    (:meth:`~mlops_provider.runtime.monitoring.task_metrics.MonitorTask.realized`), the fixed bounds of
+    :func:`drop_bounds` against the champion's ``baseline`` (``drops``: the worsening per metric), the ECE bound
+    (classification), and champion vs challenger (:func:`~mlops_provider.runtime.monitoring.variants.compare_variants`).
+
     ``status``: ``ok`` | ``no_traffic`` (no request in the window) | ``no_labels`` (outcomes have not
     landed yet) | ``insufficient_labels`` (< ``min_labelled_rows`` joined rows) | ``one_class``
-    (every outcome the same: AUC undefined, only log loss / calibration are judged).
+    (binary: every outcome the same: AUC undefined, only log loss / calibration are judged).
     """
-    baseline = {k: v for k, v in dict(baseline or {}).items() if v is not None and np.isfinite(v)}
+    task = task or MonitorTask()
+    baseline = {k: float(v) for k, v in dict(baseline or {}).items() if v is not None and np.isfinite(v)}
+    bounds, ignored = drop_bounds(task, max_drop, max_roc_auc_drop, max_log_loss_increase)
     out: dict[str, Any] = {
         "status": "ok",
+        "task": task.name,
         "degraded": False,
         "reasons": [],
         "n_requests": int(len(requests)),
         "n_labelled": 0,
         "baseline": baseline,
         "bounds": {
+            "max_drop": bounds,
             "max_roc_auc_drop": max_roc_auc_drop,
             "max_log_loss_increase": max_log_loss_increase,
             "max_calibration_error": max_calibration_error,
+            **({"ignored": ignored} if ignored else {}),
         },
         "overall": None,
         "per_day": {},
         "per_slice": {},
         "experiment": None,
     }
+    if ignored:
+        log.warning("monitoring.performance.max_drop names %s, not metrics of the champion's %s task %s: ignored",
+                    ignored, task.name, sorted(task.metrics))
     if requests.empty:
         out["status"] = "no_traffic"
         return out
@@ -367,25 +272,26 @@ def performance_report(
     joined = join_outcomes(
         requests, labels, label=label, keys=join_keys, time_tolerance_hours=time_tolerance_hours
     )
-    joined = (
-        joined.assign(**{PREDICTION: pd.to_numeric(joined.get(PREDICTION), errors="coerce")}).dropna(
-            subset=[PREDICTION]
-        )
-        if len(joined)
-        else joined
-    )
+    if len(joined):
+        joined = with_scores(task, joined)
+        y_all = task.labels(joined[label])
+        ok = task.valid(joined).to_numpy() & (np.array([v is not None for v in y_all], dtype=bool)
+                                               if y_all.dtype == object else np.isfinite(y_all))
+        joined = joined[ok].reset_index(drop=True)
     out["n_labelled"] = int(len(joined))
     out["label_coverage"] = float(len(joined) / len(requests))
     if len(joined) < min_labelled_rows:
         out["status"] = "no_labels" if len(joined) == 0 else "insufficient_labels"
         return out
-    y, p = joined[label].to_numpy("float64"), joined[PREDICTION].to_numpy("float64")
-    overall = metrics(y, p, with_bins=True)
+
+    def scored(part: pd.DataFrame, detail: bool = False) -> dict[str, Any]:
+        return task.realized(task.labels(part[label]), part, detail=detail)
+
+    overall = scored(joined, detail=True)
     out["overall"] = overall
     days = pd.to_datetime(joined["timestamp"], utc=True).dt.strftime("%Y-%m-%d")
     for day, idx in joined.groupby(days).groups.items():
-        part = joined.loc[idx]
-        out["per_day"][str(day)] = metrics(part[label], part[PREDICTION])
+        out["per_day"][str(day)] = scored(joined.loc[idx])
     for col in slices:
         if col not in joined.columns:
             out["per_slice"][col] = {"skipped": "column not in the inference log"}
@@ -393,37 +299,31 @@ def performance_report(
         sl: dict[str, Any] = {}
         for value, idx in joined.groupby(joined[col].astype(str)).groups.items():
             if len(idx) >= min_slice_rows:
-                part = joined.loc[idx]
-                sl[str(value)] = metrics(part[label], part[PREDICTION])
+                sl[str(value)] = scored(joined.loc[idx])
         out["per_slice"][col] = sl
-    if overall["roc_auc"] is None:
+    if task.name == "binary" and overall.get("roc_auc") is None:
         out["status"] = "one_class"
     reasons: list[str] = []
-    if overall["roc_auc"] is not None and "roc_auc" in baseline:
-        drop = baseline["roc_auc"] - overall["roc_auc"]
-        out["roc_auc_drop"] = float(drop)
-        if drop > max_roc_auc_drop:
-            reasons.append(
-                f"live ROC AUC {overall['roc_auc']:.4f} is {drop:.4f} below the champion's "
-                f"{baseline['roc_auc']:.4f} (bound {max_roc_auc_drop})"
-            )
-    if "log_loss" in baseline and overall["log_loss"] is not None:
-        rise = overall["log_loss"] - baseline["log_loss"]
-        out["log_loss_increase"] = float(rise)
-        if rise > max_log_loss_increase:
-            reasons.append(
-                f"live log loss {overall['log_loss']:.4f} is {rise:.4f} above the champion's "
-                f"{baseline['log_loss']:.4f} (bound {max_log_loss_increase})"
-            )
-    if (
-        max_calibration_error is not None
-        and overall["ece"] is not None
-        and overall["ece"] > max_calibration_error
-    ):
-        reasons.append(f"expected calibration error {overall['ece']:.4f} > {max_calibration_error}")
+    drops: dict[str, float] = {}
+    for metric in task.metrics:  # the worsening of every metric with a baseline; the bounded ones judge
+        value, base = overall.get(metric), baseline.get(metric)
+        if value is None or base is None:
+            continue
+        worsening = (base - value) if task.higher_is_better(metric) else (value - base)
+        drops[metric] = float(worsening)
+        if metric in bounds and worsening > bounds[metric]:
+            reasons.append(_worse_text(metric, value, base, worsening, bounds[metric]))
+    out["drops"] = drops
+    if "roc_auc" in drops:  # the binary keys of before
+        out["roc_auc_drop"] = drops["roc_auc"]
+    if "log_loss" in drops:
+        out["log_loss_increase"] = drops["log_loss"]
+    ece = overall.get("ece")
+    if max_calibration_error is not None and ece is not None and ece > max_calibration_error:
+        reasons.append(f"expected calibration error {ece:.4f} > {max_calibration_error}")
     out["reasons"] = reasons
     out["degraded"] = bool(reasons)
     out["experiment"] = compare_variants(
-        joined, label=label, n_boot=bootstrap, confidence=confidence, seed=seed
+        joined, label=label, task=task, n_boot=bootstrap, confidence=confidence, seed=seed
     )
     return out

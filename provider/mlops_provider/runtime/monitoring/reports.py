@@ -103,20 +103,30 @@ def summary_html(result: Mapping[str, Any]) -> str:
     if perf:
         overall = perf.get("overall") or {}
         det = detector_summary(perf.get("detector")) or {}
+        metric = (perf.get("detector") or {}).get("metric") or "roc_auc"
         days = "".join(
             f"<tr><td>{escape(str(d['day']))}</td><td>{d['n']}</td><td>{d['labelled']}</td>"
             f"<td>{_fmt(d['realized'])}</td><td>{_fmt(d['estimated'])}</td>"
             "</tr>"
-            for d in daily_summary(perf.get("daily"))
+            for d in daily_summary(perf.get("daily"), metric)
         )
+        shown = ", ".join(f"{k} {_fmt(overall.get(k))}" for k in task_metric_names(perf) if k in overall)
         perf_line = (
-            f"<p>Live performance ({escape(str(perf.get('status')))}): ROC AUC {_fmt(overall.get('roc_auc'))}, "
-            f"log loss {_fmt(overall.get('log_loss'))}, ECE {_fmt(overall.get('ece'))} on "
-            f"{overall.get('n', 0)} labelled rows; degraded={perf.get('degraded')} "
+            f"<p>Live performance ({escape(str(perf.get('status')))}, {escape(str(_task_name(perf)))}): "
+            f"{escape(shown)} on {overall.get('n', 0)} labelled rows; degraded={perf.get('degraded')} "
             f"(decided by {escape(str(perf.get('decided_by')))})</p>"
             f"<p>Detector: {escape(json.dumps(det, default=str))}</p>"
             + ("<table border=1 cellpadding=3><tr><th>day</th><th>requests</th><th>labelled</th>"
-               f"<th>realized ROC AUC</th><th>estimated ROC AUC</th></tr>{days}</table>" if days else "")
+               f"<th>realized {escape(metric)}</th><th>estimated {escape(metric)}</th></tr>{days}</table>"
+               if days else "")
+        )
+    preds = result.get("prediction_drift") or {}
+    if preds:
+        perf_line += (
+            f"<p>Prediction drift ({escape(str(preds.get('status')))}, {escape(str(preds.get('thresholds')))} "
+            f"thresholds): {'DRIFT' if preds.get('drift') else 'no drift'} "
+            f"{escape(str(preds.get('drifted_columns') or ''))} {escape(str(preds.get('why') or ''))}</p>"
+            + "".join(f"<p>{escape(str(a))}</p>" for a in preds.get("alarms") or [])
         )
     return (
         "<div style='font-family:sans-serif;margin:1em'><h2>Drift verdict: "
@@ -173,12 +183,29 @@ XCOM_KEYS = (
 )
 XCOM_PERFORMANCE_KEYS = (
     "status", "degraded", "decided_by", "reasons", "window", "n_requests", "n_labelled", "label_coverage",
-    "baseline", "roc_auc_drop", "log_loss_increase", "join_keys",
+    "baseline", "roc_auc_drop", "log_loss_increase", "join_keys", "cbpe",
 )
 XCOM_METRICS = ("n", "roc_auc", "log_loss", "brier", "ece")
+#: the headline metrics per task (XCom, HTML)
+TASK_XCOM_METRICS = {
+    "binary": XCOM_METRICS,
+    "multiclass": ("n", "log_loss", "accuracy", "macro_f1", "ece"),
+    "regression": ("n", "rmse", "mae", "r2", "bias"),
+}
+XCOM_PREDICTION_DRIFT = ("status", "drift", "trigger", "task", "drifted_columns", "thresholds", "n_current", "why")
 XCOM_DETECTOR = ("series", "method", "metric", "status", "alarm", "alarm_day", "statistic", "limit", "why")
 #: at most this many per-feature alarm lines in XCom (all of them are in the report)
 XCOM_ALARMS = 10
+
+
+def _task_name(perf: Mapping[str, Any]) -> str:
+    task = perf.get("task")
+    return str((task or {}).get("task") if isinstance(task, Mapping) else (task or "binary"))
+
+
+def task_metric_names(perf: Mapping[str, Any]) -> tuple[str, ...]:
+    """The headline metrics of a performance report's task."""
+    return TASK_XCOM_METRICS.get(_task_name(perf), XCOM_METRICS)
 
 
 def _r(v: Any) -> Any:
@@ -218,7 +245,10 @@ def xcom_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     if perf:
         small: dict[str, Any] = {k: perf[k] for k in XCOM_PERFORMANCE_KEYS if k in perf}
         overall = perf.get("overall") or {}
-        small["overall"] = {k: overall.get(k) for k in XCOM_METRICS} if overall else None
+        small["task"] = _task_name(perf)
+        small["overall"] = {k: overall.get(k) for k in task_metric_names(perf)} if overall else None
+        if perf.get("drops"):
+            small["drops"] = {k: _r(v) for k, v in perf["drops"].items()}
         small["estimated"] = {k: _r(v) for k, v in (perf.get("estimated") or {}).items() if k != "window"} or None
         metric = (perf.get("detector") or {}).get("metric") or "roc_auc"
         small["daily_metric"] = metric
@@ -226,9 +256,15 @@ def xcom_summary(result: Mapping[str, Any]) -> dict[str, Any]:
         small["detector"] = detector_summary(perf.get("detector"))
         exp = perf.get("experiment") or {}
         small["experiment"] = (
-            {k: exp.get(k) for k in ("mode", "winner", "delta_roc_auc", "confidence")} if exp else None
+            {k: exp.get(k) for k in ("mode", "winner", "decided_by", "delta_roc_auc", "delta", "confidence")}
+            if exp else None
         )
         out["performance"] = small
     else:
         out["performance"] = perf
+    preds = result.get("prediction_drift")
+    out["prediction_drift"] = {k: preds[k] for k in XCOM_PREDICTION_DRIFT if k in preds} | (
+        {"alarms": list(preds.get("alarms") or [])[:XCOM_ALARMS]} if preds.get("alarms") else {}) if preds else None
+    if result.get("task"):
+        out["task"] = result["task"]
     return json.loads(json.dumps(out, default=str))

@@ -214,6 +214,18 @@ def traffic_kinds(traffic: Any, request_id: Any, n: int) -> np.ndarray:
     return kinds
 
 
+def frame_traffic_kinds(frame: pd.DataFrame) -> np.ndarray:
+    """:func:`traffic_kinds` of every row of an in-memory log frame (its ``traffic`` / ``request_id`` columns)."""
+
+    def text(col: str) -> pa.Array | None:
+        if col not in frame.columns:
+            return None
+        return pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                         for v in frame[col].to_numpy(dtype=object)], pa.string())
+
+    return traffic_kinds(text(TRAFFIC_COLUMN), text(REQUEST_ID), len(frame))
+
+
 def frame_window(frame: pd.DataFrame, tmp_dir: str | os.PathLike[str]) -> ParquetWindow:
     """An in-memory frame as a one-file window (tests and :func:`~mlops_provider.runtime.monitoring.drift.drift_report`)."""
     df = frame.copy()
