@@ -68,7 +68,9 @@ origin_weather_hourly = FeatureView(
     tags={"model": MODEL},
 )
 
-# Rolling 7-day carrier punctuality, stamped at the start of day D from flights scheduled before D-1.
+# Rolling 7-day carrier punctuality, stamped at 00:00 UTC of day D: the carrier's flights whose outcome was known
+# (actual arrival, UTC) on one of the 7 UTC days before D; nothing arriving on or after D counts (no label
+# leakage). A carrier without such flights has no row on D (null features, imputed by the model).
 carrier_delay_stats = FeatureView(
     name="carrier_delay_stats",
     entities=[carrier],

@@ -207,3 +207,37 @@ def test_performance_detector_is_quiet_on_real_june_and_fires_on_a_sustained_dec
     one.loc[day, "prediction"] = rng.random(int(day.sum()))  # one day of noise
     r = run(log_of(one, "log_one_day"), "2013-07-02")
     assert r["performance"]["degraded"] is False and r["performance"]["detector"]["alarm_day"] is None
+
+
+def test_prediction_drift_is_quiet_on_real_june_and_finds_a_stuck_model(world):
+    """The champion's served probabilities on 20 real June days against its own predictions on its held-out May
+    days (thresholds calibrated on those days, like the features'): at most the false-alarm rate; a model
+    answering one constant probability is caught on its first day. Reported, not a drift signal by default."""
+    def log_of(frame: pd.DataFrame, name: str) -> str:
+        root = world.home / name
+        out = frame.drop(columns=["arr_delayed"]).rename(columns={"event_timestamp": "timestamp"})
+        out["request_id"] = [f"{name}-{i}" for i in range(len(out))]
+        for day, part in out.groupby(out["timestamp"].dt.strftime("%Y-%m-%d")):
+            (root / f"date={day}").mkdir(parents=True, exist_ok=True)
+            part.to_parquet(root / f"date={day}" / "part.parquet", index=False)
+        return str(root)
+
+    june = world.summer[world.summer["event_timestamp"] < pd.Timestamp("2013-07-01", tz="UTC")]
+    log = log_of(june, "log_pred_june")
+    flagged = {}
+    for day in [f"2013-06-{d:02d}" for d in range(9, 29)]:
+        r = _monitor(world, log, day, reference_alias="scored", drift=DRIFT, predictor=world.model)
+        p = r["prediction_drift"]
+        assert p["status"] == "ok" and p["thresholds"] == "calibrated" and p["reference"]["rows"] > 20_000, p
+        assert r["signals"]["prediction_drift"] is p["drift"] and (r["drift"] is False or not p["drift"])
+        if p["drift"]:
+            flagged[day] = p["alarms"]
+    assert len(flagged) <= 2, flagged  # measured: 1 of 20 (the asked false-alarm rate is 5 %)
+
+    stuck = june.assign(prediction=np.where(june["event_timestamp"] >= pd.Timestamp("2013-06-20", tz="UTC"), 0.2,
+                                            june["prediction"]))
+    r = _monitor(world, log_of(stuck, "log_pred_stuck"), "2013-06-20", reference_alias="scored", drift=DRIFT,
+                 predictor=world.model)
+    p = r["prediction_drift"]
+    assert p["drift"] is True and "stuck" in p["columns"]["probability"]["alarms"], p["alarms"]
+    assert r["drift"] is False  # monitoring.drift.predictions.trigger is off by default

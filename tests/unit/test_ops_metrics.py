@@ -7,6 +7,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mlops_provider.runtime.monitoring import ops_metrics as om
@@ -214,3 +215,28 @@ def test_a_page_that_is_not_prometheus_text_is_reported_not_raised(tmp_path: Pat
         metrics_url="http://127.0.0.1:1/metrics",
     )
     assert out["endpoint"]["status"] == "unreachable" and "unparseable" in out["endpoint"]["error"]
+
+
+def test_ops_counts_live_traffic_only_and_reports_test_traffic_apart(tmp_path: Path) -> None:
+    """Smoke tests, infra validation, warm-up and shadow requests (``traffic``; older logs: a ``smoke-``
+    request_id) are not predictions served: counted apart, by kind; untagged rows are live."""
+    start = datetime(2026, 7, 1, tzinfo=UTC)
+    d = tmp_path / "inference_log"
+    kinds = ["live"] * 30 + [None] * 5 + ["smoke", "infra_validation", "warmup", "shadow", "SMOKE"]
+    with InferenceLogWriter(d, model_version="3") as w:
+        for i, kind in enumerate(kinds):
+            rec = {"request_id": f"r{i}", "prediction": 0.5 if kind in ("live", None) else 9.0}
+            if kind is not None:
+                rec["traffic"] = kind
+            w.write_batch([rec], timestamp=start + timedelta(minutes=7 * i))
+        w.write_batch([{"request_id": "smoke-old", "prediction": 9.0}], timestamp=start + timedelta(hours=6))
+    out = om.ops_summary(model="m", inference_log_dir=str(d), window_start=start,
+                         window_end=start + timedelta(hours=24), state_path=tmp_path / "ops.json",
+                         deployment_state_dir=str(tmp_path / "no_deploy"))
+    lg = out["inference_log"]
+    assert lg["predictions"] == 35 and sum(lg["per_hour"].values()) == 35
+    assert lg["prediction"]["mean"] == 0.5  # no test request in the distribution
+    assert out["test_traffic"] == {"predictions": 6, "by_kind": {"infra_validation": 1, "shadow": 1, "smoke": 3,
+                                                                 "warmup": 1}}
+    live, rest = om.split_traffic(pd.DataFrame({"prediction": [1.0, 2.0]}))  # no traffic / request_id columns
+    assert len(live) == 2 and rest == {"predictions": 0, "by_kind": {}}

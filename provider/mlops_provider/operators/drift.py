@@ -61,12 +61,24 @@ class EvidentlyDriftOperator(BaseOperator):
     thresholds (``calibration.method: none``, or a column's own ``threshold``); unseen-category bound,
     dataset rule (``drift_share``, ``min_drifted_columns``, ``critical`` columns).
 
+    **Task**: the champion's model version tags (``mlops.task`` binary | multiclass | regression, default
+    binary for older versions; ``mlops.classes``, ``mlops.quantiles``, ``mlops.label`` - the label column
+    when ``label_column`` is not given) decide which inference-log columns hold the prediction and which
+    metrics are computed (:mod:`mlops_provider.runtime.monitoring.task_metrics`).
+
+    **Predictions** (``drift.predictions``): drift of the champion's served predictions (binary the
+    probability; multiclass the predicted class and the top-class probability; regression the value),
+    with thresholds calibrated on the champion's own predictions on its validation and evaluation days;
+    reported, and part of ``drift`` only with ``predictions.trigger``.
+
     **Performance** (``performance``: ``MonitoringConfig.performance`` as a dict, with ``labels_dir``
     and ``label_column``): realized daily metrics of the last ``lookback_days`` once their outcomes
-    landed, CBPE estimates before, and a CUSUM / EWMA detector calibrated on the champion's validation
-    and evaluation days (scored by the champion); its alarm sets ``trigger`` like drift (without a
-    calibrated detector, the fixed bounds on the window ``label_delay_hours`` earlier do). Champion vs
-    challenger is compared when the log carries experiment columns.
+    landed (binary ROC AUC / log loss / Brier / accuracy / ECE; multiclass log loss / accuracy /
+    macro-F1 / ECE; regression RMSE / MAE / R²), CBPE estimates before (classification only), and a
+    CUSUM / EWMA detector on the task's primary metric calibrated on the champion's validation and
+    evaluation days (scored by the champion); its alarm sets ``trigger`` like drift (without a calibrated
+    detector, the fixed bounds ``max_drop`` on the window ``label_delay_hours`` earlier do). Champion vs
+    challenger is compared per task when the log carries experiment columns.
 
     Writes ``<report_dir>/drift__<model>__v<version>__<start>__<end>.{html,json}`` (local path or
     ``s3://``; same window -> same files), logs them as artifacts of the version's MLflow run and
@@ -80,8 +92,9 @@ class EvidentlyDriftOperator(BaseOperator):
     ``traffic_excluded``, ``status`` (``ok`` | ``no_traffic`` | ``insufficient_data`` |
     ``no_testable_columns``), ``share``, ``threshold``, ``drifted_columns``, ``n_reference``,
     ``n_current``, ``n_sample``, ``window``, ``report`` (``{"html", "json"}``), ``model``,
-    ``model_version``, ``reference_alias``, ``snapshot_path``, and ``performance`` with its status,
-    verdict, overall metrics, the per-day realized / estimated metric, the current window's estimate and
+    ``model_version``, ``reference_alias``, ``snapshot_path``, ``task``, ``prediction_drift`` (status,
+    verdict, drifted prediction columns, alarms), and ``performance`` with its task, status, verdict, the
+    task's headline metrics, the per-day realized / estimated metric, the current window's estimate and
     the detector's state. The per-feature statistics (``columns``) and the per-slice tables are in the
     JSON report.
     """

@@ -25,6 +25,10 @@ def _text(value: Any) -> str | None:
 class OpsSummaryOperator(BaseOperator):
     """Request rate, latency percentiles, error rates and resource use of the endpoint for one window.
 
+    Only live traffic counts as predictions served: smoke tests, infra validation, warm-up and shadow
+    requests (the log's ``traffic`` column; untagged rows are live unless their request_id has the legacy
+    ``smoke-`` prefix) are reported apart, by kind, under ``test_traffic``.
+
     Sources: the inference log of ``[window_start, window_end)`` and the server's Prometheus
     ``/metrics`` (``metrics_url``, default the URL in the deployment state ``deployment_state_dir``);
     see :mod:`mlops_provider.runtime.monitoring.ops_metrics`. A stopped server is not an error: the summary

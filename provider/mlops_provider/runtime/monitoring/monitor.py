@@ -15,11 +15,16 @@ it (or the operator), so they exercise the path the DAG runs:
    (:mod:`~mlops_provider.runtime.monitoring.calibration`, cached with the reference statistics), or the fixed
    YAML thresholds; Evidently on stratified samples for the report
    (:mod:`~mlops_provider.runtime.monitoring.drift`);
-4. **performance**: realized daily metrics of the last ``lookback_days`` once their outcomes landed,
-   estimated ones (CBPE) before, a CUSUM / EWMA detector calibrated on the champion's validation and
-   evaluation days, and the full report of the window ``label_delay_hours`` earlier
-   (:mod:`~mlops_provider.runtime.monitoring.live`);
-5. **reports**: ``<report_dir>/drift__<model>__v<version>__<start>__<end>.{html,json}`` (local or
+4. **task**: the champion's version tags (``mlops.task``, default binary) decide the prediction columns and the
+   metrics (:mod:`~mlops_provider.runtime.monitoring.task_metrics`); the champion scores its held-out days
+   once per version (:mod:`~mlops_provider.runtime.monitoring.predictions`) for the next two steps;
+5. **prediction drift**: the served predictions against the champion's held-out predictions, calibrated like
+   the features (``drift.predictions``; part of ``drift`` only with ``trigger``);
+6. **performance**: realized daily metrics of the last ``lookback_days`` once their outcomes landed,
+   estimated ones (CBPE, classification) before, a CUSUM / EWMA detector on the task's primary metric
+   calibrated on the champion's validation and evaluation days, and the full report of the window
+   ``label_delay_hours`` earlier (:mod:`~mlops_provider.runtime.monitoring.live`);
+7. **reports**: ``<report_dir>/drift__<model>__v<version>__<start>__<end>.{html,json}`` (local or
    ``s3://``, same window -> same files), logged as artifacts of the version's run, the verdict tagged on
    the version (both best effort).
 """
@@ -84,7 +89,7 @@ def run_monitor(
     ``features``: ``{"numeric": [...], "categorical": [...]}``; ``drift`` / ``performance``: the YAML's
     ``monitoring.drift`` / ``monitoring.performance`` as dicts; ``window_start`` / ``window_end``: ISO
     timestamps (None: open-ended); ``client``: an ``MlflowClient``; ``store``: reads ``s3://`` logs,
-    snapshots and labels and publishes ``s3://`` reports; ``predictor``: scores the champion's reference days
+    snapshots and labels and publishes ``s3://`` reports; ``predictor``: scores the champion's held-out days
     for the performance detector (default: the registered pyfunc).
 
     Returns the full, JSON-serialisable result: ``drift``, ``trigger``, ``trigger_reasons``, ``reasons``,
@@ -94,7 +99,9 @@ def run_monitor(
     ``n_current``, ``n_sample``, ``window``, ``report`` (``{"html", "json"}``), ``performance``,
     ``model``, ``model_version``, ``reference_alias``, ``snapshot_path``, ``reference_cache_hit``,
     ``mlflow_logged``, ``calibration`` (thresholds in use), ``alarms`` (one line per drifted feature: statistic,
-    threshold, effect), ``signals`` (``{"drift", "performance"}``), ``traffic_excluded``. Raises :class:`~mlops_provider.exceptions.NothingToMonitorError` before the first
+    threshold, effect), ``signals`` (``{"drift", "performance", "prediction_drift"}``), ``traffic_excluded``,
+    ``task`` (the champion's task, primary metric, classes / quantiles), ``prediction_drift`` (None when
+    disabled or too few rows). ``label_column`` defaults to the version's ``mlops.label`` tag. Raises :class:`~mlops_provider.exceptions.NothingToMonitorError` before the first
     promotion, :class:`~mlops_provider.exceptions.ReferenceSnapshotMissingError` /
     :class:`~mlops_provider.exceptions.DriftError` when the reference or a monitored column is missing.
     """
