@@ -101,6 +101,19 @@ def _write(root, frame: pd.DataFrame) -> str:
     return write_log(root, keep)
 
 
+def _served_log(world: MonitorWorld, frame: pd.DataFrame, name: str, ahead: pd.Timedelta | None = None) -> str:
+    """``frame`` as an inference log that keeps its served ``prediction`` (requests ``ahead`` of the event)."""
+    root = world.home / name
+    out = frame.drop(columns=["arr_delayed"]).rename(columns={"event_timestamp": "timestamp"})
+    if ahead is not None:
+        out["timestamp"] = out["timestamp"] - ahead
+    out["request_id"] = [f"{name}-{i}" for i in range(len(out))]
+    for day, part in out.groupby(out["timestamp"].dt.strftime("%Y-%m-%d")):
+        (root / f"date={day}").mkdir(parents=True, exist_ok=True)
+        part.to_parquet(root / f"date={day}" / "part.parquet", index=False)
+    return str(root)
+
+
 def test_real_june_days_are_not_drift_and_injected_faults_are_on_their_first_day(world):
     june = world.summer[world.summer["event_timestamp"] < pd.Timestamp("2013-07-01", tz="UTC")]
     log = _write(world.home / "log_june", june)
@@ -163,14 +176,7 @@ def test_performance_detector_is_quiet_on_real_june_and_fires_on_a_sustained_dec
                         labels_dir=str(world.paths.labels), label_column="arr_delayed", predictor=world.model)
 
     def log_of(frame: pd.DataFrame, name: str) -> str:
-        root = world.home / name
-        out = frame.drop(columns=["arr_delayed"]).rename(columns={"event_timestamp": "timestamp"})
-        out["timestamp"] = out["timestamp"] - pd.Timedelta(hours=2)  # asked two hours before departure
-        out["request_id"] = [f"{name}-{i}" for i in range(len(out))]
-        for day, part in out.groupby(out["timestamp"].dt.strftime("%Y-%m-%d")):
-            (root / f"date={day}").mkdir(parents=True, exist_ok=True)
-            part.to_parquet(root / f"date={day}" / "part.parquet", index=False)
-        return str(root)
+        return _served_log(world, frame, name, ahead=pd.Timedelta(hours=2))  # asked two hours before departure
 
     clean = run(log_of(world.summer, "log_perf"), "2013-07-02")
     p = clean["performance"]
@@ -214,13 +220,7 @@ def test_prediction_drift_is_quiet_on_real_june_and_finds_a_stuck_model(world):
     days (thresholds calibrated on those days, like the features'): at most the false-alarm rate; a model
     answering one constant probability is caught on its first day. Reported, not a drift signal by default."""
     def log_of(frame: pd.DataFrame, name: str) -> str:
-        root = world.home / name
-        out = frame.drop(columns=["arr_delayed"]).rename(columns={"event_timestamp": "timestamp"})
-        out["request_id"] = [f"{name}-{i}" for i in range(len(out))]
-        for day, part in out.groupby(out["timestamp"].dt.strftime("%Y-%m-%d")):
-            (root / f"date={day}").mkdir(parents=True, exist_ok=True)
-            part.to_parquet(root / f"date={day}" / "part.parquet", index=False)
-        return str(root)
+        return _served_log(world, frame, name)
 
     june = world.summer[world.summer["event_timestamp"] < pd.Timestamp("2013-07-01", tz="UTC")]
     log = log_of(june, "log_pred_june")

@@ -431,3 +431,31 @@ def test_reference_days_are_scored_per_task_and_cached(tmp_path):
     scored, task = score_reference(None, "m", "1", snap, features={}, label="y", task=untagged,
                                    cache_dir=str(tmp_path / "c"))  # from the cache: no predictor needed
     assert task.classes == ("a", "b", "c") and len(scored) == 8 * DAY_ROWS and calls == [8 * DAY_ROWS]
+
+
+def test_prediction_drift_reads_the_champions_rows_only_and_says_when_predictions_are_missing(tmp_path):
+    from mlops_provider.runtime.monitoring.drift import DriftRules
+    from mlops_provider.runtime.monitoring.predictions import prediction_drift
+
+    task = MonitorTask.from_tags(_tags("regression"))
+    hist = _rows(range(20), 30)
+    scored = pd.concat([pd.DataFrame({"event_timestamp": hist["ts"], "split": "validation"}),
+                        task.scores_from_output(Model("regression")(hist))], axis=1)
+    day = _rows(range(20, 21), 31)
+    _write_log(tmp_path / "log", day, "regression", Model("regression"))
+    other = tmp_path / "log" / "date=2024-01-21" / "part-challenger.parquet"  # a split-mode challenger: wrong
+    pd.read_parquet(tmp_path / "log" / "date=2024-01-21" / "part.parquet").assign(
+        model_version="4", prediction=100.0).to_parquet(other, index=False)
+    kw = dict(task=task, scored=scored, unavailable=None, start="2024-01-21T00:00:00+00:00",
+              end="2024-01-22T00:00:00+00:00", rules=DriftRules(window_hours=24.0), min_rows=100, model="m",
+              version="3", cache_dir=str(tmp_path / "cache"), trigger=False)
+    ok = prediction_drift(inference_log_dir=str(tmp_path / "log"), tmp_dir=tmp_path / "t1", **kw)
+    assert ok["status"] == "ok" and ok["n_current"] == DAY_ROWS and ok["drift"] is False, ok["alarms"]
+    bare = tmp_path / "bare" / "date=2024-01-21"
+    bare.mkdir(parents=True)
+    pd.DataFrame({"timestamp": day["ts"], "x": day["x"], "model_version": "3"}).to_parquet(bare / "p.parquet")
+    none = prediction_drift(inference_log_dir=str(tmp_path / "bare"), tmp_dir=tmp_path / "t2", **kw)
+    assert none["status"] == "no_predictions" and "regression" in none["why"]
+    gone = prediction_drift(inference_log_dir=str(tmp_path / "log"), tmp_dir=tmp_path / "t3",
+                            **{**kw, "scored": None, "unavailable": "OSError: no model"})
+    assert gone["status"] == "unavailable" and gone["why"] == "OSError: no model"

@@ -286,6 +286,7 @@ def tag_version(client: Any, model: str, version: str, result: Mapping[str, Any]
                 "drifted_columns": result.get("drifted_columns"),
                 "status": result.get("status"),
                 "performance_degraded": perf.get("degraded"),
+                "prediction_drift": (result.get("prediction_drift") or {}).get("drift"),
             },
             sort_keys=True,
             default=str,

@@ -200,7 +200,8 @@ def window_predictions(
     champion_version: str | None, store: ObjectStore | None,
 ) -> pd.DataFrame:
     """The prediction-drift columns (and ``timestamp``) of the window's live rows answered by the champion
-    (rows of another model version - a split-mode challenger, the previous champion - are left out)."""
+    (rows of another model version - a split-mode challenger, the previous champion - are left out) that
+    carry a prediction; ``attrs["rows"]``: the champion's live rows, with a prediction or not."""
     cols = {**task.log_columns(), MODEL_VERSION: "string"}
     win = open_log_window(inference_log_dir, cols, start, end, tmp_dir, store=store, live_only=True)
     frame = window_frame(win, list(cols))
@@ -208,11 +209,14 @@ def window_predictions(
         mine = frame[MODEL_VERSION].astype(str) == str(champion_version)
         if mine.any():
             frame = frame[mine]
+    rows = len(frame)
     scores = task.scores(frame)
     frame, scores = frame[task.valid(scores)], scores[task.valid(scores)]
     out = task.drift_frame(scores)
     out["timestamp"] = frame["timestamp"] if "timestamp" in frame.columns else pd.Timestamp(0, tz="UTC")
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs["rows"] = rows
+    return out
 
 
 def prediction_drift(
@@ -234,7 +238,8 @@ def prediction_drift(
 ) -> dict[str, Any]:
     """The drift verdict of the champion's predictions in ``[start, end)`` against its held-out predictions.
 
-    ``{"status": ok | unavailable | no_traffic | insufficient_data | no_testable_columns, "drift", "trigger",
+    ``{"status": ok | unavailable | no_traffic | no_predictions | insufficient_data | no_testable_columns,
+    "drift", "trigger",
     "task", "columns", "drifted_columns", "alarms", "reasons", "calibration", "thresholds", "n_current",
     "reference": {"rows", "splits", "cache_hit"}}``; ``unavailable`` (with ``why``) when the reference could not
     be scored (``scored`` None).
@@ -250,6 +255,9 @@ def prediction_drift(
                                  store=store)
     out["n_current"] = int(len(current))
     if current.empty:
+        if current.attrs.get("rows"):
+            return out | {"status": "no_predictions", "why": f"{current.attrs['rows']} live row(s) without the "
+                          f"prediction columns of a {task.name} model ({sorted(task.log_columns())})"}
         return out | {"status": "no_traffic"}
     if len(current) < min_rows:
         return out | {"status": "insufficient_data"}
