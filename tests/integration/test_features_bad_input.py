@@ -70,7 +70,8 @@ def run_pipeline(paths: ModelPaths, files: list[str]) -> tuple[dict, dict]:
         report_dir=str(paths.reports / "validation"), name="landing",
     ).execute({})
     built = OfflinePartitionOperator(
-        task_id="write_offline_partition", transform=TRANSFORM, landed_files=landed, lake_dir=str(paths.lake)
+        task_id="write_offline_partition", transform=TRANSFORM, landed_files=landed, lake_dir=str(paths.lake),
+        contract=CONTRACT,
     ).execute({})
     return report, built
 
