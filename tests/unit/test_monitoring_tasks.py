@@ -18,13 +18,13 @@ import pytest
 from sklearn.metrics import f1_score, log_loss, mean_absolute_error, mean_squared_error, r2_score
 
 from mlops_provider.runtime.monitoring import live
-from mlops_provider.runtime.monitoring.performance import compare_variants, performance_report
-from mlops_provider.runtime.monitoring.task_metrics import (
-    MonitorTask,
+from mlops_provider.runtime.monitoring.live_metrics import (
     expected_multiclass,
     multiclass_live_metrics,
     regression_live_metrics,
 )
+from mlops_provider.runtime.monitoring.performance import compare_variants, performance_report
+from mlops_provider.runtime.monitoring.task_metrics import MonitorTask
 
 CLASSES = ["a", "b", "c"]
 W = np.array([[2.0, -1.0], [0.0, 1.5], [-2.0, -0.5]])  # class logits = W @ [x, 1]

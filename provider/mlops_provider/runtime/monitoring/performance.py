@@ -31,7 +31,8 @@ import pandas as pd
 from mlops_provider.exceptions import DriftError
 from mlops_provider.runtime.io import objstore
 from mlops_provider.runtime.io.objstore import ObjectStore
-from mlops_provider.runtime.monitoring.task_metrics import MonitorTask, binary_live_metrics, calibration_table
+from mlops_provider.runtime.monitoring.live_metrics import binary_live_metrics, calibration_table
+from mlops_provider.runtime.monitoring.task_metrics import MonitorTask
 from mlops_provider.runtime.monitoring.variants import (  # noqa: F401 - names kept for callers
     CHALLENGER_PREDICTION,
     CHAMPION_PREDICTION,

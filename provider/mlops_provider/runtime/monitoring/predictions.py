@@ -32,13 +32,14 @@ import pandas as pd
 from mlops_provider.runtime.io.atomic import atomic_path
 from mlops_provider.runtime.io.objstore import ObjectStore
 from mlops_provider.runtime.monitoring import drift as rd
+from mlops_provider.runtime.monitoring.live_metrics import class_texts
 from mlops_provider.runtime.monitoring.statistics import (
     ReferenceStats,
     cache_key,
     stream_current,
     window_means,
 )
-from mlops_provider.runtime.monitoring.task_metrics import MULTICLASS, PROBA_PREFIX, MonitorTask, class_texts
+from mlops_provider.runtime.monitoring.task_metrics import MULTICLASS, PROBA_PREFIX, MonitorTask
 from mlops_provider.runtime.monitoring.window import frame_window, open_log_window, window_frame
 
 log = logging.getLogger(__name__)

@@ -34,20 +34,15 @@ import pandas as pd
 
 from mlops_provider.runtime.metrics import log_loss as _binary_log_loss
 from mlops_provider.runtime.metrics import roc_auc_or_none as _auc
-from mlops_provider.runtime.monitoring.live_metrics import (  # noqa: F401 - re-exported for callers
-    ECE_BINS,
-    EPS,
+from mlops_provider.runtime.monitoring.live_metrics import (
     _class_text,
     binary_live_metrics,
-    calibration_table,
-    class_text,
     class_texts,
     expected_multiclass,
     macro_f1_codes,
     multiclass_live_metrics,
     multiclass_log_loss_codes,
     regression_live_metrics,
-    top_label_ece,
 )
 from mlops_provider.specs import LIVE_METRIC_DIRECTIONS, LIVE_METRICS, LIVE_PRIMARY
 
@@ -377,19 +372,4 @@ def _parse_probabilities(v: Any) -> dict[str, float] | None:
     return out
 
 
-__all__ = [
-    "Arm",
-    "BINARY",
-    "MULTICLASS",
-    "MonitorTask",
-    "REGRESSION",
-    "binary_live_metrics",
-    "calibration_table",
-    "class_text",
-    "class_texts",
-    "expected_multiclass",
-    "macro_f1_codes",
-    "multiclass_live_metrics",
-    "regression_live_metrics",
-    "top_label_ece",
-]
+__all__ = ["Arm", "BINARY", "MULTICLASS", "MonitorTask", "REGRESSION", "TASKS"]

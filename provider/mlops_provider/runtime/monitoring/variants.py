@@ -22,12 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_provider.runtime.monitoring.task_metrics import (
-    BINARY,
-    Arm,
-    MonitorTask,
-    binary_live_metrics,
-)
+from mlops_provider.runtime.monitoring.live_metrics import binary_live_metrics
+from mlops_provider.runtime.monitoring.task_metrics import BINARY, Arm, MonitorTask
 
 PREDICTION = "prediction"
 CHAMPION_PREDICTION = "champion_prediction"
