@@ -87,7 +87,7 @@ def assert_rejected(paths: ModelPaths, files: list[str], rule: str, column: str 
     # nothing reached the lake or the online store; the validation report names the rule
     assert not paths.lake.exists() or not any(paths.lake.rglob("*.parquet"))
     assert not (paths.feast / "online_store.db").exists()
-    report = json.loads((paths.reports / "validation" / "landing.json").read_text())
+    report = json.loads(max((paths.reports / "validation").glob("landing*.json"), key=lambda q: q.stat().st_mtime_ns).read_text())
     assert report["passed"] is False and rule in {f["rule"] for f in report["failures"]}
     return next(f for f in failures if f["rule"] == rule)
 
@@ -188,7 +188,7 @@ def test_unknown_extra_column_warns_but_does_not_fail(paths, jan, caplog):
     assert report["passed"] is True
     assert [(w["rule"], w["column"]) for w in report["warnings"]] == [("unknown_column", "wifi_onboard")]
     assert "wifi_onboard" in caplog.text
-    saved = json.loads((paths.reports / "validation" / "landing.json").read_text())
+    saved = json.loads(max((paths.reports / "validation").glob("landing*.json"), key=lambda q: q.stat().st_mtime_ns).read_text())
     assert saved["warnings"][0]["column"] == "wifi_onboard"
     assert built["rows"]["labels"] > 25_000 and (paths.labels / "month=2013-01.parquet").is_file()
 
