@@ -1,9 +1,11 @@
-"""Model card of a gated version (runtime module): Markdown + self-contained HTML + two PNG plots.
+"""Model card of a gated version (runtime module): Markdown + self-contained HTML + PNG plots.
 
-Built from the gate's verdict alone (no model access): data window and snapshot hash, metrics with
-bootstrap confidence intervals, the comparison with the champion, every check with value and bound,
-the slice table, behavioral tests, permutation feature importance, a calibration (reliability) plot and
-the ROC curve. :func:`mlops_provider.runtime.gate.evaluate.evaluate_gate` logs the files to the challenger's MLflow
+Built from the gate's verdict alone (no model access): task, data window and snapshot hash, metrics with
+bootstrap confidence intervals, the paired comparison with the champion (primary and every guard metric
+with its CI) and the gate's power, every check with value and bound, the slice table, behavioral tests,
+permutation feature importance, and the task's plots: binary the ROC curve and a calibration (reliability)
+plot; multiclass the confusion matrix, per-class recall and a top-label reliability plot; regression a
+residual plot. :func:`mlops_provider.runtime.gate.evaluate.evaluate_gate` logs the files to the challenger's MLflow
 run under ``gate/``; the gate task's "Model card" extra link opens the HTML.
 """
 
@@ -19,6 +21,8 @@ CARD_MD = "model_card.md"
 CARD_HTML = "model_card.html"
 ROC_PNG = "roc_curve.png"
 CALIBRATION_PNG = "calibration.png"
+CONFUSION_PNG = "confusion_matrix.png"
+RESIDUALS_PNG = "residuals.png"
 
 
 def _f(v: Any, digits: int = 4) -> str:
@@ -63,13 +67,85 @@ def _plots(verdict: dict[str, Any], out: Path) -> dict[str, Path]:
         for role, table in cal.items():
             ax.plot([b["p"] for b in table], [b["y"] for b in table], marker="o", label=role)
         ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
-        ax.set(xlabel="mean predicted probability", ylabel="observed delay rate", title="Calibration")
+        top = verdict.get("task") == "multiclass"
+        ax.set(xlabel="mean top-label probability" if top else "mean predicted probability",
+               ylabel="observed accuracy" if top else "observed frequency of the positive label",
+               title="Calibration")
         ax.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
         files["calibration"] = out / CALIBRATION_PNG
         fig.savefig(files["calibration"])
         plt.close(fig)
+    confusion = verdict.get("confusion") or {}
+    if confusion.get("challenger"):
+        classes = [str(c) for c in confusion.get("classes") or []]
+        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+        ax.imshow(confusion["challenger"], cmap="Blues")
+        ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        for i, row in enumerate(confusion["challenger"]):
+            for j, n in enumerate(row):
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=7)
+        ax.set(xlabel="predicted class", ylabel="true class", title="Confusion matrix (challenger)")
+        fig.tight_layout()
+        files["confusion"] = out / CONFUSION_PNG
+        fig.savefig(files["confusion"])
+        plt.close(fig)
+    residuals = verdict.get("residuals") or {}
+    if residuals:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+        for role, pts in residuals.items():
+            ax.scatter(pts["predicted"], pts["residual"], s=6, alpha=0.5, label=role)
+        ax.axhline(0.0, ls="--", c="grey", lw=0.8)
+        ax.set(xlabel="prediction", ylabel="label - prediction", title="Residuals (evaluation set)")
+        ax.legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        files["residuals"] = out / RESIDUALS_PNG
+        fig.savefig(files["residuals"])
+        plt.close(fig)
     return files
+
+
+def _comparison_lines(verdict: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if verdict.get("comparison"):
+        conf = ((verdict.get("power") or {}).get("confidence")) or 0.95
+        lines += ["", f"## Comparison with the champion (paired bootstrap, {conf:.0%} CI of challenger - champion)",
+                  "", "| metric | role | Δ | CI | tolerance | result |", "|---|---|---|---|---|---|"]
+        for c in verdict["comparison"]:
+            lines.append(f"| {c['metric']} | {'guard' if c.get('guard') else 'primary'} | {_f(c.get('delta'))} | "
+                         f"{_ci(c.get('ci'))} | {_f(c.get('tolerance'))} | "
+                         f"{'pass' if c.get('passed') else '**significantly worse**'} |")
+    power = verdict.get("power") or {}
+    if power.get("statement"):
+        lines += ["", f"Power: {power['statement']}."]
+    return lines
+
+
+def _task_lines(verdict: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    confusion = verdict.get("confusion") or {}
+    if confusion.get("challenger"):
+        classes = [str(c) for c in confusion.get("classes") or []]
+        lines += ["", "## Confusion matrix (challenger; rows: true class, columns: predicted)", "",
+                  "| true \\ predicted | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+        for c, row in zip(classes, confusion["challenger"], strict=False):
+            lines.append(f"| {c} | " + " | ".join(str(n) for n in row) + " |")
+        ch = (verdict.get("challenger") or {}).get("metrics") or {}
+        champ = ((verdict.get("champion") or {}).get("metrics")) or {}
+        lines += ["", "## Per-class recall", "", "| class | challenger | champion |", "|---|---|---|"]
+        lines += [f"| {c} | {_f(ch.get(f'recall_{c}'))} | {_f(champ.get(f'recall_{c}'))} |" for c in classes]
+    return lines
+
+
+def _label_summary(ev: dict[str, Any]) -> str:
+    if ev.get("positives") is not None:
+        return f", {ev['positives']} positives"
+    if ev.get("class_counts"):
+        return ", classes " + ", ".join(f"{k}: {v}" for k, v in ev["class_counts"].items())
+    if ev.get("label_mean") is not None:
+        return f", label mean {_f(ev['label_mean'])}"
+    return ""
 
 
 def render_markdown(verdict: dict[str, Any], plots: dict[str, Path] | None = None) -> str:
@@ -80,13 +156,16 @@ def render_markdown(verdict: dict[str, Any], plots: dict[str, Path] | None = Non
     lines = [
         f"# Model card — {verdict.get('model')} v{ch.get('version')}",
         "",
+        f"Task: {verdict.get('task') or 'binary'}; primary metric {verdict.get('primary_metric')}"
+        + (f"; guard metrics {', '.join(verdict['guard_metrics'])}" if verdict.get("guard_metrics") else ""),
+        "",
         f"**Gate decision: {str(verdict.get('decision')).upper()}**"
         + (" (bootstrap: no champion yet)" if verdict.get("bootstrap") else "")
         + (f" — failed: {', '.join(verdict.get('failed') or [])}" if verdict.get("failed") else ""),
         "",
         f"- evaluated at {verdict.get('evaluated_at')}; MLflow run `{ch.get('run_id')}`",
         f"- evaluation set: split `{ev.get('split')}` of snapshot `{str(ev.get('snapshot_hash'))[:16]}` "
-        f"({ev.get('rows')} rows, {ev.get('positives')} positives), window {(ev.get('window') or {}).get('start')} "
+        f"({ev.get('rows')} rows{_label_summary(ev)}), window {(ev.get('window') or {}).get('start')} "
         f".. {(ev.get('window') or {}).get('end')}",
         f"- training window: {tw.get('start')} .. {tw.get('end')} (snapshot `{str(tw.get('snapshot_hash'))[:16]}`)",
     ]
@@ -118,6 +197,8 @@ def render_markdown(verdict: dict[str, Any], plots: dict[str, Path] | None = Non
                 f"\nMedian latency per batch of {verdict['latency']['batch_size']} rows: "
                 + ", ".join(f"{k} {_f(v, 2)} ms" for k, v in lat.items())
             )
+    lines += _comparison_lines(verdict)
+    lines += _task_lines(verdict)
     checks = verdict.get("checks") or []
     if checks:
         lines += ["", "## Checks", "", "| check | value | bound | result |", "|---|---|---|---|"]
@@ -144,13 +225,13 @@ def render_markdown(verdict: dict[str, Any], plots: dict[str, Path] | None = Non
             "",
             "## Behavioral tests",
             "",
-            "| test | kind | pass rate | bound | rows | mean shift |",
-            "|---|---|---|---|---|---|",
+            "| test | kind | pass rate | bound | rows | mean shift | note |",
+            "|---|---|---|---|---|---|---|",
         ]
         for b in verdict["behavioral"]:
             lines.append(
                 f"| {b['name']} | {b['test']} | {_f(b.get('value'))} | {_f(b.get('bound'))} | "
-                f"{b.get('rows')} | {_f(b.get('mean_shift'))} |"
+                f"{b.get('rows')} | {_f(b.get('mean_shift'))} | {b.get('message') or ''} |"
             )
     if verdict.get("importance"):
         lines += [
