@@ -515,20 +515,22 @@ class GateSpec(_Spec):
         floors = dict(defaults["floors"] if self.floors is None else self.floors)
         max_regression = dict(defaults["max_regression"] if self.max_regression is None else self.max_regression)
         guards = list(t.guards if self.guard_metrics is None else self.guard_metrics)
-        check_metrics(task, [primary], "gate.primary_metric", **kw)
-        check_metrics(task, floors, "gate.floors", **kw)
-        check_metrics(task, max_regression, "gate.max_regression", **kw)
-        check_metrics(task, guards, "gate.guard_metrics", **kw)
+        check_metrics(task, [primary], "primary_metric", **kw)
+        check_metrics(task, floors, "floors", **kw)
+        check_metrics(task, max_regression, "max_regression", **kw)
+        check_metrics(task, guards, "guard_metrics", **kw)
         slices = []
-        for s in self.slices:
+        for i, s in enumerate(self.slices):
             if s.metric is not None:
-                check_metrics(task, [s.metric], f"gate.slices[{s.column}].metric", **kw)
+                check_metrics(task, [s.metric], f"slices: {i}: metric", **kw)
             slices.append(s if s.metric is not None else s.replace(metric=primary))
-        for b in self.behavioral:
-            b.check_task(training)
+        for i, b in enumerate(self.behavioral):
+            try:
+                b.check_task(training)
+            except ValueError as e:
+                raise ValueError(f"behavioral: {i}: {e}") from None
         if self.calibration is not None and task == "regression":
-            raise ValueError("gate.calibration: a regression model has no probabilities; remove the calibration "
-                             "check")
+            raise ValueError("calibration: a regression model has no probabilities; remove the calibration check")
         return self.replace(primary_metric=primary, floors=floors, max_regression=max_regression,
                             guard_metrics=guards, slices=slices)
 

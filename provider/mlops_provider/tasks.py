@@ -135,10 +135,13 @@ def check_metrics(
     for name in names:
         if name in valid:
             continue
-        if allowed is None and t.per_class and not classes and name.startswith(RECALL_PREFIX) and len(name) > len(RECALL_PREFIX):
+        per_class = name.startswith(RECALL_PREFIX) and len(name) > len(RECALL_PREFIX)
+        if allowed is None and t.per_class and not classes and per_class:
             continue
-        shown = sorted(valid) + ([f"{RECALL_PREFIX}<class>"] if allowed is None and t.per_class and not classes else [])
-        raise ValueError(f"{key}: {name!r} is not a metric of task {task}; valid: {shown}")
+        open_classes = allowed is None and t.per_class and not classes
+        shown = sorted(valid) + ([f"{RECALL_PREFIX}<class>"] if open_classes else [])
+        what = f"a {task} training metric" if allowed is not None else f"a metric of task {task}"
+        raise ValueError(f"{key}: {name!r} is not {what}; valid: {shown}")
 
 
 def training_metrics(task: str) -> dict[str, bool]:

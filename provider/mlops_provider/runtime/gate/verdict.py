@@ -147,6 +147,15 @@ def failed_checks_summary(verdict: dict[str, Any]) -> str:
     return "; ".join(parts) or "no failed check"
 
 
+def _round(v: Any) -> Any:
+    """Floats to 6 decimals (the XCom headline; the report keeps full precision)."""
+    if isinstance(v, float):
+        return round(v, 6)
+    if isinstance(v, list):
+        return [_round(x) for x in v]
+    return v
+
+
 def xcom_summary(verdict: dict[str, Any]) -> dict[str, Any]:
     """The gate's XCom value: small, bounded by :data:`XCOM_MAX_BYTES` (see the module doc).
 
@@ -183,9 +192,9 @@ def xcom_summary(verdict: dict[str, Any]) -> dict[str, Any]:
         "challenger": model(verdict.get("challenger")),
         "champion": model(verdict.get("champion")),
         "evaluation_set": {k: ev.get(k) for k in ("rows", "positives", "split", "snapshot_hash")},
-        "comparison": [{k: c.get(k) for k in ("metric", "guard", "delta", "ci", "tolerance", "passed")}
+        "comparison": [{k: _round(c.get(k)) for k in ("metric", "guard", "delta", "ci", "tolerance", "passed")}
                        for c in verdict.get("comparison") or []],
-        "power": {k: power.get(k) for k in ("metric", "mde", "se", "rows", "power")} if power else None,
+        "power": {k: _round(power.get(k)) for k in ("metric", "mde", "se", "rows", "power")} if power else None,
         "check_counts": {
             "total": len(checks),
             "passed": sum(1 for c in checks if c.get("passed")),
@@ -203,8 +212,9 @@ def xcom_summary(verdict: dict[str, Any]) -> dict[str, Any]:
         "report_path": verdict.get("report_path"),
         "verdict_uri": card.get("verdict"),
     }
-    # bounded: drop detail first, then names (the counts and the report keep the whole story)
-    for key in ("failed_checks", "advisory_failed", "failed"):
+    # bounded: drop the names first (the first failures keep their detail in failed_checks), then the
+    # advisory names, then detail (the counts, the comparison and the report keep the whole story)
+    for key in ("failed", "advisory_failed", "failed_checks"):
         while out[key] and len(json.dumps(out, default=str)) > XCOM_MAX_BYTES:
             out[key].pop()
     return out
