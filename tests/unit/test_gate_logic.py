@@ -185,7 +185,7 @@ def test_better_roc_auc_with_significantly_worse_log_loss_is_rejected_with_that_
     assert verdict["decision"] == "reject"
     assert "regression.roc_auc" not in verdict["failed"] and "guard.log_loss" in verdict["failed"]
     reason = failed_checks_summary(verdict)
-    assert "log_loss significantly worse: challenger - champion = +" in reason and "95% CI" in reason
+    assert "guard.log_loss: log_loss significantly worse: challenger - champion = +" in reason and "95% CI" in reason
     summary = xcom_summary(verdict)  # the headline shows every guard metric with its interval
     assert {c["metric"] for c in summary["comparison"]} == {"roc_auc", "log_loss", "brier", "ece"}
     assert all(len(c["ci"]) == 2 for c in summary["comparison"])

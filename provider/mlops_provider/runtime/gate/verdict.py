@@ -137,8 +137,8 @@ def failed_checks_summary(verdict: dict[str, Any]) -> str:
     def fmt(v: Any) -> str:
         return "nan" if v is None else f"{v:.4f}"
 
-    parts = [c["message"] if c.get("message") else f"{c['name']} {fmt(c.get('value'))} vs bound {fmt(c.get('bound'))}"
-             for c in failed]
+    parts = [f"{c['name']}: {c['message']}" if c.get("message")
+             else f"{c['name']} {fmt(c.get('value'))} vs bound {fmt(c.get('bound'))}" for c in failed]
     shown = {c["name"] for c in failed}
     rest = [n for n in verdict.get("failed") or [] if n not in shown]
     rest_count = int((verdict.get("check_counts") or {}).get("failed", len(failed) + len(rest))) - len(failed)
