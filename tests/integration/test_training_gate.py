@@ -604,7 +604,7 @@ def test_the_gate_judges_every_task_with_its_metrics_and_card(env, task, label, 
     else:
         assert set(verdict["challenger"]["metrics"]) == {"rmse", "mae", "r2", "pinball_0.1", "pinball_0.9"}
         assert len(verdict["residuals"]["challenger"]["predicted"]) > 100
-    run_promote(xcom)
+    promote(model, xcom, tracking=env.tracking)
     second = train_version(env, f"{task}-2", model=model, seed=6, **training)
     xcom2 = gate(env, second, model=model, training=training, **common)
     guards = {"multiclass": ["log_loss", "ece"], "regression": ["mae"]}[task]
