@@ -221,7 +221,7 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
     metrics = finish_head(net, pre, head, val_df, spec, snapshot_path)
     metrics.update(best_epoch=float(best_epoch), epochs_run=float(len(history)))
     mlflow.log_metrics(metrics)
-    log_model(net, pre, arch, head, val_df[[*categorical, *numeric]])
+    log_model(net, pre, arch, val_df[[*categorical, *numeric]], head)
     version_tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
     version_tags.update({"snapshot_path": snapshot_path, "snapshot_hash": snapshot_hash,
                          "feature_service": feature_service, IDEMPOTENCY_TAG: key,

@@ -28,6 +28,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 from torch import nn
 
+from mlops_provider.runtime.training import calibration
 from mlops_provider.runtime.training.architectures import (  # noqa: F401 - re-exported
     TabularMLP,
     TabularNet,
@@ -195,8 +196,7 @@ def predict_proba_arrays(
     net: nn.Module, x_num: np.ndarray, x_cat: np.ndarray, *, batch_size: int = 65536
 ) -> np.ndarray:
     """Binary: uncalibrated probabilities for already preprocessed arrays."""
-    z = predict_logits_arrays(net, x_num, x_cat, batch_size=batch_size)
-    return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+    return calibration.apply("binary", predict_logits_arrays(net, x_num, x_cat, batch_size=batch_size), None)
 
 
 # ---------------------------------------------------------------------------- pyfunc

@@ -258,7 +258,7 @@ def train(
             if head.calibration is not None:
                 mlflow.log_dict(head.calibration, "config/calibration.json")
 
-            info = log_model(net, pre, arch_n, head, val_df[[*categorical, *numeric]])
+            info = log_model(net, pre, arch_n, val_df[[*categorical, *numeric]], head)
             version = None
             if register:
                 version_tags.update(head.tags())

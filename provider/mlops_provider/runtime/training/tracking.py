@@ -375,7 +375,7 @@ def output_schema(head: Head) -> Any:
 
 
 def log_model(
-    net: nn.Module, pre: Preprocessor, arch: dict[str, Any], head: Head | None, features: pd.DataFrame
+    net: nn.Module, pre: Preprocessor, arch: dict[str, Any], features: pd.DataFrame, head: Head | None = None
 ) -> Any:
     """Log the pyfunc (weights + model_config artifacts with the task's head, signature, input example)."""
     from mlflow.models import ModelSignature
