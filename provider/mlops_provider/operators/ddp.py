@@ -8,23 +8,21 @@ registers the version. torch / mlflow are imported inside ``execute()``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import Context
 
 from mlops_provider.exceptions import ConfigError
-from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
+from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY
 from mlops_provider.operators.training import (
-    GpuRoutedOperator,
+    TrainingSpecOperator,
     _dag_and_run,
     _data_interval,
     force_retrain,
-    training_spec,
 )
 
 
-class TorchDistributedTrainOperator(GpuRoutedOperator):
+class TorchDistributedTrainOperator(TrainingSpecOperator):
     """Train ``training`` (the TrainingSpec dict) with DDP over ``nproc_per_node`` processes of this worker;
     register one MLflow version.
 
@@ -35,34 +33,18 @@ class TorchDistributedTrainOperator(GpuRoutedOperator):
     DAG param / dag_run.conf key) adds the Airflow run id.
     """
 
-    template_fields: Sequence[str] = ("snapshot", "model_name", "training")
-    operator_extra_links = (MLflowRunLink(),)
-    ui_color = "#ee4c2c"
-
     def __init__(
         self,
         *,
-        snapshot: str,
-        model_name: str,
-        training: dict[str, Any],
         nproc_per_node: int | str = "gpu",
         sanity_check: bool = True,
         launch_timeout: float | None = None,
-        force_retrain: bool = False,
-        mlflow_conn_id: str = "mlflow_default",
-        queue: str = "gpu",
-        pool: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(queue=queue, pool=pool, **kwargs)
-        self.snapshot = snapshot
-        self.model_name = model_name
-        self.training = training
+        super().__init__(**kwargs)
         self.nproc_per_node = nproc_per_node
         self.sanity_check = sanity_check
         self.launch_timeout = launch_timeout
-        self.force_retrain = force_retrain
-        self.mlflow_conn_id = mlflow_conn_id
 
     def _nproc(self) -> int:
         if isinstance(self.nproc_per_node, int) and not isinstance(self.nproc_per_node, bool):
@@ -78,16 +60,14 @@ class TorchDistributedTrainOperator(GpuRoutedOperator):
         return n
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.runtime.training import ddp
 
-        spec = training_spec(self.training, self.task_id)
         nproc = self._nproc()
-        hook = MLflowHook(self.mlflow_conn_id)
-        tracking = hook.configure()  # exports credentials into this process's env: the ranks inherit them
+        # configure() exports credentials into this process's env: the ranks inherit them
+        spec, hook, tracking, _ = self.prepare(context)
         dag_id, run_id = _dag_and_run(context, self.dag_id)
         result = ddp.train_task(
-            self.snapshot, self.model_name, spec, nproc_per_node=nproc, tracking=tracking.public(), dag_id=dag_id,
+            self.snapshot, self.model_name, spec, nproc_per_node=nproc, tracking=tracking, dag_id=dag_id,
             airflow_run_id=run_id, data_interval=_data_interval(context),
             force_retrain=force_retrain(context, self.force_retrain), sanity_check=self.sanity_check,
             timeout=self.launch_timeout, on_line=lambda line: self.log.info("%s", line),

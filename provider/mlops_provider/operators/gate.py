@@ -23,7 +23,7 @@ from airflow.sdk import BaseOperator, Context
 
 from mlops_provider.exceptions import ConfigError, GateRejected
 from mlops_provider.links.gate import MODEL_CARD_URL_XCOM_KEY, ModelCardLink
-from mlops_provider.specs import GateSpec, from_dict
+from mlops_provider.specs import GateSpec
 
 
 def _parse_verdict(verdict: dict[str, Any] | str, task_id: str) -> dict[str, Any]:
@@ -72,19 +72,6 @@ def _emit(operator: BaseOperator, context: Context, extra: dict[str, Any]) -> No
             outlet_events[outlet].extra = extra
 
 
-def _gate_spec(value: Any, task_id: str) -> GateSpec:
-    """The ``gate`` argument (a rendered :func:`specs.as_dict` dict, or a spec) as a GateSpec."""
-    if isinstance(value, GateSpec):
-        return value
-    if not isinstance(value, dict):
-        raise ConfigError(f"{task_id}: gate must be the GateSpec as a dict (specs.as_dict(cfg.gate)), got "
-                          f"{type(value).__name__}.")
-    try:
-        return from_dict(GateSpec, value)  # type: ignore[no-any-return]
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{task_id}: gate is not a valid GateSpec ({e}).") from e
-
-
 class ModelGateOperator(BaseOperator):
     """Evaluate the challenger and the current @champion on the snapshot's frozen evaluation split.
 
@@ -131,11 +118,11 @@ class ModelGateOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.operators.training import training_spec
+        from mlops_provider.operators.training import stage_spec, training_spec
         from mlops_provider.runtime.gate import evaluate as gate
         from mlops_provider.runtime.gate.verdict import xcom_summary
 
-        spec = _gate_spec(self.gate, self.task_id)
+        spec = stage_spec(GateSpec, self.gate, self.task_id, "gate")
         training = training_spec(self.training, self.task_id)
         cfg = MLflowHook(self.mlflow_conn_id).configure()
         verdict = gate.evaluate_gate(

@@ -29,7 +29,7 @@ from airflow.sdk import BaseOperator, Context
 from mlops_provider.exceptions import ConfigError
 from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
 from mlops_provider.operators.training import (
-    GpuRoutedOperator,
+    TrainingSpecOperator,
     _dag_and_run,
     _data_interval,
     force_retrain,
@@ -117,7 +117,7 @@ class HpoParentOperator(BaseOperator):
         return result
 
 
-class HpoTrialOperator(GpuRoutedOperator):
+class HpoTrialOperator(TrainingSpecOperator):
     """Train ONE trial in an MLflow child run of the search's parent run; log, do not register.
 
     Meant to be mapped: ``HpoTrialOperator.partial(task_id="hpo_trial", parent=parent.output,
@@ -127,53 +127,25 @@ class HpoTrialOperator(GpuRoutedOperator):
     "run_id", "parent_run_id", "model_uri", "metrics", "reused"}``.
     """
 
-    template_fields: Sequence[str] = ("snapshot", "model_name", "parent", "trial", "training")
-    operator_extra_links = (MLflowRunLink(),)
-    ui_color = "#ee4c2c"
+    template_fields: Sequence[str] = (*TrainingSpecOperator.template_fields, "parent", "trial")
 
-    def __init__(
-        self,
-        *,
-        snapshot: str,
-        model_name: str,
-        parent: Any,
-        trial: Any,
-        training: dict[str, Any],
-        mlflow_conn_id: str = "mlflow_default",
-        sanity_check: bool = True,
-        queue: str = "gpu",
-        pool: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(queue=queue, pool=pool, **kwargs)
-        self.snapshot = snapshot
-        self.model_name = model_name
+    def __init__(self, *, parent: Any, trial: Any, sanity_check: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.parent = parent
         self.trial = trial
-        self.training = training
-        self.mlflow_conn_id = mlflow_conn_id
         self.sanity_check = sanity_check
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.runtime.training import hpo
 
         parent = _as_dict(self.parent, "parent", self.task_id)
         trial = _as_dict(self.trial, "trial", self.task_id)
-        spec = trial_spec(training_spec(self.training, self.task_id), trial.get("params", {}))
+        base, _, tracking, on_run_start = self.prepare(context)
+        spec = trial_spec(base, trial.get("params", {}))
         self.log.info("trial %s: %s", trial.get("trial_id"), trial.get("params"))
-        hook = MLflowHook(self.mlflow_conn_id)
-        cfg = hook.configure()
-        hook.wait_until_reachable()  # bounded retries, then MlflowUnreachableError
-        ti = context["ti"]
-
-        def on_run_start(mlflow_run_id: str, experiment_id: str | None) -> None:
-            url = hook.run_url(mlflow_run_id, experiment_id) or f"runs:/{mlflow_run_id}"
-            ti.xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
-
         result = hpo.run_trial(
             self.snapshot, self.model_name, spec, trial, parent_run_id=str(parent["parent_run_id"]),
-            tracking=cfg.public(), sanity_check=self.sanity_check, on_run_start=on_run_start,
+            tracking=tracking, sanity_check=self.sanity_check, on_run_start=on_run_start,
         )
         self.log.info("trial %s: %s (run %s%s)", result["trial_id"], result["metrics"], result["run_id"],
                       ", reused" if result["reused"] else "")

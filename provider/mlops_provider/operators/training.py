@@ -59,17 +59,22 @@ def force_retrain(context: Context, explicit: Any = False) -> bool:
     return _truthy(params.get(FORCE_RETRAIN, False)) or _truthy(conf.get(FORCE_RETRAIN, False))
 
 
-def training_spec(value: Any, task_id: str) -> TrainingSpec:
-    """The ``training`` argument (a rendered :func:`specs.as_dict` dict, or a spec) as a TrainingSpec."""
-    if isinstance(value, TrainingSpec):
+def stage_spec(cls: type[Any], value: Any, task_id: str, argument: str) -> Any:
+    """A stage-spec argument (a rendered :func:`specs.as_dict` dict, or the spec itself) as the dataclass."""
+    if isinstance(value, cls):
         return value
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{task_id}: training must be the TrainingSpec as a dict (specs.as_dict(cfg.training)), "
-                          f"got {type(value).__name__}.")
+        raise ConfigError(f"{task_id}: {argument} must be the {cls.__name__} as a dict (specs.as_dict(cfg."
+                          f"{argument})), got {type(value).__name__}.")
     try:
-        return from_dict(TrainingSpec, dict(value))  # type: ignore[no-any-return]
+        return from_dict(cls, dict(value))
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{task_id}: training is not a valid TrainingSpec ({e}).") from e
+        raise ConfigError(f"{task_id}: {argument} is not a valid {cls.__name__} ({e}).") from e
+
+
+def training_spec(value: Any, task_id: str) -> TrainingSpec:
+    """The ``training`` argument as a TrainingSpec."""
+    return stage_spec(TrainingSpec, value, task_id, "training")  # type: ignore[no-any-return]
 
 
 class GpuRoutedOperator(BaseOperator):
@@ -84,23 +89,9 @@ class GpuRoutedOperator(BaseOperator):
         super().__init__(queue=queue, **kwargs)
 
 
-class TorchTrainOperator(GpuRoutedOperator):
-    """Train the tabular PyTorch model of ``training`` on a snapshot and register a new MLflow model version.
-
-    One runtime entry point, :func:`~mlops_provider.runtime.training.run.train_task`: the sanity check
-    (fails fast with ``SanityCheckError``), then :func:`~mlops_provider.runtime.training.run.train`. A remote
-    MLflow server must answer first (bounded retries, ``MlflowUnreachableError``). The MLflow run is keyed
-    by content (model, snapshot hash, training config): a retry resumes the run, and any run on an unchanged
-    snapshot and config returns the already registered version (``reused``) unless ``force_retrain`` (or the
-    DAG param / ``dag_run.conf`` key ``force_retrain``) asks for a new one. Training never moves an alias.
-
-    Crash safety: the full training state is checkpointed every ``training.checkpoint_every`` epochs under
-    ``$MLOPS_HOME/checkpoints/<model>/<key>/``; a retry (or a rerun after ``kill -9``) continues from it in
-    the same MLflow run; a run killed before its first checkpoint is closed as KILLED and started afresh.
-
-    Returns ``{"run_id", "model_version", "model_uri", "metrics": {<the task's validation metrics>,
-    "best_epoch"}, "tracking_uri", "reused", "resumed_from_epoch", "epochs_run"}``.
-    """
+class TrainingSpecOperator(GpuRoutedOperator):
+    """Base of the operators that train ``training`` (the TrainingSpec as one templated dict) on ``snapshot``
+    into MLflow model ``model_name``: the shared arguments and the MLflow preamble of ``execute``."""
 
     template_fields: Sequence[str] = ("snapshot", "model_name", "training")
     operator_extra_links = (MLflowRunLink(),)
@@ -125,16 +116,16 @@ class TorchTrainOperator(GpuRoutedOperator):
         self.mlflow_conn_id = mlflow_conn_id
         self.force_retrain = force_retrain
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def prepare(self, context: Context) -> tuple[TrainingSpec, Any, dict[str, Any], Any]:
+        """(the spec, the MLflow hook, its resolved public tracking settings, ``on_run_start`` pushing the run's
+        link); a remote server must answer first (bounded retries, ``MlflowUnreachableError``)."""
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.training.run import train_task
 
         spec = training_spec(self.training, self.task_id)
         hook = MLflowHook(self.mlflow_conn_id)
         cfg = hook.configure()
-        hook.wait_until_reachable()  # bounded retries, then MlflowUnreachableError: before any work
+        hook.wait_until_reachable()  # before any work
         ti = context["ti"]
-        dag_id, run_id = _dag_and_run(context, self.dag_id)
 
         def on_run_start(mlflow_run_id: str, experiment_id: str | None) -> None:
             # web UI URL when the store has one; the embedded sqlite store has none -> a runs:/ URI
@@ -142,8 +133,34 @@ class TorchTrainOperator(GpuRoutedOperator):
             ti.xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
             self.log.info("MLflow run %s: %s", mlflow_run_id, url)
 
+        return spec, hook, cfg.public(), on_run_start
+
+
+class TorchTrainOperator(TrainingSpecOperator):
+    """Train the tabular PyTorch model of ``training`` on a snapshot and register a new MLflow model version.
+
+    One runtime entry point, :func:`~mlops_provider.runtime.training.run.train_task`: the sanity check
+    (fails fast with ``SanityCheckError``), then :func:`~mlops_provider.runtime.training.run.train`. A remote
+    MLflow server must answer first (bounded retries, ``MlflowUnreachableError``). The MLflow run is keyed
+    by content (model, snapshot hash, training config): a retry resumes the run, and any run on an unchanged
+    snapshot and config returns the already registered version (``reused``) unless ``force_retrain`` (or the
+    DAG param / ``dag_run.conf`` key ``force_retrain``) asks for a new one. Training never moves an alias.
+
+    Crash safety: the full training state is checkpointed every ``training.checkpoint_every`` epochs under
+    ``$MLOPS_HOME/checkpoints/<model>/<key>/``; a retry (or a rerun after ``kill -9``) continues from it in
+    the same MLflow run; a run killed before its first checkpoint is closed as KILLED and started afresh.
+
+    Returns ``{"run_id", "model_version", "model_uri", "metrics": {<the task's validation metrics>,
+    "best_epoch"}, "tracking_uri", "reused", "resumed_from_epoch", "epochs_run"}``.
+    """
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.runtime.training.run import train_task
+
+        spec, _, tracking, on_run_start = self.prepare(context)
+        dag_id, run_id = _dag_and_run(context, self.dag_id)
         result = train_task(
-            self.snapshot, self.model_name, spec, tracking=cfg.public(), dag_id=dag_id, airflow_run_id=run_id,
+            self.snapshot, self.model_name, spec, tracking=tracking, dag_id=dag_id, airflow_run_id=run_id,
             data_interval=_data_interval(context), force_retrain=force_retrain(context, self.force_retrain),
             dag_file=_dag_file(context), on_run_start=on_run_start,
         )

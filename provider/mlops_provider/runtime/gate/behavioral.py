@@ -203,13 +203,7 @@ def run_test(
 
 
 def run_tests(
-    tests: Sequence[BehavioralTest | dict[str, Any]],
-    x: pd.DataFrame,
-    predict: Predict,
-    *,
-    seed: int = 0,
-    task: str = DEFAULT_TASK,
-    classes: Sequence[Any] | None = None,
-    inputs: Sequence[str] | None = None,
+    tests: Sequence[BehavioralTest | dict[str, Any]], x: pd.DataFrame, predict: Predict, **kwargs: Any
 ) -> list[dict[str, Any]]:
-    return [run_test(t, x, predict, seed=seed, task=task, classes=classes, inputs=inputs) for t in tests]
+    """:func:`run_test` for each test (same keyword arguments)."""
+    return [run_test(t, x, predict, **kwargs) for t in tests]

@@ -38,71 +38,72 @@ def _ci(ci: list[Any] | None) -> str:
 
 
 def _plots(verdict: dict[str, Any], out: Path) -> dict[str, Path]:
+    """The task's plots as PNG files: ROC + calibration (binary), calibration + confusion matrix (multiclass),
+    residuals (regression)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     files: dict[str, Path] = {}
+
+    def plot(name: str, filename: str, draw: Any, *, title: str, xlabel: str, ylabel: str,
+             legend: Any = None, diagonal: bool = False) -> None:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+        draw(ax)
+        if diagonal:
+            ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        if legend:
+            ax.legend(loc=legend, fontsize=8)
+        fig.tight_layout()
+        files[name] = out / filename
+        fig.savefig(files[name])
+        plt.close(fig)
+
     roc = verdict.get("roc") or {}
     if roc:
-        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-        for role, pts in roc.items():
-            auc = ((verdict.get(role) or {}).get("metrics") or {}).get("roc_auc")
-            ax.plot(
-                pts["fpr"],
-                pts["tpr"],
-                label=f"{role} v{(verdict.get(role) or {}).get('version')} (AUC {_f(auc, 3)})",
-            )
-        ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve (evaluation set)")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        files["roc"] = out / ROC_PNG
-        fig.savefig(files["roc"])
-        plt.close(fig)
+        def draw_roc(ax: Any) -> None:
+            for role, pts in roc.items():
+                auc = ((verdict.get(role) or {}).get("metrics") or {}).get("roc_auc")
+                ax.plot(pts["fpr"], pts["tpr"],
+                        label=f"{role} v{(verdict.get(role) or {}).get('version')} (AUC {_f(auc, 3)})")
+
+        plot("roc", ROC_PNG, draw_roc, title="ROC curve (evaluation set)", xlabel="false positive rate",
+             ylabel="true positive rate", legend="lower right", diagonal=True)
     cal = verdict.get("calibration") or {}
     if cal:
-        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-        for role, table in cal.items():
-            ax.plot([b["p"] for b in table], [b["y"] for b in table], marker="o", label=role)
-        ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+        def draw_calibration(ax: Any) -> None:
+            for role, table in cal.items():
+                ax.plot([b["p"] for b in table], [b["y"] for b in table], marker="o", label=role)
+
         top = verdict.get("task") == "multiclass"
-        ax.set(xlabel="mean top-label probability" if top else "mean predicted probability",
-               ylabel="observed accuracy" if top else "observed frequency of the positive label",
-               title="Calibration")
-        ax.legend(loc="upper left", fontsize=8)
-        fig.tight_layout()
-        files["calibration"] = out / CALIBRATION_PNG
-        fig.savefig(files["calibration"])
-        plt.close(fig)
+        plot("calibration", CALIBRATION_PNG, draw_calibration, title="Calibration", legend="upper left",
+             diagonal=True, xlabel="mean top-label probability" if top else "mean predicted probability",
+             ylabel="observed accuracy" if top else "observed frequency of the positive label")
     confusion = verdict.get("confusion") or {}
     if confusion.get("challenger"):
         classes = [str(c) for c in confusion.get("classes") or []]
-        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-        ax.imshow(confusion["challenger"], cmap="Blues")
-        ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=7)
-        ax.set_yticks(range(len(classes)), classes, fontsize=7)
-        for i, row in enumerate(confusion["challenger"]):
-            for j, n in enumerate(row):
-                ax.text(j, i, str(n), ha="center", va="center", fontsize=7)
-        ax.set(xlabel="predicted class", ylabel="true class", title="Confusion matrix (challenger)")
-        fig.tight_layout()
-        files["confusion"] = out / CONFUSION_PNG
-        fig.savefig(files["confusion"])
-        plt.close(fig)
+
+        def draw_confusion(ax: Any) -> None:
+            ax.imshow(confusion["challenger"], cmap="Blues")
+            ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=7)
+            ax.set_yticks(range(len(classes)), classes, fontsize=7)
+            for i, row in enumerate(confusion["challenger"]):
+                for j, n in enumerate(row):
+                    ax.text(j, i, str(n), ha="center", va="center", fontsize=7)
+
+        plot("confusion", CONFUSION_PNG, draw_confusion, title="Confusion matrix (challenger)",
+             xlabel="predicted class", ylabel="true class")
     residuals = verdict.get("residuals") or {}
     if residuals:
-        fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-        for role, pts in residuals.items():
-            ax.scatter(pts["predicted"], pts["residual"], s=6, alpha=0.5, label=role)
-        ax.axhline(0.0, ls="--", c="grey", lw=0.8)
-        ax.set(xlabel="prediction", ylabel="label - prediction", title="Residuals (evaluation set)")
-        ax.legend(loc="upper left", fontsize=8)
-        fig.tight_layout()
-        files["residuals"] = out / RESIDUALS_PNG
-        fig.savefig(files["residuals"])
-        plt.close(fig)
+        def draw_residuals(ax: Any) -> None:
+            for role, pts in residuals.items():
+                ax.scatter(pts["predicted"], pts["residual"], s=6, alpha=0.5, label=role)
+            ax.axhline(0.0, ls="--", c="grey", lw=0.8)
+
+        plot("residuals", RESIDUALS_PNG, draw_residuals, title="Residuals (evaluation set)", xlabel="prediction",
+             ylabel="label - prediction", legend="upper left")
     return files
 
 
