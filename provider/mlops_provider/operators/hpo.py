@@ -29,6 +29,7 @@ from airflow.sdk import BaseOperator, Context
 from mlops_provider.exceptions import ConfigError
 from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
 from mlops_provider.operators.training import (
+    GPU_QUEUE,
     TrainingSpecOperator,
     _dag_and_run,
     _data_interval,
@@ -238,7 +239,7 @@ def add_search_tasks(
     model_name: str,
     training: TrainingSpec,
     mlflow_conn_id: str = "mlflow_default",
-    queue: str = "gpu",
+    queue: str = GPU_QUEUE,
     pool: str | None = None,
     task_prefix: str = "",
 ) -> SearchTasks:

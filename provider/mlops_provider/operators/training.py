@@ -20,6 +20,8 @@ from mlops_provider.specs import TrainingSpec, from_dict
 
 #: DAG param / dag_run.conf key that makes a training DAG run train a new version on unchanged data
 FORCE_RETRAIN = "force_retrain"
+#: the Celery queue of the GPU workers (``training.queue``'s default, read from the spec: written once)
+GPU_QUEUE: str = str(TrainingSpec.__dataclass_fields__["queue"].default)
 
 
 def _data_interval(context: Context) -> str:
@@ -83,7 +85,7 @@ class GpuRoutedOperator(BaseOperator):
     A CeleryExecutor GPU worker listens on the queue; a KubernetesExecutor pod override can key on it.
     """
 
-    def __init__(self, *, queue: str = "gpu", pool: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, queue: str = GPU_QUEUE, pool: str | None = None, **kwargs: Any) -> None:
         if pool is not None:
             kwargs["pool"] = pool
         super().__init__(queue=queue, **kwargs)
@@ -105,7 +107,7 @@ class TrainingSpecOperator(GpuRoutedOperator):
         training: dict[str, Any],
         mlflow_conn_id: str = "mlflow_default",
         force_retrain: bool = False,
-        queue: str = "gpu",
+        queue: str = GPU_QUEUE,
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -199,7 +201,7 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
         tolerance: float = 1e-6,
         fail_on_mismatch: bool = False,
         mlflow_conn_id: str = "mlflow_default",
-        queue: str = "gpu",
+        queue: str = GPU_QUEUE,
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:

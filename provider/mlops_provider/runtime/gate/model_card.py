@@ -110,8 +110,9 @@ def _plots(verdict: dict[str, Any], out: Path) -> dict[str, Path]:
 def _comparison_lines(verdict: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if verdict.get("comparison"):
-        conf = ((verdict.get("power") or {}).get("confidence")) or 0.95
-        lines += ["", f"## Comparison with the champion (paired bootstrap, {conf:.0%} CI of challenger - champion)",
+        conf = (verdict.get("power") or {}).get("confidence")
+        level = f"{conf:.0%} CI" if conf else "CI"
+        lines += ["", f"## Comparison with the champion (paired bootstrap, {level} of challenger - champion)",
                   "", "| metric | role | Δ | CI | tolerance | result |", "|---|---|---|---|---|---|"]
         for c in verdict["comparison"]:
             lines.append(f"| {c['metric']} | {'guard' if c.get('guard') else 'primary'} | {_f(c.get('delta'))} | "

@@ -208,6 +208,7 @@ def model_config(pre: Preprocessor, arch: dict[str, Any], head: Head | None = No
         "architecture": normalize_architecture(arch),
         "cardinalities": pre.cardinalities,
         "head": head.to_dict(),
+        **head.tags(),  # mlops.task, mlops.label, mlops.classes / mlops.quantiles, mlops.calibration (the contract)
     }
 
 
