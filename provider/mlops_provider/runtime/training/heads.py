@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,9 @@ from torch import nn
 from mlops_provider.exceptions import LabelError
 from mlops_provider.runtime import metrics as m
 from mlops_provider.runtime.training import calibration as cal
-from mlops_provider.specs import TrainingSpec
+
+if TYPE_CHECKING:  # loading a model (the pyfunc) needs no specs: a lighter import in the serving process
+    from mlops_provider.specs import TrainingSpec
 
 HEAD_FORMAT = 1
 
