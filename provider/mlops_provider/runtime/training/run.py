@@ -289,9 +289,12 @@ def finish_head(
     if not np.all(np.isfinite(outputs)):
         raise TrainingError(f"the trained model predicts non-finite values on the validation split of {where}.")
     metrics = head.metrics(truth, outputs)
-    if record is not None:
+    if record is not None:  # *_after is in-sample for the map's 1-2 parameters; the cross-validated value is honest
         metrics.update({f"calibration_{k}": float(record[k]) for k in
                         ("log_loss_before", "log_loss_after", "ece_before", "ece_after")})
+        cv = (record.get("cv_log_loss") or {}).get(record["method"])
+        if cv is not None:
+            metrics["calibration_log_loss_cv"] = float(cv)
     return metrics
 
 
