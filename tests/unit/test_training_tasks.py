@@ -207,3 +207,14 @@ def test_an_entry_point_gets_the_arguments_its_signature_names():
     assert net.body.seen == {"n_outputs": 5, "task": "multiclass", "cardinalities": [4, 3]}
     legacy = build_network({"entry_point": "training_user_nets:two_layer"}, 2, [4], 3)  # knows no n_outputs
     assert legacy(torch.randn(2, 2), torch.zeros(2, 1, dtype=torch.int64)).shape == (2,)  # caught by sanity check
+
+
+def test_split_frames_checks_every_split_against_the_declared_classes():
+    from mlops_provider.runtime.training.data import split_frames
+
+    df = pd.DataFrame({"c": ["a"] * 6, "x": np.arange(6.0), "y": ["lo", "mid", "hi", "top", "lo", "mid"],
+                       "split": ["train"] * 4 + ["validation"] * 2})
+    with pytest.raises(LabelError, match=r"train split of snap has values \['top'\] outside the classes"):
+        split_frames(df, spec(task="multiclass", classes=["lo", "mid", "hi"]), "snap")
+    _, _, head = split_frames(df, spec(task="multiclass"), "snap")
+    assert head.classes == ["hi", "lo", "mid", "top"]

@@ -56,7 +56,8 @@ def split_frames(df: pd.DataFrame, spec: TrainingSpec, where: str) -> tuple[pd.D
             "non-empty. Widen the training window in the YAML."
         )
     head = Head.fit(spec, train_df[spec.label], where)
-    head.encode(val_df[spec.label], where, VALIDATION_SPLIT)  # the validation labels must fit the head too
+    for split, frame in ((TRAIN_SPLIT, train_df), (VALIDATION_SPLIT, val_df)):  # named errors before any run
+        head.encode(frame[spec.label], where, split)
     if spec.task == "binary" and val_df[spec.label].nunique() < 2:
         raise TrainingError(
             f"snapshot {where}: the validation split holds a single class, so ROC AUC is undefined. "
