@@ -81,33 +81,20 @@ def main() -> int:
         snapshot, _ = write_snapshot(data, fields, tmp / "snapshots")
         versions = []
         for seed in (t.seed, t.seed + 1):
-            r = train(
-                snapshot,
-                MODEL,
-                CATEGORICAL,
-                NUMERIC,
-                LABEL,
-                t.architecture,
-                epochs=args.epochs,
-                batch_size=t.batch_size,
-                lr=t.learning_rate,
-                seed=seed,
-                patience=t.patience,
-                tags={"bench": "gate"},
-                tracking=tracking,
-                idempotency_key=f"bench-{seed}",
-                system_metrics_interval=None,
-            )
+            spec = t.replace(epochs=args.epochs, seed=seed, system_metrics_interval=None)
+            r = train(snapshot, MODEL, spec, tags={"bench": "gate"}, tracking=tracking,
+                      idempotency_key=f"bench-{seed}")
             versions.append(r["model_version"])
         client = configure_tracking(tracking)
         client.set_registered_model_alias(MODEL, "champion", versions[0])
         challenger = versions[1]
-        kwargs = dict(**g.check_kwargs(), report_dir=str(tmp / "reports"), tracking=tracking)  # what the DAG passes
+        kwargs = dict(report_dir=str(tmp / "reports"), tracking=tracking)  # the specs are what the DAG passes
 
         def plain() -> float:
             t0 = time.perf_counter()
             frame, _ = load_snapshot_frame(snapshot)
-            x, y, _ = evaluation_frame(frame, CATEGORICAL, NUMERIC, LABEL, snapshot)
+            x, labels, _ = evaluation_frame(frame, CATEGORICAL, NUMERIC, LABEL, snapshot)
+            y = labels.to_numpy(dtype=np.int64)
             for v in versions:
                 p = np.asarray(mlflow.pyfunc.load_model(f"models:/{MODEL}/{v}").predict(x), dtype=float)
                 binary_metrics(y, p)
@@ -115,9 +102,7 @@ def main() -> int:
 
         def full(card: bool) -> tuple[float, dict]:
             t0 = time.perf_counter()
-            verdict = gate.evaluate_gate(
-                MODEL, challenger, snapshot, CATEGORICAL, NUMERIC, LABEL, model_card=card, **kwargs
-            )
+            verdict = gate.evaluate_gate(MODEL, challenger, snapshot, g.replace(model_card=card), t, **kwargs)
             return time.perf_counter() - t0, verdict
 
         full(True)  # warm-up: matplotlib's font cache, first pyfunc loads
@@ -141,6 +126,15 @@ def main() -> int:
         print(
             f"gate with model card (full):       best {min(gate_s):.2f}s  ratio {min(gate_s) / min(plain_s):.1f}x"
         )
+        power = verdict.get("power") or {}
+        failed = ",".join(verdict.get("failed") or []) or "none"
+        print(f"comparison: {[(c['metric'], c['passed']) for c in verdict.get('comparison') or []]}; "
+              f"power: {power.get('statement')}")
+        print(f"RESULT gate_overhead plain_s={min(plain_s):.3f} gate_nocard_s={min(nocard_s):.3f} "
+              f"gate_s={min(gate_s):.3f} ratio_nocard={min(nocard_s) / min(plain_s):.1f} "
+              f"ratio={min(gate_s) / min(plain_s):.1f} rows={rows} checks={len(verdict['checks'])} "
+              f"bootstrap={g.bootstrap.samples} mde_{power.get('metric')}={power.get('mde', float('nan')):.4f} "
+              f"decision={verdict['decision']} failed={failed}")
     finally:
         mlflow.set_tracking_uri(None)
         shutil.rmtree(tmp, ignore_errors=True)

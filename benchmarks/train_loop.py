@@ -64,6 +64,7 @@ def main() -> int:
     from mlops_provider.runtime.training.checkpoint import CheckpointStore
     from mlops_provider.runtime.training.model import Preprocessor, build_network, normalize_architecture
     from mlops_provider.runtime.training.tracking import MetricWriter
+    from mlops_provider.specs import TrainingSpec
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,7 +77,8 @@ def main() -> int:
     snap = write_training_snapshot(tmp, validation_days=14, start="2013-01-01", end="2013-05-01",
                                    max_rows=args.rows)
     df, _ = data.load_snapshot_frame(snap)
-    train_df, val_df = data.split_frames(df, CATEGORICAL, NUMERIC, LABEL, snap)
+    spec = TrainingSpec.parse(label=LABEL, features={"categorical": CATEGORICAL, "numeric": NUMERIC})
+    train_df, val_df, head = data.split_frames(df, spec, snap)  # the binary task's head, as train() fits it
     pre = Preprocessor.fit(train_df, CATEGORICAL, NUMERIC)
     x_num, x_cat = pre.transform(train_df)
     xn, xc = torch.from_numpy(x_num), torch.from_numpy(x_cat)
@@ -149,8 +151,8 @@ def main() -> int:
             start = time.perf_counter() - t
         stamp(stamps, cpu)
         loop.fit_network(pre, train_df, val_df, LABEL, arch, epochs=epochs, batch_size=bs, lr=lr, seed=seed,
-                         patience=patience, on_epoch=on_epoch, device="cpu", checkpoint=store, checkpoint_every=1,
-                         num_threads=n_threads)
+                         patience=patience, head=head, on_epoch=on_epoch, device="cpu", checkpoint=store,
+                         checkpoint_every=1, num_threads=n_threads)
         if run is not None and writer is not None:
             t = time.perf_counter()
             writer.close()

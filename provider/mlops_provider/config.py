@@ -205,9 +205,14 @@ def _validate(raw: dict[str, Any], path: Path, text: str) -> PipelineSpec:
             msg = {"unexpected_keyword_argument": "unknown key", "extra_forbidden": "unknown key",
                    "missing_argument": "missing required key", "missing": "missing required key"}.get(
                 err["type"], str(err["msg"]).removeprefix("Value error, "))
-            head, sep, rest = msg.partition(": ")
-            if err["type"] == "value_error" and sep and head in _fields_at((*loc, head)):
-                loc, msg = (*loc, head), rest  # a cross-field rule naming the key it is about
+            while err["type"] == "value_error":  # a cross-field rule naming the key (path) it is about
+                head, sep, rest = msg.partition(": ")
+                if sep and head.isdigit() and loc:
+                    loc, msg = (*loc, int(head)), rest
+                elif sep and head in _fields_at((*loc, head)):
+                    loc, msg = (*loc, head), rest
+                else:
+                    break
             where = _line_of(text, loc)
             at = f" (line {where})" if where else ""
             lines.append(f"  - key '{_key_of(loc)}'{at}: {msg} -> fix: {_fix_for(err)}")

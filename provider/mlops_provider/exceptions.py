@@ -45,6 +45,11 @@ class TrainingError(MlopsError):
     """Training could not produce a usable model (bad snapshot, diverged loss, NaN outputs)."""
 
 
+class LabelError(TrainingError):
+    """The label column does not fit ``training.task`` (binary: 0/1 or bool; multiclass: the declared classes,
+    at least 3; regression: finite numbers). The message names the offending values and the fix."""
+
+
 class SanityCheckError(TrainingError):
     """The cheap pre-training sanity step failed; the expensive run never started."""
 

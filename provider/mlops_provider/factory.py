@@ -61,7 +61,8 @@ from mlops_provider.operators.gate import (
 )
 from mlops_provider.operators.hpo import add_search_tasks
 from mlops_provider.operators.monitoring import OpsSummaryOperator
-from mlops_provider.operators.training import TorchTrainOperator
+from mlops_provider.operators.training import FORCE_RETRAIN, TorchTrainOperator
+from mlops_provider.specs import as_dict
 from mlops_provider.triggers.data_arrival import DataArrivalTrigger
 
 START_DATE = datetime(2024, 1, 1)
@@ -105,7 +106,7 @@ class PipelineAssets:
         return {self.features.name: "features", self.drift.name: "drift"}
 
 
-def _dag(cfg: PipelineConfig, kind: str, schedule: Any, doc: str) -> DAG:
+def _dag(cfg: PipelineConfig, kind: str, schedule: Any, doc: str, **kwargs: Any) -> DAG:
     return DAG(
         dag_id=cfg.dag_id(kind),
         schedule=schedule,
@@ -116,6 +117,7 @@ def _dag(cfg: PipelineConfig, kind: str, schedule: Any, doc: str) -> DAG:
         description=f"{cfg.model} {kind}: {doc}".replace("`", ""),
         doc_md=f"**{cfg.model} — {kind}**\n\n{doc}\n\nConfig: `{cfg.source}`\n\n{cfg.description}",
         default_args={"owner": cfg.owner, "retries": 0},
+        **kwargs,
     )
 
 
@@ -176,11 +178,18 @@ def build_features_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
 
 
 def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
+    from airflow.sdk import Param
+
     t = cfg.training
     schedule: Any = assets.features | assets.drift
     dag = _dag(cfg, "training", schedule, "Point-in-time training snapshot, torch training tracked in "
-               "MLflow on the `gpu` queue, a new registered version, champion/challenger gate, alias flip.")
-    features = t.features.model_dump()
+               "MLflow on the `gpu` queue, a new registered version, champion/challenger gate, alias flip. "
+               "An unchanged snapshot and config reuse the registered version; trigger with "
+               "`force_retrain: true` to train anew.",
+               params={FORCE_RETRAIN: Param(False, type="boolean", title="Force retrain",
+                                            description="Train a new version even when the snapshot and the "
+                                                        "training config are unchanged.")})
+    training = as_dict(t)
     with dag:
         guards = cfg.monitoring.retrain_guards
         guard_state = guards.state_path or str(cfg.paths.state / "retrain_guard" / f"{cfg.model}.json")
@@ -227,50 +236,19 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
         )
         head: Any
         tail: Any
+        routing: dict[str, Any] = {"queue": _queue(t.queue), **({"pool": t.pool} if t.pool else {})}
         if t.search is not None:
-            search = add_search_tasks(
-                dag,
-                snapshot=_xcom("training_dataset", "path"),
-                model_name=cfg.model,
-                features=features,
-                label=t.label,
-                base_config={
-                    "architecture": t.architecture,
-                    "epochs": t.epochs,
-                    "batch_size": t.batch_size,
-                    "learning_rate": t.learning_rate,
-                    "seed": t.seed,
-                    "patience": t.patience,
-                },
-                params=t.search.params,
-                max_trials=t.search.max_trials,
-                metric=t.search.metric,
-                seed=t.search.seed,
-                max_active_trials=t.search.max_active_trials,
-                mlflow_conn_id=cfg.connections.mlflow,
-                queue=_queue(t.queue),
-                pool=t.pool,
-            )
+            search = add_search_tasks(dag, snapshot=_xcom("training_dataset", "path"), model_name=cfg.model,
+                                      training=t, mlflow_conn_id=cfg.connections.mlflow, **routing)
             head, tail = search.first, search.last
         else:
             head = tail = TorchTrainOperator(
                 task_id="train",
                 snapshot=_xcom("training_dataset", "path"),
                 model_name=cfg.model,
-                features=features,
-                label=t.label,
-                architecture=t.architecture,
-                epochs=t.epochs,
-                batch_size=t.batch_size,
-                learning_rate=t.learning_rate,
-                seed=t.seed,
-                patience=t.patience,
-                checkpoint_every=t.checkpoint_every,
-                compile=t.compile,
-                system_metrics_interval=t.system_metrics_interval,
+                training=training,
                 mlflow_conn_id=cfg.connections.mlflow,
-                queue=_queue(t.queue),
-                **({"pool": t.pool} if t.pool else {}),
+                **routing,
             )
         g = cfg.gate
         gate = ModelGateOperator(
@@ -278,11 +256,8 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             model_name=cfg.model,
             challenger_version=_xcom(tail.task_id, "model_version"),
             snapshot=_xcom("training_dataset", "path"),
-            features=features,
-            label=t.label,
-            **g.check_kwargs(),
-            model_card=g.model_card,
-            first_run=g.first_run,
+            gate=as_dict(g),
+            training=training,
             report_dir=str(cfg.paths.reports / "gate"),
             mlflow_conn_id=cfg.connections.mlflow,
         )

@@ -10,7 +10,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlops_provider.exceptions import ConfigError
+from mlops_provider.exceptions import ConfigError, TrainingError
 
 #: search keys that override training settings; any other key is an architecture key
 TRAINING_KEYS = ("learning_rate", "batch_size", "epochs", "patience", "seed")
@@ -111,3 +111,30 @@ def apply_trial(base: Mapping[str, Any], trial_params: Mapping[str, Any]) -> dic
             raise ConfigError(f"trial parameter {key!r} is neither a training setting nor an architecture key.")
     out["architecture"] = arch
     return out
+
+
+def trial_spec(spec: Any, trial_params: Mapping[str, Any]) -> Any:
+    """The TrainingSpec of one trial: ``spec`` with :func:`apply_trial` applied to its loop settings."""
+    return spec.replace(**apply_trial(spec.loop_config(), trial_params))
+
+
+def best_trial(trials: Sequence[Mapping[str, Any]], metric: str, task: str = "binary") -> dict[str, Any]:
+    """The best finished trial result by ``metric``, one of ``task``'s training metrics (ties: the lowest
+    trial index)."""
+    from mlops_provider.tasks import training_metrics
+
+    metrics = training_metrics(task)
+    if metric not in metrics:
+        raise ConfigError(f"search metric {metric!r} is not one of the {task} training metrics {sorted(metrics)}.")
+    scored = []
+    for t in trials:
+        value = (t.get("metrics") or {}).get(metric)
+        if value is not None and isinstance(value, int | float) and math.isfinite(value):
+            scored.append((float(value), int(t.get("index", 0)), t))
+    if not scored:
+        raise TrainingError(
+            f"no hyperparameter trial produced a finite validation {metric} ({len(trials)} trial result(s)); "
+            "check the hpo_trial task logs."
+        )
+    sign = -1.0 if metrics[metric] else 1.0
+    return dict(min(scored, key=lambda s: (sign * s[0], s[1]))[2])

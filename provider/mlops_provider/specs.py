@@ -31,7 +31,6 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from mlops_provider.paths import ModelPaths
-from mlops_provider.tasks import GATE_METRICS
 
 _FORBID = {"extra": "forbid"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -151,7 +150,9 @@ class SearchSpec(_Spec):
         "architecture key (hidden, dropout, ... / 'architecture.<key>')",
     )]
     max_trials: Annotated[int, Field(ge=1, le=1000)] = 8
-    metric: Literal["roc_auc", "log_loss"] = "roc_auc"
+    metric: Annotated[str | None, Field(description="Validation metric selecting the best trial (one of the "
+                                                    "task's training metrics); default the task's primary "
+                                                    "metric.")] = None
     seed: Annotated[int | None, Field(description="Sampling seed when the grid exceeds max_trials; default "
                                                   "training.seed.")] = None
     max_active_trials: Annotated[int | None, Field(ge=1, description="Concurrent trials per DAG run (e.g. GPU "
@@ -167,24 +168,56 @@ class SearchSpec(_Spec):
             raise ValueError(str(e)) from None
 
 
+#: Settings of the built-in networks when the architecture block leaves them out (``runtime/training/architectures``).
+ARCHITECTURE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mlp": {"hidden": [64, 32], "dropout": 0.1},
+    "resmlp": {"width": 64, "blocks": 2, "dropout": 0.1},
+    "linear": {},
+}
+
 RetrainTrigger = Literal["features", "drift"]
+Task = Literal["binary", "multiclass", "regression"]
+ClassLabel = int | str
 
 
 @dataclass(frozen=True)
 class TrainingSpec(_Spec):
-    """``training``: what the model learns from and how the loop runs (one spec for train / HPO / DDP)."""
+    """``training``: what the model learns from and how the loop runs (one spec for train / HPO / DDP).
+
+    ``task`` selects the output head, the loss, the label check, the metrics and the pyfunc output
+    (``mlops_provider.tasks``): binary (one logit, BCE-with-logits, P(label == 1)), multiclass (k logits,
+    cross-entropy, k class probabilities), regression (a point output, MSE or Huber on the standardised
+    target, plus one pinball-loss output per configured quantile).
+    """
 
     label: Annotated[str, Field(description="Label column.")]
     features: FeatureColumns
+    task: Annotated[Task, Field(description="binary (0/1 or bool label) | multiclass (k >= 3 classes) | "
+                                            "regression (finite numbers).")] = "binary"
+    classes: Annotated[list[ClassLabel] | None, Field(description="multiclass: the classes, in the order of the "
+                                                                  "probability columns; a label outside them is "
+                                                                  "an error. Default: the sorted distinct labels "
+                                                                  "of the training split.")] = None
+    quantiles: Annotated[list[float] | None, Field(description="regression: quantiles predicted besides the "
+                                                               "point value (pinball loss), ascending in (0, "
+                                                               "1).")] = None
+    regression_loss: Annotated[Literal["mse", "huber"], Field(
+        description="regression: loss of the point output (Huber with delta 1 standard deviation of the "
+                    "target).")] = "mse"
+    calibration: Annotated[Literal["auto", "none", "platt", "temperature"], Field(
+        description="Classification: fit probability calibration on the validation split (auto: Platt or "
+                    "temperature for binary, temperature for multiclass), kept only when it lowers the "
+                    "cross-validated log loss; none: off.")] = "auto"
     validation_days: Annotated[int, Field(ge=1, description="Days before the evaluation window that validate "
-                                                            "(early stopping).")] = 21
-    evaluation_days: Annotated[int, Field(ge=0, description="Last N days: the gate's frozen evaluation split; "
-                                                            "0: none.")] = 7
+                                                            "(early stopping, calibration).")] = 21
+    evaluation_days: Annotated[int, Field(ge=0, description="Last N days: the gate's frozen evaluation split "
+                                                            "(cut at the data's last event minus N days); 0: "
+                                                            "none.")] = 7
     max_rows: Annotated[int | None, Field(ge=1000, description="Deterministic sample cap of the dataset.")] = None
     architecture: Annotated[dict[str, Any], Field(description="Built-in network (type: mlp | resmlp | linear, "
                                                               "hidden, dropout, ...) or entry_point: "
                                                               "module:function.")] = _d(
-        lambda: {"hidden": [64, 32], "dropout": 0.1})
+        lambda: {k: list(v) if isinstance(v, list) else v for k, v in ARCHITECTURE_DEFAULTS["mlp"].items()})
     epochs: Annotated[int, Field(ge=1)] = 10
     batch_size: Annotated[int, Field(ge=1)] = 1024
     learning_rate: Annotated[float, Field(gt=0)] = 1e-3
@@ -202,6 +235,54 @@ class TrainingSpec(_Spec):
         lambda: ["drift"])
     schedule: Annotated[str | None, Field(description="Optional cron retraining in addition to the assets.")] = None
 
+    def __post_init__(self) -> None:
+        from mlops_provider.tasks import check_metrics, task_type
+
+        if self.classes is not None:
+            if self.task != "multiclass":
+                raise ValueError(f"classes: only a multiclass task declares classes (task is {self.task})")
+            keys = [str(c) for c in self.classes]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"classes: repeated class in {self.classes}")
+            if len(keys) < 3:
+                raise ValueError(f"classes: a multiclass task needs at least 3 classes, got {len(keys)}; with two "
+                                 "classes use task: binary (label 0/1)")
+        if self.quantiles is not None:
+            if self.task != "regression":
+                raise ValueError(f"quantiles: only a regression task predicts quantiles (task is {self.task})")
+            qs = [float(q) for q in self.quantiles]
+            if not qs or any(not 0.0 < q < 1.0 for q in qs) or any(b <= a for a, b in zip(qs, qs[1:], strict=False)):
+                raise ValueError(f"quantiles: give distinct levels in (0, 1) in ascending order, got {self.quantiles}")
+        if self.regression_loss != "mse" and self.task != "regression":
+            raise ValueError(f"regression_loss: only a regression task has a point loss to choose (task is "
+                             f"{self.task})")
+        if self.task == "regression" and self.calibration in ("platt", "temperature"):
+            raise ValueError("calibration: a regression model has no probabilities to calibrate; use auto or none")
+        if self.task == "multiclass" and self.calibration == "platt":
+            raise ValueError("calibration: Platt scaling is binary; a multiclass model uses temperature (or auto)")
+        if self.search is not None and self.search.metric is not None:
+            check_metrics(self.task, [self.search.metric], "search: metric",
+                          allowed=task_type(self.task).training)
+
+    @property
+    def search_metric(self) -> str:
+        """The HPO selection metric: ``search.metric`` or the task's primary metric."""
+        from mlops_provider.tasks import task_type
+
+        return (self.search.metric if self.search is not None else None) or task_type(self.task).primary
+
+    def model_config(self) -> dict[str, Any]:
+        """What defines the trained model (its idempotency key): the snapshot's hash covers the data."""
+        return {
+            "label": self.label, "features": as_dict(self.features), "task": self.task,
+            "classes": list(self.classes) if self.classes is not None else None,
+            "quantiles": list(self.quantiles) if self.quantiles is not None else None,
+            "regression_loss": self.regression_loss, "calibration": self.calibration,
+            "architecture": dict(self.architecture), "epochs": self.epochs, "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate, "seed": self.seed, "patience": self.patience,
+            "compile": self.compile,
+        }
+
     def loop_config(self) -> dict[str, Any]:
         """The loop's hyperparameters (what an HPO trial overrides)."""
         return {"architecture": dict(self.architecture), "epochs": self.epochs, "batch_size": self.batch_size,
@@ -212,21 +293,14 @@ class TrainingSpec(_Spec):
 # gate
 # ---------------------------------------------------------------------------------------------------
 
-GateMetric = Literal["roc_auc", "pr_auc", "log_loss", "brier"]
-
-
-def _known_metrics(value: dict[str, float], key: str) -> None:
-    unknown = sorted(set(value) - set(GATE_METRICS))
-    if unknown:
-        raise ValueError(f"{key}: unknown metric(s) {unknown}; the gate computes {sorted(GATE_METRICS)}")
-
-
 @dataclass(frozen=True)
 class SliceCheck(_Spec):
     """Per-slice check, e.g. every value of a segment column: no slice may regress more than ``max_regression``."""
 
-    column: Annotated[str, Field(description="Column whose values define the slices.")]
-    metric: GateMetric = "roc_auc"
+    column: Annotated[str, Field(description="Column whose values define the slices (a model input or another "
+                                             "snapshot column).")]
+    metric: Annotated[str | None, Field(description="A metric of the task; default the gate's primary "
+                                                    "metric.")] = None
     max_regression: Annotated[float | None, Field(ge=0, description="Tolerated drop vs the champion on the "
                                                                     "slice.")] = 0.02
     floor: Annotated[float | None, Field(description="Absolute bound of the metric on every slice.")] = None
@@ -237,26 +311,60 @@ class SliceCheck(_Spec):
 
 @dataclass(frozen=True)
 class MinimumCase(_Spec):
-    """A fixed input with the expected range of the predicted probability (unlisted features: typical values)."""
+    """A fixed input and what the model must predict for it (unlisted features: typical values).
+
+    binary: ``min_probability`` / ``max_probability`` of P(label == 1); multiclass: ``expect_class`` (the
+    most probable class; with ``min_probability``: and at least this probability); regression:
+    ``min_value`` / ``max_value`` of the point prediction.
+    """
 
     name: str
     input: Annotated[dict[str, Any], Field(min_length=1)]
-    min_probability: Annotated[float, Field(ge=0, le=1)] = 0.0
-    max_probability: Annotated[float, Field(ge=0, le=1)] = 1.0
+    min_probability: Annotated[float | None, Field(ge=0, le=1)] = None
+    max_probability: Annotated[float | None, Field(ge=0, le=1)] = None
+    min_value: Annotated[float | None, Field(description="regression: lower bound of the prediction.")] = None
+    max_value: Annotated[float | None, Field(description="regression: upper bound of the prediction.")] = None
+    expect_class: Annotated[ClassLabel | None, Field(description="multiclass: the expected most probable "
+                                                                 "class.")] = None
+
+    def check_task(self, task: str, where: str) -> None:
+        """ValueError unless the case states an expectation of ``task``'s kind, and only that."""
+        given = {k for k in ("min_probability", "max_probability", "min_value", "max_value", "expect_class")
+                 if getattr(self, k) is not None}
+        allowed = {"binary": {"min_probability", "max_probability"},
+                   "multiclass": {"expect_class", "min_probability"},
+                   "regression": {"min_value", "max_value"}}[task]
+        wrong = sorted(given - allowed)
+        if wrong:
+            raise ValueError(f"{where}: case {self.name!r} sets {wrong}, which a {task} model does not predict; "
+                             f"use {sorted(allowed)}")
+        if task == "multiclass" and self.expect_class is None:
+            raise ValueError(f"{where}: case {self.name!r} needs expect_class (multiclass)")
+        if not given:
+            raise ValueError(f"{where}: case {self.name!r} states no expectation; set {sorted(allowed)}")
 
 
 @dataclass(frozen=True)
 class BehavioralTest(_Spec):
     """invariance: changing ``column`` must not move the prediction (more than ``tolerance``);
-    directional: changing it must move the prediction the ``expect`` way; minimum_functionality: ``cases``."""
+    directional: changing it must move the prediction the ``expect`` way; minimum_functionality: ``cases``.
+
+    The prediction compared is P(label == 1) (binary), the point prediction in target units (regression:
+    ``tolerance`` is in target units too), or the class probabilities (multiclass: invariance bounds the
+    largest change of any class probability; directional compares the probability of ``target_class``).
+    A directional test whose change leaves every prediction exactly unchanged FAILS with "model insensitive
+    to <column>": a test that cannot fail proves nothing.
+    """
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     kind: Literal["invariance", "directional", "minimum_functionality"]
-    column: str | None = None
+    column: Annotated[str | None, Field(description="A model input (training.features).")] = None
     set: Annotated[Any, Field(description="Replace the column by this value ...")] = None
     add: Annotated[float | None, Field(description="... or add this amount (numeric columns).")] = None
     values: Annotated[list[Any] | None, Field(description="invariance: every one of these values in turn.")] = None
     expect: Annotated[Literal["not_lower", "not_higher"] | None, Field(description="directional: direction.")] = None
+    target_class: Annotated[ClassLabel | None, Field(description="multiclass directional: the class whose "
+                                                                 "probability is compared.")] = None
     tolerance: Annotated[float, Field(ge=0, description="Prediction change still counted as 'unchanged'.")] = 0.01
     min_pass_rate: Annotated[float, Field(ge=0, le=1, description="Share of rows (cases) that must pass.")] = 0.95
     rows: Annotated[int, Field(ge=1, description="Evaluation rows the perturbation is applied to (seeded "
@@ -276,9 +384,40 @@ class BehavioralTest(_Spec):
         if self.kind == "directional" and self.expect is None:
             raise ValueError(f"behavioral test {self.name!r}: directional needs expect: not_lower | not_higher")
 
+    def check_task(self, training: TrainingSpec) -> None:
+        """ValueError when the test cannot apply to the model: a column that is no model input (the prediction
+        can never change), a case for another task, a multiclass directional test without its class."""
+        where = f"behavioral test {self.name!r}"
+        inputs = training.features.all
+        if self.column is not None and self.column not in inputs:
+            raise ValueError(f"{where}: column {self.column!r} is not a model input, so changing it can never "
+                             f"change the prediction; use one of training.features {inputs}")
+        for case in self.cases:
+            unknown = sorted(set(case.input) - set(inputs))
+            if unknown:
+                raise ValueError(f"{where}: case {case.name!r} sets {unknown}, which are not model inputs "
+                                 f"(training.features {inputs})")
+            case.check_task(training.task, where)
+        classes = [str(c) for c in training.classes or []]
+        if self.kind == "directional" and training.task == "multiclass":
+            if self.target_class is None:
+                raise ValueError(f"{where}: a multiclass directional test needs target_class (the class whose "
+                                 "probability must not move the wrong way)")
+            if classes and str(self.target_class) not in classes:
+                raise ValueError(f"{where}: target_class {self.target_class!r} is not one of training.classes "
+                                 f"{training.classes}")
+        elif self.target_class is not None:
+            raise ValueError(f"{where}: target_class applies to multiclass directional tests only")
+        for case in self.cases:
+            if classes and case.expect_class is not None and str(case.expect_class) not in classes:
+                raise ValueError(f"{where}: case {case.name!r} expects class {case.expect_class!r}, not one of "
+                                 f"training.classes {training.classes}")
+
 
 @dataclass(frozen=True)
 class CalibrationCheck(_Spec):
+    """Classification only: the expected calibration error (binary: of P(1); multiclass: top-label)."""
+
     max_ece: Annotated[float, Field(gt=0, le=1, description="Expected calibration error bound (equal-width "
                                                             "bins).")] = 0.1
     bins: Annotated[int, Field(ge=2, le=100)] = 10
@@ -297,20 +436,49 @@ class LatencyCheck(_Spec):
 
 @dataclass(frozen=True)
 class BootstrapSpec(_Spec):
+    """Paired bootstrap of challenger vs champion on the evaluation rows (CIs, significance, power)."""
+
     samples: Annotated[int, Field(ge=10, le=10_000)] = 200
-    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    confidence: Annotated[float, Field(gt=0.5, lt=1, description="Two-sided confidence of every interval.")] = 0.95
     seed: int = 0
+    power: Annotated[float, Field(gt=0.5, lt=1, description="Power at which the verdict states the smallest "
+                                                            "detectable difference of the primary "
+                                                            "metric.")] = 0.8
+
+
+#: ``gate.floors`` / ``gate.max_regression`` when the YAML leaves them out, per task. The regression task has
+#: none: its metrics are in the label's units, so only the user can say what is good enough.
+GATE_DEFAULTS: dict[str, dict[str, dict[str, float]]] = {
+    "binary": {"floors": {"roc_auc": 0.55}, "max_regression": {"roc_auc": 0.005}},
+    "multiclass": {"floors": {}, "max_regression": {"log_loss": 0.005}},
+    "regression": {"floors": {}, "max_regression": {}},
+}
 
 
 @dataclass(frozen=True)
 class GateSpec(_Spec):
-    """``gate``: champion / challenger gate. See README 'Validation gate'."""
+    """``gate``: champion / challenger gate. See README 'Validation gate'.
 
-    primary_metric: GateMetric = "roc_auc"
-    floors: Annotated[dict[str, float], Field(description="Absolute bounds (ceilings for lower-is-better "
-                                                          "metrics).")] = _d(lambda: {"roc_auc": 0.55})
-    max_regression: Annotated[dict[str, float], Field(description="Tolerated change vs the champion.")] = _d(
-        lambda: {"roc_auc": 0.005})
+    Every metric name is one of the task's (``mlops_provider.tasks``; checked with the task when the whole
+    YAML is validated: :meth:`for_task`). ``None`` means the task's default: ``primary_metric`` (binary
+    roc_auc, multiclass log_loss, regression rmse), ``guard_metrics`` (binary log_loss, brier, ece;
+    multiclass log_loss, ece; regression mae), ``floors`` / ``max_regression`` (:data:`GATE_DEFAULTS`).
+
+    Against a champion, the primary metric and every guard metric are compared by a paired bootstrap of
+    challenger - champion on the evaluation rows: the challenger is rejected when the whole confidence
+    interval of the difference lies on the worse side of ``-max_regression[metric]`` (tolerance 0 when not
+    listed), i.e. only for a significant regression.
+    """
+
+    primary_metric: Annotated[str | None, Field(description="Metric the comparison is about; default the task's "
+                                                            "primary metric.")] = None
+    floors: Annotated[dict[str, float] | None, Field(description="Absolute bounds (ceilings for lower-is-better "
+                                                                 "metrics); default per task.")] = None
+    max_regression: Annotated[dict[str, float] | None, Field(description="Tolerated significant change vs the "
+                                                                         "champion, per metric (default 0); "
+                                                                         "default per task.")] = None
+    guard_metrics: Annotated[list[str] | None, Field(description="Metrics that must not regress significantly "
+                                                                 "either; default per task.")] = None
     slices: list[SliceCheck] = _d(list)
     behavioral: list[BehavioralTest] = _d(list)
     calibration: CalibrationCheck | None = None
@@ -329,25 +497,42 @@ class GateSpec(_Spec):
                                                           "replaced); null: none.")] = "mlops_promote_{model}"
 
     def __post_init__(self) -> None:
-        _known_metrics(self.floors, "floors")
-        _known_metrics(self.max_regression, "max_regression")
         names = [t.name for t in self.behavioral]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"behavioral test names must be unique; repeated: {dup}")
 
-    def check_kwargs(self) -> dict[str, Any]:
-        """The checks as plain values: the keyword arguments of ``runtime.gate.evaluate_gate``."""
-        return {
-            "primary_metric": self.primary_metric,
-            "floors": dict(self.floors),
-            "max_regression": dict(self.max_regression),
-            "slices": [as_dict(s) for s in self.slices],
-            "behavioral": [as_dict(b) for b in self.behavioral],
-            "calibration": as_dict(self.calibration) if self.calibration else None,
-            "latency": as_dict(self.latency) if self.latency else None,
-            "bootstrap": as_dict(self.bootstrap),
-        }
+    def for_task(self, training: TrainingSpec) -> GateSpec:
+        """This gate with the task's defaults filled in, validated against the task (ValueError naming the key
+        and the valid metrics). Idempotent; the YAML loader and the gate runtime both call it."""
+        from mlops_provider.tasks import check_metrics, task_type
+
+        task = training.task
+        t = task_type(task)
+        kw: dict[str, Any] = {"classes": training.classes, "quantiles": training.quantiles}
+        defaults = GATE_DEFAULTS[task]
+        primary = self.primary_metric or t.primary
+        floors = dict(defaults["floors"] if self.floors is None else self.floors)
+        max_regression = dict(defaults["max_regression"] if self.max_regression is None else self.max_regression)
+        guards = list(t.guards if self.guard_metrics is None else self.guard_metrics)
+        check_metrics(task, [primary], "primary_metric", **kw)
+        check_metrics(task, floors, "floors", **kw)
+        check_metrics(task, max_regression, "max_regression", **kw)
+        check_metrics(task, guards, "guard_metrics", **kw)
+        slices = []
+        for i, s in enumerate(self.slices):
+            if s.metric is not None:
+                check_metrics(task, [s.metric], f"slices: {i}: metric", **kw)
+            slices.append(s if s.metric is not None else s.replace(metric=primary))
+        for i, b in enumerate(self.behavioral):
+            try:
+                b.check_task(training)
+            except ValueError as e:
+                raise ValueError(f"behavioral: {i}: {e}") from None
+        if self.calibration is not None and task == "regression":
+            raise ValueError("calibration: a regression model has no probabilities; remove the calibration check")
+        return self.replace(primary_metric=primary, floors=floors, max_regression=max_regression,
+                            guard_metrics=guards, slices=slices)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -827,6 +1012,10 @@ class PipelineSpec(_Spec):
         if not _NAME.match(self.model):
             raise ValueError(f"model {self.model!r}: use lowercase letters, digits and '_' (it becomes part of "
                              "DAG ids)")
+        try:  # the gate's metrics and tests are checked against the task; its defaults are the task's
+            object.__setattr__(self, "gate", self.gate.for_task(self.training))
+        except ValueError as e:
+            raise ValueError(f"gate: {e}") from None
 
     # -- where the YAML came from (set by config.load_config; not a YAML key) and derived values (no I/O) --
     @property

@@ -28,6 +28,19 @@ NUMERIC = [
 ]
 FEATURES = {"categorical": CATEGORICAL, "numeric": NUMERIC}
 ARCH = {"hidden": [32, 16], "dropout": 0.1}
+#: the other tasks' labels on the same rows: the arrival delay in minutes and its bucket
+REGRESSION_LABEL = "arr_delay"
+MULTICLASS_LABEL = "delay_class"
+DELAY_CLASSES = ["early", "on_time", "late", "very_late"]
+
+
+def training_spec(**overrides):
+    """The example's TrainingSpec with small-test loop settings (validated like the YAML)."""
+    from mlops_provider.specs import TrainingSpec
+
+    base = dict(label=LABEL, features=FEATURES, architecture=ARCH, epochs=3, batch_size=256, learning_rate=3e-3,
+                seed=5, patience=2, system_metrics_interval=None)
+    return TrainingSpec.parse({**base, **overrides})
 
 
 def flights_frame(start: str = "2013-01-01", end: str = "2013-02-01", max_rows: int | None = 12000) -> pd.DataFrame:
@@ -74,11 +87,14 @@ def flights_frame(start: str = "2013-01-01", end: str = "2013-02-01", max_rows: 
     df["month"] = df["month"].astype("float64")
     df["distance"] = df["distance"].astype("float64")
     df[LABEL] = (df["arr_delay"] > 15).astype("int64")
+    df[MULTICLASS_LABEL] = pd.cut(df["arr_delay"], [-np.inf, 0, 15, 60, np.inf],
+                                  labels=DELAY_CLASSES).astype(str)
+    df[REGRESSION_LABEL] = df["arr_delay"].astype("float64")
     df["event_timestamp"] = df["time_hour"]
     df = df.sort_values(["event_timestamp", "carrier", "flight"]).reset_index(drop=True)
     if max_rows is not None and len(df) > max_rows:
         df = df.iloc[np.linspace(0, len(df) - 1, max_rows).round().astype(int)].reset_index(drop=True)
-    cols = ["event_timestamp", "origin", "carrier", "tailnum", *NUMERIC, LABEL]
+    cols = ["event_timestamp", "origin", "carrier", "tailnum", *NUMERIC, LABEL, MULTICLASS_LABEL, REGRESSION_LABEL]
     out = df[cols].copy()
     for c in NUMERIC:
         out[c] = out[c].astype("float64")

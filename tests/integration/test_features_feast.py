@@ -124,7 +124,9 @@ def test_training_snapshot_point_in_time_and_reproducible(features_home):
     assert df.columns.is_unique
     # time split: every validation row is later than every train row, last 7 days are validation
     assert df.loc[df.split == "train", "event_timestamp"].max() < df.loc[df.split == "validation", "event_timestamp"].min()
-    assert first["split"]["validation_start"].startswith("2013-01-26")
+    # cut on the data's own clock: exactly 7 days before the last event (not at a UTC midnight)
+    last = df["event_timestamp"].max()
+    assert pd.Timestamp(first["split"]["validation_start"]) == last - pd.Timedelta(days=7)
     # point in time: weather comes from the latest hour at or before departure, within 3 hours
     row = df[(df.origin == "EWR") & (df.event_timestamp == pd.Timestamp("2013-01-01 10:15", tz="UTC"))].iloc[0]
     weather = pd.read_parquet(paths.offline / "origin_weather_hourly")

@@ -18,6 +18,7 @@ def test_training_dataset_writes_an_evaluation_split_after_training_rows(feature
     from mlops_provider.operators.feast import FeastApplyOperator, FeastTrainingDatasetOperator
     from mlops_provider.runtime.features.snapshot import load_snapshot, training_window
     from mlops_provider.runtime.training.data import split_frames
+    from mlops_provider.specs import TrainingSpec
 
     paths = features_home["paths"]
     FeastApplyOperator(task_id="apply", repo_path=str(FEATURE_REPO)).execute(context={})
@@ -43,7 +44,8 @@ def test_training_dataset_writes_an_evaluation_split_after_training_rows(feature
     assert seen.max() < ev.min() and manifest["split"]["evaluation_days"] == 5
     _, end, inclusive = training_window(manifest)
     assert not inclusive and seen.max() < end <= ev.min()
-    assert (ev.max() - ev.min()) < pd.Timedelta(days=5)
+    assert (ev.max() - ev.min()) <= pd.Timedelta(days=5)  # [last event - 5 days, last event]
     # training reads only train / validation
-    train_df, val_df = split_frames(df, ["origin", "carrier"], ["temp"], "arr_delayed", first["path"])
+    spec = TrainingSpec.parse(label="arr_delayed", features={"categorical": ["origin", "carrier"], "numeric": ["temp"]})
+    train_df, val_df, _ = split_frames(df, spec, first["path"])
     assert len(train_df) + len(val_df) == first["rows"]["train"] + first["rows"]["validation"]

@@ -18,7 +18,9 @@ import mlflow
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_training import ARCH, CATEGORICAL, FEATURES, LABEL, MODEL, NUMERIC, mlflow_home  # noqa: E402
+from conftest_training import ARCH, CATEGORICAL, MODEL, NUMERIC, mlflow_home, training_spec  # noqa: E402
+
+from mlops_provider.specs import as_dict  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -34,10 +36,9 @@ def env(tmp_path_factory):
 def cli_run(env, tmp_path_factory):
     """``torchrun --standalone --nproc_per_node=2 -m mlops_provider.runtime.training.ddp`` in a subprocess."""
     out = tmp_path_factory.mktemp("ddp_out")
-    cfg = {"snapshot": env.snapshot, "model_name": MODEL, "categorical": CATEGORICAL, "numeric": NUMERIC,
-           "label": LABEL, "architecture": ARCH, "epochs": 3, "batch_size": 256, "learning_rate": 3e-3,
-           "seed": 7, "patience": 3, "tracking": env.tracking, "tags": {"dag_id": "cli", "run_id": "cli-1"},
-           "device": "cpu"}
+    spec = training_spec(architecture=ARCH, epochs=3, seed=7, patience=3)
+    cfg = {"snapshot": env.snapshot, "model_name": MODEL, "training": as_dict(spec), "tracking": env.tracking,
+           "tags": {"dag_id": "cli", "run_id": "cli-1"}, "device": "cpu"}
     (out / "cfg.json").write_text(json.dumps(cfg))
     proc = subprocess.run(
         [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "mlops_provider.runtime.training.ddp",
@@ -73,6 +74,7 @@ def test_rank0_alone_tracked_one_run_and_one_version(cli_run, env):
     versions = env.client.search_model_versions(f"name = '{MODEL}'")
     assert len(versions) == 1 and versions[0].run_id == result["run_id"]
     assert versions[0].tags["distributed.world_size"] == "2" and versions[0].tags["snapshot_hash"]
+    assert versions[0].tags["mlops.task"] == "binary" and "mlops.calibration" in versions[0].tags
     assert 0.5 < result["metrics"]["roc_auc"] <= 1.0
 
 
@@ -83,9 +85,8 @@ def test_operator_launches_torchrun_and_reuses_on_rerun(cli_run, env):
     ctx = {"dag": SimpleNamespace(dag_id="ddp_dag"), "dag_run": SimpleNamespace(run_id="manual__1"),
            "ti": SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value})),
            "data_interval_start": None, "data_interval_end": None}
-    kwargs = dict(task_id="train_ddp", snapshot=env.snapshot, model_name=MODEL, features=FEATURES, label=LABEL,
-                  architecture=ARCH, nproc_per_node=2, epochs=2, batch_size=256, learning_rate=3e-3, seed=7,
-                  patience=2)
+    kwargs = dict(task_id="train_ddp", snapshot=env.snapshot, model_name=MODEL, nproc_per_node=2,
+                  training=as_dict(training_spec(architecture=ARCH, epochs=2, seed=7)))
     first = TorchDistributedTrainOperator(**kwargs).execute(ctx)
     assert first["reused"] is False and first["world_size"] == 2
     assert pushed["mlflow_run_url"].endswith(f"/mlops/runs/{first['run_id']}")

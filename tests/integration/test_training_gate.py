@@ -19,13 +19,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest_training import (  # noqa: E402
     ARCH,
     CATEGORICAL,
+    DELAY_CLASSES,
     FEATURE_SERVICE,
-    FEATURES,
     LABEL,
     MODEL,
+    MULTICLASS_LABEL,
     NUMERIC,
+    REGRESSION_LABEL,
     flights_frame,
     mlflow_home,
+    training_spec,
 )
 
 from mlops_provider.exceptions import (  # noqa: E402
@@ -43,6 +46,7 @@ from mlops_provider.runtime.gate.registry import alias_version, promote  # noqa:
 from mlops_provider.runtime.gate.verdict import XCOM_MAX_BYTES  # noqa: E402
 from mlops_provider.runtime.training import tracking  # noqa: E402
 from mlops_provider.runtime.training.run import train  # noqa: E402
+from mlops_provider.specs import GateSpec, as_dict  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -56,12 +60,12 @@ GATE = {
     ],
     "behavioral": [
         {
-            "name": "tailnum_invariance",
+            "name": "distance_stability",
             "kind": "invariance",
-            "column": "tailnum",
-            "values": ["N14228", "N24211"],
-            "tolerance": 0.001,
-            "min_pass_rate": 1.0,
+            "column": "distance",
+            "add": 1.0,
+            "tolerance": 0.01,
+            "min_pass_rate": 0.99,
             "rows": 300,
         },
         {
@@ -143,30 +147,24 @@ def env(tmp_path_factory):
         yield env
 
 
-def train_version(env, key: str, epochs: int = 3, seed: int = 5, snapshot: str | None = None) -> str:
+def train_version(env, key: str, epochs: int = 3, seed: int = 5, snapshot: str | None = None,
+                  model: str = MODEL, **spec) -> str:
     r = train(
         snapshot or env.eval_snapshot,
-        MODEL,
-        CATEGORICAL,
-        NUMERIC,
-        LABEL,
-        ARCH,
-        epochs=epochs,
-        batch_size=256,
-        lr=3e-3,
-        seed=seed,
-        patience=2,
+        model,
+        training_spec(architecture=ARCH, epochs=epochs, seed=seed, **spec),
         tags={"dag_id": "t", "run_id": key},
         tracking=env.tracking,
         idempotency_key=key,
-        system_metrics_interval=None,
     )
     return r["model_version"]
 
 
-def register_variant(env, version: str, *, negate: bool = False, drop_input: str | None = None) -> str:
+def register_variant(env, version: str, *, negate: bool = False, drop_input: str | None = None,
+                     sharpen: float | None = None) -> str:
     """A new version built from ``version``'s weights without training: the same model (a retrain with the
-    same seed), its output inverted (``negate``: a clearly worse model), or a signature without a column."""
+    same seed), its output inverted (``negate``: a clearly worse model), its logit multiplied (``sharpen``: the
+    same ranking, overconfident probabilities), or a signature without a column."""
     import torch
     from mlflow.models import ModelSignature, get_model_info
     from mlflow.types import Schema
@@ -176,12 +174,13 @@ def register_variant(env, version: str, *, negate: bool = False, drop_input: str
     uri = f"models:/{MODEL}/{version}"
     src = Path(mlflow.artifacts.download_artifacts(uri, tracking_uri=env.uri))
     state_path, config_path = next(src.rglob("state_dict.pt")), next(src.rglob("model_config.json"))
-    tmp = env.home / f"variant_{version}_{negate}_{drop_input}"
+    tmp = env.home / f"variant_{version}_{negate}_{drop_input}_{sharpen}"
     tmp.mkdir()
     state = torch.load(state_path)
-    if negate:  # the last two entries are the output layer: invert the logit
+    if negate or sharpen:  # the last two entries are the output layer: invert / scale the logit
         *_, w, b = state
-        state[w], state[b] = -state[w], -state[b]
+        factor = -1.0 if negate else float(sharpen)
+        state[w], state[b] = factor * state[w], factor * state[b]
     torch.save(state, tmp / "state_dict.pt")
     (tmp / "model_config.json").write_text(config_path.read_text())
     signature = get_model_info(uri).signature
@@ -216,18 +215,18 @@ def v1(env) -> str:
     return train_version(env, "gate-v1")
 
 
-def gate(env, version: str, snapshot: str | None = None, **overrides) -> dict:
-    """The gate operator's XCom (the small summary)."""
-    kwargs = {**GATE, **overrides}
+def gate(env, version: str, snapshot: str | None = None, *, model: str = MODEL, training: dict | None = None,
+         **overrides) -> dict:
+    """The gate operator's XCom (the small summary); the specs travel as the factory passes them."""
+    spec = training_spec(**(training or {}))
     op = ModelGateOperator(
         task_id="gate",
-        model_name=MODEL,
+        model_name=model,
         challenger_version=version,
         snapshot=snapshot or env.eval_snapshot,
-        features=FEATURES,
-        label=LABEL,
+        gate=as_dict(GateSpec.parse({**GATE, **overrides})),
+        training=as_dict(spec),
         report_dir=env.report_dir,
-        **kwargs,
     )
     return op.execute({})
 
@@ -268,7 +267,7 @@ def test_bootstrap_promote_reject_card_and_manual_moves(env, v1):
     names = {c["name"] for c in verdict1["checks"]}
     assert {
         "floor.roc_auc",
-        "behavioral.tailnum_invariance",
+        "behavioral.distance_stability",
         "behavioral.precip_directional",
         "behavioral.minimum_functionality",
         "calibration.ece",
@@ -280,6 +279,12 @@ def test_bootstrap_promote_reject_card_and_manual_moves(env, v1):
     ev = verdict1["evaluation_set"]
     assert ev["split"] == "evaluation" and ev["rows"] > 500
     assert ev["window"]["start"] >= verdict1["challenger"]["training_window"]["end"]
+    # cut on the data's clock: the evaluation window spans the full 7 days up to the last event
+    span = pd.Timestamp(ev["window"]["end"]) - pd.Timestamp(ev["window"]["start"])
+    assert pd.Timedelta(days=6, hours=22) <= span <= pd.Timedelta(days=7)
+    # no champion to pair with: the power is an unpaired estimate, stated all the same
+    assert verdict1["power"]["basis"] == "unpaired estimate" and verdict1["power"]["mde"] > 0
+    assert xcom1["power"]["metric"] == "roc_auc" and xcom1["comparison"] == []
     lo, hi = verdict1["challenger"]["ci"]["roc_auc"]
     assert lo < verdict1["challenger"]["metrics"]["roc_auc"] < hi
     # slices are reported even on a bootstrap run
@@ -327,8 +332,17 @@ def test_bootstrap_promote_reject_card_and_manual_moves(env, v1):
     verdict2 = full(xcom2)
     assert all(c["enforced"] for c in verdict2["checks"])
     names = {c["name"] for c in verdict2["checks"]}
-    assert {"floor.roc_auc", "regression.roc_auc", "slice.origin=EWR.roc_auc"} <= names
+    assert {"floor.roc_auc", "regression.roc_auc", "guard.log_loss", "guard.brier", "guard.ece",
+            "slice.origin=EWR.roc_auc"} <= names
     assert verdict2["delta"]["ci"]["roc_auc"][0] <= verdict2["delta"]["metrics"]["roc_auc"] + 1e-9
+    # the headline and the card show the primary and every guard metric with its interval, and the power
+    assert [c["metric"] for c in xcom2["comparison"]] == ["roc_auc", "log_loss", "brier", "ece"]
+    assert all(c["passed"] and c["ci"] == [0.0, 0.0] for c in xcom2["comparison"])  # the same predictions
+    assert verdict2["power"]["basis"] == "paired" and xcom2["power"]["rows"] == verdict2["evaluation_set"]["rows"]
+    card2 = Path(mlflow.artifacts.download_artifacts(
+        run_id=verdict2["challenger"]["run_id"], artifact_path="gate/model_card.md", tracking_uri=env.uri)).read_text()
+    assert "## Comparison with the champion (paired bootstrap" in card2 and "| log_loss | guard |" in card2
+    assert "Power: " in card2
     result, events = run_promote(json.dumps(xcom2))  # a templated XCom may arrive as a string
     assert result == {"champion": v2, "previous": v1}
     assert events[CHAMPION_ASSET].extra["previous"] == v1
@@ -499,8 +513,11 @@ def test_a_declared_slice_with_no_rows_is_refused(env, v1):
 
 
 def test_unknown_metric_in_the_config_is_refused(env, v1):
-    with pytest.raises(ConfigError, match="gate.floors.*unknown metric 'f1'"):
+    with pytest.raises(ConfigError, match="gate: floors: 'f1' is not a metric of task binary; valid"):
         gate(env, v1, floors={"f1": 0.5})
+    # a behavioral test on a column that is no model input is refused before any scoring
+    with pytest.raises(ConfigError, match="'tailnum' is not a model input"):
+        gate(env, v1, behavioral=[{"name": "t", "kind": "invariance", "column": "tailnum", "values": ["N1"]}])
 
 
 def test_champion_with_another_signature_needs_a_manual_decision(env, v1):
@@ -524,3 +541,77 @@ def test_champion_with_another_signature_needs_a_manual_decision(env, v1):
     finally:
         if before:
             set_champion(MODEL, before, action="rollback", reason="test cleanup", tracking=env.tracking)
+
+
+def test_better_ranking_with_significantly_worse_log_loss_is_rejected_by_the_guard(env, v1):
+    """The champion's weights with the logit x4: the same ranking (ROC AUC within the tolerance) but
+    overconfident probabilities: the log-loss guard rejects it, and the reason says so."""
+    from mlops_provider.runtime.gate.registry import set_champion
+
+    before = alias_version(env.client, MODEL, "champion")
+    set_champion(MODEL, v1, action="force_promote", reason="test: a known champion", tracking=env.tracking)
+    try:
+        sharp = register_variant(env, v1, sharpen=4.0)
+        xcom = gate(env, sharp, slices=[], behavioral=[], calibration=None, latency=None)
+        assert xcom["decision"] == "reject"
+        assert "regression.roc_auc" not in xcom["failed"] and "guard.log_loss" in xcom["failed"]
+        guard = next(c for c in xcom["failed_checks"] if c["name"] == "guard.log_loss")
+        assert guard["message"].startswith("log_loss significantly worse: challenger - champion = +")
+        by_metric = {c["metric"]: c for c in xcom["comparison"]}
+        assert by_metric["roc_auc"]["passed"] and not by_metric["log_loss"]["passed"]
+        assert by_metric["log_loss"]["ci"][0] > 0  # the whole interval above the tolerance 0
+        with pytest.raises(AirflowSkipException, match="guard.log_loss: log_loss significantly worse"):
+            PromoteModelOperator(task_id="promote", model_name=MODEL, verdict=xcom).execute({})
+    finally:
+        if before and before != v1:
+            set_champion(MODEL, before, action="rollback", reason="test cleanup", tracking=env.tracking)
+
+
+@pytest.mark.parametrize(("task", "label", "spec", "gate_kw"), [
+    ("multiclass", MULTICLASS_LABEL, {"classes": DELAY_CLASSES}, {
+        "behavioral": [
+            {"name": "precip_late", "kind": "directional", "column": "precip", "add": 0.2, "expect": "not_lower",
+             "target_class": "very_late", "tolerance": 0.05, "min_pass_rate": 0.8, "rows": 200},
+            {"name": "case", "kind": "minimum_functionality", "min_pass_rate": 0.0,
+             "cases": [{"name": "calm", "input": {"precip": 0.0}, "expect_class": "early"}]}],
+        "calibration": {"max_ece": 0.3}}),
+    ("regression", REGRESSION_LABEL, {"quantiles": [0.1, 0.9]}, {
+        "behavioral": [
+            {"name": "distance_stability", "kind": "invariance", "column": "distance", "add": 1.0,
+             "tolerance": 1.0, "min_pass_rate": 0.9, "rows": 200},
+            {"name": "case", "kind": "minimum_functionality", "min_pass_rate": 0.0,
+             "cases": [{"name": "calm", "input": {"precip": 0.0}, "min_value": -60.0, "max_value": 120.0}]}],
+        "calibration": None}),
+])
+def test_the_gate_judges_every_task_with_its_metrics_and_card(env, task, label, spec, gate_kw):
+    model = f"{MODEL}_{task}"
+    training = {"task": task, "label": label, **spec}
+    first = train_version(env, f"{task}-1", model=model, **training)
+    common = {"slices": [{"column": "origin", "min_rows": 200, "max_regression": 1.0}], "latency": None,
+              "primary_metric": None, "floors": None, "max_regression": None, **gate_kw}
+    xcom = gate(env, first, model=model, training=training, **common)
+    assert xcom["task"] == task and xcom["decision"] == "promote", xcom["failed"]
+    verdict = full(xcom)
+    primary = {"multiclass": "log_loss", "regression": "rmse"}[task]
+    assert verdict["primary_metric"] == primary and xcom["power"]["metric"] == primary
+    assert {s["metric"] for s in verdict["slices"]} == {primary}
+    assert {b["name"] for b in verdict["behavioral"]} == {"behavioral." + b["name"] for b in gate_kw["behavioral"]}
+    if task == "multiclass":
+        assert set(verdict["challenger"]["metrics"]) >= {"macro_f1", "top_k_accuracy", "recall_very_late", "ece"}
+        assert verdict["confusion"]["classes"] == DELAY_CLASSES and "calibration.ece" in {
+            c["name"] for c in verdict["checks"]}
+        assert set(verdict["evaluation_set"]["class_counts"]) == set(DELAY_CLASSES)
+    else:
+        assert set(verdict["challenger"]["metrics"]) == {"rmse", "mae", "r2", "pinball_0.1", "pinball_0.9"}
+        assert len(verdict["residuals"]["challenger"]["predicted"]) > 100
+    promote(model, xcom, tracking=env.tracking)
+    second = train_version(env, f"{task}-2", model=model, seed=6, **training)
+    xcom2 = gate(env, second, model=model, training=training, **common)
+    guards = {"multiclass": ["log_loss", "ece"], "regression": ["mae"]}[task]
+    assert [c["metric"] for c in xcom2["comparison"]] == list(dict.fromkeys([primary, *guards]))
+    assert xcom2["power"]["mde"] > 0 and full(xcom2)["power"]["basis"] == "paired"
+    logged = {Path(a.path).name for a in env.client.list_artifacts(full(xcom2)["challenger"]["run_id"], "gate")}
+    assert ("confusion_matrix.png" if task == "multiclass" else "residuals.png") in logged
+    # a challenger of another task is a configuration error, not a comparison
+    with pytest.raises(ConfigError, match=f"is a {task} model but training.task is binary"):
+        gate(env, second, model=model, **{k: v for k, v in common.items() if k != "behavioral"}, behavioral=[])

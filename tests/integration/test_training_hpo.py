@@ -19,12 +19,15 @@ import pytest
 from mlflow import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_training import ARCH, FEATURES, LABEL, MODEL, mlflow_home  # noqa: E402
+from conftest_training import ARCH, MODEL, mlflow_home, training_spec  # noqa: E402
+
+from mlops_provider.specs import as_dict  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 SPACE = {"learning_rate": [0.003, 0.02], "hidden": [[16], [32, 16]]}
-BASE = {"architecture": ARCH, "epochs": 2, "batch_size": 256, "learning_rate": 0.003, "seed": 7, "patience": 2}
+SPEC = training_spec(architecture=ARCH, epochs=2, learning_rate=0.003, seed=7,
+                     search={"params": SPACE, "max_trials": 2, "seed": 5})
 
 
 def _xcom(dag_run, task_id: str, map_index: int = -1):
@@ -73,10 +76,7 @@ def searched(env):
     from mlops_provider.operators.hpo import add_search_tasks
 
     with DAG("hpo_it", schedule=None, start_date=datetime(2024, 1, 1), catchup=False) as dag:
-        tasks = add_search_tasks(
-            dag, snapshot=env.snapshot, model_name=MODEL, features=FEATURES, label=LABEL, base_config=BASE,
-            params=SPACE, max_trials=2, metric="roc_auc", seed=5, queue="default",
-        )
+        tasks = add_search_tasks(dag, snapshot=env.snapshot, model_name=MODEL, training=SPEC, queue="default")
     _serialize(dag)
     dag_run = dag.test()
     states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
@@ -126,6 +126,9 @@ def test_exactly_one_version_and_it_is_the_best_trial(searched):
         "parent_run_id"]
     assert v.tags["snapshot_path"] == searched.dag.task_dict["hpo_parent"].snapshot
     assert v.tags["snapshot_hash"] and v.tags["feature_service"] == "flights_delay_v1"
+    assert v.tags["mlops.task"] == "binary" and v.tags["mlops.label"] == "arr_delayed"  # the trial's task tags
+    assert "mlops.calibration" in v.tags
+    assert searched.tasks.last.metric == "roc_auc"  # the binary task's primary metric (search.metric unset)
     assert json.loads(v.tags["hpo.params"]) == best["params"]
     assert client.get_registered_model(MODEL).aliases == {}  # training never moves an alias
 
@@ -149,13 +152,20 @@ def test_rerunning_the_tasks_is_idempotent(searched, env):
            "data_interval_end": None}
     parent_op = searched.dag.task_dict["hpo_parent"]
     again_parent = HpoParentOperator(task_id="p", snapshot=env.snapshot, model_name=MODEL, search=parent_op.search,
-                                     base_config=BASE).execute(ctx)
+                                     training=as_dict(SPEC)).execute(ctx)
     assert again_parent["parent_run_id"] == searched.parent["parent_run_id"] and again_parent["reused"]
     trial = searched.tasks.trials.expand_input.value["trial"][1]
     again_trial = HpoTrialOperator(task_id="t", snapshot=env.snapshot, model_name=MODEL, parent=again_parent,
-                                   trial=trial, features=FEATURES, label=LABEL, base_config=BASE).execute(ctx)
+                                   trial=trial, training=as_dict(SPEC)).execute(ctx)
     assert again_trial["reused"] and again_trial["run_id"] == searched.trials[1]["run_id"]
-    again_best = HpoSelectBestOperator(task_id="s", model_name=MODEL, parent=again_parent,
-                                       trials=searched.trials).execute(ctx)
+    again_best = HpoSelectBestOperator(task_id="s", model_name=MODEL, parent=again_parent, metric="roc_auc",
+                                       task="binary", trials=searched.trials).execute(ctx)
     assert again_best["reused"] and again_best["model_version"] == searched.best["model_version"]
     assert len(searched.client.search_model_versions(f"name = '{MODEL}'")) == 1
+    # keyed by content: another DAG run on the same snapshot and search finds the same parent (and version)
+    other = {**ctx, "dag_run": SimpleNamespace(run_id="manual__other", conf={})}
+    assert HpoParentOperator(task_id="p", snapshot=env.snapshot, model_name=MODEL, search=parent_op.search,
+                             training=as_dict(SPEC)).execute(other)["parent_run_id"] == again_parent["parent_run_id"]
+    forced = {**other, "params": {"force_retrain": True}}
+    assert HpoParentOperator(task_id="p", snapshot=env.snapshot, model_name=MODEL, search=parent_op.search,
+                             training=as_dict(SPEC)).execute(forced)["parent_run_id"] != again_parent["parent_run_id"]

@@ -13,11 +13,23 @@ import pytest
 from mlflow import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_training import ARCH, CATEGORICAL, FEATURES, LABEL, MODEL, NUMERIC, write_training_snapshot  # noqa: E402
+from conftest_training import (  # noqa: E402
+    CATEGORICAL,
+    DELAY_CLASSES,
+    FEATURES,
+    LABEL,
+    MODEL,
+    MULTICLASS_LABEL,
+    NUMERIC,
+    REGRESSION_LABEL,
+    training_spec,
+    write_training_snapshot,
+)
 
 from mlops_provider.runtime.features.snapshot import load_snapshot  # noqa: E402
 from mlops_provider.runtime.training import tracking  # noqa: E402
 from mlops_provider.runtime.training.run import train  # noqa: E402
+from mlops_provider.specs import as_dict  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +44,10 @@ class FakeTI:
         self.xcom[key] = value
 
 
-def task_context(dag_id: str = "flights_delay_training", run_id: str = "manual__1") -> dict:
+def task_context(dag_id: str = "flights_delay_training", run_id: str = "manual__1", conf: dict | None = None) -> dict:
     return {
         "dag": SimpleNamespace(dag_id=dag_id),
-        "dag_run": SimpleNamespace(run_id=run_id),
+        "dag_run": SimpleNamespace(run_id=run_id, conf=conf or {}),
         "ti": FakeTI(),
         "data_interval_start": None,
         "data_interval_end": None,
@@ -61,12 +73,11 @@ def env(tmp_path_factory):
 
 
 def make_operator(env, **overrides):
+    """The operator as the factory builds it: the TrainingSpec as one (templated) dict."""
     from mlops_provider.operators.training import TorchTrainOperator
 
-    kwargs = dict(task_id="train", snapshot=env.snapshot, model_name=MODEL, features=FEATURES, label=LABEL,
-                  architecture=ARCH, epochs=3, batch_size=256, learning_rate=3e-3, seed=7, patience=2)
-    kwargs.update(overrides)
-    return TorchTrainOperator(**kwargs)
+    spec = training_spec(seed=7, system_metrics_interval=5.0, **overrides)
+    return TorchTrainOperator(task_id="train", snapshot=env.snapshot, model_name=MODEL, training=as_dict(spec))
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +104,8 @@ def test_operator_registers_a_tagged_version_with_metrics_and_lineage(env, train
     assert mv.tags["data_interval"] == "none"
     assert mv.tags["snapshot_path"] == env.snapshot and mv.tags["snapshot_hash"] == manifest["hash"]
     assert mv.tags["feature_service"] == "flights_delay_v1"
+    assert mv.tags["mlops.task"] == "binary" and mv.tags["mlops.label"] == LABEL
+    assert json.loads(mv.tags["mlops.calibration"])["method"] in ("none", "platt", "temperature")
     assert mv.aliases == []  # training never moves an alias
 
     run = client.get_run(r["run_id"])
@@ -108,6 +121,12 @@ def test_operator_registers_a_tagged_version_with_metrics_and_lineage(env, train
         run_id=r["run_id"], artifact_path="config/training_config.json",
         tracking_uri=env.tracking["tracking_uri"])).read_text())
     assert config["features"] == FEATURES and config["snapshot_hash"] == manifest["hash"]
+    calibration = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=r["run_id"], artifact_path="config/calibration.json",
+        tracking_uri=env.tracking["tracking_uri"])).read_text())
+    assert set(calibration["cv_log_loss"]) == {"none", "platt", "temperature"} and calibration["folds"] == 5
+    kept = calibration["method"] != "none"
+    assert kept == (min(calibration["cv_log_loss"].values()) < calibration["cv_log_loss"]["none"])
 
 
 def test_registered_pyfunc_predicts_probabilities_from_raw_features(env, trained):
@@ -123,13 +142,15 @@ def test_registered_pyfunc_predicts_probabilities_from_raw_features(env, trained
     assert p.shape == (500,) and p.dtype == np.float64
     assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
     assert p.std() > 0  # depends on its input
-    # same numbers as the training-time code path (no training-serving skew)
-    from mlops_provider.runtime.training.model import load_network, predict_proba
+    # same numbers as the training-time code path (no training-serving skew), calibration applied inside
+    from mlops_provider.runtime.training import calibration
+    from mlops_provider.runtime.training.model import load_model_parts, predict_logits
 
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{trained.result['model_version']}"))
     cfg = json.loads((local / "artifacts" / "model_config.json").read_text())
-    net, pre = load_network(cfg, str(local / "artifacts" / "state_dict.pt"))
-    np.testing.assert_allclose(predict_proba(net, pre, raw), p, rtol=1e-6)
+    net, pre, head = load_model_parts(cfg, str(local / "artifacts" / "state_dict.pt"))
+    z = predict_logits(net, pre, raw)
+    np.testing.assert_allclose(calibration.apply("binary", z, cfg["head"]["calibration"]), p, rtol=1e-6)
 
 
 def test_rerun_with_the_same_key_returns_the_same_version(env, trained):
@@ -143,28 +164,47 @@ def test_rerun_with_the_same_key_returns_the_same_version(env, trained):
     assert ctx["ti"].xcom["mlflow_run_url"].endswith(f"/mlops/runs/{trained.result['run_id']}")
 
 
-def test_unfinished_run_with_the_key_is_resumed_not_duplicated(env):
+def test_an_unchanged_snapshot_and_config_reuse_the_version_unless_forced(env, trained):
+    """Keyed by content (snapshot hash + training config), not by the Airflow run: a second manual run on the
+    same data registers nothing new; force_retrain (DAG param or dag_run.conf) trains a new version."""
+    client = MlflowClient(tracking_uri=env.tracking["tracking_uri"])
+    before = len(client.search_model_versions(f"name = '{MODEL}'"))
+    other_run = make_operator(env).execute(task_context(run_id="manual__2"))
+    assert other_run["reused"] is True and other_run["model_version"] == trained.result["model_version"]
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == before
+    forced = make_operator(env).execute(task_context(run_id="manual__3", conf={"force_retrain": True}))
+    assert forced["reused"] is False and forced["model_version"] != trained.result["model_version"]
+    tags = client.get_model_version(MODEL, forced["model_version"]).tags
+    assert tags["force_retrain"] == "true" and tags["run_id"] == "manual__3"
+    ctx = task_context(run_id="manual__3")
+    ctx["params"] = {"force_retrain": True}  # a retry of the forced run resumes / returns its own version
+    assert make_operator(env).execute(ctx)["model_version"] == forced["model_version"]
+    # another training setting is another model: it trains
+    changed = make_operator(env, learning_rate=2e-3).execute(task_context(run_id="manual__4"))
+    assert changed["reused"] is False and changed["model_version"] not in (trained.result["model_version"],
+                                                                           forced["model_version"])
+
+
+def test_an_abandoned_run_with_the_key_is_closed_and_superseded(env):
     client = tracking.configure_tracking(env.tracking)
     exp_id = tracking.get_or_create_experiment(client, MODEL, env.tracking["artifact_location"])
-    crashed = client.create_run(exp_id, tags={tracking.IDEMPOTENCY_TAG: "resume-key"})
-    client.set_terminated(crashed.info.run_id, "FAILED")
-    result = train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, ARCH, epochs=1, batch_size=512,
-                            lr=3e-3, seed=1, patience=1, tags={"dag_id": "d"}, tracking=env.tracking,
-                            idempotency_key="resume-key")
-    assert result["run_id"] == crashed.info.run_id and result["reused"] is False
+    crashed = client.create_run(exp_id, tags={tracking.IDEMPOTENCY_TAG: "resume-key"})  # left RUNNING
+    result = train(env.snapshot, MODEL, training_spec(epochs=1, batch_size=512, seed=1, patience=1),
+                   tags={"dag_id": "d"}, tracking=env.tracking, idempotency_key="resume-key")
+    assert result["run_id"] != crashed.info.run_id and result["reused"] is False
     runs = client.search_runs([exp_id], filter_string=f"tags.`{tracking.IDEMPOTENCY_TAG}` = 'resume-key'")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert client.get_model_version(MODEL, result["model_version"]).run_id == crashed.info.run_id
+    status = {r.info.run_id: r.info.status for r in runs}
+    assert status == {crashed.info.run_id: "KILLED", result["run_id"]: "FINISHED"}
+    assert client.get_model_version(MODEL, result["model_version"]).run_id == result["run_id"]
 
 
 def test_same_seed_gives_the_same_metrics_on_cpu(env):
-    kwargs = dict(arch=ARCH, epochs=2, batch_size=512, lr=3e-3, seed=11, patience=2, tracking=env.tracking)
-    a = train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-a", **kwargs)
-    b = train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-b", **kwargs)
+    spec = training_spec(epochs=2, batch_size=512, seed=11)
+    a = train(env.snapshot, MODEL, spec, tracking=env.tracking, idempotency_key="det-a")
+    b = train(env.snapshot, MODEL, spec, tracking=env.tracking, idempotency_key="det-b")
     assert a["model_version"] != b["model_version"]
     assert a["metrics"] == b["metrics"]
-    c = train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, idempotency_key="det-c",
-                       **{**kwargs, "seed": 12})
+    c = train(env.snapshot, MODEL, spec.replace(seed=12), tracking=env.tracking, idempotency_key="det-c")
     assert c["metrics"] != a["metrics"]
 
 
@@ -174,3 +214,33 @@ def test_operator_fails_fast_on_a_bad_feature_list(env):
     op = make_operator(env, features={"categorical": ["origin"], "numeric": ["no_such_column"]})
     with pytest.raises(TrainingError, match=r"lacks columns \['no_such_column'\]"):
         op.execute(task_context(run_id="bad"))
+
+
+@pytest.mark.parametrize(("task", "label", "extra"), [
+    ("multiclass", MULTICLASS_LABEL, {"classes": DELAY_CLASSES}),
+    ("regression", REGRESSION_LABEL, {"quantiles": [0.1, 0.9], "regression_loss": "huber"}),
+])
+def test_other_tasks_train_register_and_predict_per_the_contract(env, task, label, extra):
+    result = make_operator(env, task=task, label=label, **extra).execute(task_context(run_id=f"task-{task}"))
+    client = MlflowClient(tracking_uri=env.tracking["tracking_uri"])
+    mv = client.get_model_version(MODEL + "", result["model_version"])
+    assert mv.tags["mlops.task"] == task and mv.tags["mlops.label"] == label
+    mlflow.set_tracking_uri(env.tracking["tracking_uri"])
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{result['model_version']}")
+    df, _ = load_snapshot(env.snapshot)
+    raw = df[df["split"] == "validation"][[*CATEGORICAL, *NUMERIC]].head(300).reset_index(drop=True)
+    out = np.asarray(model.predict(raw))
+    assert out.dtype == np.float64 and np.isfinite(out).all()
+    if task == "multiclass":
+        assert set(result["metrics"]) == {"log_loss", "accuracy", "macro_f1", "best_epoch"}
+        assert json.loads(mv.tags["mlops.classes"]) == DELAY_CLASSES  # declared order = column order
+        assert out.shape == (300, 4) and np.allclose(out.sum(axis=1), 1.0) and (out >= 0).all()
+        assert json.loads(mv.tags["mlops.calibration"])["method"] in ("none", "temperature")
+        assert result["metrics"]["log_loss"] < np.log(4)  # better than knowing nothing
+    else:
+        assert set(result["metrics"]) == {"rmse", "mae", "r2", "best_epoch"}
+        assert json.loads(mv.tags["mlops.quantiles"]) == [0.1, 0.9] and "mlops.calibration" not in mv.tags
+        assert out.shape == (300, 3) and (out[:, 1] <= out[:, 2]).all()  # point, then the quantiles ascending
+        truth = df[df["split"] == "validation"][label].head(300).to_numpy()
+        covered = float(np.mean((truth >= out[:, 1]) & (truth <= out[:, 2])))
+        assert 0.5 < covered < 0.98  # the 10 %-90 % band holds roughly 80 % of the outcomes

@@ -1,8 +1,12 @@
 """Crash safety, tracking extras, architectures, reproduce and bad input of training (real MLflow sqlite store).
 
-The kill test runs train() in a real subprocess, SIGKILLs it in the middle of epoch 2 (after the
-epoch-1 checkpoint), then resumes in this process: same MLflow run, one registered version,
-one metric point per epoch, and (CPU) the same final metrics as an uninterrupted run.
+The kill tests run train() in a real subprocess and SIGKILL it:
+- in the middle of epoch 2 (after the epoch-1 checkpoint): the retry resumes in this process in the same MLflow
+  run, one registered version, one metric point per epoch, and (CPU) the same final metrics as an uninterrupted run;
+- in the middle of epoch 1 (before any checkpoint): the retry closes the dead run (KILLED, not left RUNNING) and
+  trains in a fresh run;
+- right after the version was registered, before the run was tagged: the retry completes the tags
+  (``mlops.model_version``, ``mlops.training_complete``, the version's task tags) and trains nothing.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ UNIT = HERE.parent / "unit"
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(UNIT))  # training_user_nets (user entry points)
-from conftest_training import CATEGORICAL, LABEL, MODEL, NUMERIC, mlflow_home  # noqa: E402
+from conftest_training import CATEGORICAL, LABEL, MODEL, NUMERIC, mlflow_home, training_spec  # noqa: E402
 
 from mlops_provider.exceptions import DataValidationError, ModelRegistryError, TrainingError  # noqa: E402
 from mlops_provider.runtime.training.checkpoint import CheckpointStore, checkpoint_dir  # noqa: E402
 from mlops_provider.runtime.training.run import train  # noqa: E402
-from mlops_provider.runtime.training.tracking import IDEMPOTENCY_TAG  # noqa: E402
+from mlops_provider.runtime.training.tracking import COMPLETE_TAG, IDEMPOTENCY_TAG, VERSION_TAG  # noqa: E402
+from mlops_provider.specs import as_dict  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -51,11 +56,22 @@ def env(tmp_path_factory):
         yield env
 
 
+SPEC_KEYS = {"arch": "architecture", "lr": "learning_rate", "compile_model": "compile"}
+SPEC_FIELDS = {"architecture", "epochs", "batch_size", "learning_rate", "seed", "patience", "checkpoint_every",
+               "compile", "system_metrics_interval", "label", "task", "calibration"}
+
+
+def spec_of(**kw):
+    settings = {SPEC_KEYS.get(k, k): v for k, v in kw.items()}
+    return training_spec(**{"architecture": ARCH, "epochs": 3, "batch_size": BATCH, "patience": 3,
+                            **{k: v for k, v in settings.items() if k in SPEC_FIELDS}})
+
+
 def run_train(env, key, **kw):
-    args = dict(arch=ARCH, epochs=3, batch_size=BATCH, lr=3e-3, seed=5, patience=3, tracking=env.tracking,
-                idempotency_key=key, system_metrics_interval=None)
-    args.update(kw)
-    return train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, LABEL, **args)
+    """train() with the test's spec; spec settings (arch, epochs, lr, ...) and train() arguments mixed."""
+    spec = spec_of(**kw)
+    rest = {k: v for k, v in kw.items() if SPEC_KEYS.get(k, k) not in SPEC_FIELDS}
+    return train(env.snapshot, MODEL, spec, tracking=env.tracking, idempotency_key=key, **rest)
 
 
 def client_of(env) -> MlflowClient:
@@ -78,45 +94,65 @@ def runs_with_key(env, key: str) -> list:
 
 # ---------------------------------------------------------------------------- kill -9 and resume
 CHILD = textwrap.dedent("""
-    import json, sys
-    from mlops_provider.runtime.training.run import train
+    import json, os, signal, sys
+    from mlops_provider.runtime.training import run
+    from mlops_provider.specs import TrainingSpec, from_dict
     a = json.loads(sys.argv[1])
-    train(a["snapshot"], a["model"], a["categorical"], a["numeric"], a["label"], a["arch"],
-                   epochs=a["epochs"], batch_size=a["batch"], lr=3e-3, seed=5, patience=3, tracking=a["tracking"],
-                   idempotency_key=a["key"], system_metrics_interval=None, checkpoint_every=1)
+    if a.get("kill_after_registration"):
+        # a registry that set only part of the version's tags before the worker died, right after registering
+        real = run.register_model_version
+
+        def register_then_die(uri, name, tags):
+            first = dict(list(tags.items())[:1])
+            real(uri, name, first)
+            open(a["marker"], "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        run.register_model_version = register_then_die
+    run.train(a["snapshot"], a["model"], from_dict(TrainingSpec, a["spec"]), tracking=a["tracking"],
+              idempotency_key=a["key"])
 """)
 
 
-def test_sigkill_mid_epoch_resumes_in_the_same_run_with_one_version_and_identical_metrics(env, tmp_path):
-    df = pd.read_parquet(Path(env.snapshot) / "data.parquet")
-    steps_per_epoch = math.ceil(int((df["split"] == "train").sum()) / BATCH)
-    epochs, key = 4, "kill-9-key"
-    marker = tmp_path / "sleeping"
+def kill_child(env, tmp_path, key, spec, *, sleep_after_steps: int | None = None, after_registration=False):
+    """Run train() in a subprocess and SIGKILL it once it marks the moment (blocked mid-epoch, or registered)."""
+    marker = tmp_path / f"marker-{key}"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    args = dict(snapshot=env.snapshot, model=MODEL, categorical=CATEGORICAL, numeric=NUMERIC, label=LABEL,
-                arch=SLOW_ARCH, epochs=epochs, batch=BATCH, tracking=env.tracking, key=key)
+    args = dict(snapshot=env.snapshot, model=MODEL, spec=as_dict(spec), tracking=env.tracking, key=key,
+                marker=str(marker), kill_after_registration=after_registration)
     child_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(UNIT), os.environ.get("PYTHONPATH", "")]),
-                 # the child's network blocks in the middle of epoch 2, after the epoch-1 checkpoint
-                 "MLOPS_TEST_SLEEP_AFTER_STEPS": str(steps_per_epoch + steps_per_epoch // 2),
                  "MLOPS_TEST_SLEEP_MARKER": str(marker)}
+    if sleep_after_steps is not None:
+        child_env["MLOPS_TEST_SLEEP_AFTER_STEPS"] = str(sleep_after_steps)
     proc = subprocess.Popen([sys.executable, str(script), json.dumps(args)], env=child_env, cwd=str(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 150
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"child exited early ({proc.returncode}): {proc.stdout.read().decode()[-3000:]}")
+        while not marker.exists() and proc.poll() is None:
             if time.monotonic() > deadline:
-                pytest.fail("child never reached the middle of epoch 2")
+                pytest.fail("child never reached the moment to kill")
             time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-3000:]
+
+
+def steps_per_epoch(env) -> int:
+    df = pd.read_parquet(Path(env.snapshot) / "data.parquet")
+    return math.ceil(int((df["split"] == "train").sum()) / BATCH)
+
+
+def test_sigkill_mid_epoch_resumes_in_the_same_run_with_one_version_and_identical_metrics(env, tmp_path):
+    epochs, key = 4, "kill-9-key"
+    steps = steps_per_epoch(env)
+    # the child's network blocks in the middle of epoch 2, after the epoch-1 checkpoint
+    kill_child(env, tmp_path, key, spec_of(arch=SLOW_ARCH, epochs=epochs), sleep_after_steps=steps + steps // 2)
 
     store = CheckpointStore(checkpoint_dir(MODEL, key, env.home))
     ck = store.load()
@@ -125,7 +161,7 @@ def test_sigkill_mid_epoch_resumes_in_the_same_run_with_one_version_and_identica
     assert dead.info.run_id == ck["run_id"] and dead.info.status == "RUNNING"  # the killed worker never ended it
     assert versions_of_run(env, dead.info.run_id) == []
 
-    resumed = run_train(env, key, arch=SLOW_ARCH, epochs=epochs, checkpoint_every=1)
+    resumed = run_train(env, key, arch=SLOW_ARCH, epochs=epochs)
     assert resumed["run_id"] == dead.info.run_id and resumed["resumed_from_epoch"] == 1
     assert resumed["reused"] is False and resumed["epochs_run"] == epochs
     [run] = runs_with_key(env, key)  # no duplicate run
@@ -145,6 +181,47 @@ def test_sigkill_mid_epoch_resumes_in_the_same_run_with_one_version_and_identica
     ref = client_of(env).get_metric_history(straight["run_id"], "val_loss")
     got = client_of(env).get_metric_history(resumed["run_id"], "val_loss")
     assert sorted((m.step, m.value) for m in ref) == sorted((m.step, m.value) for m in got)
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_closed_and_trained_afresh(env, tmp_path):
+    key = "kill-before-checkpoint"
+    kill_child(env, tmp_path, key, spec_of(arch=SLOW_ARCH, epochs=2), sleep_after_steps=steps_per_epoch(env) // 2)
+    [dead] = runs_with_key(env, key)
+    assert dead.info.status == "RUNNING"  # what the killed worker left behind
+    assert CheckpointStore(checkpoint_dir(MODEL, key, env.home)).load() is None
+
+    result = run_train(env, key, arch=SLOW_ARCH, epochs=2)
+    assert result["run_id"] != dead.info.run_id and result["resumed_from_epoch"] == 0
+    closed = client_of(env).get_run(dead.info.run_id)
+    assert closed.info.status == "KILLED"  # not left RUNNING in MLflow
+    assert closed.data.tags["mlops.superseded_by"] == result["run_id"]
+    assert "no checkpoint" in closed.data.tags["mlops.closed_reason"]
+    assert client_of(env).get_run(result["run_id"]).info.status == "FINISHED"
+    assert versions_of_run(env, dead.info.run_id) == [] and len(versions_of_run(env, result["run_id"])) == 1
+    again = run_train(env, key, arch=SLOW_ARCH, epochs=2)  # the newest keyed run is the one found
+    assert again["reused"] is True and again["run_id"] == result["run_id"]
+
+
+def test_a_kill_between_registration_and_tagging_completes_the_tags_on_retry(env, tmp_path):
+    key = "kill-after-register"
+    kill_child(env, tmp_path, key, spec_of(epochs=2), after_registration=True)
+    [run] = runs_with_key(env, key)
+    [version] = versions_of_run(env, run.info.run_id)
+    # what the dead worker left: a version with part of its tags, a RUNNING run without its completion tags
+    assert run.info.status == "RUNNING"
+    assert VERSION_TAG not in run.data.tags and COMPLETE_TAG not in run.data.tags
+    assert "mlops.task" not in version.tags
+
+    result = run_train(env, key, epochs=2)
+    assert result["reused"] is True and result["model_version"] == str(version.version)
+    assert result["run_id"] == run.info.run_id and set(result["metrics"]) >= {"roc_auc", "log_loss", "best_epoch"}
+    run = client_of(env).get_run(run.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[VERSION_TAG] == str(version.version) and run.data.tags[COMPLETE_TAG] == "true"
+    tags = client_of(env).get_model_version(MODEL, str(version.version)).tags
+    assert tags["mlops.task"] == "binary" and tags["mlops.label"] == LABEL and "mlops.calibration" in tags
+    assert tags["snapshot_hash"] and tags[IDEMPOTENCY_TAG] == key
+    assert len(versions_of_run(env, run.info.run_id)) == 1  # nothing registered twice
 
 
 def test_checkpoints_hold_the_full_state_every_n_epochs(env):
@@ -182,6 +259,7 @@ def test_run_records_batched_epoch_metrics_system_metrics_git_and_config(env):
     config = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="config/training_config.json", tracking_uri=env.uri)).read_text())
     assert config["architecture"] == {"name": "mlp", "hidden": [16], "dropout": 0.1} and config["seed"] == 5
+    assert config["training"]["task"] == "binary" and config["training"]["epochs"] == 3  # the whole spec
 
 
 def test_user_entry_point_model_is_registered_and_rebuilt_by_the_pyfunc(env):
@@ -217,7 +295,7 @@ def test_reproduce_retrains_into_a_new_tagged_run_with_matching_metrics(env, cap
 
     original = run_train(env, "to-reproduce", epochs=3)
     versions_before = len(client_of(env).search_model_versions(f"name = '{MODEL}'"))
-    r = reproduce.reproduce(original["run_id"], tracking=env.tracking, system_metrics_interval=None)
+    r = reproduce.reproduce(original["run_id"], tracking=env.tracking)
     assert r["run_id"] != original["run_id"] and r["match"] is True and r["max_abs_diff"] == 0.0
     assert r["original"] == r["reproduced"] and set(r["original"]) >= {"roc_auc", "log_loss", "best_epoch"}
     assert r["model_version"] is None
@@ -287,18 +365,24 @@ def test_nan_loss_stops_with_a_named_error_and_registers_nothing(env):
 
 def test_missing_snapshot_hash_mismatch_and_absent_label(env, tmp_path):
     with pytest.raises(DataValidationError, match="does not exist"):
-        train(str(tmp_path / "nope"), MODEL, CATEGORICAL, NUMERIC, LABEL, tracking=env.tracking)
+        train(str(tmp_path / "nope"), MODEL, spec_of(), tracking=env.tracking)
     tampered = tmp_path / "tampered"
     shutil.copytree(env.snapshot, tampered)
     df = pd.read_parquet(tampered / "data.parquet")
     df.loc[0, "temp"] = 999.0
     df.to_parquet(tampered / "data.parquet", index=False)
     with pytest.raises(DataValidationError, match="is corrupt: its data hashes to"):
-        train(str(tampered), MODEL, CATEGORICAL, NUMERIC, LABEL, tracking=env.tracking)
+        train(str(tampered), MODEL, spec_of(), tracking=env.tracking)
     with pytest.raises(TrainingError, match="has no label column 'no_such_label'"):
-        train(env.snapshot, MODEL, CATEGORICAL, NUMERIC, "no_such_label", tracking=env.tracking,
-                       idempotency_key="no-label")
+        train(env.snapshot, MODEL, spec_of(label="no_such_label"), tracking=env.tracking, idempotency_key="no-label")
     assert runs_with_key(env, "no-label") == []
+    # a label that does not fit the task: a named LabelError before any run
+    from mlops_provider.exceptions import LabelError
+
+    with pytest.raises(LabelError, match="must be finite numbers for task regression|has 2 class"):
+        train(env.snapshot, MODEL, spec_of(label=LABEL, task="multiclass"), tracking=env.tracking,
+              idempotency_key="two-classes")
+    assert runs_with_key(env, "two-classes") == []
 
 
 def test_unreachable_mlflow_server_retries_with_backoff_then_fails_named(env, monkeypatch):
@@ -315,8 +399,7 @@ def test_unreachable_mlflow_server_retries_with_backoff_then_fails_named(env, mo
     monkeypatch.setenv("MLOPS_MLFLOW_CONNECT_BACKOFF", "0.2")
     monkeypatch.setenv("MLOPS_MLFLOW_CONNECT_TIMEOUT", "2")
     op = TorchTrainOperator(task_id="train", snapshot=env.snapshot, model_name=MODEL,
-                            features={"categorical": CATEGORICAL, "numeric": NUMERIC}, label=LABEL,
-                            architecture=ARCH, epochs=1, batch_size=BATCH, system_metrics_interval=None)
+                            training=as_dict(spec_of(epochs=1)))
     ctx = {"dag": SimpleNamespace(dag_id="d"), "dag_run": SimpleNamespace(run_id="r"), "ti": SimpleNamespace(),
            "data_interval_start": None, "data_interval_end": None}
     started = time.monotonic()

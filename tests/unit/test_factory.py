@@ -87,13 +87,23 @@ def test_training_routes_to_the_gpu_queue_unless_overridden(cfg, monkeypatch) ->
 
 
 def test_operator_arguments_come_from_the_yaml(cfg, dags) -> None:
+    from mlops_provider import specs
+
     train = dags["flights_delay__training"].get_task("train")
-    assert train.epochs == cfg.training.epochs and train.model_name == "flights_delay"
+    # one templated spec per stage: the operator holds the TrainingSpec dict, not copied fields
+    assert "training" in train.template_fields and train.model_name == "flights_delay"
+    assert train.training == specs.as_dict(cfg.training) and train.training["epochs"] == cfg.training.epochs
+    assert specs.from_dict(specs.TrainingSpec, train.training) == cfg.training
     gate = dags["flights_delay__training"].get_task("gate")
-    assert gate.floors == {"roc_auc": 0.6} and gate.max_regression == {"roc_auc": 0.005}
-    assert [s["column"] for s in gate.slices] == ["origin", "carrier"]
-    assert [b["name"] for b in gate.behavioral] == [b.name for b in cfg.gate.behavioral] != []
-    assert gate.calibration["max_ece"] == cfg.gate.calibration.max_ece
+    assert {"gate", "training"} <= set(gate.template_fields)
+    assert gate.gate["floors"] == {"roc_auc": 0.6} and gate.gate["max_regression"] == {"roc_auc": 0.005}
+    assert gate.gate["guard_metrics"] == ["log_loss", "brier", "ece"] and gate.gate["primary_metric"] == "roc_auc"
+    assert [s["column"] for s in gate.gate["slices"]] == ["origin", "carrier"]
+    assert [b["name"] for b in gate.gate["behavioral"]] == [b.name for b in cfg.gate.behavioral] != []
+    assert gate.gate["calibration"]["max_ece"] == cfg.gate.calibration.max_ece
+    assert gate.training["task"] == "binary" and gate.training["label"] == cfg.training.label
+    # a manual run can force a retrain of unchanged data
+    assert dags["flights_delay__training"].params["force_retrain"] is False
     deploy = dags["flights_delay__deploy"].get_task("deploy")
     assert deploy.port == 3000 and deploy.host == "127.0.0.1"
     assert "window_hours" not in str(dags["flights_delay__monitor"].get_task("drift_report").window_start)

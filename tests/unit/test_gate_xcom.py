@@ -22,7 +22,7 @@ def check(name: str, kind: str, value: float, bound: float, passed: bool) -> dic
 def worst_case_verdict(report_path: Path) -> dict:
     """A rejected verdict with 18 slices (floor + regression each, all failing), 3 failing behavioral tests,
     and the heavy parts a model card adds (ROC points, importances, calibration and slice tables)."""
-    metrics = {"roc_auc": 0.61, "pr_auc": 0.4, "log_loss": 0.61, "brier": 0.22}
+    metrics = {"roc_auc": 0.61, "pr_auc": 0.4, "log_loss": 0.61, "brier": 0.22, "ece": 0.05}
     checks = [
         check("floor.roc_auc", "floor", 0.61, 0.6, True),
         check("regression.roc_auc", "regression", 0.61, 0.695, False),
@@ -42,9 +42,19 @@ def worst_case_verdict(report_path: Path) -> dict:
     checks.append(check("calibration.ece", "calibration", 0.3, 0.25, False))
     checks.append(check("latency.median_ms", "latency", float("nan"), 2000.0, False))
     points = [i / 199 for i in range(200)]
+    comparison = [
+        {"metric": m, "guard": m != "roc_auc", "delta": -0.09, "ci": [-0.1234567, -0.0812345], "tolerance": 0.005,
+         "passed": False, "message": f"{m} significantly worse: challenger - champion = -0.0900, 95% CI "
+                                     "[-0.1235, -0.0812] lies entirely below the tolerance -0.0050"}
+        for m in ("roc_auc", "log_loss", "brier", "ece")
+    ]
     return {
         "model": "flights_delay",
+        "task": "binary",
         "decision": "reject",
+        "comparison": comparison,
+        "power": {"metric": "roc_auc", "rows": 12000, "se": 0.0061234, "mde": 0.0171556, "confidence": 0.95,
+                  "power": 0.8, "basis": "paired", "statement": "with 12000 evaluation rows ..."},
         "bootstrap": False,
         "primary_metric": "roc_auc",
         "evaluated_at": "2026-01-01T00:00:00+00:00",
@@ -88,6 +98,12 @@ def test_the_xcom_summary_is_bounded_with_18_slices_and_3_behavioral_tests(verdi
     assert summary["challenger"] == {"version": "7", "run_id": "a" * 32, "metrics": verdict["challenger"]["metrics"]}
     assert summary["champion"]["version"] == "6" and summary["champion"]["metrics"]["roc_auc"] == 0.7
     assert summary["evaluation_set"]["rows"] == 12000
+    # the headline: the primary metric and every guard metric vs the champion with its interval, and the power
+    assert [c["metric"] for c in summary["comparison"]] == ["roc_auc", "log_loss", "brier", "ece"]
+    assert summary["comparison"][1] == {"metric": "log_loss", "guard": True, "delta": -0.09,
+                                        "ci": [-0.123457, -0.081235], "tolerance": 0.005, "passed": False}
+    assert summary["power"] == {"metric": "roc_auc", "mde": 0.017156, "se": 0.006123, "rows": 12000, "power": 0.8}
+    assert summary["task"] == "binary"
     assert summary["report_path"] == verdict["report_path"]
     assert summary["verdict_uri"].endswith("/gate/verdict.json") and summary["model_card"]["url"].startswith("http")
     # counts stay exact even where the lists were cut to fit
@@ -106,7 +122,7 @@ def test_a_passing_verdict_keeps_every_field_and_is_tiny(verdict):
     ok = {**verdict, "decision": "promote", "checks": [dict(c, passed=True) for c in verdict["checks"]],
           "failed": []}
     summary = xcom_summary(ok)
-    assert len(json.dumps(summary)) < 1500
+    assert len(json.dumps(summary)) < 2048  # the comparison (primary + 3 guards) and power take ~700 bytes
     assert summary["failed"] == [] and summary["failed_checks"] == [] and summary["check_counts"]["failed"] == 0
     assert failed_checks_summary(summary) == "no failed check"
 
@@ -128,12 +144,23 @@ def test_the_gate_operator_returns_the_summary_and_pushes_the_card_link(verdict,
 
     monkeypatch.setattr(MLflowHook, "configure", lambda self: SimpleNamespace(public=lambda: {"tracking_uri": "x"},
                                                                                ui_url=None))
-    monkeypatch.setattr(evaluate, "evaluate_gate", lambda *a, **kw: json_safe(verdict))
     pushed: dict = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))
+    from mlops_provider import specs
+
+    seen: dict = {}
+
+    def fake_gate(model, version, snapshot, gate, training, **kw):
+        seen.update(gate=gate, training=training)
+        return json_safe(verdict)
+
+    monkeypatch.setattr(evaluate, "evaluate_gate", fake_gate)
+    training = specs.TrainingSpec.parse(label="y", features={"categorical": ["origin"], "numeric": ["x"]})
     op = ModelGateOperator(task_id="gate", model_name="flights_delay", challenger_version="7", snapshot="/snap",
-                           features={"categorical": ["origin"], "numeric": ["x"]}, label="y", report_dir="/r")
+                           gate=specs.as_dict(specs.GateSpec()), training=specs.as_dict(training), report_dir="/r")
     out = op.execute({"ti": ti})
+    # the templated dicts come back as the dataclasses the runtime takes
+    assert seen["gate"] == specs.GateSpec() and seen["training"] == training
     assert out == xcom_summary(verdict) and len(json.dumps(out)) < XCOM_MAX_BYTES
     # links a browser opens (the plugin's routes; the MLflow UI's pages when the connection has one)
     v = verdict["challenger"]["version"]

@@ -103,8 +103,11 @@ def test_best_trial_by_metric_direction_and_ties():
     assert best_trial(trials, "log_loss")["trial_id"] == "c"
     with pytest.raises(TrainingError):
         best_trial(trials[3:], "roc_auc")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="not one of the binary training metrics"):
         best_trial(trials, "accuracy")
+    regression = [{"trial_id": "a", "index": 0, "metrics": {"rmse": 9.0}},
+                  {"trial_id": "b", "index": 1, "metrics": {"rmse": 7.5}}]
+    assert best_trial(regression, "rmse", "regression")["trial_id"] == "b"  # lower is better
 
 
 def test_search_digest_changes_with_the_space():
@@ -115,12 +118,13 @@ def test_search_digest_changes_with_the_space():
 def test_add_search_tasks_builds_a_mapped_trial_task():
     from airflow.sdk import DAG
 
+    from mlops_provider.specs import TrainingSpec, as_dict
+
+    spec = TrainingSpec.parse({**BASE, "label": "y", "features": {"categorical": ["a"], "numeric": ["b"]},
+                               "search": {"params": {**SPACE, "dropout": [0.0, 0.2]}, "max_trials": 3,
+                                          "metric": "log_loss", "max_active_trials": 2}})
     with DAG("hpo_wiring", schedule=None) as dag:
-        tasks = add_search_tasks(
-            dag, snapshot="/tmp/snap", model_name="m", features={"categorical": ["a"], "numeric": ["b"]},
-            label="y", base_config=BASE, params={**SPACE, "dropout": [0.0, 0.2]}, max_trials=3, metric="log_loss",
-            max_active_trials=2, queue="gpu", pool="gpu",
-        )
+        tasks = add_search_tasks(dag, snapshot="/tmp/snap", model_name="m", training=spec, queue="gpu", pool="gpu")
     assert tasks.n_trials == 3
     assert set(dag.task_dict) == {"hpo_parent", "hpo_trial", "select_best"}
     mapped = dag.task_dict["hpo_trial"]
@@ -130,4 +134,18 @@ def test_add_search_tasks_builds_a_mapped_trial_task():
     assert mapped.max_active_tis_per_dagrun == 2
     assert dag.task_dict["select_best"].upstream_task_ids == {"hpo_parent", "hpo_trial"}
     assert dag.task_dict["select_best"].trigger_rule == "all_done_min_one_success"  # one failed trial loses nothing else
-    assert tasks.last.metric == "log_loss"
+    assert tasks.last.metric == "log_loss" and tasks.last.task == "binary"
+    # every task holds the training spec as one templated dict
+    assert dag.task_dict["hpo_parent"].training == as_dict(spec)
+    assert mapped.partial_kwargs["training"] == as_dict(spec)
+
+
+def test_trial_spec_applies_a_trial_to_the_training_spec():
+    from mlops_provider.search_space import trial_spec
+    from mlops_provider.specs import TrainingSpec
+
+    spec = TrainingSpec.parse({**BASE, "label": "y", "features": {"numeric": ["b"]}})
+    trial = expand_search_space(SPACE, max_trials=4)[3]
+    t = trial_spec(spec, trial["params"])
+    assert t.learning_rate == 0.003 and t.architecture == {"hidden": [128, 64], "dropout": 0.1}
+    assert t.epochs == spec.epochs and t.label == "y" and spec.learning_rate == 0.002

@@ -111,14 +111,37 @@ def test_sanity_check_fails_on_a_model_that_cannot_learn():
     df = frame()
     df["y"] = np.arange(len(df)) % 2  # balanced, so the base rate is already optimal for a constant
     with pytest.raises(SanityCheckError, match="cannot overfit"):
-        sanity_check(df, CAT, NUM, "y", None, build=lambda a, n, c: _ConstantNet())
+        sanity_check(df, CAT, NUM, "y", None, build=lambda a, n, c, *task: _ConstantNet())
 
 
 def test_sanity_check_fails_on_wrong_output_shape():
     with pytest.raises(SanityCheckError, match="shape"):
-        sanity_check(frame(), CAT, NUM, "y", None, build=lambda a, n, c: _WrongShapeNet(n))
+        sanity_check(frame(), CAT, NUM, "y", None, build=lambda a, n, c, *task: _WrongShapeNet(n))
 
 
 def test_sanity_check_fails_when_learning_rate_is_zero():
     with pytest.raises(SanityCheckError):
         sanity_check(frame(), CAT, NUM, "y", None, lr=0.0)
+
+
+def test_sanity_check_uses_the_tasks_head():
+    from mlops_provider.runtime.training.heads import Head
+    from mlops_provider.specs import TrainingSpec
+
+    df = frame()
+    df["k"] = np.where(df["temp"].fillna(40) > 45, "hot", np.where(df["origin"] == "JFK", "jfk", "other"))
+    df["v"] = df["temp"].fillna(40) * 2 + (df["origin"] == "JFK") * 10
+    spec = TrainingSpec.parse(label="k", task="multiclass", features={"categorical": CAT, "numeric": NUM})
+    head = Head.fit(spec, df["k"], "test")
+    assert head.classes == ["hot", "jfk", "other"] and head.n_outputs == 3
+    result = sanity_check(df, CAT, NUM, "k", {"hidden": [32]}, head=head, seed=1)
+    assert result["final_loss"] < 0.7 * result["initial_loss"]
+    spec = TrainingSpec.parse(label="v", task="regression", quantiles=[0.2, 0.8],
+                              features={"categorical": CAT, "numeric": NUM})
+    head = Head.fit(spec, df["v"], "test")
+    assert head.n_outputs == 3
+    result = sanity_check(df, CAT, NUM, "v", {"hidden": [32]}, head=head, seed=1)
+    assert result["final_loss"] < 0.7 * result["initial_loss"]
+    # a network of the wrong width for the task is named before any training
+    with pytest.raises(SanityCheckError, match=r"expected \(128, 3\).*task regression"):
+        sanity_check(df, CAT, NUM, "v", None, head=head, build=lambda a, n, c, *task: _WrongShapeNet(n))

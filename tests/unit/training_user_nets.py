@@ -61,3 +61,16 @@ class _SlowWhenAsked(nn.Module):
 
 def slow_mlp(n_inputs: int, hidden: int = 16) -> nn.Module:
     return _SlowWhenAsked(n_inputs, hidden)
+
+
+def any_task(n_inputs: int, n_outputs: int, hidden: int = 32) -> nn.Module:
+    """The documented example (runtime/training/architectures.py): a network for any task. The provider passes
+    ``n_outputs`` because the signature names it (1 binary, k multiclass, 1 + quantiles regression)."""
+    return nn.Sequential(nn.Linear(n_inputs, hidden), nn.ReLU(), nn.Linear(hidden, n_outputs))
+
+
+def with_context(n_inputs: int, n_outputs: int, task: str, cardinalities: list[int], width: int = 8) -> nn.Module:
+    """Asks for every provided argument; records them on the module for the test."""
+    net = nn.Sequential(nn.Linear(n_inputs, width), nn.ReLU(), nn.Linear(width, n_outputs))
+    net.seen = {"n_outputs": n_outputs, "task": task, "cardinalities": list(cardinalities)}  # type: ignore[assignment]
+    return net

@@ -8,66 +8,43 @@ registers the version. torch / mlflow are imported inside ``execute()``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import Context
 
 from mlops_provider.exceptions import ConfigError
-from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
-from mlops_provider.operators.hpo import _dag_and_run, _data_interval, _feature_lists
-from mlops_provider.operators.training import GpuRoutedOperator
+from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY
+from mlops_provider.operators.training import (
+    TrainingSpecOperator,
+    _dag_and_run,
+    _data_interval,
+    force_retrain,
+)
 
 
-class TorchDistributedTrainOperator(GpuRoutedOperator):
-    """Train with DDP over ``nproc_per_node`` processes of this worker; register one MLflow version.
+class TorchDistributedTrainOperator(TrainingSpecOperator):
+    """Train ``training`` (the TrainingSpec dict) with DDP over ``nproc_per_node`` processes of this worker;
+    register one MLflow version.
 
     ``nproc_per_node``: an int, or ``"gpu"`` (one per visible CUDA device; 1 without CUDA).
     Give the task a pool slot count equal to the GPUs it takes (``pool_slots``). Returns
-    TorchTrainOperator's dict shape plus ``world_size``. Idempotent like TorchTrainOperator:
-    the MLflow run is keyed by (dag_id, run_id, snapshot hash, config, world size).
+    TorchTrainOperator's dict shape plus ``world_size``. Idempotent by content like TorchTrainOperator:
+    the MLflow run is keyed by (model, snapshot hash, training config, world size); ``force_retrain`` (or the
+    DAG param / dag_run.conf key) adds the Airflow run id.
     """
-
-    template_fields: Sequence[str] = ("snapshot", "model_name")
-    operator_extra_links = (MLflowRunLink(),)
-    ui_color = "#ee4c2c"
 
     def __init__(
         self,
         *,
-        snapshot: str,
-        model_name: str,
-        features: dict[str, list[str]],
-        label: str,
-        architecture: dict[str, Any],
         nproc_per_node: int | str = "gpu",
-        epochs: int = 10,
-        batch_size: int = 1024,
-        learning_rate: float = 1e-3,
-        seed: int = 42,
-        patience: int = 3,
         sanity_check: bool = True,
         launch_timeout: float | None = None,
-        mlflow_conn_id: str = "mlflow_default",
-        queue: str = "gpu",
-        pool: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(queue=queue, pool=pool, **kwargs)
-        self.snapshot = snapshot
-        self.model_name = model_name
-        self.features = features
-        self.label_column = label
-        self.architecture = architecture
+        super().__init__(**kwargs)
         self.nproc_per_node = nproc_per_node
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.seed = seed
-        self.patience = patience
         self.sanity_check = sanity_check
         self.launch_timeout = launch_timeout
-        self.mlflow_conn_id = mlflow_conn_id
 
     def _nproc(self) -> int:
         if isinstance(self.nproc_per_node, int) and not isinstance(self.nproc_per_node, bool):
@@ -83,20 +60,17 @@ class TorchDistributedTrainOperator(GpuRoutedOperator):
         return n
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.runtime.training import ddp
 
-        categorical, numeric = _feature_lists(self.features, self.task_id)
         nproc = self._nproc()
-        hook = MLflowHook(self.mlflow_conn_id)
-        tracking = hook.configure()  # exports credentials into this process's env: the ranks inherit them
+        # configure() exports credentials into this process's env: the ranks inherit them
+        spec, hook, tracking, _ = self.prepare(context)
         dag_id, run_id = _dag_and_run(context, self.dag_id)
         result = ddp.train_task(
-            self.snapshot, self.model_name, categorical, numeric, self.label_column, self.architecture,
-            nproc_per_node=nproc, epochs=self.epochs, batch_size=self.batch_size, lr=self.learning_rate,
-            seed=self.seed, patience=self.patience, tracking=tracking.public(), dag_id=dag_id, airflow_run_id=run_id,
-            data_interval=_data_interval(context), sanity_check=self.sanity_check, timeout=self.launch_timeout,
-            on_line=lambda line: self.log.info("%s", line),
+            self.snapshot, self.model_name, spec, nproc_per_node=nproc, tracking=tracking, dag_id=dag_id,
+            airflow_run_id=run_id, data_interval=_data_interval(context),
+            force_retrain=force_retrain(context, self.force_retrain), sanity_check=self.sanity_check,
+            timeout=self.launch_timeout, on_line=lambda line: self.log.info("%s", line),
         )
         url = hook.run_url(result["run_id"]) or f"runs:/{result['run_id']}"
         context["ti"].xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)

@@ -25,6 +25,7 @@ from mlops_provider.exceptions import ConfigError, GateRejected
 from mlops_provider.links.base import is_openable
 from mlops_provider.links.gate import GateVerdictLink, ModelCardLink
 from mlops_provider.operator_notes import advisory_label, approval_params, record_approval, set_run_note, skip
+from mlops_provider.specs import GateSpec
 
 
 def _parse_verdict(verdict: dict[str, Any] | str, task_id: str) -> dict[str, Any]:
@@ -76,24 +77,23 @@ def _emit(operator: BaseOperator, context: Context, extra: dict[str, Any]) -> No
 class ModelGateOperator(BaseOperator):
     """Evaluate the challenger and the current @champion on the snapshot's frozen evaluation split.
 
-    Writes the full verdict (every check with value and bound, slice tables, behavioral results, calibration,
-    ROC points, importances) to ``report_dir``, logs it with the model card on the challenger's MLflow run
-    and tags the version ``gate.*``. Returns (XCom) only its summary, under 4 KB whatever the slices:
-    ``{"model", "decision": "promote"|"reject", "bootstrap", "primary_metric", "challenger": {"version",
-    "run_id", "metrics"}, "champion": {...} | None, "evaluation_set": {"rows", ...}, "check_counts",
-    "failed": [names], "failed_checks": [{"name", "value", "bound", "direction"}], "advisory_failed",
-    "model_card": {"url"}, "report_path", "verdict_uri"}`` (:func:`~mlops_provider.runtime.gate.verdict.xcom_summary`).
+    ``gate``: the model's :class:`~mlops_provider.specs.GateSpec` as a dict (``specs.as_dict(cfg.gate)``);
+    ``training``: its :class:`~mlops_provider.specs.TrainingSpec` dict (the task, label and features the gate
+    scores with). Both are templated and turned back into the dataclasses in ``execute``.
 
-    :param slices: ``[{"column", "metric", "max_regression", "floor", "min_rows", "values"}]`` (config.SliceCheck)
-    :param behavioral: behavioral tests (config.BehavioralTest dumps)
-    :param calibration: ``{"max_ece", "bins", "max_regression"}`` or None
-    :param latency: ``{"batch_size", "repeats", "max_ms", "max_ratio"}`` or None
-    :param bootstrap: ``{"samples", "confidence", "seed"}`` of the confidence intervals
-    :param first_run: with no champion, ``"floors"`` (default): only the floor checks decide, the other
-        absolute checks are reported as advisory; ``"absolute"``: every absolute check decides.
+    Writes the full verdict (every check with value and bound, the paired comparison of the primary and guard
+    metrics with their CIs, the power statement, slice tables, behavioral results, calibration, the task's
+    plot data, importances) to ``report_dir``, logs it with the model card on the challenger's MLflow run and
+    tags the version ``gate.*``. Returns (XCom) only its summary, under 4 KB whatever the slices:
+    ``{"model", "task", "decision": "promote"|"reject", "bootstrap", "primary_metric", "challenger":
+    {"version", "run_id", "metrics"}, "champion": {...} | None, "evaluation_set": {"rows", ...},
+    "comparison": [...], "power": {...}, "check_counts", "failed": [names], "failed_checks": [{"name",
+    "value", "bound", "direction", "message"}], "advisory_failed", "model_card": {"url"}, "report_path",
+    "verdict_uri"}`` (:func:`~mlops_provider.runtime.gate.verdict.xcom_summary`).
     """
 
-    template_fields: Sequence[str] = ("challenger_version", "snapshot", "report_dir", "model_name")
+    template_fields: Sequence[str] = ("challenger_version", "snapshot", "report_dir", "model_name", "gate",
+                                      "training")
     operator_extra_links = (ModelCardLink(), GateVerdictLink())
     ui_color = "#f5d76e"
 
@@ -103,18 +103,8 @@ class ModelGateOperator(BaseOperator):
         model_name: str,
         challenger_version: str,
         snapshot: str,
-        features: dict[str, list[str]],
-        label: str,
-        primary_metric: str = "roc_auc",
-        floors: dict[str, float] | None = None,
-        max_regression: dict[str, float] | None = None,
-        slices: list[dict[str, Any]] | None = None,
-        behavioral: list[dict[str, Any]] | None = None,
-        calibration: dict[str, Any] | None = None,
-        latency: dict[str, Any] | None = None,
-        bootstrap: dict[str, Any] | None = None,
-        model_card: bool = True,
-        first_run: str = "floors",
+        gate: dict[str, Any],
+        training: dict[str, Any],
         report_dir: str,
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
@@ -123,46 +113,23 @@ class ModelGateOperator(BaseOperator):
         self.model_name = model_name
         self.challenger_version = challenger_version
         self.snapshot = snapshot
-        self.features = features
-        self.label_column = label
-        self.primary_metric = primary_metric
-        self.floors = {"roc_auc": 0.55} if floors is None else floors
-        self.max_regression = {"roc_auc": 0.005} if max_regression is None else max_regression
-        self.slices = list(slices or [])
-        self.behavioral = list(behavioral or [])
-        self.calibration = calibration
-        self.latency = latency
-        self.bootstrap = bootstrap
-        self.model_card = model_card
-        self.first_run = first_run
+        self.gate = gate
+        self.training = training
         self.report_dir = report_dir
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.operators.training import stage_spec, training_spec
         from mlops_provider.runtime.gate import evaluate as gate
         from mlops_provider.runtime.gate.verdict import xcom_summary
 
+        spec = stage_spec(GateSpec, self.gate, self.task_id, "gate")
+        training = training_spec(self.training, self.task_id)
         cfg = MLflowHook(self.mlflow_conn_id).configure()
         verdict = gate.evaluate_gate(
-            self.model_name,
-            str(self.challenger_version),
-            self.snapshot,
-            list(self.features.get("categorical", [])),
-            list(self.features.get("numeric", [])),
-            self.label_column,
-            primary_metric=self.primary_metric,
-            floors=self.floors,
-            max_regression=self.max_regression,
-            slices=self.slices,
-            behavioral=self.behavioral,
-            calibration=self.calibration,
-            latency=self.latency,
-            bootstrap=self.bootstrap,
-            model_card=self.model_card,
-            first_run=self.first_run,
-            report_dir=self.report_dir,
-            tracking=cfg.public(),
+            self.model_name, str(self.challenger_version), self.snapshot, spec, training,
+            report_dir=self.report_dir, tracking=cfg.public(),
         )
         url = ModelCardLink.url(self.model_name, verdict["challenger"]["version"], cfg.ui_url)
         GateVerdictLink.push_all(context, self.model_name, verdict["challenger"]["version"], cfg.ui_url)
@@ -177,6 +144,10 @@ class ModelGateOperator(BaseOperator):
                 bound,
                 advisory_label(c["passed"], c.get("enforced", True)),
             )
+        for c in verdict.get("comparison") or []:
+            self.log.info("%s: %s", "guard" if c.get("guard") else "primary", c.get("message"))
+        if verdict.get("power"):
+            self.log.info("power: %s", verdict["power"].get("statement"))
         for w in verdict.get("warnings", []):
             self.log.warning("gate: %s", w)
         self.log.info(
@@ -231,6 +202,15 @@ class GateApprovalOperator(ApprovalOperator):
         for m, v in (ch.get("metrics") or {}).items():
             c = ((champ or {}).get("metrics") or {}).get(m)
             lines.append(f"| {m} | {v:.4f} | {'—' if c is None else f'{c:.4f}'} |")
+        for c in verdict.get("comparison") or []:
+            lo, hi = (c.get("ci") or [None, None])[:2]
+            span = "—" if lo is None or hi is None else f"[{lo:+.4f}, {hi:+.4f}]"
+            lines.append(f"| {c.get('metric')} Δ ({'guard' if c.get('guard') else 'primary'}) | "
+                         f"{(c.get('delta') or 0.0):+.4f} | CI {span} {'ok' if c.get('passed') else 'WORSE'} |")
+        power = verdict.get("power") or {}
+        if power.get("mde") is not None:
+            lines += ["", f"Smallest detectable {power.get('metric')} difference at {power.get('rows')} rows: "
+                          f"{power['mde']:.4f} ({power.get('power', 0):.0%} power)"]
         counts = verdict.get("check_counts") or {"total": len(verdict.get("checks", []))}
         lines += ["", f"{counts.get('total')} checks, failed: {verdict.get('failed') or 'none'}"]
         card = (verdict.get("model_card") or {}).get("url")

@@ -1,17 +1,27 @@
 """TorchTrainOperator: sanity check, then train + register a model version in MLflow (light module).
 
-torch / mlflow / pandas are imported inside ``execute()`` through ``mlops_provider.runtime``.
+The training settings travel as ONE templated argument, ``training``: the model's
+:class:`~mlops_provider.specs.TrainingSpec` as a plain dict (``specs.as_dict(cfg.training)``), turned back
+into the dataclass with :func:`~mlops_provider.specs.from_dict` in ``execute``; the other arguments are
+what is not config (snapshot path, model name, connection ids, routing). torch / mlflow / pandas are
+imported inside ``execute()`` through ``mlops_provider.runtime``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
 from mlops_provider.exceptions import ConfigError
 from mlops_provider.links.mlflow import MLFLOW_RUN_URL_XCOM_KEY, MLflowRunLink
+from mlops_provider.specs import TrainingSpec, from_dict
+
+#: DAG param / dag_run.conf key that makes a training DAG run train a new version on unchanged data
+FORCE_RETRAIN = "force_retrain"
+#: the Celery queue of the GPU workers (``training.queue``'s default, read from the spec: written once)
+GPU_QUEUE: str = str(TrainingSpec.__dataclass_fields__["queue"].default)
 
 
 def _data_interval(context: Context) -> str:
@@ -26,9 +36,47 @@ def _dag_file(context: Context) -> str | None:
     return str(getattr(dag, "fileloc", "") or "") or None
 
 
-def _airflow_run_id(context: Context) -> str:
+def _dag_and_run(context: Context, default_dag_id: str) -> tuple[str, str]:
+    dag = context.get("dag")
+    dag_id = dag.dag_id if dag is not None else default_dag_id
     dag_run = context.get("dag_run")
-    return dag_run.run_id if dag_run is not None else str(context.get("run_id", "manual"))
+    run_id = dag_run.run_id if dag_run is not None else str(context.get("run_id", "manual"))
+    return dag_id, run_id
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def force_retrain(context: Context, explicit: Any = False) -> bool:
+    """True when this DAG run must train a new version even on an unchanged snapshot and config: the
+    operator's ``force_retrain``, the ``force_retrain`` DAG param, or ``dag_run.conf["force_retrain"]``."""
+    if _truthy(explicit):
+        return True
+    params = context.get("params") or {}
+    dag_run = context.get("dag_run")
+    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+    return _truthy(params.get(FORCE_RETRAIN, False)) or _truthy(conf.get(FORCE_RETRAIN, False))
+
+
+def stage_spec(cls: type[Any], value: Any, task_id: str, argument: str) -> Any:
+    """A stage-spec argument (a rendered :func:`specs.as_dict` dict, or the spec itself) as the dataclass."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{task_id}: {argument} must be the {cls.__name__} as a dict (specs.as_dict(cfg."
+                          f"{argument})), got {type(value).__name__}.")
+    try:
+        return from_dict(cls, dict(value))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{task_id}: {argument} is not a valid {cls.__name__} ({e}).") from e
+
+
+def training_spec(value: Any, task_id: str) -> TrainingSpec:
+    """The ``training`` argument as a TrainingSpec."""
+    return stage_spec(TrainingSpec, value, task_id, "training")  # type: ignore[no-any-return]
 
 
 class GpuRoutedOperator(BaseOperator):
@@ -37,31 +85,17 @@ class GpuRoutedOperator(BaseOperator):
     A CeleryExecutor GPU worker listens on the queue; a KubernetesExecutor pod override can key on it.
     """
 
-    def __init__(self, *, queue: str = "gpu", pool: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, queue: str = GPU_QUEUE, pool: str | None = None, **kwargs: Any) -> None:
         if pool is not None:
             kwargs["pool"] = pool
         super().__init__(queue=queue, **kwargs)
 
 
-class TorchTrainOperator(GpuRoutedOperator):
-    """Train the tabular PyTorch model on a snapshot and register a new MLflow model version.
+class TrainingSpecOperator(GpuRoutedOperator):
+    """Base of the operators that train ``training`` (the TrainingSpec as one templated dict) on ``snapshot``
+    into MLflow model ``model_name``: the shared arguments and the MLflow preamble of ``execute``."""
 
-    One runtime entry point, :func:`~mlops_provider.runtime.training.run.train_task`: the sanity check
-    (fails fast with ``SanityCheckError``), then :func:`~mlops_provider.runtime.training.run.train`. A remote
-    MLflow server must answer first (bounded retries, ``MlflowUnreachableError``). The MLflow run is
-    keyed by (dag_id, run_id, snapshot hash, training config): a retry reuses the run, and a
-    re-run after success returns the already registered version. Training never moves an alias.
-
-    Crash safety: the full training state is checkpointed every ``checkpoint_every`` epochs under
-    ``$MLOPS_HOME/checkpoints/<model>/<key>/``; a retry (or a rerun after ``kill -9``) continues from
-    it in the same MLflow run. ``compile``: ``torch.compile`` the network; ``system_metrics_interval``:
-    seconds between MLflow system-metric samples (None = off). Routed to the ``gpu`` queue by default.
-
-    Returns ``{"run_id", "model_version", "model_uri", "metrics": {"roc_auc", "log_loss",
-    "best_epoch"}, "tracking_uri", "reused", "resumed_from_epoch", "epochs_run"}``.
-    """
-
-    template_fields: Sequence[str] = ("snapshot", "model_name")
+    template_fields: Sequence[str] = ("snapshot", "model_name", "training")
     operator_extra_links = (MLflowRunLink(),)
     ui_color = "#ee4c2c"
 
@@ -70,58 +104,29 @@ class TorchTrainOperator(GpuRoutedOperator):
         *,
         snapshot: str,
         model_name: str,
-        features: dict[str, list[str]],
-        label: str,
-        architecture: dict[str, Any],
-        epochs: int = 10,
-        batch_size: int = 1024,
-        learning_rate: float = 1e-3,
-        seed: int = 42,
-        patience: int = 3,
-        checkpoint_every: int = 1,
-        compile: bool = False,
-        system_metrics_interval: float | None = 5.0,
+        training: dict[str, Any],
         mlflow_conn_id: str = "mlflow_default",
-        queue: str = "gpu",
+        force_retrain: bool = False,
+        queue: str = GPU_QUEUE,
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(queue=queue, pool=pool, **kwargs)
-        self.checkpoint_every = checkpoint_every
-        self.compile = compile
-        self.system_metrics_interval = system_metrics_interval
         self.snapshot = snapshot
         self.model_name = model_name
-        self.features = features
-        self.label_column = label
-        self.architecture = architecture
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.seed = seed
-        self.patience = patience
+        self.training = training
         self.mlflow_conn_id = mlflow_conn_id
+        self.force_retrain = force_retrain
 
-    def _feature_lists(self) -> tuple[list[str], list[str]]:
-        unknown = set(self.features) - {"categorical", "numeric"}
-        if unknown:
-            raise ConfigError(
-                f"{self.task_id}: features has unknown keys {sorted(unknown)}; use 'categorical' and 'numeric'."
-            )
-        categorical = list(self.features.get("categorical", []))
-        numeric = list(self.features.get("numeric", []))
-        if not categorical and not numeric:
-            raise ConfigError(f"{self.task_id}: features lists no columns (model.features in the YAML).")
-        return categorical, numeric
-
-    def execute(self, context: Context) -> dict[str, Any]:
+    def prepare(self, context: Context) -> tuple[TrainingSpec, Any, dict[str, Any], Any]:
+        """(the spec, the MLflow hook, its resolved public tracking settings, ``on_run_start`` pushing the run's
+        link); a remote server must answer first (bounded retries, ``MlflowUnreachableError``)."""
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.runtime.training.run import train_task
 
-        categorical, numeric = self._feature_lists()
+        spec = training_spec(self.training, self.task_id)
         hook = MLflowHook(self.mlflow_conn_id)
         cfg = hook.configure()
-        hook.wait_until_reachable()  # bounded retries, then MlflowUnreachableError: before any work
+        hook.wait_until_reachable()  # before any work
         ti = context["ti"]
 
         def on_run_start(mlflow_run_id: str, experiment_id: str | None) -> None:
@@ -130,20 +135,43 @@ class TorchTrainOperator(GpuRoutedOperator):
             ti.xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
             self.log.info("MLflow run %s: %s", mlflow_run_id, url)
 
+        return spec, hook, cfg.public(), on_run_start
+
+
+class TorchTrainOperator(TrainingSpecOperator):
+    """Train the tabular PyTorch model of ``training`` on a snapshot and register a new MLflow model version.
+
+    One runtime entry point, :func:`~mlops_provider.runtime.training.run.train_task`: the sanity check
+    (fails fast with ``SanityCheckError``), then :func:`~mlops_provider.runtime.training.run.train`. A remote
+    MLflow server must answer first (bounded retries, ``MlflowUnreachableError``). The MLflow run is keyed
+    by content (model, snapshot hash, training config): a retry resumes the run, and any run on an unchanged
+    snapshot and config returns the already registered version (``reused``) unless ``force_retrain`` (or the
+    DAG param / ``dag_run.conf`` key ``force_retrain``) asks for a new one. Training never moves an alias.
+
+    Crash safety: the full training state is checkpointed every ``training.checkpoint_every`` epochs under
+    ``$MLOPS_HOME/checkpoints/<model>/<key>/``; a retry (or a rerun after ``kill -9``) continues from it in
+    the same MLflow run; a run killed before its first checkpoint is closed as KILLED and started afresh.
+
+    Returns ``{"run_id", "model_version", "model_uri", "metrics": {<the task's validation metrics>,
+    "best_epoch"}, "tracking_uri", "reused", "resumed_from_epoch", "epochs_run"}``.
+    """
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.runtime.training.run import train_task
+
+        spec, _, tracking, on_run_start = self.prepare(context)
+        dag_id, run_id = _dag_and_run(context, self.dag_id)
         result = train_task(
-            self.snapshot, self.model_name, categorical, numeric, self.label_column, self.architecture,
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.learning_rate, seed=self.seed,
-            patience=self.patience, tracking=cfg.public(),
-            dag_id=context["dag"].dag_id if context.get("dag") else self.dag_id,
-            airflow_run_id=_airflow_run_id(context), data_interval=_data_interval(context),
-            compile_model=self.compile, checkpoint_every=self.checkpoint_every,
-            system_metrics_interval=self.system_metrics_interval, dag_file=_dag_file(context),
-            on_run_start=on_run_start,
+            self.snapshot, self.model_name, spec, tracking=tracking, dag_id=dag_id, airflow_run_id=run_id,
+            data_interval=_data_interval(context), force_retrain=force_retrain(context, self.force_retrain),
+            dag_file=_dag_file(context), on_run_start=on_run_start,
         )
         if result.get("resumed_from_epoch"):
             self.log.info("resumed from the checkpoint of epoch %s in MLflow run %s",
                           result["resumed_from_epoch"], result["run_id"])
         if result["reused"]:
+            self.log.info("%s v%s was already trained on this snapshot and config: reused (trigger with "
+                          "force_retrain to train anew)", self.model_name, result["model_version"])
             on_run_start(result["run_id"], None)  # link still points at the run
         self.log.info("%s v%s: %s", self.model_name, result["model_version"], result["metrics"])
         return result
@@ -152,13 +180,15 @@ class TorchTrainOperator(GpuRoutedOperator):
 class ReproduceTrainingOperator(GpuRoutedOperator):
     """Retrain an MLflow training run from its recorded snapshot, config and seed into a new run.
 
-    The new run is tagged ``mlops.reproduces=<run_id>``; no version is registered unless
-    ``register=True``. Returns ``{"original_run_id", "run_id", "original", "reproduced", "match",
-    "max_abs_diff", "model_version", ...}``; with ``fail_on_mismatch`` a metric difference above
-    ``tolerance`` fails the task (``TrainingError``). A retry resumes the same reproduction run.
+    ``training`` (optional): the model's TrainingSpec dict; only its runtime settings (system metrics,
+    checkpoint cadence) apply: what defines the model comes from the run's record. The new run is tagged
+    ``mlops.reproduces=<run_id>``; no version is registered unless ``register=True``. Returns
+    ``{"original_run_id", "run_id", "original", "reproduced", "match", "max_abs_diff", "model_version", ...}``;
+    with ``fail_on_mismatch`` a metric difference above ``tolerance`` fails the task (``TrainingError``). A
+    retry resumes the same reproduction run.
     """
 
-    template_fields: Sequence[str] = ("run_id",)
+    template_fields: Sequence[str] = ("run_id", "training")
     operator_extra_links = (MLflowRunLink(),)
     ui_color = "#ee4c2c"
 
@@ -166,16 +196,18 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
         self,
         *,
         run_id: str,
+        training: dict[str, Any] | None = None,
         register: bool = False,
         tolerance: float = 1e-6,
         fail_on_mismatch: bool = False,
         mlflow_conn_id: str = "mlflow_default",
-        queue: str = "gpu",
+        queue: str = GPU_QUEUE,
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(queue=queue, pool=pool, **kwargs)
         self.run_id = run_id
+        self.training = training
         self.register = register
         self.tolerance = tolerance
         self.fail_on_mismatch = fail_on_mismatch
@@ -188,10 +220,11 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
 
         if not self.run_id:
             raise ConfigError(f"{self.task_id}: run_id is empty; pass the MLflow run id to reproduce.")
+        runtime = training_spec(self.training, self.task_id) if self.training else None
         hook = MLflowHook(self.mlflow_conn_id)
         cfg = hook.configure()
         hook.wait_until_reachable()
-        dag_id = context["dag"].dag_id if context.get("dag") else self.dag_id
+        dag_id, airflow_run_id = _dag_and_run(context, self.dag_id)
         ti = context["ti"]
 
         def on_run_start(mlflow_run_id: str, experiment_id: str | None) -> None:
@@ -199,9 +232,9 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
             ti.xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
 
         result = reproduce.reproduce(
-            self.run_id, tracking=cfg.public(), register=self.register,
-            key_parts=(dag_id, _airflow_run_id(context)), tolerance=self.tolerance, on_run_start=on_run_start,
-            tags={"dag_id": dag_id, "run_id": _airflow_run_id(context), "data_interval": _data_interval(context)},
+            self.run_id, tracking=cfg.public(), register=self.register, key_parts=(dag_id, airflow_run_id),
+            tolerance=self.tolerance, runtime=runtime, on_run_start=on_run_start,
+            tags={"dag_id": dag_id, "run_id": airflow_run_id, "data_interval": _data_interval(context)},
         )
         self.log.info("\n%s", reproduce.format_report(result))
         if self.fail_on_mismatch and not result["match"]:

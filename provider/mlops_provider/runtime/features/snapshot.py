@@ -326,7 +326,8 @@ EVALUATION_SPLIT = "evaluation"
 def split_evaluation(
     df: pd.DataFrame, manifest: dict[str, Any], evaluation_days: int
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Relabel the last ``evaluation_days`` days of the validation split as ``split == "evaluation"``.
+    """Relabel the last ``evaluation_days`` days of the validation split as ``split == "evaluation"``: the rows
+    at or after ``max(event_timestamp) - evaluation_days``.
 
     The evaluation rows lie strictly after every train / validation row, so a model trained on the
     snapshot never saw them: the gate scores challenger and champion on them. Training code reads only
@@ -340,7 +341,9 @@ def split_evaluation(
     out = df.copy()
     ts = pd.to_datetime(out["event_timestamp"], utc=True)
     last = ts.max()
-    start = (last.floor("D") + pd.Timedelta(days=1)) - pd.Timedelta(days=int(evaluation_days))
+    # cut on the data's own clock: the window is [last event - evaluation_days, last event], exactly
+    # evaluation_days long (a cut at UTC midnight left 6 days 4 hours of a 7-day window for data on local time)
+    start = last - pd.Timedelta(days=int(evaluation_days))
     moved = (out["split"] == "validation") & (ts >= start)
     if (out["split"] == "train").to_numpy()[(ts >= start).to_numpy()].any():
         raise DataValidationError(

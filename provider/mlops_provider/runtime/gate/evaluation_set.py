@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
@@ -33,9 +32,10 @@ def evaluation_frame(
     *,
     split: str = EVALUATION_SPLIT,
     extra: list[str] | None = None,
-) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    """The evaluation split as the pyfunc's input (strings / doubles), its labels, and its extra columns
-    (slice / behavioral columns that are no model input, plus ``event_timestamp``)."""
+) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    """The evaluation split as the pyfunc's input (strings / doubles), its raw labels (encoded per task by
+    :func:`~.scoring.encode_labels` once the model is known), and its extra columns (slice columns that are
+    no model input, plus ``event_timestamp``)."""
     missing = [c for c in [*categorical, *numeric, label, "split"] if c not in df.columns]
     if missing:
         raise ConfigError(
@@ -48,11 +48,6 @@ def evaluation_frame(
             "writes one."
         )
     ev = df[df["split"] == split].reset_index(drop=True)
-    if ev[label].nunique() < 2:
-        raise GateInputError(
-            f"gate: the {split!r} split of {where} has {len(ev)} rows and {ev[label].nunique()} class(es); ROC AUC "
-            "needs both. Widen training.evaluation_days."
-        )
     x = pd.DataFrame({c: ev[c].astype(object).where(ev[c].notna(), "").astype(str) for c in categorical})
     for c in numeric:
         x[c] = pd.to_numeric(ev[c], errors="coerce").astype("float64")
@@ -65,7 +60,7 @@ def evaluation_frame(
     for c in others:
         if c != "event_timestamp" and not pd.api.types.is_numeric_dtype(side[c]):
             side[c] = side[c].astype(object).where(side[c].notna(), "").astype(str)
-    return x, pd.to_numeric(ev[label]).to_numpy(dtype=np.int64), side
+    return x, ev[label], side
 
 
 def utc(value: Any) -> pd.Timestamp | None:

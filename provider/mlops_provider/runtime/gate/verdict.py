@@ -77,6 +77,9 @@ def record(
     for m, v in ((verdict.get("challenger") or {}).get("metrics") or {}).items():
         if v is not None:
             tags[f"gate.{m}"] = f"{v:.6f}"
+    power = verdict.get("power") or {}
+    if power.get("mde") is not None:
+        tags["gate.detectable_difference"] = f"{power['metric']} {power['mde']:.6f}"
     card = verdict.get("model_card") or {}
     if card.get("url"):
         tags["gate.model_card"] = card["url"]
@@ -134,7 +137,8 @@ def failed_checks_summary(verdict: dict[str, Any]) -> str:
     def fmt(v: Any) -> str:
         return "nan" if v is None else f"{v:.4f}"
 
-    parts = [f"{c['name']} {fmt(c.get('value'))} vs bound {fmt(c.get('bound'))}" for c in failed]
+    parts = [f"{c['name']}: {c['message']}" if c.get("message")
+             else f"{c['name']} {fmt(c.get('value'))} vs bound {fmt(c.get('bound'))}" for c in failed]
     shown = {c["name"] for c in failed}
     rest = [n for n in verdict.get("failed") or [] if n not in shown]
     rest_count = int((verdict.get("check_counts") or {}).get("failed", len(failed) + len(rest))) - len(failed)
@@ -143,15 +147,27 @@ def failed_checks_summary(verdict: dict[str, Any]) -> str:
     return "; ".join(parts) or "no failed check"
 
 
+def _round(v: Any) -> Any:
+    """Floats to 6 decimals (the XCom headline; the report keeps full precision)."""
+    if isinstance(v, float):
+        return round(v, 6)
+    if isinstance(v, list):
+        return [_round(x) for x in v]
+    return v
+
+
 def xcom_summary(verdict: dict[str, Any]) -> dict[str, Any]:
     """The gate's XCom value: small, bounded by :data:`XCOM_MAX_BYTES` (see the module doc).
 
-    ``{"model", "decision", "bootstrap", "primary_metric", "evaluated_at", "challenger": {"version",
+    ``{"model", "task", "decision", "bootstrap", "primary_metric", "evaluated_at", "challenger": {"version",
     "run_id", "metrics"}, "champion": {...} | None, "evaluation_set": {"rows", "positives", "split",
-    "snapshot_hash"}, "check_counts": {"total", "passed", "failed", "advisory_failed"}, "failed": [names],
-    "failed_checks": [{"name", "value", "bound", "direction"}], "advisory_failed": [names], "warnings": n,
-    "model_card": {"url"}, "report_path", "verdict_uri"}``. When the lists would break the bound, their tails
-    are dropped (the counts stay exact; the report has everything).
+    "snapshot_hash"}, "comparison": [{"metric", "guard", "delta", "ci", "tolerance", "passed"}] (the primary
+    metric and every guard metric vs the champion, paired bootstrap), "power": {"metric", "mde", "se",
+    "rows", "power"} (the smallest detectable difference of the primary metric), "check_counts": {"total", "passed",
+    "failed", "advisory_failed"}, "failed": [names], "failed_checks": [{"name", "value", "bound", "direction",
+    "message"}], "advisory_failed": [names], "warnings": n, "model_card": {"url"}, "report_path",
+    "verdict_uri"}``. When the lists would break the bound, their tails are dropped (the counts stay exact;
+    the report has everything).
     """
     verdict = json_safe(verdict)
 
@@ -165,8 +181,10 @@ def xcom_summary(verdict: dict[str, Any]) -> dict[str, Any]:
     advisory = list(verdict.get("advisory_failed") or [])
     ev = verdict.get("evaluation_set") or {}
     card = verdict.get("model_card") or {}
+    power = verdict.get("power") or {}
     out: dict[str, Any] = {
         "model": verdict.get("model"),
+        "task": verdict.get("task"),
         "decision": verdict.get("decision"),
         "bootstrap": verdict.get("bootstrap"),
         "primary_metric": verdict.get("primary_metric"),
@@ -174,6 +192,9 @@ def xcom_summary(verdict: dict[str, Any]) -> dict[str, Any]:
         "challenger": model(verdict.get("challenger")),
         "champion": model(verdict.get("champion")),
         "evaluation_set": {k: ev.get(k) for k in ("rows", "positives", "split", "snapshot_hash")},
+        "comparison": [{k: _round(c.get(k)) for k in ("metric", "guard", "delta", "ci", "tolerance", "passed")}
+                       for c in verdict.get("comparison") or []],
+        "power": {k: _round(power.get(k)) for k in ("metric", "mde", "se", "rows", "power")} if power else None,
         "check_counts": {
             "total": len(checks),
             "passed": sum(1 for c in checks if c.get("passed")),
@@ -182,7 +203,8 @@ def xcom_summary(verdict: dict[str, Any]) -> dict[str, Any]:
         },
         "failed": [c["name"] for c in failed],
         "failed_checks": [
-            {k: c.get(k) for k in ("name", "value", "bound", "direction")} for c in failed[:XCOM_FAILED_DETAILS]
+            {k: c.get(k) for k in ("name", "value", "bound", "direction", "message") if k != "message" or c.get(k)}
+            for c in failed[:XCOM_FAILED_DETAILS]
         ],
         "advisory_failed": advisory,
         "warnings": len(verdict.get("warnings") or []),
@@ -190,8 +212,9 @@ def xcom_summary(verdict: dict[str, Any]) -> dict[str, Any]:
         "report_path": verdict.get("report_path"),
         "verdict_uri": card.get("verdict"),
     }
-    # bounded: drop detail first, then names (the counts and the report keep the whole story)
-    for key in ("failed_checks", "advisory_failed", "failed"):
+    # bounded: drop the names first (the first failures keep their detail in failed_checks), then the
+    # advisory names, then detail (the counts, the comparison and the report keep the whole story)
+    for key in ("failed", "advisory_failed", "failed_checks"):
         while out[key] and len(json.dumps(out, default=str)) > XCOM_MAX_BYTES:
             out[key].pop()
     return out

@@ -102,9 +102,10 @@ def pinned_requirements(extra: list[str] | None = None) -> list[str]:
 
 
 #: Parts of the mlops_provider package bundled into the bento: what the service (and a pyfunc built
-#: on mlops_provider.runtime) imports. Operators, hooks, DAG code are left out, so editing them does
-#: not change the bento hash.
-BUNDLED = ("__init__.py", "paths.py", "exceptions.py", "runtime")
+#: on mlops_provider.runtime) imports: the runtime and the light modules the layering rules let it import
+#: (paths, exceptions, tasks: metric names, specs (+ search_space): the stage specs). Operators, hooks, DAG
+#: code are left out, so editing them does not change the bento hash.
+BUNDLED = ("__init__.py", "paths.py", "exceptions.py", "tasks.py", "specs.py", "search_space.py", "runtime")
 
 
 def _stage_sources(stage: Path, config: Mapping[str, Any]) -> None:

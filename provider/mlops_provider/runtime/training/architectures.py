@@ -9,8 +9,18 @@ The YAML ``training.architecture`` block selects one of:
 ``{"name": "linear"}``
     logistic regression over the standardised numerics and the categorical embeddings;
 ``{"entry_point": "my_pkg.nets:build", **kwargs}``
-    a user function called as ``build(n_inputs, **kwargs)`` that returns an ``nn.Module``
-    mapping a float tensor ``[batch, n_inputs]`` to logits ``[batch]`` or ``[batch, 1]``.
+    a user function returning an ``nn.Module`` that maps a float tensor ``[batch, n_inputs]`` to
+    ``[batch, n_outputs]`` (or ``[batch]`` when ``n_outputs`` is 1). It is called as
+    ``build(n_inputs, **kwargs)`` plus, for each of these parameters its signature names, the provider's
+    value: ``n_outputs`` (1 binary, k multiclass, 1 + len(quantiles) regression), ``task``,
+    ``n_numeric``, ``cardinalities`` (embedding table sizes, index 0 = unseen). Example (any task)::
+
+        def build(n_inputs: int, n_outputs: int, hidden: int = 32) -> nn.Module:
+            return nn.Sequential(nn.Linear(n_inputs, hidden), nn.ReLU(), nn.Linear(hidden, n_outputs))
+
+    with ``architecture: {entry_point: my_pkg.nets:build, hidden: 64}`` in the YAML
+    (``tests/unit/training_user_nets.py:any_task`` is this example, tested for every task). A function
+    without an ``n_outputs`` parameter must return the right width itself (checked before training).
 
 Every network takes ``(x_num, x_cat)``: the provider embeds the categoricals (one table per
 column, :func:`embedding_dim` wide, index 0 = unseen) and concatenates them with the numerics,
@@ -34,8 +44,11 @@ import torch
 from torch import nn
 
 from mlops_provider.exceptions import TrainingError
+from mlops_provider.specs import ARCHITECTURE_DEFAULTS
 
-DEFAULT_ARCHITECTURE: dict[str, Any] = {"name": "mlp", "hidden": [64, 32], "dropout": 0.1}
+DEFAULT_ARCHITECTURE: dict[str, Any] = {"name": "mlp", **ARCHITECTURE_DEFAULTS["mlp"]}
+#: what a user entry point may ask for by naming the parameter (besides n_inputs and its YAML kwargs)
+PROVIDED_ARGUMENTS = ("n_outputs", "task", "n_numeric", "cardinalities")
 
 
 def embedding_dim(cardinality: int) -> int:
@@ -70,7 +83,9 @@ class TabularMLP(nn.Module):
     before the registry existed still load.
     """
 
-    def __init__(self, n_numeric: int, cardinalities: list[int], hidden: list[int], dropout: float) -> None:
+    def __init__(
+        self, n_numeric: int, cardinalities: list[int], hidden: list[int], dropout: float, n_outputs: int = 1
+    ) -> None:
         super().__init__()
         dims = [embedding_dim(c) for c in cardinalities]
         self.embeddings = nn.ModuleList([nn.Embedding(c, d) for c, d in zip(cardinalities, dims, strict=True)])
@@ -81,12 +96,13 @@ class TabularMLP(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, n_outputs))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
         parts = [x_num] + [emb(x_cat[:, j]) for j, emb in enumerate(self.embeddings)]
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
+        out = self.mlp(torch.cat(parts, dim=1))
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
 class TabularNet(nn.Module):
@@ -122,53 +138,56 @@ class ResidualBlock(nn.Module):
         return x + self.fc2(self.drop(torch.relu(self.fc1(self.norm(x)))))
 
 
-def resmlp_body(n_inputs: int, width: int = 64, blocks: int = 2, dropout: float = 0.1) -> nn.Module:
+def resmlp_body(n_inputs: int, width: int, blocks: int, dropout: float, n_outputs: int = 1) -> nn.Module:
     return nn.Sequential(
         nn.Linear(n_inputs, width),
         *[ResidualBlock(width, dropout) for _ in range(blocks)],
         nn.LayerNorm(width),
         nn.ReLU(),
-        nn.Linear(width, 1),
+        nn.Linear(width, n_outputs),
     )
 
 
 # ---------------------------------------------------------------------------- registry
 def _norm_mlp(spec: dict[str, Any]) -> dict[str, Any]:
-    hidden_raw = spec.get("hidden", DEFAULT_ARCHITECTURE["hidden"])
+    defaults = ARCHITECTURE_DEFAULTS["mlp"]
+    hidden_raw = spec.get("hidden", defaults["hidden"])
     if not isinstance(hidden_raw, list | tuple):
         raise TrainingError(f"architecture mlp: hidden must be a list of layer widths, got {hidden_raw!r}.")
     hidden = [_positive_int(h, "hidden size", "mlp") for h in hidden_raw]
-    return {"name": "mlp", "hidden": hidden, "dropout": _dropout(spec.get("dropout", 0.1), "mlp")}
+    return {"name": "mlp", "hidden": hidden, "dropout": _dropout(spec.get("dropout", defaults["dropout"]), "mlp")}
 
 
-def _build_mlp(spec: dict[str, Any], n_numeric: int, cardinalities: list[int]) -> nn.Module:
-    return TabularMLP(n_numeric, cardinalities, spec["hidden"], spec["dropout"])
+def _build_mlp(spec: dict[str, Any], n_numeric: int, cardinalities: list[int], n_outputs: int) -> nn.Module:
+    return TabularMLP(n_numeric, cardinalities, spec["hidden"], spec["dropout"], n_outputs)
 
 
 def _norm_resmlp(spec: dict[str, Any]) -> dict[str, Any]:
+    defaults = ARCHITECTURE_DEFAULTS["resmlp"]
     return {
         "name": "resmlp",
-        "width": _positive_int(spec.get("width", 64), "width", "resmlp"),
-        "blocks": _positive_int(spec.get("blocks", 2), "blocks", "resmlp"),
-        "dropout": _dropout(spec.get("dropout", 0.1), "resmlp"),
+        "width": _positive_int(spec.get("width", defaults["width"]), "width", "resmlp"),
+        "blocks": _positive_int(spec.get("blocks", defaults["blocks"]), "blocks", "resmlp"),
+        "dropout": _dropout(spec.get("dropout", defaults["dropout"]), "resmlp"),
     }
 
 
-def _build_resmlp(spec: dict[str, Any], n_numeric: int, cardinalities: list[int]) -> nn.Module:
+def _build_resmlp(spec: dict[str, Any], n_numeric: int, cardinalities: list[int], n_outputs: int) -> nn.Module:
     n_inputs = tabular_inputs(n_numeric, cardinalities)
-    return TabularNet(n_numeric, cardinalities, resmlp_body(n_inputs, spec["width"], spec["blocks"], spec["dropout"]))
+    body = resmlp_body(n_inputs, spec["width"], spec["blocks"], spec["dropout"], n_outputs)
+    return TabularNet(n_numeric, cardinalities, body)
 
 
 def _norm_linear(spec: dict[str, Any]) -> dict[str, Any]:
     return {"name": "linear"}
 
 
-def _build_linear(spec: dict[str, Any], n_numeric: int, cardinalities: list[int]) -> nn.Module:
-    return TabularNet(n_numeric, cardinalities, nn.Linear(tabular_inputs(n_numeric, cardinalities), 1))
+def _build_linear(spec: dict[str, Any], n_numeric: int, cardinalities: list[int], n_outputs: int) -> nn.Module:
+    return TabularNet(n_numeric, cardinalities, nn.Linear(tabular_inputs(n_numeric, cardinalities), n_outputs))
 
 
 Normalizer = Callable[[dict[str, Any]], dict[str, Any]]
-Builder = Callable[[dict[str, Any], int, list[int]], nn.Module]
+Builder = Callable[[dict[str, Any], int, list[int], int], nn.Module]
 
 #: name -> (allowed keys, normaliser, builder)
 ARCHITECTURES: dict[str, tuple[frozenset[str], Normalizer, Builder]] = {
@@ -253,17 +272,31 @@ def resolve_entry_point(entry_point: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def build_network(arch: dict[str, Any] | None, n_numeric: int, cardinalities: list[int]) -> nn.Module:
-    """The network of a (possibly not yet normalised) architecture block."""
+def _provided(func: Callable[..., Any], values: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The provider's arguments the entry point names explicitly (not through **kwargs), unless YAML sets them."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in values.items() if k in params and k not in kwargs
+            and params[k].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+
+
+def build_network(
+    arch: dict[str, Any] | None, n_numeric: int, cardinalities: list[int], n_outputs: int = 1, task: str = "binary"
+) -> nn.Module:
+    """The network of a (possibly not yet normalised) architecture block, with ``n_outputs`` outputs."""
     spec = normalize_architecture(arch)
     cardinalities = list(cardinalities)
     if "entry_point" not in spec:
-        return ARCHITECTURES[spec["name"]][2](spec, n_numeric, cardinalities)
+        return ARCHITECTURES[spec["name"]][2](spec, n_numeric, cardinalities, n_outputs)
     entry_point, kwargs = spec["entry_point"], spec["kwargs"]
     func = resolve_entry_point(entry_point)
     n_inputs = tabular_inputs(n_numeric, cardinalities)
+    provided = _provided(func, {"n_outputs": n_outputs, "task": task, "n_numeric": n_numeric,
+                                "cardinalities": cardinalities}, kwargs)
     try:
-        body = func(n_inputs, **kwargs)
+        body = func(n_inputs, **provided, **kwargs)
     except TrainingError:
         raise
     except Exception as e:
@@ -273,7 +306,7 @@ def build_network(arch: dict[str, Any] | None, n_numeric: int, cardinalities: li
             sig = "(...)"
         raise TrainingError(
             f"architecture entry point {entry_point}{sig} raised {type(e).__name__}: {e} when called with "
-            f"n_inputs={n_inputs} and kwargs {kwargs}. Fix the function or its arguments in "
+            f"n_inputs={n_inputs}, {provided} and kwargs {kwargs}. Fix the function or its arguments in "
             "training.architecture."
         ) from e
     if not isinstance(body, nn.Module):

@@ -2,8 +2,8 @@
 
 The snapshot itself (content-addressed directory, manifest, hash check) belongs to the features
 area (:mod:`mlops_provider.runtime.features.snapshot`); this module only checks that a snapshot
-can train the configured model (feature and label columns, a 0/1 label, non-empty splits with both
-classes in validation) and cuts it into the splits the loop uses.
+can train the configured model (feature and label columns, labels that fit the task: :mod:`.heads`,
+non-empty splits, both classes in a binary validation split) and cuts it into the splits the loop uses.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 import pandas as pd
 
 from mlops_provider.exceptions import TrainingError
+from mlops_provider.runtime.training.heads import Head
+from mlops_provider.specs import TrainingSpec
 
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
@@ -26,7 +28,8 @@ def load_snapshot_frame(path: str) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def check_frame(df: pd.DataFrame, categorical: list[str], numeric: list[str], label: str, where: str) -> None:
-    """Named :class:`TrainingError` unless ``df`` has the feature, label and split columns and a 0/1 label."""
+    """Named :class:`TrainingError` unless ``df`` has the feature, label and split columns (the label's values
+    are the task head's business: :meth:`~.heads.Head.fit` / :meth:`~.heads.Head.encode`)."""
     if label not in df.columns:
         raise TrainingError(
             f"snapshot {where} has no label column {label!r} (columns: {sorted(map(str, df.columns))}). "
@@ -38,16 +41,13 @@ def check_frame(df: pd.DataFrame, categorical: list[str], numeric: list[str], la
             f"snapshot {where} lacks columns {missing}. The model's features (YAML model.features) must be "
             "columns of the training snapshot: fix the YAML or rebuild the snapshot."
         )
-    labels = pd.to_numeric(df[label], errors="coerce")
-    if labels.isna().any() or not labels.isin([0, 1]).all():
-        raise TrainingError(f"snapshot {where}: label column {label!r} must be 0/1 without missing values.")
 
 
-def split_frames(
-    df: pd.DataFrame, categorical: list[str], numeric: list[str], label: str, where: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(train, validation)`` rows of a checked snapshot frame; named errors for empty or one-class splits."""
-    check_frame(df, categorical, numeric, label, where)
+def split_frames(df: pd.DataFrame, spec: TrainingSpec, where: str) -> tuple[pd.DataFrame, pd.DataFrame, Head]:
+    """``(train, validation, head)`` of a snapshot frame: columns checked, the task's head fitted on the train
+    labels and both splits' labels validated (:class:`~mlops_provider.exceptions.LabelError`); named errors
+    for an empty split or (binary) a validation split with a single class."""
+    check_frame(df, spec.features.categorical, spec.features.numeric, spec.label, where)
     train_df = df[df["split"] == TRAIN_SPLIT].reset_index(drop=True)
     val_df = df[df["split"] == VALIDATION_SPLIT].reset_index(drop=True)
     if train_df.empty or val_df.empty:
@@ -55,12 +55,15 @@ def split_frames(
             f"snapshot {where} has {len(train_df)} train and {len(val_df)} validation rows; both splits must be "
             "non-empty. Widen the training window in the YAML."
         )
-    if val_df[label].nunique() < 2:
+    head = Head.fit(spec, train_df[spec.label], where)
+    for split, frame in ((TRAIN_SPLIT, train_df), (VALIDATION_SPLIT, val_df)):  # named errors before any run
+        head.encode(frame[spec.label], where, split)
+    if spec.task == "binary" and val_df[spec.label].nunique() < 2:
         raise TrainingError(
             f"snapshot {where}: the validation split holds a single class, so ROC AUC is undefined. "
             "Widen the validation window."
         )
-    return train_df, val_df
+    return train_df, val_df, head
 
 
 __all__ = ["check_frame", "load_snapshot_frame", "split_frames"]

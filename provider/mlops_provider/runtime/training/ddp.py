@@ -33,36 +33,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from mlops_provider.exceptions import TrainingError
-from mlops_provider.runtime.metrics import binary_metrics
 from mlops_provider.runtime.training.data import load_snapshot_frame, split_frames
 from mlops_provider.runtime.training.loop import train_epoch
 from mlops_provider.runtime.training.model import (
     Preprocessor,
     build_network,
     normalize_architecture,
-    predict_proba,
+    predict_logits,
 )
+from mlops_provider.runtime.training.run import content_key, finish_head, resolved_config
 from mlops_provider.runtime.training.tracking import (
     COMPLETE_TAG,
     CONFIG_ARTIFACT,
-    FINAL_METRICS,
     IDEMPOTENCY_TAG,
-    config_hash,
+    complete_registration,
     configure_tracking,
+    final_metrics,
     find_keyed_run,
     flatten_params,
     get_or_create_experiment,
     log_model,
-    make_idempotency_key,
     registered_version,
     run_result,
 )
+from mlops_provider.specs import TrainingSpec, as_dict, from_dict
 
 log = logging.getLogger("mlops_provider.runtime.training.ddp")
 
@@ -94,25 +93,21 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    categorical, numeric, label = list(cfg["categorical"]), list(cfg["numeric"]), str(cfg["label"])
-    arch = normalize_architecture(cfg.get("architecture"))
-    epochs, batch_size = int(cfg.get("epochs", 10)), int(cfg.get("batch_size", 1024))
-    lr, seed, patience = float(cfg.get("learning_rate", 1e-3)), int(cfg.get("seed", 42)), int(cfg.get("patience", 3))
+    spec: TrainingSpec = from_dict(TrainingSpec, cfg["training"])
+    categorical, numeric, label = spec.features.categorical, spec.features.numeric, spec.label
+    arch = normalize_architecture(spec.architecture)
+    epochs, batch_size, lr, seed, patience = spec.epochs, spec.batch_size, spec.learning_rate, spec.seed, spec.patience
     snapshot_path, model_name = str(cfg["snapshot"]), str(cfg["model_name"])
 
     df, manifest = load_snapshot_frame(snapshot_path)
-    train_df, val_df = split_frames(df, categorical, numeric, label, snapshot_path)
+    train_df, val_df, head = split_frames(df, spec, snapshot_path)
     del df
     snapshot_hash = str(manifest.get("hash", ""))
     feature_service = str(manifest.get("feature_service", ""))
-    resolved = {
-        "model_name": model_name, "snapshot_path": snapshot_path, "snapshot_hash": snapshot_hash,
-        "feature_service": feature_service, "label": label, "architecture": arch, "epochs": epochs,
-        "batch_size": batch_size, "learning_rate": lr, "seed": seed, "patience": patience,
-        "distributed": {"world_size": world, "backend": dist.get_backend()},
-    }
-    key = str(cfg.get("idempotency_key") or make_idempotency_key(
-        "ddp", model_name, snapshot_hash, config_hash(resolved)))
+    resolved = {**resolved_config(model_name, snapshot_hash, spec), "snapshot_path": snapshot_path,
+                "feature_service": feature_service,
+                "distributed": {"world_size": world, "backend": dist.get_backend()}}
+    key = str(cfg.get("idempotency_key") or content_key(model_name, snapshot_hash, spec, "ddp", world))
 
     # ---- rank 0: MLflow (reuse a registered version: every rank then skips training)
     client = run = None
@@ -128,9 +123,9 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
         if found is not None:
             version = registered_version(client, model_name, found)
             if version is not None:
-                metrics = {k: v for k, v in found.data.metrics.items() if k in FINAL_METRICS}
-                existing_result = run_result(found.info.run_id, version, metrics, mlflow.get_tracking_uri(),
-                                             reused=True)
+                complete_registration(client, found, version)
+                existing_result = run_result(found.info.run_id, version, final_metrics(found.data.metrics),
+                                             mlflow.get_tracking_uri(), reused=True)
             else:
                 resume_run_id = found.info.run_id
         if existing_result is None:
@@ -143,9 +138,9 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
                                    run_name=None if resume_run_id else f"{model_name}-ddp{world}-{snapshot_hash[:8]}",
                                    tags=run_tags)
             if resume_run_id is None:
-                mlflow.log_params({**flatten_params(resolved), "device": device.type,
-                                   "rows_train": len(train_df), "rows_validation": len(val_df)})
-            mlflow.log_dict(resolved, CONFIG_ARTIFACT)
+                mlflow.log_params({**flatten_params({k: v for k, v in resolved.items() if k != "features"}),
+                                   "device": device.type, "rows_train": len(train_df), "rows_validation": len(val_df)})
+            mlflow.log_dict({**resolved, "training": as_dict(spec)}, CONFIG_ARTIFACT)
     if _broadcast(existing_result is not None, rank):
         if rank == 0:
             (out_dir / RESULT_FILE).write_text(json.dumps(existing_result))
@@ -156,8 +151,8 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
     pre = Preprocessor.fit(train_df, categorical, numeric)
     x_num, x_cat = pre.transform(train_df)
     xn, xc = torch.from_numpy(x_num).to(device), torch.from_numpy(x_cat).to(device)
-    y = torch.as_tensor(pd.to_numeric(train_df[label]).to_numpy(dtype=np.float32), device=device)
-    y_val = pd.to_numeric(val_df[label]).to_numpy(dtype=np.int64)
+    y = torch.as_tensor(head.encode(train_df[label], snapshot_path, "train"), device=device)
+    y_val = head.truth(val_df[label], snapshot_path, "validation")
     n = len(train_df)
     per_rank = n // world
     if per_rank < 1:
@@ -165,10 +160,10 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
     local_batch = max(1, math.ceil(batch_size / world))  # the global batch stays batch_size
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    net = build_network(arch, len(pre.numeric), pre.cardinalities).to(device)
+    net = build_network(arch, len(pre.numeric), pre.cardinalities, head.n_outputs, head.task).to(device)
     ddp = nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if use_cuda else None)
     opt = torch.optim.Adam(ddp.parameters(), lr=lr)
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = head.loss_fn().to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed)  # identical permutation on every rank
     best_loss, best_epoch, bad = math.inf, 0, 0
     best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
@@ -187,14 +182,14 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
         if rank == 0:
             import mlflow
 
-            p_val = predict_proba(net, pre, val_df)
-            if not np.all(np.isfinite(p_val)) or not math.isfinite(train_loss):
+            z_val = predict_logits(net, pre, val_df)
+            if not np.all(np.isfinite(z_val)) or not math.isfinite(train_loss):
                 decision = {"error": f"training diverged at epoch {epoch} (train loss {train_loss})"}
             else:
-                m = binary_metrics(y_val, p_val)
-                row = {"train_loss": train_loss, "val_loss": m["log_loss"], "val_roc_auc": m["roc_auc"]}
+                val_loss, val_metrics = head.validate(y_val, z_val)
+                row = {"train_loss": train_loss, "val_loss": val_loss, **val_metrics}
                 mlflow.log_metrics(row, step=epoch)
-                decision = {"val_loss": m["log_loss"], "row": row}
+                decision = {"val_loss": val_loss, "row": row}
         decision = _broadcast(decision, rank)
         if "error" in decision:
             raise TrainingError(f"{decision['error']}; lower learning_rate in the YAML.")
@@ -223,20 +218,18 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
     from mlops_provider.runtime.training.hpo import register_run_model
 
     assert client is not None and run is not None
-    p_val = predict_proba(net, pre, val_df)
-    final = binary_metrics(y_val, p_val)
-    metrics = {**final, "best_epoch": float(best_epoch), "epochs_run": float(len(history))}
+    metrics = finish_head(net, pre, head, val_df, spec, snapshot_path)
+    metrics.update(best_epoch=float(best_epoch), epochs_run=float(len(history)))
     mlflow.log_metrics(metrics)
-    log_model(net, pre, arch, val_df[[*categorical, *numeric]])
+    log_model(net, pre, arch, val_df[[*categorical, *numeric]], head)
     version_tags = {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}
     version_tags.update({"snapshot_path": snapshot_path, "snapshot_hash": snapshot_hash,
                          "feature_service": feature_service, IDEMPOTENCY_TAG: key,
-                         "distributed.world_size": str(world)})
+                         "distributed.world_size": str(world), **head.tags()})
     version = register_run_model(client, run.info.run_id, model_name, version_tags)
     client.set_tag(run.info.run_id, COMPLETE_TAG, "true")
     mlflow.end_run()
-    result = run_result(run.info.run_id, version, {k: metrics[k] for k in FINAL_METRICS},
-                        mlflow.get_tracking_uri(), reused=False)
+    result = run_result(run.info.run_id, version, final_metrics(metrics), mlflow.get_tracking_uri(), reused=False)
     result["world_size"] = world
     (out_dir / RESULT_FILE).write_text(json.dumps(result))
     return result
@@ -281,8 +274,9 @@ def registered_result(cfg: dict[str, Any]) -> dict[str, Any] | None:
     version = registered_version(client, str(cfg["model_name"]), found) if found is not None else None
     if found is None or version is None:
         return None
-    metrics = {k: v for k, v in found.data.metrics.items() if k in FINAL_METRICS}
-    result = run_result(found.info.run_id, version, metrics, mlflow.get_tracking_uri(), reused=True)
+    complete_registration(client, found, version)
+    result = run_result(found.info.run_id, version, final_metrics(found.data.metrics), mlflow.get_tracking_uri(),
+                        reused=True)
     result["world_size"] = int(found.data.tags.get("mlops.distributed.world_size", "0") or 0)
     return result
 
@@ -333,45 +327,35 @@ def launch(
 def train_task(
     snapshot_path: str,
     model_name: str,
-    categorical: list[str],
-    numeric: list[str],
-    label: str,
-    arch: dict[str, Any],
+    spec: TrainingSpec,
     *,
     nproc_per_node: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    patience: int,
     tracking: dict[str, Any] | None,
     dag_id: str,
     airflow_run_id: str,
     data_interval: str,
+    force_retrain: bool = False,
     sanity_check: bool = True,
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """TorchDistributedTrainOperator's entry point: the run key of this DAG run, then :func:`launch`.
+    """TorchDistributedTrainOperator's entry point: the content key, then :func:`launch`.
 
-    The key is (model, dag_id, Airflow run id, snapshot hash, training config, world size). A key that
-    already registered a version returns it without starting torchrun; otherwise the sanity check runs
-    here, in the task process (a broken model never reaches torchrun), then the ranks train.
+    The key is (model, snapshot hash, training config, world size; + the Airflow run id with
+    ``force_retrain``). A key that already registered a version returns it without starting torchrun;
+    otherwise the sanity check runs here, in the task process (a broken model never reaches torchrun), then
+    the ranks train.
     """
     import tempfile
 
-    from mlops_provider.runtime.training.hpo import read_manifest
+    from mlops_provider.runtime.features.snapshot import read_manifest
     from mlops_provider.runtime.training.loop import sanity_check as run_sanity_check
 
     manifest = read_manifest(snapshot_path)
-    train_config = {
-        "categorical": list(categorical), "numeric": list(numeric), "label": label, "architecture": arch,
-        "epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "seed": seed, "patience": patience,
-    }
-    key = make_idempotency_key("ddp", model_name, dag_id, airflow_run_id, manifest.get("hash", snapshot_path),
-                               config_hash(train_config), nproc_per_node)
-    cfg = {**train_config, "snapshot": snapshot_path, "model_name": model_name, "tracking": dict(tracking or {}),
-           "idempotency_key": key,
+    extra = ("force", dag_id, airflow_run_id) if force_retrain else ()
+    key = content_key(model_name, str(manifest.get("hash", snapshot_path)), spec, "ddp", nproc_per_node, *extra)
+    cfg = {"training": as_dict(spec), "snapshot": snapshot_path, "model_name": model_name,
+           "tracking": dict(tracking or {}), "idempotency_key": key,
            "tags": {"dag_id": dag_id, "run_id": airflow_run_id, "data_interval": data_interval}}
     result = registered_result(cfg)
     if result is not None:
@@ -380,7 +364,9 @@ def train_task(
         return result
     if sanity_check:
         df, _ = load_snapshot_frame(snapshot_path)
-        run_sanity_check(df, categorical, numeric, label, arch, seed=seed)
+        _, _, head = split_frames(df, spec, snapshot_path)
+        run_sanity_check(df, spec.features.categorical, spec.features.numeric, spec.label, spec.architecture,
+                         head=head, seed=spec.seed)
         del df
     with tempfile.TemporaryDirectory(prefix="mlops-ddp-") as out:
         return launch(cfg, out, nproc_per_node, timeout=timeout, on_line=on_line)

@@ -15,23 +15,24 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
 
 from mlops_provider.exceptions import TrainingError
-from mlops_provider.runtime.training.model import normalize_architecture
-from mlops_provider.runtime.training.run import train
+from mlops_provider.runtime.features.snapshot import read_manifest
+from mlops_provider.runtime.training.run import resolved_config, train
 from mlops_provider.runtime.training.tracking import (
     COMPLETE_TAG,
-    FINAL_METRICS,
     IDEMPOTENCY_TAG,
     MODEL_ARTIFACT_NAME,
     VERSION_TAG,
+    VERSION_TAGS_ARTIFACT,
+    complete_registration,
     config_hash,
     configure_tracking,
+    final_metrics,
     find_keyed_run,
     flatten_params,
     get_or_create_experiment,
@@ -39,6 +40,7 @@ from mlops_provider.runtime.training.tracking import (
     register_model_version,
     registered_version,
 )
+from mlops_provider.specs import TrainingSpec
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +50,29 @@ TRIAL_TAG = "mlops.hpo.trial_id"
 
 
 # ---------------------------------------------------------------------------- helpers
-def read_manifest(snapshot_path: str) -> dict[str, Any]:
-    path = Path(snapshot_path) / "manifest.json"
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError as e:
-        raise TrainingError(
-            f"snapshot manifest {path} not found; run the training_dataset task first or fix the snapshot path."
-        ) from e
-
-
 def register_run_model(client: MlflowClient, run_id: str, model_name: str, tags: dict[str, str]) -> Any:
-    """Register ``runs:/<run_id>/model`` as a new version of ``model_name`` (or return the one it has)."""
-    existing = registered_version(client, model_name, client.get_run(run_id))
-    if existing is not None:
-        return existing
-    version = register_model_version(f"runs:/{run_id}/{MODEL_ARTIFACT_NAME}", model_name, tags)
-    client.set_tag(run_id, VERSION_TAG, str(version.version))
-    return version
+    """Register ``runs:/<run_id>/model`` as a new version of ``model_name`` (or return the one it has), with
+    ``tags`` plus the task tags the run recorded; the run's registration tags are completed either way."""
+    run = client.get_run(run_id)
+    existing = registered_version(client, model_name, run)
+    if existing is None:
+        with_task = {**_run_version_tags(run_id), **tags}
+        client.log_dict(run_id, with_task, VERSION_TAGS_ARTIFACT)
+        existing = register_model_version(f"runs:/{run_id}/{MODEL_ARTIFACT_NAME}", model_name, with_task)
+    complete_registration(client, client.get_run(run_id), existing, end=False)
+    return existing
+
+
+def _run_version_tags(run_id: str) -> dict[str, str]:
+    """The task tags (``mlops.task``, ``mlops.classes``, ...) a logged-but-unregistered model carries in its
+    MLflow model metadata."""
+    try:
+        from mlflow.models import get_model_info
+
+        meta = get_model_info(f"runs:/{run_id}/{MODEL_ARTIFACT_NAME}").metadata or {}
+    except Exception:  # noqa: BLE001 - a model without metadata: no task tags to copy
+        return {}
+    return {str(k): str(v) for k, v in meta.items() if str(k).startswith("mlops.")}
 
 
 # ---------------------------------------------------------------------------- parent
@@ -74,24 +81,30 @@ def start_parent_run(
     model_name: str,
     search: Mapping[str, Any],
     *,
-    base_config: Mapping[str, Any] | None = None,
+    base: TrainingSpec,
     tracking: dict[str, Any] | None = None,
     dag_id: str = "",
     airflow_run_id: str = "",
+    force_retrain: bool = False,
 ) -> dict[str, Any]:
     """Create (or find by key) the parent run of a search; returns ``{"parent_run_id", "experiment_id",
-    "key", "reused", "n_trials", "metric"}``."""
+    "key", "reused", "n_trials", "metric"}``.
+
+    Keyed by content like a training run (model, snapshot hash, search, the base training config): a later DAG
+    run on the same snapshot and config finds the same parent, so its trials and registered best version are
+    reused; ``force_retrain`` adds the Airflow run id."""
     manifest = read_manifest(snapshot_path)
     snapshot_hash = str(manifest.get("hash", ""))
+    base_config = resolved_config(model_name, snapshot_hash, base)
     key = make_idempotency_key(
-        "hpo-parent", model_name, dag_id, airflow_run_id, snapshot_hash, search.get("digest", ""),
-        config_hash(dict(base_config or {})),
+        "hpo-parent", model_name, snapshot_hash, search.get("digest", ""), config_hash(base_config),
+        *(("force", dag_id, airflow_run_id) if force_retrain else ()),
     )
     client = configure_tracking(tracking)
     experiment_id = get_or_create_experiment(client, model_name, (tracking or {}).get("artifact_location"))
     existing = find_keyed_run(client, experiment_id, key)
     out = {"experiment_id": experiment_id, "key": key, "n_trials": int(search.get("n_trials", 0)),
-           "metric": str(search.get("metric", "roc_auc"))}
+           "metric": str(search.get("metric") or base.search_metric)}
     if existing is not None:
         return {**out, "parent_run_id": existing.info.run_id, "reused": True}
     tags = {
@@ -104,7 +117,7 @@ def start_parent_run(
     client.log_param(run_id, "hpo.search", json.dumps(dict(search), sort_keys=True, default=str)[:6000])
     client.log_param(run_id, "hpo.metric", out["metric"])
     client.log_param(run_id, "hpo.n_trials", str(out["n_trials"]))
-    for k, v in flatten_params(dict(base_config or {})).items():
+    for k, v in flatten_params({k: v for k, v in base_config.items() if k != "features"}).items():
         client.log_param(run_id, f"base.{k}", v)
     log.info("created HPO parent run %s (key %s)", run_id, key)
     return {**out, "parent_run_id": run_id, "reused": False}
@@ -112,7 +125,6 @@ def start_parent_run(
 
 # ---------------------------------------------------------------------------- trial
 def _trial_result(run: Any, trial: Mapping[str, Any], parent_run_id: str, reused: bool) -> dict[str, Any]:
-    metrics = {k: float(v) for k, v in run.data.metrics.items() if k in FINAL_METRICS}
     return {
         "trial_id": str(trial["trial_id"]),
         "index": int(trial.get("index", 0)),
@@ -120,7 +132,7 @@ def _trial_result(run: Any, trial: Mapping[str, Any], parent_run_id: str, reused
         "run_id": run.info.run_id,
         "parent_run_id": parent_run_id,
         "model_uri": f"runs:/{run.info.run_id}/{MODEL_ARTIFACT_NAME}",
-        "metrics": dict(sorted(metrics.items())),
+        "metrics": dict(sorted(final_metrics(run.data.metrics).items())),
         "reused": reused,
     }
 
@@ -128,39 +140,28 @@ def _trial_result(run: Any, trial: Mapping[str, Any], parent_run_id: str, reused
 def run_trial(
     snapshot_path: str,
     model_name: str,
-    categorical: list[str],
-    numeric: list[str],
-    label: str,
-    settings: Mapping[str, Any],
+    spec: TrainingSpec,
     trial: Mapping[str, Any],
     *,
     parent_run_id: str,
     tracking: dict[str, Any] | None = None,
     sanity_check: bool = True,
     on_run_start: Callable[[str, str], None] | None = None,
-    system_metrics_interval: float | None = 5.0,
 ) -> dict[str, Any]:
-    """Train one trial config with :func:`train` in a CHILD run of ``parent_run_id``
-    (``register=False``: the model is logged, not registered). A finished trial is reused; an
-    interrupted one resumes from its checkpoint in the same run (train()'s idempotency key)."""
-    arch = normalize_architecture(settings.get("architecture"))
-    epochs, batch_size = int(settings.get("epochs", 10)), int(settings.get("batch_size", 1024))
-    lr, seed = float(settings.get("learning_rate", 1e-3)), int(settings.get("seed", 42))
-    patience = int(settings.get("patience", 3))
+    """Train one trial (``spec``: the training spec with the trial's parameters applied,
+    :func:`mlops_provider.search_space.apply_trial`) with :func:`train` in a CHILD run of ``parent_run_id``
+    (``register=False``: the model is logged, not registered). A finished trial is reused; an interrupted one
+    resumes from its checkpoint in the same run (train()'s idempotency key)."""
     trial_id = str(trial["trial_id"])
-    resolved = {"architecture": arch, "epochs": epochs, "batch_size": batch_size, "learning_rate": lr,
-                "seed": seed, "patience": patience, "label": label,
-                "features": {"categorical": list(categorical), "numeric": list(numeric)}}
-    key = make_idempotency_key("hpo-trial", parent_run_id, trial_id, config_hash(resolved))
+    key = make_idempotency_key("hpo-trial", parent_run_id, trial_id, config_hash(resolved_config(model_name, "",
+                                                                                                spec)))
     client = configure_tracking(tracking)
     client.get_run(parent_run_id)  # the parent run must exist (a named MLflow error otherwise)
     run_tags = {ROLE_TAG: "trial", TRIAL_TAG: trial_id, "mlops.hpo.trial_index": str(int(trial.get("index", 0))),
                 **{f"mlops.hpo.param.{k}": json.dumps(v) for k, v in dict(trial.get("params", {})).items()}}
     result = train(
-        snapshot_path, model_name, categorical, numeric, label, arch, epochs=epochs, batch_size=batch_size, lr=lr,
-        seed=seed, patience=patience, tracking=tracking, idempotency_key=key,
-        on_run_start=on_run_start, register=False, run_name=trial_id, run_tags=run_tags,
-        parent_run_id=parent_run_id, system_metrics_interval=system_metrics_interval, sanity_check=sanity_check,
+        snapshot_path, model_name, spec, tracking=tracking, idempotency_key=key, on_run_start=on_run_start,
+        register=False, run_name=trial_id, run_tags=run_tags, parent_run_id=parent_run_id, sanity_check=sanity_check,
     )
     run = client.get_run(result["run_id"])
     if run.data.tags.get(PARENT_TAG) != parent_run_id:  # a run reused from before it was a child: adopt it
@@ -213,7 +214,7 @@ def register_best(
         client.log_metric(parent_run_id, f"best_{metric}", value)
     if client.get_run(parent_run_id).info.status != "FINISHED":
         client.set_terminated(parent_run_id, "FINISHED")
-    metrics = {k: float(v) for k, v in best_run.data.metrics.items() if k in FINAL_METRICS}
+    metrics = final_metrics(best_run.data.metrics)
     summary = [{"trial_id": t.get("trial_id"), "run_id": t.get("run_id"),
                 metric: (t.get("metrics") or {}).get(metric)} for t in trials]
     log.info("registered %s v%s from trial %s (%s=%.4f)%s", model_name, version.version, best["trial_id"],

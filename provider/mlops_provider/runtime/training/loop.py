@@ -2,7 +2,8 @@
 
 :func:`fit_network` trains with in-memory tensor batches (whole splits on the device, batches are
 index slices of a per-epoch permutation: no DataLoader), CUDA + bf16 autocast when available, CPU
-otherwise; it validates every epoch, early-stops on validation log loss and checkpoints the full
+otherwise; it validates every epoch, early-stops on the validation loss of the task's head (:mod:`.heads`) and
+checkpoints the full
 state (model, optimizer, RNG streams, early-stopping state, history) every ``checkpoint_every``
 epochs on a background thread, so a resumed run equals an uninterrupted one on CPU.
 :func:`train_epoch` is the per-step work shared with the DDP ranks (``runtime/training/ddp.py``);
@@ -27,15 +28,15 @@ import torch
 from torch import nn
 
 from mlops_provider.exceptions import SanityCheckError, TrainingError
-from mlops_provider.runtime.metrics import binary_metrics
 from mlops_provider.runtime.training.architectures import build_network
 from mlops_provider.runtime.training.checkpoint import CheckpointStore
 from mlops_provider.runtime.training.data import check_frame
+from mlops_provider.runtime.training.heads import Head
 from mlops_provider.runtime.training.model import (
     Preprocessor,
     build_mlp,
     normalize_architecture,
-    predict_proba_arrays,
+    predict_logits_arrays,
 )
 
 log = logging.getLogger(__name__)
@@ -58,17 +59,21 @@ def sanity_check(
     label: str,
     arch: dict[str, Any] | None,
     *,
+    head: Head | None = None,
     seed: int = 0,
     rows: int = 128,
     steps: int = 80,
     lr: float = 1e-2,
     min_improvement: float = 0.3,
-    build: Callable[[dict[str, Any], int, list[int]], nn.Module] = build_mlp,
+    build: Callable[..., nn.Module] = build_mlp,
 ) -> dict[str, Any]:
     """Cheap pre-flight: output shape, finiteness, and the net can overfit one small batch.
 
-    Trains ``steps`` full-batch Adam steps (dropout off) on ``rows`` train rows and requires the
-    loss to fall by at least ``min_improvement`` (relative). Raises :class:`SanityCheckError`.
+    Trains ``steps`` full-batch Adam steps (dropout off) on ``rows`` train rows with the task's loss
+    (``head``: the fitted :class:`~.heads.Head`; default a binary head) and requires the loss to fall by at
+    least ``min_improvement`` (relative). ``build(arch, n_numeric, cardinalities, n_outputs, task)`` makes the
+    network. Raises :class:`SanityCheckError`. (``lr`` / ``steps`` / ``rows`` belong to this probe, not to
+    training.)
     """
     if "split" in df.columns:
         check_frame(df, categorical, numeric, label, "given to the sanity check")
@@ -76,27 +81,30 @@ def sanity_check(
     batch = df.head(rows).reset_index(drop=True)
     if len(batch) < 2:
         raise SanityCheckError(f"sanity check: only {len(batch)} train rows; need at least 2.")
+    head = head or Head(label=label)
     _seed_everything(seed)
     pre = Preprocessor.fit(batch, categorical, numeric)
     x_num, x_cat = pre.transform(batch)
     xn, xc = torch.from_numpy(x_num), torch.from_numpy(x_cat)
-    y = torch.as_tensor(pd.to_numeric(batch[label]).to_numpy(dtype=np.float32))
-    net = build(normalize_architecture(arch), len(numeric), pre.cardinalities)
+    y = torch.as_tensor(head.encode(batch[label], "the sanity check batch", "train"))
+    net = build(normalize_architecture(arch), len(numeric), pre.cardinalities, head.n_outputs, head.task)
     for module in net.modules():  # dropout off (any architecture, entry points included)
         if isinstance(module, nn.Dropout):
             module.p = 0.0
     net.train()
     out = net(xn, xc)
-    if tuple(out.shape) != (len(batch),):
+    expected = (len(batch),) if head.n_outputs == 1 else (len(batch), head.n_outputs)
+    if tuple(out.shape) != expected:
         raise SanityCheckError(
             f"sanity check: the network returns shape {tuple(out.shape)} for a batch of {len(batch)}; "
-            f"expected ({len(batch)},) logits. Fix the architecture / model code."
+            f"expected {expected} ({head.n_outputs} output(s) per row for task {head.task}). Fix the "
+            "architecture / model code (an entry point gets n_outputs when its signature names it)."
         )
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
         raise SanityCheckError("sanity check: the network has no trainable parameters.")
     opt = torch.optim.Adam(params, lr=lr)
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = head.loss_fn()
     initial = final = float("nan")
     for step in range(steps):
         opt.zero_grad(set_to_none=True)
@@ -223,6 +231,7 @@ def fit_network(
     lr: float,
     seed: int,
     patience: int,
+    head: Head | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     device: torch.device | str | None = None,
     compile_model: bool = False,
@@ -241,22 +250,26 @@ def fit_network(
     ``resume`` (a loaded checkpoint) continues from its epoch with identical RNG streams, so on CPU
     the result equals an uninterrupted run. ``num_threads``: torch intra-op threads while training on CPU
     (default :func:`cpu_threads`: one core is left to the background checkpoint writer); restored on return.
+    ``head``: the task's :class:`~.heads.Head` (outputs, loss, targets, validation; default binary); early
+    stopping watches its validation loss (log loss of a classifier, the training loss of a regression).
     """
     device = torch.device(device) if device is not None else select_device()
+    head = head or Head(label=label)
+    where = "the training snapshot"
     with torch_threads(cpu_threads(device, num_threads, background=checkpoint is not None)):
         _seed_everything(seed)
-        net = build_network(arch, len(pre.numeric), pre.cardinalities).to(device)
+        net = build_network(arch, len(pre.numeric), pre.cardinalities, head.n_outputs, head.task).to(device)
         step_net: Callable[..., torch.Tensor] = net
         if compile_model:
             step_net = torch.compile(net)  # type: ignore[assignment]
         x_num, x_cat = pre.transform(train_df)
         xn, xc = _to_device(x_num, device), _to_device(x_cat, device)
-        y = _to_device(pd.to_numeric(train_df[label]).to_numpy(dtype=np.float32), device)
-        y_val = pd.to_numeric(val_df[label]).to_numpy(dtype=np.int64)
+        y = _to_device(head.encode(train_df[label], where, "train"), device)
+        y_val = head.truth(val_df[label], where, "validation")
         n = len(train_df)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
-        loss_fn = nn.BCEWithLogitsLoss()
+        loss_fn = head.loss_fn().to(device)
         use_amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
         history: list[dict[str, float]] = []
         best_loss, best_epoch, bad_epochs, start = math.inf, 0, 0, 0
@@ -299,24 +312,24 @@ def fit_network(
                 perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)
                 total, _ = train_epoch(step_net, opt, loss_fn, xn, xc, y, perm, batch_size, use_amp=use_amp)
                 train_loss = float(total) / n  # one device sync per epoch
-                p_val = predict_proba_arrays(net, *val_arrays)
-                if not math.isfinite(train_loss) or not np.all(np.isfinite(p_val)):
+                z_val = predict_logits_arrays(net, *val_arrays)
+                if not math.isfinite(train_loss) or not np.all(np.isfinite(z_val)):
                     raise TrainingError(
                         f"training diverged at epoch {epoch}: train loss {train_loss} (NaN/inf loss or predictions); "
                         "nothing was registered. Lower training.learning_rate in the YAML or check the architecture."
                     )
-                m = binary_metrics(y_val, p_val)
-                row = {"train_loss": train_loss, "val_loss": m["log_loss"], "val_roc_auc": m["roc_auc"]}
+                val_loss, val_metrics = head.validate(y_val, z_val)
+                row = {"train_loss": train_loss, "val_loss": val_loss, **val_metrics}
                 history.append(row)
-                if m["log_loss"] < best_loss - 1e-6:
-                    best_loss, best_epoch, bad_epochs = m["log_loss"], epoch, 0
+                if val_loss < best_loss - 1e-6:
+                    best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
                     best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
                 else:
                     bad_epochs += 1
                 stopped = bad_epochs >= patience
                 if stopped or epoch == epochs or epoch % max(1, checkpoint_every) == 0:
                     save(epoch, stopped or epoch == epochs)
-                log.info("epoch %d: train_loss %.4f val_loss %.4f val_auc %.4f", epoch, *row.values())
+                log.info("epoch %d: %s", epoch, " ".join(f"{k} {v:.4f}" for k, v in row.items()))
                 if on_epoch is not None:
                     on_epoch(epoch, row)
                 if stopped:

@@ -28,6 +28,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 from torch import nn
 
+from mlops_provider.runtime.training import calibration
 from mlops_provider.runtime.training.architectures import (  # noqa: F401 - re-exported
     TabularMLP,
     TabularNet,
@@ -35,6 +36,7 @@ from mlops_provider.runtime.training.architectures import (  # noqa: F401 - re-e
     embedding_dim,
     normalize_architecture,
 )
+from mlops_provider.runtime.training.heads import Head
 
 log = logging.getLogger(__name__)
 
@@ -147,23 +149,17 @@ class Preprocessor:
 # these names stay importable from here.
 
 
-def build_mlp(arch: dict[str, Any] | None, n_numeric: int, cardinalities: list[int]) -> nn.Module:
+def build_mlp(
+    arch: dict[str, Any] | None, n_numeric: int, cardinalities: list[int], n_outputs: int = 1, task: str = "binary"
+) -> nn.Module:
     """The network of any architecture block (historical name: the MLP was the only one)."""
-    return build_network(arch, n_numeric, list(cardinalities))
+    return build_network(arch, n_numeric, list(cardinalities), n_outputs, task)
 
 
-def predict_proba(
-    net: nn.Module, pre: Preprocessor, df: pd.DataFrame, *, batch_size: int = 65536
-) -> np.ndarray:
-    """Probabilities for a raw feature frame (eval mode, CPU or the net's device)."""
-    x_num, x_cat = pre.transform(df)
-    return predict_proba_arrays(net, x_num, x_cat, batch_size=batch_size)
-
-
-def predict_proba_arrays(
+def predict_logits_arrays(
     net: nn.Module, x_num: np.ndarray, x_cat: np.ndarray, *, batch_size: int = 65536
 ) -> np.ndarray:
-    """Probabilities for already preprocessed arrays (the training loop transforms validation once)."""
+    """Raw network outputs (logits / standardised values) for preprocessed arrays, float64, eval mode."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
@@ -172,42 +168,82 @@ def predict_proba_arrays(
         for i in range(0, len(x_num), batch_size):
             xn = torch.from_numpy(x_num[i : i + batch_size]).to(device)
             xc = torch.from_numpy(x_cat[i : i + batch_size]).to(device)
-            out.append(torch.sigmoid(net(xn, xc).float()).cpu().numpy())
+            out.append(net(xn, xc).float().cpu().numpy())
     net.train(was_training)
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0, dtype=np.float64)
 
 
+def predict_logits(net: nn.Module, pre: Preprocessor, df: pd.DataFrame) -> np.ndarray:
+    """Raw network outputs for a raw feature frame."""
+    x_num, x_cat = pre.transform(df)
+    return predict_logits_arrays(net, x_num, x_cat)
+
+
+def predict_outputs(net: nn.Module, pre: Preprocessor, head: Head, df: pd.DataFrame) -> np.ndarray:
+    """What the pyfunc returns for a raw feature frame (the head's calibrated probabilities / values)."""
+    return head.outputs(predict_logits(net, pre, df))
+
+
+def predict_proba(
+    net: nn.Module, pre: Preprocessor, df: pd.DataFrame, *, batch_size: int = 65536
+) -> np.ndarray:
+    """Binary: uncalibrated P(label == 1) for a raw feature frame (eval mode, CPU or the net's device)."""
+    x_num, x_cat = pre.transform(df)
+    return predict_proba_arrays(net, x_num, x_cat, batch_size=batch_size)
+
+
+def predict_proba_arrays(
+    net: nn.Module, x_num: np.ndarray, x_cat: np.ndarray, *, batch_size: int = 65536
+) -> np.ndarray:
+    """Binary: uncalibrated probabilities for already preprocessed arrays."""
+    return calibration.apply("binary", predict_logits_arrays(net, x_num, x_cat, batch_size=batch_size), None)
+
+
 # ---------------------------------------------------------------------------- pyfunc
-def model_config(pre: Preprocessor, arch: dict[str, Any]) -> dict[str, Any]:
+def model_config(pre: Preprocessor, arch: dict[str, Any], head: Head | None = None) -> dict[str, Any]:
     """Everything except the weights needed to rebuild the model (the ``model_config`` artifact)."""
+    head = head or Head()
     return {
         "preprocessor": pre.to_dict(),
         "architecture": normalize_architecture(arch),
         "cardinalities": pre.cardinalities,
+        "head": head.to_dict(),
+        **head.tags(),  # mlops.task, mlops.label, mlops.classes / mlops.quantiles, mlops.calibration (the contract)
     }
 
 
-def load_network(config: dict[str, Any], state_dict_path: str) -> tuple[nn.Module, Preprocessor]:
-    """Rebuild the network from ``model_config`` (an entry point's module must be importable here)."""
+def load_model_parts(config: dict[str, Any], state_dict_path: str) -> tuple[nn.Module, Preprocessor, Head]:
+    """Rebuild network, preprocessor and head from ``model_config`` (an entry point's module must be
+    importable here). A config without a head (logged before task types) is a binary, uncalibrated model."""
     pre = Preprocessor.from_dict(config["preprocessor"])
-    net = build_network(config["architecture"], len(pre.numeric), list(config["cardinalities"]))
+    head = Head.from_dict(config.get("head"))
+    net = build_network(config["architecture"], len(pre.numeric), list(config["cardinalities"]), head.n_outputs,
+                        head.task)
     state = torch.load(state_dict_path, map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     net.eval()
+    return net, pre, head
+
+
+def load_network(config: dict[str, Any], state_dict_path: str) -> tuple[nn.Module, Preprocessor]:
+    """Network and preprocessor of ``model_config`` (see :func:`load_model_parts`)."""
+    net, pre, _ = load_model_parts(config, state_dict_path)
     return net, pre
 
 
 class TabularTorchModel(PythonModel):
-    """``predict(raw feature frame) -> 1-D float64 array of delay probabilities``."""
+    """``predict(raw feature frame)``: per task (``model_config``'s head; ``mlops_provider.tasks``): binary a
+    1-D float64 array of calibrated P(label == 1); multiclass n x k calibrated class probabilities (columns in
+    the order of the classes); regression the point predictions (1-D), or n x (1 + q) with the quantiles."""
 
     def load_context(self, context: Any) -> None:
         with open(context.artifacts[MODEL_CONFIG_ARTIFACT]) as f:
             config = json.load(f)
-        self._net, self._pre = load_network(config, context.artifacts[STATE_DICT_ARTIFACT])
+        self._net, self._pre, self._head = load_model_parts(config, context.artifacts[STATE_DICT_ARTIFACT])
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> np.ndarray:
         # a pd.DataFrame hint keeps MLflow's schema enforcement on the logged signature (no type-hint schema)
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return predict_proba(self._net, self._pre, df)
+        return predict_outputs(self._net, self._pre, self._head, df)

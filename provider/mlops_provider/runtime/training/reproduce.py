@@ -1,7 +1,8 @@
 """Reproduce a training run from what it recorded (runtime module).
 
 ``reproduce(run_id)`` reads the run's resolved config (``config/training_config.json``: snapshot
-path and hash, features, label, architecture, epochs, batch size, learning rate, seed, patience),
+path and hash and the whole training spec; runs logged before the spec was recorded: features, label,
+architecture, epochs, batch size, learning rate, seed, patience),
 checks the snapshot is still there with the same content hash, retrains into a NEW MLflow run of
 the same experiment tagged ``mlops.reproduces=<run_id>``, and compares the final metrics. No
 model version is registered unless ``register=True``. On CPU the metrics match exactly (seeded,
@@ -23,12 +24,22 @@ from pathlib import Path
 from typing import Any
 
 from mlops_provider.exceptions import TrainingError
-from mlops_provider.tasks import TRAINING_METRICS
+from mlops_provider.specs import TrainingSpec, from_dict
+from mlops_provider.tasks import ALL_TRAINING_METRICS
 
 log = logging.getLogger(__name__)
 
 REPRODUCES_TAG = "mlops.reproduces"
-COMPARED_METRICS = (*TRAINING_METRICS, "best_epoch", "epochs_run")
+COMPARED_METRICS = (*ALL_TRAINING_METRICS, "best_epoch", "epochs_run")
+LEGACY_KEYS = ("label", "features", "architecture", "epochs", "batch_size", "learning_rate", "seed", "patience",
+               "compile")
+
+
+def recorded_spec(config: dict[str, Any]) -> TrainingSpec:
+    """The :class:`TrainingSpec` a run recorded (``training``), or rebuilt from a legacy run's flat keys."""
+    if isinstance(config.get("training"), dict):
+        return from_dict(TrainingSpec, config["training"])  # type: ignore[no-any-return]
+    return TrainingSpec.parse({k: config[k] for k in LEGACY_KEYS if k in config})  # type: ignore[no-any-return]
 
 
 def load_run_config(client: Any, run_id: str) -> tuple[Any, dict[str, Any]]:
@@ -54,8 +65,9 @@ def load_run_config(client: Any, run_id: str) -> tuple[Any, dict[str, Any]]:
             f"run {run_id} has no readable {CONFIG_ARTIFACT} artifact ({type(e).__name__}: {e}); only runs "
             "trained by TorchTrainOperator / runtime.training.train can be reproduced."
         ) from e
-    missing = [k for k in ("snapshot_path", "snapshot_hash", "features", "label", "architecture", "epochs",
-                           "batch_size", "learning_rate", "seed", "patience", "model_name") if k not in config]
+    needed = ("snapshot_path", "snapshot_hash", "model_name", *(() if "training" in config else (
+        "features", "label", "architecture", "epochs", "batch_size", "learning_rate", "seed", "patience")))
+    missing = [k for k in needed if k not in config]
     if missing:
         raise TrainingError(f"run {run_id}: {CONFIG_ARTIFACT} lacks {missing}; it cannot be reproduced.")
     return run, config
@@ -80,7 +92,7 @@ def reproduce(
     idempotency_key: str | None = None,
     key_parts: Sequence[Any] | None = None,
     tolerance: float = 1e-6,
-    system_metrics_interval: float | None = 5.0,
+    runtime: TrainingSpec | None = None,
     on_run_start: Any = None,
 ) -> dict[str, Any]:
     """Retrain run ``run_id`` from its recorded snapshot, config and seed into a new run.
@@ -89,7 +101,9 @@ def reproduce(
     "match", "max_abs_diff", "model_version", "snapshot_path", "experiment_id"}``.
     ``idempotency_key``: the new run's key (a retry of the same key resumes it); else ``key_parts`` (e.g.
     the dag_id and Airflow run id of the reproducing task) make one with ``run_id``; default: a fresh key.
-    ``tracking``: resolved settings; a remote server's reachability is the caller's check.
+    ``tracking``: resolved settings; a remote server's reachability is the caller's check. ``runtime``: the
+    model's current TrainingSpec, whose runtime settings (system metrics, checkpoint cadence) apply to the
+    reproduction; what defines the model (task, data, network, optimisation, seed) always comes from the run.
     """
     from mlops_provider.runtime.training.run import train
     from mlops_provider.runtime.training.tracking import configure_tracking, make_idempotency_key
@@ -100,22 +114,18 @@ def reproduce(
     original = {k: float(v) for k, v in run.data.metrics.items() if k in COMPARED_METRICS}
     if not original:
         raise TrainingError(f"run {run_id} logged none of {list(COMPARED_METRICS)}: it never finished training.")
-    log.info("reproducing run %s from snapshot %s (seed %s)", run_id, config["snapshot_path"], config["seed"])
+    spec = recorded_spec(config)
+    if runtime is not None:
+        spec = spec.replace(system_metrics_interval=runtime.system_metrics_interval,
+                            checkpoint_every=runtime.checkpoint_every)
+    log.info("reproducing run %s from snapshot %s (seed %s)", run_id, config["snapshot_path"], spec.seed)
     if idempotency_key is None:
         parts = list(key_parts) if key_parts is not None else [uuid.uuid4().hex]
         idempotency_key = make_idempotency_key("reproduce", run_id, *parts)
     result = train(
         config["snapshot_path"],
         config["model_name"],
-        list(config["features"].get("categorical", [])),
-        list(config["features"].get("numeric", [])),
-        config["label"],
-        config["architecture"],
-        epochs=int(config["epochs"]),
-        batch_size=int(config["batch_size"]),
-        lr=float(config["learning_rate"]),
-        seed=int(config["seed"]),
-        patience=int(config["patience"]),
+        spec,
         tags={**(tags or {}), "reproduces": run_id},
         tracking={**(tracking or {}), "tracking_uri": client.tracking_uri},
         idempotency_key=idempotency_key,
@@ -124,8 +134,6 @@ def reproduce(
         register=register,
         run_name=f"reproduce-{run_id[:8]}",
         run_tags={REPRODUCES_TAG: run_id},
-        compile_model=bool(config.get("compile", False)),
-        system_metrics_interval=system_metrics_interval,
         expected_snapshot_hash=str(config["snapshot_hash"]),
     )
     new_run = client.get_run(result["run_id"])

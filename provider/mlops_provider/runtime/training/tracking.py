@@ -36,15 +36,16 @@ from mlflow import MlflowClient
 from torch import nn
 
 from mlops_provider.exceptions import ModelRegistryError, TrainingError
+from mlops_provider.runtime.training.heads import Head
 from mlops_provider.runtime.training.model import (
     MODEL_CONFIG_ARTIFACT,
     STATE_DICT_ARTIFACT,
     Preprocessor,
     TabularTorchModel,
     model_config,
-    predict_proba,
+    predict_outputs,
 )
-from mlops_provider.tasks import TRAINING_METRICS
+from mlops_provider.tasks import ALL_TRAINING_METRICS, TRAINING_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,18 @@ VERSION_TAG = "mlops.model_version"
 COMPLETE_TAG = "mlops.training_complete"
 MODEL_ARTIFACT_NAME = "model"
 CONFIG_ARTIFACT = "config/training_config.json"
-#: metrics of a training run's result (XCom): the validation metrics and the best epoch
+#: the model version's tags as registered (a retry completes a version from it)
+VERSION_TAGS_ARTIFACT = "config/version_tags.json"
+SUPERSEDED_TAG = "mlops.superseded_by"
+#: metrics of a binary training run's result (XCom): the validation metrics and the best epoch
 FINAL_METRICS = (*TRAINING_METRICS, "best_epoch")
+#: the result metrics of any task (a reused run's metrics are read back without knowing its task)
+ALL_FINAL_METRICS = (*ALL_TRAINING_METRICS, "best_epoch")
+
+
+def final_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The result metrics (the task's validation metrics + ``best_epoch``) among a run's metrics."""
+    return {k: float(v) for k, v in metrics.items() if k in ALL_FINAL_METRICS}
 
 
 # ---------------------------------------------------------------------------- keys
@@ -98,6 +109,40 @@ def find_keyed_run(client: MlflowClient, experiment_id: str, key: str) -> Any | 
         [experiment_id], filter_string=f"tags.`{IDEMPOTENCY_TAG}` = '{key}'", order_by=["attributes.start_time DESC"]
     )
     return runs[0] if runs else None
+
+
+def close_dead_run(client: MlflowClient, run: Any, reason: str) -> None:
+    """Mark an abandoned attempt's run KILLED (unless it already ended) with the reason; a fresh run follows."""
+    if run.info.status in ("RUNNING", "SCHEDULED"):
+        client.set_terminated(run.info.run_id, "KILLED")
+    client.set_tag(run.info.run_id, "mlops.closed_reason", reason)
+    log.warning("closed MLflow run %s (%s): %s", run.info.run_id, run.info.status, reason)
+
+
+def complete_registration(client: MlflowClient, run: Any, version: Any, *, end: bool = True) -> None:
+    """Make a registered version's run whole: ``mlops.model_version`` and ``mlops.training_complete`` on the
+    run, every tag of ``config/version_tags.json`` on the version, and (``end``) the run FINISHED. Idempotent:
+    what a kill between registration and tagging left out is written on the retry."""
+    tags = run.data.tags
+    if tags.get(VERSION_TAG) != str(version.version):
+        client.set_tag(run.info.run_id, VERSION_TAG, str(version.version))
+    expected = _version_tags(run.info.run_id)
+    have = dict(version.tags or {})
+    for k, v in expected.items():
+        if have.get(k) != v:
+            client.set_model_version_tag(version.name, str(version.version), k, v)
+    if tags.get(COMPLETE_TAG) != "true":
+        client.set_tag(run.info.run_id, COMPLETE_TAG, "true")
+    if end and run.info.status != "FINISHED":
+        client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def _version_tags(run_id: str) -> dict[str, str]:
+    try:
+        return {str(k): str(v) for k, v in mlflow.artifacts.load_dict(
+            f"runs:/{run_id}/{VERSION_TAGS_ARTIFACT}").items()}
+    except Exception:  # noqa: BLE001 - a version registered before the artifact existed: nothing to compare
+        return {}
 
 
 def registered_version(client: MlflowClient, model_name: str, run: Any) -> Any | None:
@@ -320,32 +365,43 @@ def pip_requirements() -> list[str]:
     ]
 
 
-def log_model(net: nn.Module, pre: Preprocessor, arch: dict[str, Any], features: pd.DataFrame) -> Any:
-    """Log the pyfunc (weights + model_config artifacts, signature, input example) into the active run."""
+def output_schema(head: Head) -> Any:
+    """The pyfunc's output signature: 1-D float64, or n x k (multiclass) / n x (1 + q) (regression quantiles)."""
+    from mlflow.types import Schema, TensorSpec
+
+    width = head.n_outputs
+    shape = (-1,) if width == 1 else (-1, width)
+    return Schema([TensorSpec(np.dtype("float64"), shape)])
+
+
+def log_model(
+    net: nn.Module, pre: Preprocessor, arch: dict[str, Any], features: pd.DataFrame, head: Head | None = None
+) -> Any:
+    """Log the pyfunc (weights + model_config artifacts with the task's head, signature, input example)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    from mlops_provider.runtime.training.model import load_network
+    from mlops_provider.runtime.training.model import load_model_parts
 
+    head = head or Head()
     example = _example_frame(features, pre)
     # pip_requirements are explicit (no slow inference); do not copy the cwd's uv project into the model
     with tempfile.TemporaryDirectory() as tmp, _env(MLFLOW_LOG_UV_FILES="false"):
         state_path = Path(tmp) / "state_dict.pt"
         config_path = Path(tmp) / "model_config.json"
         torch.save(net.state_dict(), state_path)
-        config_path.write_text(json.dumps(model_config(pre, arch), sort_keys=True))
-        reloaded, _ = load_network(json.loads(config_path.read_text()), str(state_path))
-        check = predict_proba(reloaded, pre, example)
-        if check.shape != (len(example),) or not np.all(np.isfinite(check)):
+        config_path.write_text(json.dumps(model_config(pre, arch, head), sort_keys=True))
+        reloaded, _, reloaded_head = load_model_parts(json.loads(config_path.read_text()), str(state_path))
+        check = predict_outputs(reloaded, pre, reloaded_head, example)
+        width = head.n_outputs if head.task != "binary" else 1
+        expected = (len(example),) if width == 1 else (len(example), width)
+        if check.shape != expected or not np.all(np.isfinite(check)):
             raise TrainingError("the saved model does not reload to the trained one (bad shape or non-finite output).")
         # explicit schema: categoricals are strings, every numeric column is double (NaN allowed, imputed)
         cols: list[ColSpec | TensorSpec] = [ColSpec("string", c) for c in pre.categorical]
         cols += [ColSpec("double", c) for c in pre.numeric]
-        signature = ModelSignature(
-            inputs=Schema(cols),
-            outputs=Schema([TensorSpec(np.dtype("float64"), (-1,))]),
-        )
-        metadata = {"requires_python_package": "mlops_provider (airflow-provider-mlops)"}
+        signature = ModelSignature(inputs=Schema(cols), outputs=output_schema(head))
+        metadata = {"requires_python_package": "mlops_provider (airflow-provider-mlops)", **head.tags()}
         if "entry_point" in arch:
             metadata["requires_entry_point_module"] = str(arch["entry_point"]).split(":")[0]
         return mlflow.pyfunc.log_model(
@@ -362,13 +418,19 @@ def log_model(net: nn.Module, pre: Preprocessor, arch: dict[str, Any], features:
 __all__ = [
     "COMPLETE_TAG",
     "CONFIG_ARTIFACT",
+    "ALL_FINAL_METRICS",
     "FINAL_METRICS",
     "IDEMPOTENCY_TAG",
     "MODEL_ARTIFACT_NAME",
+    "SUPERSEDED_TAG",
     "VERSION_TAG",
+    "VERSION_TAGS_ARTIFACT",
     "MetricWriter",
+    "close_dead_run",
+    "complete_registration",
     "config_hash",
     "configure_tracking",
+    "final_metrics",
     "find_keyed_run",
     "flatten_params",
     "get_or_create_experiment",
@@ -377,6 +439,7 @@ __all__ = [
     "log_model",
     "logged_steps",
     "make_idempotency_key",
+    "output_schema",
     "pip_requirements",
     "register_model_version",
     "registered_version",
