@@ -23,7 +23,8 @@ Checks, in order (each ``ok`` / ``warn`` / ``error`` / ``skipped``, with a messa
                     typed, training features allowed, nothing else (``request_id``, ``event_timestamp``
                     aside).
 ``pools``           the pools the model's DAGs use (from the built DAGs) and, given ``--airflow-url`` (REST
-                    API) or ``--airflow-db`` (the configured metadata DB), whether each exists.
+                    API) or ``--airflow-db`` (the configured metadata DB), whether each exists
+                    (:mod:`mlops_provider.scaffold.pools`).
 
 Exit status of the command: 0 when no check is an error (and, with ``--strict``, none is a warning), else 1.
 """
@@ -289,47 +290,6 @@ def served_request_schema(cfg: Any, inputs: ServiceInputs) -> tuple[dict[str, An
 
 
 # ---------------------------------------------------------------------------------------------------
-# pools
-# ---------------------------------------------------------------------------------------------------
-
-
-def dag_pools(cfg: Any) -> dict[str, list[str]]:
-    """Pool -> the ``dag_id.task_id`` of every task of the model's DAGs that runs in it (not default_pool)."""
-    from mlops_provider.factory import build_dags
-
-    out: dict[str, list[str]] = {}
-    for dag_id, dag in sorted(build_dags(cfg).items()):
-        for task in dag.tasks:
-            pool = getattr(task, "pool", None)
-            if pool and pool != "default_pool":
-                out.setdefault(str(pool), []).append(f"{dag_id}.{task.task_id}")
-    return out
-
-
-def _pool_exists_api(names: list[str], url: str, user: str, password: str) -> dict[str, bool]:
-    from mlops_provider.embedded import AirflowApi
-
-    api = AirflowApi(url, user, password)
-    out = {}
-    for name in names:
-        r = api.client.get(f"/pools/{name}")
-        if r.status_code not in (200, 404):
-            r.raise_for_status()
-        out[name] = r.status_code == 200
-    return out
-
-
-def _pool_exists_db(names: list[str]) -> dict[str, bool]:
-    from airflow.models.pool import Pool
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        present = set(session.scalars(select(Pool.pool).where(Pool.pool.in_(names))))
-    return {n: n in present for n in names}
-
-
-# ---------------------------------------------------------------------------------------------------
 # the checks
 # ---------------------------------------------------------------------------------------------------
 
@@ -345,6 +305,7 @@ def validate_pipeline(
     """Every check of the module docstring on one YAML; never raises for a bad YAML or repo."""
     from mlops_provider.config import feature_services_in, load_config
     from mlops_provider.exceptions import ConfigError
+    from mlops_provider.scaffold.pools import check_pools
 
     report = Report(yaml=str(path))
     try:
@@ -379,7 +340,7 @@ def validate_pipeline(
     inputs = _check_definitions(report, cfg, repo, features)
     _check_transform(report, cfg, inputs)
     _check_smoke_request(report, cfg, inputs, features)
-    _check_pools(report, cfg, airflow_url, airflow_user, airflow_password, airflow_db)
+    check_pools(report, cfg, airflow_url, airflow_user, airflow_password, airflow_db)
     return report
 
 
@@ -464,47 +425,5 @@ def _check_smoke_request(report: Report, cfg: Any, inputs: ServiceInputs | None,
         report.add("smoke_request", "ok", f"valid {schema.get('title')} ({source})", schema_source=source)
 
 
-def _check_pools(report: Report, cfg: Any, url: str | None, user: str | None, password: str | None,
-                 use_db: bool) -> None:
-    try:
-        pools = dag_pools(cfg)
-    except Exception as e:  # noqa: BLE001 - a DAG that does not build is a finding, not a crash
-        report.add("pools", "error", f"building the model's DAGs failed: {type(e).__name__}: {e}")
-        return
-    promote = (cfg.gate.promote_pool or "").format(model=cfg.model)
-    exists: dict[str, bool] = {}
-    source = None
-    try:
-        if url:
-            source = f"the Airflow API at {url}"
-            exists = _pool_exists_api(sorted(pools), url, user or os.environ.get("AIRFLOW_USER", "admin"),
-                                      password or os.environ.get("AIRFLOW_PASSWORD", ""))
-        elif use_db:
-            source = "the Airflow metadata DB"
-            exists = _pool_exists_db(sorted(pools))
-    except Exception as e:  # noqa: BLE001 - unreachable API / DB: say so, the other checks still count
-        unreachable = f"cannot read the pools from {source}: {type(e).__name__}: {e}"
-        source = None
-    else:
-        unreachable = None
-    for name, tasks in sorted(pools.items()):
-        report.pools.append({"name": name, "slots": 1 if name == promote else "one per GPU (deployment)",
-                             "tasks": tasks, "exists": exists.get(name) if source else None})
-    if unreachable:
-        report.add("pools", "error", unreachable)
-        return
-    missing = [p["name"] for p in report.pools if p["exists"] is False]
-    listing = ", ".join(sorted(pools)) or "none"
-    if missing:
-        report.add("pools", "error", f"pool(s) {missing} do not exist in {source}: their tasks would never run; "
-                   "create them (`airflow pools set <name> <slots> <description>`; `make airflow-ui` and the demo "
-                   "create the promotion pools of every YAML)", missing=missing)
-    elif source:
-        report.add("pools", "ok", f"{listing}: present in {source}")
-    else:
-        report.add("pools", "ok", f"the DAGs use {listing} (existence not checked: pass --airflow-url or "
-                   "--airflow-db)")
-
-
-__all__ = ["Check", "Report", "ServiceInputs", "dag_pools", "fallback_request_schema", "repo_model_names",
+__all__ = ["Check", "Report", "ServiceInputs", "fallback_request_schema", "repo_model_names",
            "request_errors", "served_request_schema", "service_inputs", "validate_pipeline"]
