@@ -253,3 +253,19 @@ def test_both_examples_load_together_without_clashing() -> None:
         assert model in assets.landing.name and cfg.landing_path.endswith(f"landing/{model}")
     assert configs["bike_demand"].serving.port != configs["flights_delay"].serving.port
     assert set(required_pools(REPO / "dags")) == {"mlops_promote_flights_delay", "mlops_promote_bike_demand"}
+
+
+@needs_task_types
+def test_the_ui_lists_both_examples(tmp_path: Path, monkeypatch) -> None:
+    from fastapi.testclient import TestClient
+
+    spec = importlib.util.spec_from_file_location("mlops_plugin_bike", REPO / "plugins" / "mlops_plugin.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    models = {m["model"]: m for m in TestClient(plugin.app).get("/api/models").json()}
+    assert set(models) == {"bike_demand", "flights_delay"}
+    assert models["bike_demand"]["endpoint"] == "http://127.0.0.1:3100"
+    assert models["bike_demand"]["feature_service"] == "bike_demand_v1"

@@ -24,8 +24,21 @@ def test_plugin_registers_app_and_nav_link() -> None:
     assert mod.MlopsPlugin.external_views[0]["href"] == "/mlops/"
 
 
+def _flights_only_dags(tmp_path: Path) -> Path:
+    """A DAGs folder holding the flights example alone (the other examples have their own tests)."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "dags" / "flights_delay.yaml").read_text())
+    data["features"]["repo"] = str(REPO / "feature_repo")
+    data["features"]["transform"] = f"{REPO / 'feature_repo' / 'transforms.py'}:build_partitions"
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "flights_delay.yaml").write_text(yaml.safe_dump(data))
+    return dags
+
+
 def test_models_page_lists_the_example_without_a_champion(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(_flights_only_dags(tmp_path)))
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
