@@ -7,8 +7,8 @@ Data paths: every FileSource reads a directory of parquet partitions written by
 ``transforms.build_partitions`` under ``ModelPaths.for_model("bike_demand").offline``, i.e.
 ``$MLOPS_HOME/lake/bike_demand/offline/<view>/`` (``$MLOPS_HOME`` defaults to ``./.mlops``). The home is
 resolved when Feast imports this file (``feast apply`` / ``FeastApplyOperator``), so run the apply with the
-same ``MLOPS_HOME`` as the feature pipeline. Production points ``MLOPS_LAKE_URI`` at an object-store prefix
-(e.g. ``s3://bucket/lake/bike_demand``) instead.
+same ``MLOPS_HOME`` as the feature pipeline. Production points ``MLOPS_LAKE_ROOT`` at an object-store prefix
+shared by every model (e.g. ``s3://bucket/lake``; this model reads ``<root>/bike_demand/offline/<view>/``).
 """
 
 import os
@@ -29,9 +29,9 @@ project = Project(name=MODEL, description="Hourly bike-share rentals per rider s
 
 def _offline(view: str) -> str:
     """Directory of one feature view's parquet partitions (local path or object-store URI)."""
-    lake_uri = os.environ.get("MLOPS_LAKE_URI")
-    if lake_uri:
-        return f"{lake_uri.rstrip('/')}/offline/{view}/"
+    root = os.environ.get("MLOPS_LAKE_ROOT")  # e.g. s3://bucket/lake: one prefix for every model
+    if root:
+        return f"{root.rstrip('/')}/{MODEL}/offline/{view}/"
     return str(ModelPaths.for_model(MODEL).offline / view)
 
 

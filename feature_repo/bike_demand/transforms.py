@@ -48,6 +48,7 @@ import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
 from mlops_provider.runtime.features.contracts import read_landed
+from mlops_provider.runtime.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,8 @@ _CSV_COLUMNS = {"weathersit": {"dtype": "str"}, "mnth": {"dtype": "str"}}
 
 
 def _write(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.reset_index(drop=True).to_parquet(tmp, index=False, engine="pyarrow")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # readers see the old file or the new one, never half of one
+        df.reset_index(drop=True).to_parquet(tmp, index=False, engine="pyarrow")
 
 
 def _classify(landed_files: list[str]) -> dict[str, dict[str, Path]]:

@@ -15,13 +15,13 @@ import copy
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dag_runs import free_port, states, xcom
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "bike_demand"
@@ -32,12 +32,6 @@ def _tasks_supported() -> bool:
     from mlops_provider.specs import TrainingSpec
 
     return "task" in TrainingSpec.__dataclass_fields__
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _loadable(data: dict) -> tuple[dict, list[str]]:
@@ -65,7 +59,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     data["features"]["repo"] = str(repo)
     data["features"]["transform"] = f"{repo / 'transforms.py'}:build_partitions"
     data["training"].update({"epochs": 8, "patience": 2})
-    data["serving"]["port"] = _free_port()
+    data["serving"]["port"] = free_port()
     data["monitoring"]["min_rows"] = 20
     data, dropped = _loadable(data)
     cfg_path = tmp / "dags" / f"{MODEL}.yaml"
@@ -91,25 +85,6 @@ def dags(env):
     return dags_from_config(env["cfg"])
 
 
-def _xcom(dag_run, task_id: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.scalar(
-            select(XComModel.value).where(
-                XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-                XComModel.task_id == task_id, XComModel.key == "return_value",
-            )
-        )
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
-
-
-def _states(dag_run) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-
-
 def _land_year(env) -> list[str]:
     from mlops_provider.examples.bike_demand.data import months, write_landing_months
 
@@ -122,12 +97,12 @@ def test_features_then_the_whole_loop(env, dags) -> None:
     files = _land_year(env)
     assert len(files) == 24
     feat = dags[f"{MODEL}__features"].test(run_conf={"files": files})
-    assert feat.state == "success", _states(feat)
-    part = _xcom(feat, "write_offline_partition")
+    assert feat.state == "success", states(feat)
+    part = xcom(feat, "write_offline_partition")
     assert part["rows"]["labels"] == 2 * 8645 and part["rows"]["segment_demand_history"] == 2 * 8645, part
     assert part["rows"]["city_weather_hourly"] == 8645, part
     assert part["window_start"] == "2011-01-01T05:00:00+00:00", part  # local midnight, EST -> UTC
-    mat = _xcom(feat, "materialize")
+    mat = xcom(feat, "materialize")
     assert set(mat["rows"]) >= {"city_weather_hourly", "segment_demand_history"}, mat
     assert all(n > 0 for n in mat["rows"].values()), mat
 
@@ -147,12 +122,12 @@ def test_features_then_the_whole_loop(env, dags) -> None:
         "after the features stage"
     )
     train = dags[f"{MODEL}__training"].test()
-    assert train.state == "success", _states(train)
-    dataset = _xcom(train, "training_dataset")
+    assert train.state == "success", states(train)
+    dataset = xcom(train, "training_dataset")
     assert dataset["label"] == "riders" and sum(dataset["rows"].values()) > 10000, dataset
-    verdict = _xcom(train, "gate")
+    verdict = xcom(train, "gate")
     assert verdict["decision"] == "promote" and verdict["bootstrap"] is True, verdict
-    assert _states(train)["promote"] == "success"
+    assert states(train)["promote"] == "success"
 
     from mlops_provider.hooks.mlflow import MLflowHook
 
@@ -166,9 +141,9 @@ def test_features_then_the_whole_loop(env, dags) -> None:
 
     # -- deploy + HTTP predictions ------------------------------------------------------------------------
     deploy = dags[f"{MODEL}__deploy"].test()
-    assert deploy.state == "success", _states(deploy)
-    url = _xcom(deploy, "deploy")["url"]
-    smoke = _xcom(deploy, "smoke_test")
+    assert deploy.state == "success", states(deploy)
+    url = xcom(deploy, "deploy")["url"]
+    smoke = xcom(deploy, "smoke_test")
     assert isinstance(smoke["prediction"], float), smoke
 
     import httpx
@@ -190,10 +165,10 @@ def test_features_then_the_whole_loop(env, dags) -> None:
 
     # -- monitor: the live requests (not the smoke / validation traffic) form the window -----------------
     mon = dags[f"{MODEL}__monitor"].test()
-    assert mon.state == "success", _states(mon)
-    report = _xcom(mon, "drift_report")
+    assert mon.state == "success", states(mon)
+    report = xcom(mon, "drift_report")
     assert report["n_current"] >= len(rows) and Path(report["report"]["json"]).exists(), report
-    assert _states(mon)["signal_drift"] in ("success", "skipped")
+    assert states(mon)["signal_drift"] in ("success", "skipped")
 
     import pandas as pd
 
@@ -218,9 +193,9 @@ def test_bad_landing_materializes_nothing(env, dags) -> None:
     labels_before = labels.stat().st_mtime_ns if labels.exists() else None
     run = dags[f"{MODEL}__features"].test(run_conf={"files": [str(path)]})
     assert run.state == "failed"
-    states = _states(run)
-    assert states["validate_landing"] == "failed"
-    assert states["materialize"] in ("upstream_failed", None)
+    task_states = states(run)
+    assert task_states["validate_landing"] == "failed"
+    assert task_states["materialize"] in ("upstream_failed", None)
     assert {p: p.stat().st_mtime_ns for p in online.rglob("*") if p.is_file()} == before
     assert (labels.stat().st_mtime_ns if labels.exists() else None) == labels_before
     report = json.loads((env["home"] / "reports" / MODEL / "validation" / "landing.json").read_text())

@@ -234,6 +234,14 @@ def test_the_bike_yaml_keeps_its_own_port_and_feast_files() -> None:
     assert stores[0]["online_store"]["path"] != stores[1]["online_store"]["path"]
 
 
+def test_the_production_feast_config_exists_for_the_shared_connection() -> None:
+    """docker-compose's feast connection names fs_yaml_file: feature_store.production.yaml for every repo."""
+    from mlops_provider.runtime.features.store import load_repo_config
+
+    config = load_repo_config(BIKE_REPO, fs_yaml_file="feature_store.production.yaml")
+    assert config.project == "bike_demand" and config.online_store.type == "redis"
+
+
 @needs_task_types
 def test_both_examples_load_together_without_clashing() -> None:
     from mlops_provider.config import iter_configs

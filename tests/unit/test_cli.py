@@ -260,7 +260,8 @@ def test_new_binary_model_passes_validate_and_its_own_test(capsys, tmp_path: Pat
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and ".mlops" not in p.parts)
     assert [f for f in files if "__pycache__" not in f] == [
         "dags/churn_risk.yaml", "docs/pipeline.schema.json", "feature_repo/churn_risk/.feastignore",
-        "feature_repo/churn_risk/definitions.py", "feature_repo/churn_risk/feature_store.yaml",
+        "feature_repo/churn_risk/definitions.py", "feature_repo/churn_risk/feature_store.production.yaml",
+        "feature_repo/churn_risk/feature_store.yaml",
         "feature_repo/churn_risk/transforms.py", "tests/test_churn_risk.py"]
     assert (tmp_path / "dags" / "churn_risk.yaml").read_text().startswith(
         "# yaml-language-server: $schema=../docs/pipeline.schema.json\n")

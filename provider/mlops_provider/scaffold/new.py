@@ -4,6 +4,8 @@ Writes, under a project root::
 
     dags/<model>.yaml                        the pipeline YAML (first line: the JSON Schema for editors)
     feature_repo/<model>/feature_store.yaml  the model's own Feast project, registry and online store
+    feature_repo/<model>/feature_store.production.yaml   SQL registry + Redis (the feast connection's
+                                             ``fs_yaml_file`` applies to every model's repo)
     feature_repo/<model>/definitions.py      entity, FileSource, FeatureView, RequestSource + on-demand view,
                                              FeatureService <model>_v1
     feature_repo/<model>/transforms.py       build_partitions honouring the transform contract
@@ -124,6 +126,7 @@ def render_model(model: str, task: str, root: str | Path, *, force: bool = False
     files = {
         root / "dags" / f"{model}.yaml": render("pipeline.yaml.tmpl", values),
         repo / "feature_store.yaml": render("feature_store.yaml.tmpl", values),
+        repo / "feature_store.production.yaml": render("feature_store.production.yaml.tmpl", values),
         repo / "definitions.py": render("definitions.py.tmpl", values),
         repo / "transforms.py": render("transforms.py.tmpl", values),
         repo / ".feastignore": render("feastignore.tmpl", values),

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlops_provider.exceptions import MissingDependencyError
+from mlops_provider.runtime.io.atomic import atomic_path
 
 YEAR = 2011
 #: The zone of ``time_local`` in the landed files (the feature pipeline declares the same one).
@@ -83,11 +84,9 @@ def month_table(table: str, year: int, month: int) -> pd.DataFrame:
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> str:
-    """Write ``df`` to ``path`` via a hidden temp file + rename, so watchers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False, engine="pyarrow")
-    tmp.replace(path)
+    """Write ``df`` to ``path`` atomically (hidden temp file + rename): watchers never see half a file."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False, engine="pyarrow")
     return str(path)
 
 
