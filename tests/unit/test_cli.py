@@ -148,6 +148,24 @@ def test_a_model_named_unlike_its_repo_is_a_warning_and_strict_fails(capsys, tmp
     assert "INVALID (0 error(s), 1 warning(s), strict)" in capsys.readouterr().out
 
 
+def test_model_names_are_read_from_the_repo_in_any_keyword_order(tmp_path: Path) -> None:
+    from mlops_provider.scaffold.check import repo_model_names
+
+    (tmp_path / "feature_store.yaml").write_text("project: shop\nprovider: local\n")
+    (tmp_path / "definitions.py").write_text(
+        'MODEL = "basket_size"\n'
+        'project = Project(description="d", name=MODEL)\n'
+        'other = FeatureService(features=[], tags={"model": "someone_else"}, name="other_v1")\n'
+        'svc = FeatureService(features=[], tags={"team": "x", "model": MODEL}, name="basket_size_v1")\n'
+    )
+    assert repo_model_names(tmp_path, "basket_size_v1") == {
+        "feature_store.yaml project": "shop",
+        "MODEL (definitions.py)": "basket_size",
+        "Project(name=...) (definitions.py)": "basket_size",
+        "FeatureService 'basket_size_v1' tag 'model' (definitions.py)": "basket_size",
+    }
+
+
 class _FakeAirflow(http.server.BaseHTTPRequestHandler):
     pools = {"mlops_promote_flights_delay"}
 
