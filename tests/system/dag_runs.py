@@ -1,16 +1,11 @@
-"""Helpers of the ``dag.test()`` system tests: a free port, a task's XCom return value, task states."""
+"""Helpers of the ``dag.test()`` system tests: a task's XCom return value, task states (and a free port)."""
 
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from mlops_provider.embedded import free_port
 
 
 def xcom(dag_run: Any, task_id: str) -> Any:
@@ -31,3 +26,6 @@ def xcom(dag_run: Any, task_id: str) -> Any:
 
 def states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+__all__ = ["free_port", "states", "xcom"]
