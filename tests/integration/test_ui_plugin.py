@@ -105,3 +105,18 @@ def test_model_card_from_s3_artifacts(monkeypatch, airflow_auth, ui_state, moto_
 
 
 from conftest_features_s3 import bucket, moto_s3  # noqa: E402,F401 - fixtures
+
+
+def test_the_ui_lists_both_examples(airflow_auth, tmp_path, monkeypatch) -> None:  # noqa: F811
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(repo / "dags"))
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    resp = ui_client().get("/api/models", headers=airflow_auth.headers())
+    assert resp.status_code == 200, resp.text[:300]
+    models = {m["model"]: m for m in resp.json()}
+    assert set(models) == {"bike_demand", "flights_delay"}
+    assert models["bike_demand"]["feature_service"] == "bike_demand_v1"
+    assert models["bike_demand"]["endpoint"].endswith(":3100")

@@ -9,22 +9,16 @@ logged requests). A second features run over a bad landing proves nothing is mat
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dag_runs import free_port, states, xcom
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.system, pytest.mark.timeout(1200)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     data["features"]["repo"] = str(REPO / "feature_repo")
     data["features"]["transform"] = str(REPO / "feature_repo" / "transforms.py") + ":build_partitions"
     data["training"].update({"epochs": 2, "max_rows": 20000, "validation_days": 7, "patience": 1})
-    data["serving"]["port"] = _free_port()
+    data["serving"]["port"] = free_port()
     data["monitoring"]["min_rows"] = 20
     cfg_path = tmp / "dags" / "flights_delay.yaml"
     cfg_path.parent.mkdir()
@@ -64,27 +58,6 @@ def dags(env):
     return dags_from_config(env["cfg"])
 
 
-def _xcom(dag_run, task_id: str):
-    import json
-
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.scalar(
-            select(XComModel.value).where(
-                XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-                XComModel.task_id == task_id, XComModel.key == "return_value",
-            )
-        )
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
-
-
-def _states(dag_run) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-
-
 def test_golden_path(env, dags) -> None:
     from mlops_provider.examples.flights.data import write_landing_month, write_landing_planes
 
@@ -95,15 +68,15 @@ def test_golden_path(env, dags) -> None:
         files += [str(f) for f in write_landing_month(str(landing), 2013, month)]
 
     feat = dags["flights_delay__features"].test(run_conf={"files": files})
-    assert feat.state == "success", _states(feat)
-    mat = _xcom(feat, "materialize")
+    assert feat.state == "success", states(feat)
+    mat = xcom(feat, "materialize")
     assert mat["rows"] and all(n > 0 for n in mat["rows"].values()), mat
 
     train = dags["flights_delay__training"].test()
-    assert train.state == "success", _states(train)
-    verdict = _xcom(train, "gate")
+    assert train.state == "success", states(train)
+    verdict = xcom(train, "gate")
     assert verdict["decision"] == "promote" and verdict["bootstrap"] is True, verdict
-    assert _states(train)["promote"] == "success"
+    assert states(train)["promote"] == "success"
 
     from mlops_provider.hooks.mlflow import MLflowHook
 
@@ -112,9 +85,9 @@ def test_golden_path(env, dags) -> None:
     assert champion.tags["snapshot_hash"] and champion.tags["feature_service"] == "flights_delay_v1"
 
     deploy = dags["flights_delay__deploy"].test()
-    assert deploy.state == "success", _states(deploy)
-    url = _xcom(deploy, "deploy")["url"]
-    smoke = _xcom(deploy, "smoke_test")
+    assert deploy.state == "success", states(deploy)
+    url = xcom(deploy, "deploy")["url"]
+    smoke = xcom(deploy, "smoke_test")
     assert 0.0 <= float(smoke["probability"]) <= 1.0
 
     import httpx
@@ -131,10 +104,10 @@ def test_golden_path(env, dags) -> None:
     assert 400 <= bad.status_code < 500, bad.text
 
     mon = dags["flights_delay__monitor"].test()
-    assert mon.state == "success", _states(mon)
-    report = _xcom(mon, "drift_report")
+    assert mon.state == "success", states(mon)
+    report = xcom(mon, "drift_report")
     assert report["n_current"] >= len(flights) and Path(report["report"]["json"]).exists(), report
-    assert _states(mon)["signal_drift"] in ("success", "skipped")
+    assert states(mon)["signal_drift"] in ("success", "skipped")
 
 
 def test_bad_landing_materializes_nothing(env, dags) -> None:
@@ -153,9 +126,9 @@ def test_bad_landing_materializes_nothing(env, dags) -> None:
     before = {p: p.stat().st_mtime_ns for p in online.rglob("*") if p.is_file()}
     run = dags["flights_delay__features"].test(run_conf={"files": [str(path)]})
     assert run.state == "failed"
-    states = _states(run)
-    assert states["validate_landing"] == "failed"
-    assert states["materialize"] in ("upstream_failed", None)
+    task_states = states(run)
+    assert task_states["validate_landing"] == "failed"
+    assert task_states["materialize"] in ("upstream_failed", None)
     after = {p: p.stat().st_mtime_ns for p in online.rglob("*") if p.is_file()}
     assert after == before, "the online store changed although validation failed"
     assert not list((env["home"] / "lake" / "flights_delay" / "raw" / "flights").glob("month=2013-03*"))

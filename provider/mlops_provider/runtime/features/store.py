@@ -198,6 +198,28 @@ def _parse(store: Any, repo: Path) -> Any:
     return contents
 
 
+def parse_definitions(repo_path: str | os.PathLike[str]) -> Any:
+    """The repo's Feast objects (``feast.repo_contents.RepoContents``), read as ``feast apply`` reads them
+    (cwd and ``sys.path`` on the repo, ``.feastignore`` honoured) but without a store or a registry.
+
+    Used by ``mlops validate``. Raises :class:`FeatureStoreError` when importing the definitions fails.
+    """
+    from feast.repo_operations import parse_repo
+
+    ensure_mlops_home_env()
+    repo = Path(repo_path).expanduser().resolve()
+    if not repo.is_dir():
+        raise FeatureStoreError(f"Feast repo {repo} does not exist")
+    with _in_repo(repo):
+        try:
+            return parse_repo(repo)
+        except Exception as e:
+            raise FeatureStoreError(
+                f"Feast repo {repo}: importing the definitions failed ({type(e).__name__}: {e}). Fix the Python "
+                "files of the repo (or list non-definition files in .feastignore)."
+            ) from e
+
+
 def apply_repo(store: Any) -> dict[str, Any]:
     """``feast apply`` the store's repo if (and only if) the plan shows a change.
 
@@ -270,4 +292,5 @@ def _strip_ansi(s: str) -> str:
 
 
 
-__all__ = ["DEFAULT_FS_YAML", "apply_repo", "ensure_mlops_home_env", "load_repo_config", "open_store"]
+__all__ = ["DEFAULT_FS_YAML", "apply_repo", "ensure_mlops_home_env", "load_repo_config", "open_store",
+           "parse_definitions"]
