@@ -6,8 +6,9 @@
   built by ``package_bento``.
 - the **baseline**: ``python benchmarks/_serving_bench.py fastapi <bento_config.json> <port>`` serves a
   plain FastAPI + uvicorn app (one worker) that loads the same model from the BentoML store and runs the
-  same :class:`~mlops_provider.runtime.serving.service.Scorer` (same Feast lookup, same inference log)
-  once per HTTP request. Sync endpoint (FastAPI's thread pool), pydantic validation of the same models.
+  same :class:`~mlops_provider.runtime.serving.scorer.Scorer` (same time-correct Feast lookup, same inference
+  log) once per HTTP request. Sync endpoint (FastAPI's thread pool), pydantic validation of the same generated
+  request / response models.
 """
 
 import json
@@ -63,7 +64,7 @@ def register_torch_model(tracking_uri: str, artifacts: Path, features: dict[str,
     return str(mv.version)
 
 
-def build_world(home: Path) -> dict[str, Any]:
+def build_world(home: Path, serving: dict[str, Any] | None = None) -> dict[str, Any]:
     """Feast repo + torch model + bento under ``home``; returns paths and the package result."""
     from conftest_serving import FEATURE_SERVICE, FEATURES, build_feature_repo
 
@@ -87,6 +88,7 @@ def build_world(home: Path) -> dict[str, Any]:
         FEATURES,
         str(home / "inference_log" / MODEL_NAME),
         bentoml_home_dir=home / "bentoml",
+        serving=serving,
     )
     bento_dir = home / "bentoml" / "bentos" / pkg["bento_tag"].replace(":", "/")
     return {
@@ -98,22 +100,28 @@ def build_world(home: Path) -> dict[str, Any]:
 
 
 def make_fastapi_app(config_path: str, log_dir: str) -> Any:
-    from fastapi import FastAPI
-    from pydantic import BaseModel
+    from typing import Annotated
 
-    from mlops_provider.runtime.serving.service import Prediction, PredictRows, Scorer, load_service_config
+    from fastapi import FastAPI
+    from pydantic import BaseModel, Field
+
+    from mlops_provider.runtime.serving.schema import build_models, load_service_config
+    from mlops_provider.runtime.serving.scorer import Scorer
 
     cfg = load_service_config(config_path).model_copy(update={"inference_log_dir": log_dir})
-    scorer = Scorer(cfg)
+    assert cfg.request_schema is not None
+    models = build_models(cfg.request_schema, cfg.task)
+    scorer = Scorer(cfg, models=models)
     scorer.warm_up()
+    rows = Annotated[list[models.request], Field(min_length=1, max_length=cfg.limits.max_batch_rows)]  # type: ignore[name-defined]
 
     class Body(BaseModel):
-        requests: PredictRows
+        requests: rows  # type: ignore[valid-type]
 
     app = FastAPI(title="baseline")
 
     @app.post("/predict")
-    def predict(body: Body) -> list[Prediction]:
+    def predict(body: Body) -> list[models.prediction]:  # type: ignore[name-defined]
         return scorer.score(body.requests)
 
     @app.get("/readyz")

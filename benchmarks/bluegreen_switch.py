@@ -5,9 +5,9 @@ One run, real processes: a Feast repo (SQLite online store) and an MLflow sqlite
 with ``bentoml serve`` on free loopback ports.
 
 * **blue/green** (ours): v1 serves; two groups of ``--threads`` clients post ``/predict`` back to back:
-  one on the fixed URL of the **stable front** (``front_port``: a reverse proxy that forwards to whatever
+  one on the fixed URL of the **stable front** (``serving.port``: a reverse proxy that forwards to whatever
   the deployment state names), one resolving the endpoint from the deployment state file before every
-  request (service discovery). ``deploy_local(v2)`` starts v2 on the other port, waits for ``/readyz``,
+  request (service discovery). ``deploy_local(v2)`` starts v2 on a free port, waits for ``/readyz``,
   smoke-tests it, verifies ``/health``, switches the state, drains v1 for ``drain_seconds`` and stops it.
 * **baseline, stop/start in place**: the same clients on a fixed URL while the serving process is stopped
   and the next version started on the same port (what a plain restart does).
@@ -132,30 +132,36 @@ def main() -> None:
     v1, v2 = tags
     state = home / "state"
     port = free_pair()
-    front_port = free_pair()
     kw = dict(state_dir=state, timeout=300, bentoml_home_dir=home / "bentoml", smoke_request=GOOD_REQUEST)
+    proc = None
     try:
         print(f"v1 {v1}\nv2 {v2}")
-        front_url = deploy_local(v1, port=port, front_port=front_port, **kw)["front_url"]
+        front_url = deploy_local(v1, port=port, **kw)["url"]
         with Load(args.threads, lambda: read_state(state)["url"], GOOD_REQUEST) as bg, \
                 Load(args.threads, lambda: front_url, GOOD_REQUEST) as fr:
             time.sleep(args.settle)
             t0 = time.perf_counter()
-            dep = deploy_local(v2, port=port, drain_seconds=args.drain, front_port=front_port, **kw)
+            dep = deploy_local(v2, port=port, drain_seconds=args.drain, **kw)
             switch_s = time.perf_counter() - t0
             time.sleep(args.settle)
-        assert dep["port"] == port + 1 and dep["previous"]["bento_tag"] == v1 and dep["front_url"] == front_url
+        assert dep["previous"]["bento_tag"] == v1 and dep["url"] == front_url  # the same URL after the switch
 
-        fixed = dep["url"]
+        from mlops_provider.runtime.serving.process import start_server, stop_server, wait_ready
+
+        fixed, backend_port = dep["backend_url"], int(dep["port"])
         with Load(args.threads, lambda: fixed, GOOD_REQUEST) as base:
             time.sleep(args.settle)
             t0 = time.perf_counter()
             stop_local(state)
-            deploy_local(v1, port=port + 1, **kw)  # the same port: a plain in-place restart
+            log = home / "restart.log"  # the same port: a plain in-place restart
+            proc, off = start_server(v1, "127.0.0.1", backend_port, log, bentoml_home_dir=home / "bentoml")
+            wait_ready(proc, fixed, log, off, 300, v1)
             restart_s = time.perf_counter() - t0
             time.sleep(args.settle)
     finally:
         stop_local(state)
+        if proc is not None:
+            stop_server(proc.pid)
 
     def rate(load: Load) -> float:
         return sum(load.failed.values()) / max(1, load.total)

@@ -1,15 +1,16 @@
 """Throughput and p50/p99 latency: the Bento service vs a plain FastAPI + uvicorn app, same run.
 
 Both servers serve the same torch pyfunc (``TabularTorchModel``, loaded from the same BentoML store) with
-the same Feast online lookup and the same inference log, through the same
-:class:`~mlops_provider.runtime.serving.service.Scorer`; each runs as its own process with one worker on
-a free loopback port. The Bento service gets adaptive batching (``/predict`` is ``batchable=True``); the
-baseline scores every HTTP request on its own. One async httpx client process sends one-row requests
+the same time-correct Feast online lookup and the same inference log, through the same
+:class:`~mlops_provider.runtime.serving.scorer.Scorer`; each runs as its own process with one worker on
+a free loopback port. The Bento service batches concurrent requests (its greedy batcher,
+``runtime/serving/batcher.py``); the baseline scores every HTTP request on its own. One async httpx client process sends one-row requests
 with 1, 8 and 32 concurrent callers for ``--seconds`` per point (after a short warm-up).
 
 Prints one line per (server, concurrency), then the ratios at each concurrency (bento / fastapi
 throughput, p99 ratio) and the feature-lookup share of request latency, measured from the inference log
-(Feast lookup time of the batch a request rode in / the client-observed latency of that request).
+(Feast lookup time of the batch a request rode in / the client-observed latency of that request). The last
+line: ``RESULT serving_throughput ratio_c<max>=<x> p99_ratio_c<max>=<y> ...``.
 
     .venv/bin/python benchmarks/serving_throughput.py [--seconds 8] [--concurrency 1 8 32]
 """
@@ -236,11 +237,13 @@ def main() -> None:
                     f"p99={res['p99']:7.2f} ms  n={res['n']}  errors={res['errors']}",
                     flush=True,
                 )
+        ratios: dict[int, tuple[float, float]] = {}
         for conc in args.concurrency:
             b, f = results[("bento", conc)], results[("fastapi", conc)]
+            ratios[conc] = (b["rps"] / f["rps"], b["p99"] / f["p99"])
             print(
-                f"ratio c={conc:<3d} throughput bento/fastapi = {b['rps'] / f['rps']:.2f}x   "
-                f"p99 bento/fastapi = {b['p99'] / f['p99']:.2f}x",
+                f"ratio c={conc:<3d} throughput bento/fastapi = {ratios[conc][0]:.2f}x   "
+                f"p99 bento/fastapi = {ratios[conc][1]:.2f}x",
                 flush=True,
             )
         _stop(procs["bento"][0])  # flush the logs (parts are written on shutdown)
@@ -248,6 +251,16 @@ def main() -> None:
         for name in ("bento", "fastapi"):
             for line in _lookup_share(procs[name][2], results, name):
                 print(line, flush=True)
+        top = max(args.concurrency)
+        b, f = results[("bento", top)], results[("fastapi", top)]
+        errors = sum(r["errors"] for r in results.values())
+        print(
+            f"RESULT serving_throughput ratio_c{top}={ratios[top][0]:.2f} p99_ratio_c{top}={ratios[top][1]:.2f} "
+            f"bento_rps_c{top}={b['rps']:.1f} fastapi_rps_c{top}={f['rps']:.1f} bento_p99_ms_c{top}={b['p99']:.0f} "
+            f"fastapi_p99_ms_c{top}={f['p99']:.0f} errors={errors} goal_ratio=2 met="
+            f"{int(ratios[top][0] >= 2 and ratios[top][1] <= 1)}",
+            flush=True,
+        )
     finally:
         for proc, _, _ in procs.values():
             _stop(proc)

@@ -306,8 +306,10 @@ def build_deploy_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             experiment=s.experiment.model_dump(include={"mode", "share", "route_by"}),
             limits=s.limits.model_dump(),
             log_flush_interval_s=s.log_flush_interval_s,
+            serving=s.model_dump(),  # request schema limits, threshold, workers, stale-feature policy, smoke
             mlflow_conn_id=cfg.connections.mlflow,
             bentoml_conn_id=cfg.connections.bentoml,
+            aws_conn_id=cfg.connections.aws,
         )
         chain: list[Any] = [package]
         if s.infra_validate.enabled:
@@ -341,7 +343,7 @@ def build_deploy_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             port=s.port,
             state_dir=state_dir,
             ready_timeout=s.ready_timeout,
-            smoke_request=s.smoke_request or None,  # the new server must answer before traffic switches
+            smoke_request=s.smoke_request,  # answered before traffic switches ({}: the one bundled in the bento)
             drain_seconds=s.drain_seconds,
             front_port=s.front_port,
             kubernetes=s.kubernetes.model_dump(),

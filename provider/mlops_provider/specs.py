@@ -621,7 +621,9 @@ class ServiceLimitsSpec(_Spec):
         2_000_000)
     max_batch_size: Annotated[int, Field(ge=1, description="Adaptive batching: most rows per model call.")] = 512
     max_latency_ms: Annotated[int, Field(ge=1, description="Adaptive batching: longest queueing before a "
-                                                           "503.")] = 3_000
+                                                           "503 'overloaded'.")] = 3_000
+    retry_after_s: Annotated[int, Field(ge=0, le=3600, description="Retry-After (seconds) of a 503 "
+                                                                   "'overloaded' answer.")] = 1
 
 
 @dataclass(frozen=True)
@@ -639,19 +641,71 @@ class ExperimentSpec(_Spec):
 
 
 @dataclass(frozen=True)
+class RequestFieldSpec(_Spec):
+    """``serving.request.fields.<name>``: limits of one request field (an entity join key or a request-time
+    field of the feature service). The type comes from the feature service; these narrow it."""
+
+    min: Annotated[float | None, Field(description="Numbers: smallest accepted value (inclusive).")] = None
+    max: Annotated[float | None, Field(description="Numbers: largest accepted value (inclusive).")] = None
+    min_length: Annotated[int | None, Field(ge=0, description="Strings: fewest characters.")] = None
+    max_length: Annotated[int | None, Field(ge=1, description="Strings: most characters (default "
+                                                              "serving.request.max_string_length).")] = None
+    pattern: Annotated[str | None, Field(description="Strings: regular expression the whole value must match "
+                                                     "(anchor it with ^...$).")] = None
+    enum: Annotated[list[Any] | None, Field(min_length=1, description="The only accepted values.")] = None
+    default: Annotated[Any, Field(description="Makes the field optional: the value used when a request omits "
+                                              "it.")] = None
+    description: Annotated[str | None, Field(description="Shown in the OpenAPI document.")] = None
+    example: Annotated[Any, Field(description="Example value (OpenAPI; fills this field when a validation "
+                                              "input lacks it).")] = None
+
+    def __post_init__(self) -> None:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} > max {self.max}")
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError(f"min_length {self.min_length} > max_length {self.max_length}")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as e:
+                raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression: {e}") from e
+
+
+@dataclass(frozen=True)
+class RequestSpec(_Spec):
+    """``serving.request``: the request schema is generated from the model's FeatureService (entity join keys
+    and RequestSource fields with their types) at package time; this narrows it."""
+
+    fields: Annotated[dict[str, RequestFieldSpec], Field(description="Per-field limits, defaults and examples "
+                                                                     "(keys: entity join keys or request-time "
+                                                                     "fields).")] = _d(dict)
+    max_string_length: Annotated[int, Field(ge=1, le=100_000, description="Most characters of a string field "
+                                                                          "without its own max_length.")] = 256
+    event_timestamp: Annotated[bool, Field(description="Accept an optional event_timestamp (RFC 3339) as the "
+                                                       "request's event time: features are served as of it, "
+                                                       "the inference log is stamped with it.")] = True
+    examples: Annotated[list[dict[str, Any]], Field(description="Whole example requests for the OpenAPI "
+                                                                "document (validated at package time).")] = _d(list)
+
+
+@dataclass(frozen=True)
 class ServingSpec(_Spec):
     """``serving``: the bento service, its deployment target and the local deployment."""
 
     host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    port: Annotated[int, Field(ge=1, le=65535, description="local: the stable endpoint (a small front proxy); "
+                                                           "the blue/green servers run on free loopback ports "
+                                                           "behind it, so this URL survives every switch.")] = 3000
     ready_timeout: Annotated[int, Field(ge=5)] = 180
-    smoke_request: dict[str, Any] = _d(dict)
+    smoke_request: Annotated[dict[str, Any], Field(description="Request the smoke test sends (validated against "
+                                                               "the generated schema at package time); empty: a "
+                                                               "row of the evaluation snapshot.")] = _d(dict)
     drain_seconds: Annotated[float, Field(ge=0, description="local: old server keeps answering this long after "
                                                             "the switch.")] = 2.0
-    front_port: Annotated[int | None, Field(ge=1, le=65535, description="local: a stable front (reverse proxy) "
-                                                                        "on this port forwards to the live "
-                                                                        "version; callers keep one URL across "
-                                                                        "switches.")] = None
+    front_port: Annotated[int | None, Field(ge=1, le=65535, description="Deprecated (serving.port is the stable "
+                                                                        "front now). When set, the front "
+                                                                        "listens here instead of on "
+                                                                        "serving.port.")] = None
     target: Annotated[Literal["local", "kubernetes", "bentocloud"], Field(
         description="Where the deploy DAG deploys.")] = "local"
     kubernetes: KubernetesTargetSpec = _d(KubernetesTargetSpec)
@@ -663,6 +717,25 @@ class ServingSpec(_Spec):
     experiment: ExperimentSpec = _d(ExperimentSpec)
     log_flush_interval_s: Annotated[float, Field(ge=0, description="Inference log: seconds between parquet "
                                                                    "parts.")] = 10.0
+    request: RequestSpec = _d(RequestSpec)
+    threshold: Annotated[float, Field(ge=0.0, le=1.0, description="Binary task: prediction = 1 when the "
+                                                                  "probability >= threshold.")] = 0.5
+    workers: Annotated[int, Field(ge=1, le=64, description="BentoML worker processes of the service (one "
+                                                           "killed worker is restarted while the others "
+                                                           "keep answering).")] = 1
+    stale_features: Annotated[Literal["impute", "reject"], Field(
+        description="A feature older than its view's TTL (or newer than the request's event time) at request "
+                    "time: impute (served as missing, imputed as in training) or reject (HTTP 422 naming "
+                    "the stale features).")] = "impute"
+    sample_requests: Annotated[int, Field(ge=1, le=1000, description="Rows of the evaluation snapshot, projected "
+                                                                      "on the request schema, bundled for "
+                                                                      "warm-up and the default smoke "
+                                                                      "request.")] = 8
+
+    @property
+    def front(self) -> int:
+        """The stable port of the local target (``front_port`` when the deprecated key is set)."""
+        return self.front_port or self.port
 
 
 # ---------------------------------------------------------------------------------------------------

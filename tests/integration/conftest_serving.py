@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -145,7 +146,17 @@ def build_feature_repo(repo: Path) -> None:
     store.materialize(now - timedelta(days=1), now + timedelta(minutes=1))
 
 
-def register_model(tracking_uri: str, artifacts: Path, code_dir: Path, *, alias: str = "champion") -> str:
+#: A model that takes ``delay_s`` per call (overload tests): the same answers as MODEL_CODE.
+SLOW_MODEL_CODE = MODEL_CODE.replace(
+    "    def predict(self, context, model_input: pd.DataFrame, params=None):\n",
+    "    def predict(self, context, model_input: pd.DataFrame, params=None):\n"
+    "        import time\n\n        time.sleep({delay_s})\n",
+)
+
+
+def register_model(
+    tracking_uri: str, artifacts: Path, code_dir: Path, *, alias: str = "champion", code: str = MODEL_CODE
+) -> str:
     import mlflow
     import pandas as pd
     from mlflow import MlflowClient
@@ -155,18 +166,34 @@ def register_model(tracking_uri: str, artifacts: Path, code_dir: Path, *, alias:
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name("serving_test")
     exp_id = exp.experiment_id if exp else client.create_experiment("serving_test", artifact_location=artifacts.as_uri())
-    code = code_dir / "delay_model.py"
-    code.write_text(MODEL_CODE)
+    code_file = code_dir / "delay_model.py"
+    code_file.write_text(code)
     example = pd.DataFrame([{**{c: 1.0 for c in FEATURES["numeric"]}, "origin": "JFK", "carrier": "UA"}])
     example = example[[*FEATURES["categorical"], *FEATURES["numeric"]]]
     with mlflow.start_run(experiment_id=exp_id):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(code), input_example=example,
+            name="model", python_model=str(code_file), input_example=example,
             pip_requirements=["pandas", "numpy"], registered_model_name=MODEL_NAME,
         )
     version = str(info.registered_model_version)
     client.set_registered_model_alias(MODEL_NAME, alias, version)
     return version
+
+
+@contextmanager
+def serve_bento(world: ServingWorld, bento_tag: str, name: str, timeout: float = 180) -> Iterator[dict]:
+    """``bentoml serve`` ``bento_tag`` on a free loopback port until the block ends: {url, proc, log}."""
+    from mlops_provider.runtime.serving.process import free_port, start_server, stop_server, wait_ready
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_file = world.home / f"{name}-{port}.log"
+    proc, offset = start_server(bento_tag, "127.0.0.1", port, log_file, bentoml_home_dir=world.bentoml_home)
+    try:
+        wait_ready(proc, url, log_file, offset, timeout, bento_tag, consequence="the test server is gone")
+        yield {"url": url, "proc": proc, "log": log_file}
+    finally:
+        stop_server(proc.pid, timeout=20)
 
 
 @pytest.fixture(scope="module", name="serving_world")

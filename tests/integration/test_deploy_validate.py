@@ -30,12 +30,14 @@ T0 = datetime(2024, 6, 1, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def bento(serving_world: ServingWorld) -> dict:
+    from test_service_http import example_serving
+
     from mlops_provider.runtime.serving.package import package_bento
 
     w = serving_world
     return package_bento(
         MODEL_NAME, "champion", w.tracking_uri, str(w.feature_repo), FEATURE_SERVICE, FEATURES,
-        str(w.inference_log), bentoml_home_dir=w.bentoml_home,
+        str(w.inference_log), bentoml_home_dir=w.bentoml_home, serving=example_serving(),
     )
 
 
@@ -88,12 +90,19 @@ def test_infra_validate_passes_and_stops_the_server(serving_world: ServingWorld,
     )
     report = op.execute({})  # type: ignore[arg-type]
     assert report["passed"] is True and report["problems"] == []
-    assert report["replayed"] == {"input_example": 1, "snapshot_sample": 6}
+    # both projected on the request schema (the input example lacks the tailnum: the YAML's example fills it)
+    assert report["replayed"] == {"input_example": 1, "snapshot_sample": 6} and report["task"] == "binary"
     assert report["max_abs_diff"] is not None and report["max_abs_diff"] <= 1e-5
     assert report["batch_max_abs_diff"] <= 1e-5
     assert all(report["checks"].values())
     assert Path(report["report_path"]).is_file()
     assert _gone(report)
+    from mlops_provider.runtime.serving.inference_log import read_inference_log
+
+    logged = read_inference_log(serving_world.inference_log)
+    infra = logged[logged["request_id"].astype(str).str.startswith("infra-")]
+    assert len(infra) >= 7 and set(infra["traffic"]) == {"infra_validation"}  # never counted as live traffic
+    assert (infra["timestamp"] == infra["timestamp"].iloc[0]).all()  # one pinned event time
 
 
 def test_infra_validate_fails_with_the_reasons_and_stops_the_server(serving_world: ServingWorld, bento: dict,
@@ -180,7 +189,6 @@ def test_local_deploy_failure_keeps_the_old_version_and_live_version_is_verified
     serving_world: ServingWorld, bento: dict
 ) -> None:
     from conftest_serving import GOOD_REQUEST
-    from test_serving_bento import _free_port_pair
 
     from mlops_provider.exceptions import DeploymentError, LiveVersionMismatch
     from mlops_provider.links.bentoml import BENTO_ENDPOINT_XCOM_KEY
@@ -191,31 +199,35 @@ def test_local_deploy_failure_keeps_the_old_version_and_live_version_is_verified
 
     w = serving_world
     state_dir = w.home / "state" / "deploy_operator"
-    port, front_port = _free_port_pair(), free_port()
+    port = free_port()
 
-    def op(tag: str) -> BentoDeployOperator:
+    def op(tag: str, smoke: dict | None = GOOD_REQUEST) -> BentoDeployOperator:
         return BentoDeployOperator(task_id="deploy", bento_tag=tag, port=port, state_dir=str(state_dir),
-                                   ready_timeout=150, smoke_request=GOOD_REQUEST, drain_seconds=0.5,
-                                   front_port=front_port)
+                                   ready_timeout=150, smoke_request=smoke, drain_seconds=0.5)
 
     try:
         ti = _TI()
-        first = op(bento["bento_tag"]).execute({"ti": ti})  # type: ignore[arg-type]
+        first = op(bento["bento_tag"], smoke={}).execute({"ti": ti})  # type: ignore[arg-type]  # {}: the bento's
         assert first["changed"] is True and first["target"] == "local"
         assert first["live"]["bento_tag"] == bento["bento_tag"] and first["live"]["model_version"] == "1"
-        front = f"http://127.0.0.1:{front_port}"
-        assert first["front_url"] == front and ti.xcom[BENTO_ENDPOINT_XCOM_KEY] == front  # live version via it
+        front = f"http://127.0.0.1:{port}"  # serving.port is the stable endpoint
+        assert first["url"] == first["front_url"] == front and ti.xcom[BENTO_ENDPOINT_XCOM_KEY] == front
 
+        import shutil
+
+        repo_copy = w.home / "repo_for_broken"
+        shutil.copytree(w.feature_repo, repo_copy)
         broken = package_bento(
-            MODEL_NAME, "champion", w.tracking_uri, str(w.feature_repo), "no_such_service", FEATURES,
+            MODEL_NAME, "champion", w.tracking_uri, str(repo_copy), FEATURE_SERVICE, FEATURES,
             str(w.inference_log), bentoml_home_dir=w.bentoml_home,
         )
+        shutil.rmtree(repo_copy)  # the bento's service cannot start: no feature store
         with pytest.raises(DeploymentError, match="previous deployment keeps serving") as err:
             op(broken["bento_tag"]).execute({"ti": _TI()})  # type: ignore[arg-type]
         assert broken["bento_tag"] in str(err.value) and "Log " in str(err.value)  # the reason and where to look
         assert read_state(state_dir)["bento_tag"] == bento["bento_tag"]
         assert is_our_server(first["pid"])
-        smoke = BentoSmokeTestOperator(task_id="smoke", url=first["url"], request=GOOD_REQUEST,
+        smoke = BentoSmokeTestOperator(task_id="smoke", url=first["url"], request={},  # the bento's own
                                        expected_bento_tag=bento["bento_tag"])
         assert smoke.execute({})["model_version"] == "1"  # type: ignore[arg-type]
         r = httpx.post(f"{front}/predict", json={"requests": [GOOD_REQUEST]}, timeout=30)
@@ -229,7 +241,7 @@ def test_local_deploy_failure_keeps_the_old_version_and_live_version_is_verified
     finally:
         stop_local(state_dir)
     with pytest.raises(httpx.HTTPError):
-        httpx.get(f"http://127.0.0.1:{front_port}/__front__", timeout=2)  # the front stopped with the deployment
+        httpx.get(f"http://127.0.0.1:{port}/__front__", timeout=2)  # the front stopped with the deployment
 
 
 def test_kubernetes_target_renders_validated_manifests_for_the_bento(serving_world: ServingWorld, bento: dict,

@@ -1,10 +1,11 @@
 """Serving end to end on real libraries: MLflow sqlite registry -> BentoML store -> bento ->
-``bentoml serve`` on a loopback port -> HTTP predictions -> inference log; blue/green redeploy and a
-failed deployment that leaves the previous one serving."""
+``bentoml serve`` behind the stable local endpoint -> HTTP predictions -> inference log; blue/green redeploy
+on the SAME URL and a failed deployment that leaves the previous one serving."""
 
 from __future__ import annotations
 
 import random
+import shutil
 import socket
 
 import httpx
@@ -19,7 +20,7 @@ from conftest_serving import (
     serving_world_fixture,  # noqa: F401 - the `serving_world` fixture
 )
 
-from mlops_provider.exceptions import DeploymentError
+from mlops_provider.exceptions import ConfigError, DeploymentError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -72,6 +73,13 @@ def test_package_is_idempotent(serving_world: ServingWorld) -> None:
     assert "bentoml==" in reqs and "feast==" in reqs and "mlflow==" in reqs
 
 
+def test_a_bad_feature_service_or_smoke_request_fails_packaging(serving_world: ServingWorld) -> None:
+    with pytest.raises(ConfigError, match="no_such_service"):
+        _package(serving_world, feature_service="no_such_service")
+    with pytest.raises(ConfigError, match="smoke_request does not fit.*'month'"):
+        _package(serving_world, serving={"smoke_request": {**GOOD_REQUEST, "month": "june"}})
+
+
 def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingWorld) -> None:
     from mlops_provider.runtime.serving.checks import smoke_test
     from mlops_provider.runtime.serving.inference_log import read_inference_log
@@ -80,6 +88,7 @@ def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingW
 
     world = serving_world
     port = _free_port_pair()
+    stable = f"http://127.0.0.1:{port}"
     v1 = _package(world)
     pids: list[int] = []
     try:
@@ -87,7 +96,8 @@ def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingW
                            bentoml_home_dir=world.bentoml_home)
         pids.append(dep["pid"])
         url = dep["url"]
-        assert dep["changed"] is True and dep["port"] == port
+        assert dep["changed"] is True and url == stable == dep["front_url"]  # serving.port is the stable front
+        assert dep["backend_url"] != stable and dep["port"] != port  # the server itself: a free loopback port
         assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
 
         # good requests: one with all features online, one with unknown entities (NaN features)
@@ -95,18 +105,17 @@ def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingW
         r = httpx.post(f"{url}/predict", json={"requests": [GOOD_REQUEST, unknown]}, timeout=30)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert [set(b) for b in body] == [{"request_id", "model_version", "probability", "delayed"}] * 2
+        assert [set(b) for b in body] == [{"request_id", "model_version", "probability", "prediction"}] * 2
         assert body[1]["request_id"] == "r-2" and body[0]["model_version"] == "1"
         assert all(0.0 <= b["probability"] <= 1.0 for b in body)
-        assert body[0]["delayed"] == (body[0]["probability"] >= 0.5)
+        assert body[0]["prediction"] == int(body[0]["probability"] >= 0.5)
 
         # bad requests -> 4xx, never 500
         bad_bodies = [
-            {"requests": [{**GOOD_REQUEST, "sched_dep_hour": 24}]},
             {"requests": [{**GOOD_REQUEST, "month": "june"}]},
             {"requests": [{k: v for k, v in GOOD_REQUEST.items() if k != "origin"}]},
             {"requests": [{**GOOD_REQUEST, "unexpected": 1}]},
-            {"requests": [{**GOOD_REQUEST, "distance": -5}]},
+            {"requests": [{**GOOD_REQUEST, "distance": "1400"}]},
             {"requests": {"origin": "JFK"}},
             {"wrong": []},
         ]
@@ -123,20 +132,25 @@ def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingW
         # the inference log holds exactly the two good predictions, with the raw feature columns
         frame = read_inference_log(world.inference_log)
         assert len(frame) == 2
-        assert set(frame["request_id"]) >= {"r-2"}
-        for col in [*FEATURES["categorical"], *FEATURES["numeric"], "tailnum", "prediction", "bento_tag"]:
+        assert set(frame["request_id"]) >= {"r-2"} and set(frame["traffic"]) == {"live"}
+        for col in [*FEATURES["categorical"], *FEATURES["numeric"], "tailnum", "probability", "prediction",
+                    "bento_tag", "__age_s__temp"]:
             assert col in frame.columns, col
         known = frame[frame["origin"] == "JFK"].iloc[0]
         assert known["temp"] == 0.0 and known["carrier_flights_7d"] == 2.0 and known["sched_dep_hour"] == 17
+        assert 1700 < known["__age_s__temp"] < 3 * 3600  # materialized 30 minutes ago
         assert frame[frame["origin"] == "ZZZ"]["temp"].isna().all()
 
         # same tag again: no-op
         again = deploy_local(v1["bento_tag"], port=port, state_dir=world.state_dir, timeout=150,
                              bentoml_home_dir=world.bentoml_home)
-        assert again["changed"] is False and again["pid"] == dep["pid"]
+        assert again["changed"] is False and again["pid"] == dep["pid"] and again["url"] == stable
 
-        # a bento whose feature service does not exist fails readiness: v1 keeps serving
-        broken = _package(world, feature_service="no_such_service")
+        # a bento whose feature repo is gone fails readiness: v1 keeps serving
+        repo_copy = world.home / "repo_copy"
+        shutil.copytree(world.feature_repo, repo_copy)
+        broken = _package(world, feature_repo=str(repo_copy), inference_log_dir=str(world.home / "broken_log"))
+        shutil.rmtree(repo_copy)
         assert broken["bento_tag"] != v1["bento_tag"]
         with pytest.raises(DeploymentError, match="previous deployment keeps serving"):
             deploy_local(broken["bento_tag"], port=port, state_dir=world.state_dir, timeout=150,
@@ -145,20 +159,23 @@ def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingW
         assert _alive(dep["pid"])
         assert smoke_test(url, GOOD_REQUEST)["model_version"] == "1"
 
-        # a new champion: blue/green to the other port, the old server is stopped afterwards
+        # a new champion: blue/green behind the SAME url, the old server is stopped afterwards
         register_model(world.tracking_uri, world.home / "mlflow" / "artifacts", world.home)
         v2 = _package(world)
         assert v2["model_version"] == "2" and v2["model_tag"] == f"{MODEL_NAME}:v2"
         dep2 = deploy_local(v2["bento_tag"], port=port, state_dir=world.state_dir, timeout=150,
                             bentoml_home_dir=world.bentoml_home, smoke_request=GOOD_REQUEST)
         pids.append(dep2["pid"])
-        assert dep2["port"] == port + 1 and dep2["previous"]["bento_tag"] == v1["bento_tag"]
+        assert dep2["url"] == stable and dep2["backend_url"] != dep["backend_url"]
+        assert dep2["previous"]["bento_tag"] == v1["bento_tag"]
         assert not _alive(dep["pid"])
-        answer = smoke_test(dep2["url"], GOOD_REQUEST)
+        answer = smoke_test(stable, GOOD_REQUEST)  # the configured port answers the new champion
         assert answer["model_version"] == "2"
+        assert httpx.post(f"{stable}/health", json={}, timeout=10).json()["bento_tag"] == v2["bento_tag"]
         logged = read_inference_log(world.inference_log)
         assert set(logged["model_version"]) == {"1", "2"}
-        assert logged["request_id"].str.startswith("smoke-").sum() >= 2
+        smoke = logged[logged["request_id"].str.startswith("smoke-")]
+        assert len(smoke) >= 3 and set(smoke["traffic"]) == {"smoke"}  # pre-switch check + the two above
     finally:
         stop_local(world.state_dir)
         for pid in pids:  # belt and braces: never leave a server behind
@@ -167,4 +184,4 @@ def test_deploy_predict_log_blue_green_and_failed_deploy(serving_world: ServingW
     assert not any(descendants(p) for p in pids)
     assert read_state(world.state_dir) is None
     with pytest.raises(DeploymentError):
-        smoke_test(f"http://127.0.0.1:{port + 1}", GOOD_REQUEST, timeout=2)
+        smoke_test(stable, GOOD_REQUEST, timeout=2)

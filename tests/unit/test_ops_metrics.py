@@ -229,7 +229,10 @@ def test_ops_counts_live_traffic_only_and_reports_test_traffic_apart(tmp_path: P
             if kind is not None:
                 rec["traffic"] = kind
             w.write_batch([rec], timestamp=start + timedelta(minutes=7 * i))
-        w.write_batch([{"request_id": "smoke-old", "prediction": 9.0}], timestamp=start + timedelta(hours=6))
+    # a part written before the ``traffic`` column existed: its smoke request is known by its request_id
+    legacy = pd.DataFrame({"request_id": ["smoke-old"], "prediction": [9.0], "model_version": ["2"],
+                           "timestamp": [pd.Timestamp(start + timedelta(hours=6))]})
+    legacy.to_parquet(d / f"date={start:%Y-%m-%d}" / "part-legacy-0.parquet", index=False)
     out = om.ops_summary(model="m", inference_log_dir=str(d), window_start=start,
                          window_end=start + timedelta(hours=24), state_path=tmp_path / "ops.json",
                          deployment_state_dir=str(tmp_path / "no_deploy"))

@@ -78,8 +78,29 @@ def test_run_experiment_split_and_shadow() -> None:
     assert (out["served"] == 0.2).all() and (out["challenger"] == 0.9).all()
     out = run_experiment(frame, rows, None, champ, None)
     assert (out["served"] == 0.2).all() and np.isnan(out["challenger"]).all()
-    with pytest.raises(ValueError, match="3 predictions for 400 rows"):
+    with pytest.raises(ValueError, match=r"shape \(3,\) for 400 rows"):
         run_experiment(frame, rows, None, lambda f: [0.1, 0.2, 0.3], None)
+
+
+def test_run_experiment_with_2d_outputs_and_default_routing() -> None:
+    """Multiclass (n x k) outputs keep their rows through the split; no route_by: every request field."""
+    frame = pd.DataFrame({"x": np.arange(200, dtype=float)})
+    rows = _rows(200)
+
+    def champ(f: pd.DataFrame) -> np.ndarray:
+        return np.tile([0.7, 0.2, 0.1], (len(f), 1))
+
+    def chall(f: pd.DataFrame) -> np.ndarray:
+        return np.tile([0.1, 0.1, 0.8], (len(f), 1))
+
+    out = run_experiment(frame, rows, _spec(mode="split", share=0.5), champ, chall)
+    to = out["to_challenger"]
+    assert out["served"].shape == (200, 3) and 50 < to.sum() < 150
+    assert (out["served"][to] == [0.1, 0.1, 0.8]).all() and (out["served"][~to] == [0.7, 0.2, 0.1]).all()
+    assert np.isnan(out["champion"][to]).all() and np.isnan(out["challenger"][~to]).all()
+    assert routing_key({"b": 1, "a": 2, "request_id": "x"}, []) == routing_key({"a": 2, "b": 1, "request_id": "y"}, [])
+    with pytest.raises(ValueError, match="shape"):
+        run_experiment(frame, rows, None, lambda f: np.zeros((len(f), 2, 2)), None)
 
 
 def test_compare_variants_and_spec_validation() -> None:
@@ -148,7 +169,7 @@ def _echo_app():
 
 
 def test_request_guard_limits_body_and_content_type() -> None:
-    from mlops_provider.runtime.serving.service import RequestGuardMiddleware
+    from mlops_provider.runtime.serving.guard import RequestGuardMiddleware
 
     app = RequestGuardMiddleware(_echo_app(), max_body_bytes=1000)
     js = {"content-type": "application/json"}
@@ -166,7 +187,7 @@ def test_request_guard_limits_body_and_content_type() -> None:
 def test_service_config_carries_limits_and_experiment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops_provider.runtime.serving.service import ServiceLimits, load_service_config
+    from mlops_provider.runtime.serving.schema import ServiceLimits, load_service_config
 
     p = tmp_path / "bento_config.json"
     p.write_text(

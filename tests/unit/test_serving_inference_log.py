@@ -207,3 +207,36 @@ def test_two_writers_write_separate_files(tmp_path: Path) -> None:
     assert len(list(tmp_path.rglob("*.parquet"))) == 2
     assert isinstance(read_inference_log(tmp_path), pd.DataFrame)
     assert set(read_inference_log(tmp_path)["request_id"]) == {"r1", "r2"}
+
+
+def test_a_compaction_while_reading_loses_no_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's flusher may turn the WAL into a part while a reader lists the day: every row is read once."""
+    from mlops_provider.runtime.serving import inference_log as il
+
+    w = InferenceLogWriter(tmp_path, model_version="1", flush_interval_s=0)
+    w.write_batch([_rec(i) for i in range(3)], timestamp=T0)
+    w.flush()  # one part
+    w.write_batch([_rec(i) for i in range(3, 7)], timestamp=T0)  # four rows only in the live WAL
+    real = il._read_part
+
+    def read_then_compact(data):  # the flusher runs while the reader is inside the day's partition
+        out = real(data)
+        w.flush()
+        return out
+
+    monkeypatch.setattr(il, "_read_part", read_then_compact)
+    frame = read_inference_log(tmp_path)
+    assert sorted(frame["request_id"]) == [f"r{i}" for i in range(7)]
+    assert not list(tmp_path.rglob("*.jsonl"))  # the compaction did happen mid-read
+    w.close()
+
+
+def test_rows_land_in_the_partition_of_their_own_event_time(tmp_path: Path) -> None:
+    w = InferenceLogWriter(tmp_path, model_version="1", flush_interval_s=0)
+    w.write_batch([_rec(0, timestamp=T0 - timedelta(days=3), traffic="smoke"), _rec(1)], timestamp=T0)
+    w.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["date=2013-05-29", "date=2013-06-01"]
+    frame = read_inference_log(tmp_path).set_index("request_id")
+    assert frame.loc["r0", "timestamp"] == pd.Timestamp(T0 - timedelta(days=3)) and frame.loc["r0", "traffic"] == "smoke"
+    assert frame.loc["r1", "traffic"] == "live"  # the default class
+    assert read_inference_log(tmp_path, start=T0 - timedelta(days=1))["request_id"].tolist() == ["r1"]

@@ -29,18 +29,23 @@ def _set_outlet_extras(operator: BaseOperator, context: Context, extra: dict[str
 class BentoPackageOperator(BaseOperator):
     """Import ``models:/<model_name>@<alias>`` into BentoML and build the serving bento.
 
-    Idempotent: the BentoML model tag is derived from the MLflow version (``flights_delay:v3``) and
+    Idempotent: the BentoML model tag is derived from the MLflow version (``<model>:v3``) and
     the bento tag from the version plus a hash of the service config and code; existing ones are
     reused, so a re-run builds nothing. ``features`` = ``{"categorical": [...], "numeric": [...]}``
-    (the YAML's ``model.features``). ``challenger_alias`` + ``experiment`` (``{"mode": "shadow" |
-    "split", "share", "route_by"}``) put the challenger in the same bento for an online experiment;
-    ``limits`` overrides the service's request limits (``serving.limits``).
+    (the YAML's ``model.features``). ``serving`` (the YAML's ``serving`` section as a dict) shapes the
+    endpoint: the request schema is generated from the feature service and ``serving.request``, the smoke
+    request is validated against it here, the sample requests come from the version's evaluation snapshot
+    (read through ``aws_conn_id`` when on ``s3://``). ``challenger_alias`` + ``experiment`` (``{"mode":
+    "shadow" | "split", "share", "route_by"}``) put the challenger in the same bento for an online
+    experiment; ``limits`` overrides the service's request limits (``serving.limits``).
 
     Returns ``{"bento_tag", "model_tag", "model_version", "mlflow_run_id", "bento_created",
-    "model_created", "challenger", "bentoml_home"}``.
+    "model_created", "challenger", "smoke_request", "task", "request_model", "bentoml_home"}``.
     """
 
-    template_fields: Sequence[str] = ("model_name", "alias", "feature_repo", "feature_service", "inference_log_dir")
+    template_fields: Sequence[str] = (
+        "model_name", "alias", "feature_repo", "feature_service", "inference_log_dir", "snapshot",
+    )
     ui_color = "#fddb3a"
 
     def __init__(
@@ -53,16 +58,22 @@ class BentoPackageOperator(BaseOperator):
         features: dict[str, list[str]],
         inference_log_dir: str,
         request_fields: list[str] | None = None,
-        threshold: float = 0.5,
+        threshold: float | None = None,
         challenger_alias: str | None = None,
         experiment: dict[str, Any] | None = None,
         limits: dict[str, Any] | None = None,
         log_flush_interval_s: float | None = None,
+        serving: dict[str, Any] | None = None,
+        snapshot: str | None = None,
         mlflow_conn_id: str = "mlflow_default",
         bentoml_conn_id: str = "bentoml_default",
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.serving = serving
+        self.snapshot = snapshot
+        self.aws_conn_id = aws_conn_id
         self.challenger_alias = challenger_alias
         self.experiment = experiment
         self.limits = limits
@@ -81,7 +92,10 @@ class BentoPackageOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
         from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.runtime.io.objstore import ObjectStore
         from mlops_provider.runtime.serving.package import package_bento
+        from mlops_provider.specs import ServingSpec, from_dict
 
         tracking = MLflowHook(self.mlflow_conn_id).configure()
         home = BentoMLHook(self.bentoml_conn_id).bentoml_home
@@ -105,6 +119,9 @@ class BentoPackageOperator(BaseOperator):
             experiment=self.experiment,
             limits=self.limits,
             log_flush_interval_s=self.log_flush_interval_s,
+            serving=from_dict(ServingSpec, self.serving) if self.serving else None,
+            snapshot=self.snapshot or None,
+            store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
         )
         if result.get("challenger"):
             self.log.info("Online experiment: %s", result["challenger"])
@@ -190,13 +207,15 @@ class BentoInfraValidateOperator(BaseOperator):
 class BentoDeployOperator(BaseOperator):
     """Deploy a bento to ``target`` and verify the live version the endpoint reports.
 
-    - ``local``: ``bentoml serve`` on loopback, blue/green on ``port`` / ``port + 1``. The new server
-      must answer ``/readyz`` within ``ready_timeout``, answer ``smoke_request`` (when given) and
-      report the deployed bento on ``/health`` before the state switches to it; the previous one
-      drains ``drain_seconds`` and stops. Otherwise the new one is killed, the previous one keeps
-      serving and the task fails with ``DeploymentError`` giving the reason. Re-deploying the tag
-      that is already serving is a no-op. With ``front_port`` a stable front on that port forwards
-      to the live version (``front_url``: one URL across switches).
+    - ``local``: one stable URL, ``http://host:port``: a small front proxy there forwards to the live
+      version, which runs ``bentoml serve`` on a free loopback port (blue/green). The new server
+      must answer ``/readyz`` within ``ready_timeout``, answer the smoke request and report the
+      deployed bento on ``/health`` before the state switches to it; the previous one drains
+      ``drain_seconds`` and stops. Otherwise the new one is killed, the previous one keeps serving and
+      the task fails with ``DeploymentError`` giving the reason. Re-deploying the tag that is already
+      serving is a no-op. ``smoke_request``: a request, ``{}`` for the one bundled in the bento (the
+      YAML's, else a row of the evaluation snapshot), None for none. ``front_port`` is deprecated
+      (when set, the front listens there instead of on ``port``).
     - ``kubernetes``: Deployment / Service / HPA (readiness + liveness probes, ``maxUnavailable: 0``)
       rendered from ``kubernetes`` (the YAML's ``serving.kubernetes``), validated against the API
       models and written under ``state_dir``; applied through the cncf.kubernetes ``KubernetesHook``
@@ -418,12 +437,15 @@ class BatchPredictOperator(BaseOperator):
 
 
 class BentoSmokeTestOperator(BaseOperator):
-    """POST ``request`` to ``<url>/predict`` over HTTP; fail with ``DeploymentError`` on a bad answer.
+    """POST ``request`` to ``<url>/predict`` over HTTP (``X-Mlops-Traffic: smoke``); fail with
+    ``DeploymentError`` on a bad answer.
 
-    A bad answer is a non-2xx status, a missing probability, NaN or a value outside [0, 1]. With
+    A bad answer is a non-2xx status or an invalid prediction for the task (binary: a probability in
+    [0, 1] and a 0/1 prediction; multiclass: probabilities and a class; regression: a finite number).
+    An empty ``request`` sends the smoke request bundled in ``expected_bento_tag``'s bento. With
     ``expected_bento_tag`` the endpoint's ``/health`` must also report that bento, else
     ``LiveVersionMismatch`` (a silent rollback since the deploy).
-    Returns the first prediction ``{"request_id", "model_version", "probability", "delayed"}``.
+    Returns the first prediction (binary: ``{"request_id", "model_version", "probability", "prediction"}``).
     """
 
     template_fields: Sequence[str] = ("url", "request", "expected_bento_tag")
@@ -453,8 +475,20 @@ class BentoSmokeTestOperator(BaseOperator):
 
         hook = BentoMLHook(self.bentoml_conn_id)
         url = self.url or hook.url or ""
+        request = self.request
+        if not request and self.expected_bento_tag:
+            from mlops_provider.runtime.serving.package import bento_config
+
+            request = bento_config(self.expected_bento_tag, hook.bentoml_home).get("smoke_request") or {}
+        if not request:
+            from mlops_provider.exceptions import DeploymentError
+
+            raise DeploymentError(
+                "No smoke request: set serving.smoke_request, or package a model version with an evaluation "
+                "snapshot (its rows become the default smoke request)."
+            )
         checked = check_endpoint(
-            url, self.request, timeout=float(self.timeout), headers=hook.headers(),
+            url, request, timeout=float(self.timeout), headers=hook.headers(),
             expected_bento_tag=self.expected_bento_tag or None,
         )
         response: dict[str, Any] = checked["prediction"]

@@ -1,7 +1,9 @@
 """Checks of a serving endpoint over HTTP: smoke test and live-version verification (runtime module).
 
-- :func:`smoke_test` POSTs requests to ``<url>/predict`` and checks every answer is a probability in
-  [0, 1]; its requests get ``request_id`` ``smoke-<uuid>`` so drift monitoring can leave them out;
+- :func:`smoke_test` POSTs requests to ``<url>/predict`` with header ``X-Mlops-Traffic: smoke`` (the
+  inference log marks them, monitoring leaves them out) and checks every answer: a binary probability in
+  [0, 1] with a 0/1 prediction, multiclass probabilities with a predicted class, or a finite regression
+  prediction; requests without an id get ``request_id`` ``smoke-<uuid>``;
 - :func:`live_version` / :func:`verify_live_version` ask ``POST <url>/health`` what is serving and
   raise :class:`~mlops_provider.exceptions.LiveVersionMismatch` when it is not what was deployed (a
   silent rollback, a concurrent deploy);
@@ -16,9 +18,37 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlops_provider.exceptions import DeploymentError
+from mlops_provider.runtime.serving.request_schema import TRAFFIC_HEADER
 
 #: request_id prefix of smoke-test traffic in the inference log.
 SMOKE_ID_PREFIX = "smoke-"
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def answer_problem(item: Any) -> str | None:
+    """Why one ``/predict`` answer item is not a valid prediction (None: it is), whatever the task."""
+    if not isinstance(item, dict) or not isinstance(item.get("request_id"), str):
+        return "not a prediction object with a request_id"
+    if "probability" in item:  # binary
+        p = item["probability"]
+        if not _finite(p) or not 0.0 <= p <= 1.0:
+            return f"probability {p!r} is not a number in [0, 1]"
+        if item.get("prediction") not in (0, 1) or isinstance(item.get("prediction"), bool):
+            return f"prediction {item.get('prediction')!r} is not 0 or 1"
+        return None
+    if "probabilities" in item:  # multiclass
+        probs = item["probabilities"]
+        if not isinstance(probs, dict) or not probs or not all(_finite(v) and 0 <= v <= 1 for v in probs.values()):
+            return f"probabilities {probs!r} are not numbers in [0, 1]"
+        if str(item.get("prediction")) not in probs:
+            return f"prediction {item.get('prediction')!r} is not one of the classes {sorted(probs)}"
+        return None
+    if not _finite(item.get("prediction")):  # regression
+        return f"prediction {item.get('prediction')!r} is not a finite number"
+    return None
 
 
 def smoke_test(
@@ -29,8 +59,8 @@ def smoke_test(
 ) -> dict[str, Any]:
     """POST ``request`` to ``<url>/predict`` over HTTP and check the answer; returns the first prediction.
 
-    Requests without ``request_id`` get ``smoke-<uuid>`` (drift monitoring can filter them out).
-    Raises DeploymentError on a non-2xx status, a missing probability, NaN, or a value outside [0, 1].
+    Sent with ``X-Mlops-Traffic: smoke``; requests without ``request_id`` get ``smoke-<uuid>``.
+    Raises DeploymentError on a non-2xx status or an invalid answer (:func:`answer_problem`).
     """
     import httpx
 
@@ -39,7 +69,8 @@ def smoke_test(
         r.setdefault("request_id", f"{SMOKE_ID_PREFIX}{uuid.uuid4().hex}")
     endpoint = f"{url.rstrip('/')}/predict"
     try:
-        resp = httpx.post(endpoint, json={"requests": reqs}, timeout=timeout, headers=dict(headers or {}))
+        resp = httpx.post(endpoint, json={"requests": reqs}, timeout=timeout,
+                          headers={TRAFFIC_HEADER: "smoke", **dict(headers or {})})
     except httpx.HTTPError as e:
         raise DeploymentError(f"Smoke test could not reach {endpoint}: {e}") from e
     if not 200 <= resp.status_code < 300:
@@ -51,9 +82,9 @@ def smoke_test(
     if not isinstance(body, list) or len(body) != len(reqs):
         raise DeploymentError(f"Smoke test expected {len(reqs)} predictions from {endpoint}, got: {str(body)[:500]}")
     for item in body:
-        p = item.get("probability") if isinstance(item, dict) else None
-        if not isinstance(p, int | float) or isinstance(p, bool) or math.isnan(p) or not 0.0 <= p <= 1.0:
-            raise DeploymentError(f"Smoke test got an invalid probability from {endpoint}: {item!r}")
+        problem = answer_problem(item)
+        if problem:
+            raise DeploymentError(f"Smoke test got an invalid prediction from {endpoint}: {problem}: {item!r}")
     return dict(body[0])
 
 

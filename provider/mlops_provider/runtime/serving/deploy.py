@@ -2,8 +2,8 @@
 
 :func:`deploy_bento` dispatches on ``target``:
 
-- ``local``: :func:`~mlops_provider.runtime.serving.targets.local.deploy_local` (``bentoml serve`` on
-  loopback, blue/green, optional stable front);
+- ``local``: :func:`~mlops_provider.runtime.serving.targets.local.deploy_local` (a stable front on
+  ``port``, ``bentoml serve`` blue/green on free loopback ports behind it);
 - ``kubernetes``: :func:`~mlops_provider.runtime.serving.targets.kubernetes.deploy_kubernetes`
   (Deployment / Service / HPA rendered, validated, written under ``<state_dir>/kubernetes``; applied
   through the ``kubernetes`` API client the operator resolved from its connection, render-only
@@ -63,6 +63,7 @@ def deploy_bento(
 
     ``kubernetes`` / ``bentocloud``: the YAML's ``serving.kubernetes`` / ``serving.bentocloud``.
     ``headers``: sent to a remote endpoint's ``/health`` (not to the local target).
+    ``smoke_request``: local target only; ``{}`` sends the smoke request bundled in the bento, None none.
     ``on_endpoint`` is called with the endpoint URL as soon as it is known, before the live-version
     check (the operator pushes it for the UI link, so the link works even when the check fails).
     Returns ``{"target", "url", "bento_tag", "changed", "previous_bento_tag", "live", ...}``.
@@ -70,6 +71,10 @@ def deploy_bento(
     if target not in TARGETS:
         raise DeploymentError(f"Unknown deployment target {target!r}; use one of {', '.join(TARGETS)}.")
     if target == "local":
+        if smoke_request is not None and not smoke_request:
+            from mlops_provider.runtime.serving.package import bento_config
+
+            smoke_request = bento_config(bento_tag, bentoml_home_dir).get("smoke_request") or None
         result = _deploy_local(
             bento_tag, state_dir=state_dir, bentoml_home_dir=bentoml_home_dir, host=host, port=port,
             ready_timeout=ready_timeout, smoke_request=smoke_request, drain_seconds=drain_seconds,

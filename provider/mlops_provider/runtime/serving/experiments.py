@@ -4,7 +4,7 @@ Two modes (``ExperimentSpec.mode``):
 
 - ``split`` ("99/1 forward test"): a configured ``share`` of the traffic is answered by the
   challenger. Routing is **sticky**: the bucket of a request is a hash of its routing key (by default
-  the entity keys ``origin``/``carrier``/``tailnum``) salted with the experiment name, so the same
+  the entity join keys of the model's feature service) salted with the experiment name, so the same
   entity always gets the same model for the life of the experiment, in every worker and replica.
 - ``shadow``: the challenger scores every request but only the champion's answer is returned.
 
@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-DEFAULT_ROUTE_BY = ("origin", "carrier", "tailnum")
 
 
 class ExperimentSpec(BaseModel):
@@ -36,7 +35,9 @@ class ExperimentSpec(BaseModel):
 
     mode: Literal["split", "shadow"] = "shadow"
     share: float = Field(0.01, ge=0.0, le=1.0, description="share of traffic the challenger answers (split)")
-    route_by: list[str] = Field(default_factory=lambda: list(DEFAULT_ROUTE_BY), min_length=1)
+    route_by: list[str] = Field(
+        default_factory=list, description="request fields hashed for the sticky split; empty: every field"
+    )
     name: str = Field("", description="salt of the routing hash; a new name reshuffles the buckets")
     challenger_tag: str = Field(..., description="BentoML model tag of the challenger")
     challenger_version: str = Field(..., description="MLflow version of the challenger")
@@ -55,7 +56,8 @@ def bucket(key: str, salt: str = "") -> float:
 
 
 def routing_key(row: Mapping[str, Any], route_by: Sequence[str]) -> str:
-    return "\x1e".join(str(row.get(k, "")) for k in route_by)
+    keys = list(route_by) or sorted(k for k in row if k not in ("request_id", "event_timestamp"))
+    return "\x1e".join(str(row.get(k, "")) for k in keys)
 
 
 def assign(rows: Sequence[Mapping[str, Any]], spec: ExperimentSpec) -> np.ndarray:
@@ -74,38 +76,45 @@ def run_experiment(
 ) -> dict[str, np.ndarray]:
     """Score ``frame`` under ``spec``; returns arrays ``served``, ``champion``, ``challenger``, ``to_challenger``.
 
-    ``champion`` / ``challenger`` are callables ``frame -> probabilities``. NaN marks a model that
-    did not score a row.
+    ``champion`` / ``challenger`` are callables ``frame -> outputs`` (1-D: one score per row; 2-D: one row of
+    scores per row, e.g. class probabilities). NaN marks a model that did not score a row.
     """
     n = len(frame)
-    champ = np.full(n, np.nan)
-    chall = np.full(n, np.nan)
     if spec is None or challenger is None:
-        champ = _as_probs(champion(frame), n)
+        champ = _as_outputs(champion(frame), n)
         return {
             "served": champ,
             "champion": champ,
-            "challenger": chall,
+            "challenger": np.full(champ.shape, np.nan),
             "to_challenger": np.zeros(n, dtype=bool),
         }
     to_chall = assign(rows, spec)
     if spec.mode == "shadow":
-        champ = _as_probs(champion(frame), n)
-        chall = _as_probs(challenger(frame), n)
-        served = champ
-    else:
-        if (~to_chall).any():
-            champ[~to_chall] = _as_probs(champion(frame[~to_chall]), int((~to_chall).sum()))
-        if to_chall.any():
-            chall[to_chall] = _as_probs(challenger(frame[to_chall]), int(to_chall.sum()))
-        served = np.where(to_chall, chall, champ)
+        champ = _as_outputs(champion(frame), n)
+        chall = _as_outputs(challenger(frame), n)
+        return {"served": champ, "champion": champ, "challenger": chall, "to_challenger": to_chall}
+    parts: dict[bool, np.ndarray] = {}
+    for flag, model in ((False, champion), (True, challenger)):
+        mask = to_chall == flag
+        if mask.any():
+            parts[flag] = _as_outputs(model(frame[mask]), int(mask.sum()))
+    shape = next(iter(parts.values())).shape[1:] if parts else ()
+    champ = np.full((n, *shape), np.nan)
+    chall = np.full((n, *shape), np.nan)
+    if False in parts:
+        champ[~to_chall] = parts[False]
+    if True in parts:
+        chall[to_chall] = parts[True]
+    served = np.where(to_chall.reshape(-1, *([1] * len(shape))), chall, champ)
     return {"served": served, "champion": champ, "challenger": chall, "to_challenger": to_chall}
 
 
-def _as_probs(raw: Any, n: int) -> np.ndarray:
-    out = np.asarray(raw, dtype="float64").reshape(-1)
-    if len(out) != n:
-        raise ValueError(f"model returned {len(out)} predictions for {n} rows")
+def _as_outputs(raw: Any, n: int) -> np.ndarray:
+    out = np.asarray(raw, dtype="float64")
+    if out.ndim == 0 or out.ndim > 2 or out.shape[0] != n:
+        raise ValueError(f"model returned output of shape {out.shape} for {n} rows")
+    if out.ndim == 2 and out.shape[1] == 1:
+        out = out[:, 0]
     return out
 
 
@@ -114,8 +123,9 @@ def compare_variants(frame: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {"rows": int(len(frame)), "variants": {}}
     if frame.empty or "variant" not in frame.columns:
         return out
+    score = "probability" if "probability" in frame.columns else "prediction"
     for name, grp in frame.groupby("variant"):
-        p = pd.to_numeric(grp["prediction"], errors="coerce")
+        p = pd.to_numeric(grp[score], errors="coerce")
         out["variants"][str(name)] = {
             "rows": int(len(grp)),
             "share": float(len(grp) / len(frame)),

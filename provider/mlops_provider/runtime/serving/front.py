@@ -1,8 +1,8 @@
 """The stable front of the local target: one port that always reaches the live version (runtime module).
 
-Blue/green alternates the server between two ports (:mod:`mlops_provider.runtime.serving.targets.local`).
-With ``front_port`` a small ASGI reverse proxy listens there, in its own process, and forwards every
-request to the URL in the deployment state file, re-read whenever the file changes. A request whose
+Blue/green moves the server between free loopback ports (:mod:`mlops_provider.runtime.serving.targets.local`).
+On the stable port (``serving.port``) a small ASGI reverse proxy listens, in its own process, and forwards
+every request to the URL in the deployment state file, re-read whenever the file changes. A request whose
 upstream refuses or drops the connection (the old version just stopped) is retried on the freshly
 read state, so a switch behind the front loses nothing.
 
@@ -102,6 +102,18 @@ def is_front(pid: int | None, proc_start_time: float | int | None = None) -> boo
     return matches(pid, proc_start_time, lambda cmd: "run_front" in cmd, unreadable=True)
 
 
+def front_running(state_dir: str | os.PathLike[str], host: str, port: int) -> bool:
+    """Whether this deployment's own front already listens on ``host:port``."""
+    try:
+        front = json.loads((Path(state_dir) / FRONT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(
+        is_front(front.get("pid"), front.get("proc_start"))
+        and (front.get("host"), int(front.get("port", -1))) == (host, int(port))
+    )
+
+
 def ensure_front(host: str, port: int, state_dir: str | os.PathLike[str], timeout: float = 60.0) -> dict[str, Any]:
     """Start the stable front on ``host:port`` for ``state_dir`` unless it already runs; returns its state."""
     import httpx
@@ -119,7 +131,7 @@ def ensure_front(host: str, port: int, state_dir: str | os.PathLike[str], timeou
     if not port_free(host, port):
         raise DeploymentError(
             f"Cannot start the stable front on {host}:{port}: the port is in use by a process this deployment "
-            "does not own. Free it or change serving.front_port."
+            "does not own. Free it or change serving.port."
         )
     log_file = state_dir / "logs" / f"front-{port}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -8,15 +8,21 @@ Layout (see :mod:`mlops_provider.paths`)::
 ``<root>`` is a local directory or an ``s3://bucket/prefix``; ``<spool>`` is ``<root>`` itself for a
 local root, and a local directory (``$MLOPS_INFERENCE_SPOOL_DIR`` or the system temp dir) for S3.
 
-One row per prediction::
+One row per prediction (TASK-CONTRACT)::
 
-    request_id, timestamp (UTC), model_version, bento_tag, <entity keys>, <every raw feature column>,
-    prediction [, variant, champion_prediction, challenger_prediction, challenger_version]
-    [, latency_ms, feature_ms, missing_features]
+    request_id, timestamp (UTC: the request's event time when it sent ``event_timestamp``, else when it was
+    scored), model_version, bento_tag, traffic (live | smoke | infra_validation | warmup | shadow),
+    <entity keys>, <request fields>, <every served feature value>, __age_s__<feature> (freshness),
+    prediction columns (binary: probability, prediction; multiclass: prediction, probabilities (JSON);
+    regression: prediction [, quantile_<q>])
+    [, variant, champion_prediction, challenger_prediction, challenger_version]
+    [, latency_ms, feature_ms, missing_features, stale_features, unknown_entities]
+
+Only ``traffic == "live"`` rows are real traffic (monitoring windows filter on it).
 
 Write path (:class:`InferenceLogWriter`): every request batch is appended to the worker's JSONL
 write-ahead log with one ``write`` and flushed before the response is returned, so a crash loses at
-most the batch in flight and the rows are visible to the reader at once. The buffered rows are
+most the batch in progress and the rows are visible to the reader at once. The buffered rows are
 compacted into one parquet part when ``flush_rows`` accumulate, when ``flush_interval_s`` passes
 (a background thread), at the UTC day boundary and on ``close()``; the WAL is then removed. Parts
 are written atomically (local) or put as one object (S3) through an
@@ -51,12 +57,15 @@ from typing import IO, Any
 import pandas as pd
 
 from mlops_provider.runtime.io.objstore import DEFAULT_STORE, ObjectStore, is_s3, join
+from mlops_provider.runtime.serving.request_schema import DEFAULT_TRAFFIC, TRAFFIC_CLASSES  # noqa: F401 - re-export
 
 log = logging.getLogger(__name__)
 
 #: Columns every record carries besides the features.
-META_COLUMNS = ("request_id", "timestamp", "model_version", "bento_tag")
+META_COLUMNS = ("request_id", "timestamp", "model_version", "bento_tag", "traffic")
 PREDICTION_COLUMN = "prediction"
+#: Prefix of the freshness columns: ``__age_s__<feature>`` = age (seconds) of the served value.
+AGE_PREFIX = "__age_s__"
 WAL_SUFFIX = ".jsonl"
 PART_SUFFIX = ".parquet"
 ENV_SPOOL = "MLOPS_INFERENCE_SPOOL_DIR"
@@ -110,10 +119,8 @@ def _to_table(rows: list[dict[str, Any]]) -> Any:
     arrays = []
     for col in columns:
         values = [r.get(col) for r in rows]
-        if col == "timestamp":
-            arr = pa.array(
-                pd.to_datetime(values, utc=True, format="ISO8601"), type=pa.timestamp("us", tz="UTC")
-            )
+        if col == "timestamp":  # pyarrow holds years 1..9999 (pandas' nanoseconds do not)
+            arr = pa.array([None if v is None else _as_utc(v) for v in values], type=pa.timestamp("us", tz="UTC"))
         else:
             try:
                 arr = pa.array(values)
@@ -161,7 +168,9 @@ class InferenceLogWriter:
     """Thread-safe inference log writer: JSONL write-ahead log per worker, compacted to parquet parts.
 
     ``write_batch`` adds the metadata (``request_id`` when absent, ``timestamp``, ``model_version``,
-    ``bento_tag``), appends + flushes the whole batch at once and returns the rows as written.
+    ``bento_tag``, ``traffic``), appends + flushes the whole batch at once and returns the rows as written.
+    A record's own ``timestamp`` (its event time) wins over the batch's; rows land in the partition of
+    their own day.
     """
 
     def __init__(
@@ -193,9 +202,9 @@ class InferenceLogWriter:
         )
         self.store = store if store is not None else DEFAULT_STORE
         self._lock = threading.RLock()
-        self._day: str | None = None
-        self._fh: IO[str] | None = None
-        self._buffer: list[dict[str, Any]] = []
+        self._fhs: dict[str, IO[str]] = {}
+        self._buffers: dict[str, list[dict[str, Any]]] = {}
+        self._buffered = 0
         self._buffer_since = 0.0
         self._seq = 0
         self._pid = os.getpid()
@@ -223,9 +232,9 @@ class InferenceLogWriter:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self.worker_id = uuid.uuid4().hex
-            self._fh = None
-            self._day = None
-            self._buffer = []
+            self._fhs = {}
+            self._buffers = {}
+            self._buffered = 0
             self._flusher = None
             self._stop = threading.Event()
 
@@ -241,7 +250,7 @@ class InferenceLogWriter:
         while not self._stop.wait(tick):
             try:
                 with self._lock:
-                    due = self._buffer and time.monotonic() - self._buffer_since >= self.flush_interval_s
+                    due = self._buffered and time.monotonic() - self._buffer_since >= self.flush_interval_s
                     if due:
                         self._compact_locked()
             except Exception:  # noqa: BLE001 - keep serving; the WAL still holds the rows
@@ -249,14 +258,12 @@ class InferenceLogWriter:
 
     # -- writing
     def _handle(self, day: str) -> IO[str]:
-        if self._fh is None or self._day != day:
-            if self._fh is not None:  # day rolled over: the previous day's rows become a part
-                self._compact_locked()
+        fh = self._fhs.get(day)
+        if fh is None:
             path = self.path_for(day)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across batches
-            self._day = day
-        return self._fh
+            fh = self._fhs[day] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across batches
+        return fh
 
     def write_batch(
         self, records: Iterable[Mapping[str, Any]], *, timestamp: datetime | None = None
@@ -265,11 +272,13 @@ class InferenceLogWriter:
         ts = _as_utc(timestamp)
         out: list[dict[str, Any]] = []
         for rec in records:
+            own = rec.get("timestamp")
             row: dict[str, Any] = {
                 "request_id": str(rec.get("request_id") or uuid.uuid4().hex),
-                "timestamp": ts.isoformat(),
+                "timestamp": (_as_utc(own) if own is not None else ts).isoformat(),
                 "model_version": str(rec.get("model_version") or self.model_version),
                 "bento_tag": str(rec.get("bento_tag") or self.bento_tag),
+                "traffic": str(rec.get("traffic") or DEFAULT_TRAFFIC),
             }
             for key, value in rec.items():
                 if key not in row:
@@ -277,43 +286,52 @@ class InferenceLogWriter:
             out.append(row)
         if not out:
             return out
-        payload = "".join(
-            json.dumps(r, default=_json_default, allow_nan=False, separators=(",", ":")) + "\n" for r in out
-        )
-        day = ts.date().isoformat()
+        by_day: dict[str, list[dict[str, Any]]] = {}
+        for r in out:
+            by_day.setdefault(r["timestamp"][:10], []).append(r)
         with self._lock:
             self._check_fork()
-            fh = self._handle(day)
-            fh.write(payload)
-            fh.flush()
-            if self.fsync:
-                os.fsync(fh.fileno())
-            if not self._buffer:
+            if self._fhs and max(by_day) > max(self._fhs):  # the day rolled over: earlier days become parts
+                self._compact_locked()
+            if not self._buffered:
                 self._buffer_since = time.monotonic()
-            self._buffer.extend(dict(r) for r in out)
-            if len(self._buffer) >= self.flush_rows:
+            for day, rows in by_day.items():
+                payload = "".join(
+                    json.dumps(r, default=_json_default, allow_nan=False, separators=(",", ":")) + "\n"
+                    for r in rows
+                )
+                fh = self._handle(day)
+                fh.write(payload)
+                fh.flush()
+                if self.fsync:
+                    os.fsync(fh.fileno())
+                self._buffers.setdefault(day, []).extend(dict(r) for r in rows)
+                self._buffered += len(rows)
+            if self._buffered >= self.flush_rows or len(self._fhs) > 8:
                 self._compact_locked()
             else:
                 self._ensure_flusher()
         return out
 
     def _compact_locked(self) -> str | None:
-        """Buffered rows -> one parquet part; the WAL is removed afterwards (caller holds the lock)."""
-        if self._fh is None or self._day is None:
-            return None
-        day, rows = self._day, self._buffer
+        """Buffered rows -> one parquet part per day; the WALs are removed afterwards (caller holds the lock).
+
+        Returns the last part written (None when nothing was buffered).
+        """
         path = None
-        if rows:
-            self._seq += 1
-            path = self._put_part(
-                day, f"part-{self.worker_id}-{self._seq:06d}{PART_SUFFIX}", _parquet_bytes(rows)
-            )
-            self.parts_written += 1
-        self._fh.close()
-        self._fh = None
-        self._day = None
-        self.path_for(day).unlink(missing_ok=True)
-        self._buffer = []
+        for day in sorted(self._fhs):
+            rows = self._buffers.get(day) or []
+            if rows:
+                self._seq += 1
+                path = self._put_part(
+                    day, f"part-{self.worker_id}-{self._seq:06d}{PART_SUFFIX}", _parquet_bytes(rows)
+                )
+                self.parts_written += 1
+            self._fhs[day].close()
+            self.path_for(day).unlink(missing_ok=True)
+        self._fhs = {}
+        self._buffers = {}
+        self._buffered = 0
         return path
 
     def flush(self) -> str | None:
@@ -341,7 +359,11 @@ class InferenceLogWriter:
             rows, skipped = _read_wal(claimed)
             if rows:
                 day = wal.parent.name[len("date=") :]
-                self._put_part(day, f"part-{wal.stem}-orphan{PART_SUFFIX}", _parquet_bytes(rows))
+                try:
+                    self._put_part(day, f"part-{wal.stem}-orphan{PART_SUFFIX}", _parquet_bytes(rows))
+                except Exception:  # noqa: BLE001 - a bad orphan must not stop this writer from serving
+                    log.exception("Cannot compact orphaned inference WAL %s; kept as %s", wal, claimed)
+                    continue
             claimed.unlink(missing_ok=True)
             total += len(rows)
             log.info(
@@ -354,8 +376,8 @@ class InferenceLogWriter:
         with self._lock:
             if os.getpid() == self._pid:
                 self._compact_locked()
-            self._fh = None
-            self._day = None
+            self._fhs = {}
+            self._buffers = {}
 
     def __enter__(self) -> InferenceLogWriter:
         return self
@@ -433,6 +455,13 @@ def read_inference_log(
             part_day = _day_of(day_dir.name)
             if part_day is None or not _in_days(part_day, lo, hi):
                 continue
+            # live (or claimed) write-ahead logs FIRST, then the parts: a compaction in between moves rows
+            # from a WAL into a part, so they are read twice (de-duplicated below), never missed
+            for path in sorted(day_dir.glob(f"*{WAL_SUFFIX}*")):
+                files += 1
+                rows, bad = _read_wal(path)
+                wal_rows.extend(rows)
+                skipped += bad
             for path in sorted(day_dir.glob(f"*{PART_SUFFIX}")):
                 files += 1
                 try:
@@ -440,11 +469,6 @@ def read_inference_log(
                 except Exception as e:  # noqa: BLE001
                     skipped_files += 1
                     log.warning("Skipping unreadable inference log part %s: %s", path, e)
-            for path in sorted(day_dir.glob(f"*{WAL_SUFFIX}*")):  # live (or claimed) write-ahead logs
-                files += 1
-                rows, bad = _read_wal(path)
-                wal_rows.extend(rows)
-                skipped += bad
     if skipped:
         log.warning("Skipped %d corrupt line(s) in the inference log under %s", skipped, root)
     frames: list[pd.DataFrame] = []
@@ -465,7 +489,7 @@ def read_inference_log(
             frame = frame[frame["timestamp"] >= pd.Timestamp(lo)]
         if hi is not None:
             frame = frame[frame["timestamp"] < pd.Timestamp(hi)]
-        if len(frames) > 1:  # a crash between "part written" and "WAL removed": drop the copies
+        if len(frames) > 1:  # a compaction while reading, or a crash between "part written" and "WAL removed"
             frame = frame.drop_duplicates(subset=["request_id", "timestamp"], keep="first")
         frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
     frame.attrs["skipped_lines"] = skipped

@@ -11,6 +11,10 @@ Packaging (:func:`package_bento`) is idempotent by key:
 The bento serves :data:`SERVICE_IMPORT` with its config in ``src/bento_config.json``
 (:func:`bento_config` reads it back). :func:`bentoml_home` points BentoML's stores at a directory
 for one block, so one process can package into different homes.
+
+Packaging also fixes the endpoint's contract
+(:func:`~mlops_provider.runtime.serving.contract.service_contract`: request schema, task, sample requests,
+the validated smoke request), bundled in the config.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from mlops_provider.exceptions import DeploymentError, ModelRegistryError
-from mlops_provider.runtime.serving.schema import CONFIG_FILE, DEFAULT_REQUEST_FIELDS
+from mlops_provider.runtime.io.objstore import ObjectStore
+from mlops_provider.runtime.serving.contract import sample_requests, service_contract, task_of
+from mlops_provider.runtime.serving.request_schema import spec_value
+from mlops_provider.runtime.serving.schema import CONFIG_FILE
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,8 @@ SERVING_DISTRIBUTIONS = ("bentoml", "mlflow", "feast", "pandas", "numpy", "pyarr
 
 __all__ = [
     "BUNDLED", "CONFIG_FILE", "SERVICE_IMPORT", "bento_config", "bentoml_home", "import_model_version",
-    "package_bento", "pinned_requirements", "resolve_model_version", "safe_name",
+    "package_bento", "pinned_requirements", "resolve_model_version", "safe_name", "sample_requests",
+    "service_contract", "task_of",
 ]
 
 
@@ -210,24 +218,33 @@ def package_bento(
     mlflow_registry_uri: str | None = None,
     bentoml_home_dir: str | os.PathLike[str] | None = None,
     request_fields: list[str] | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     challenger_alias: str | None = None,
     experiment: Mapping[str, Any] | None = None,
     limits: Mapping[str, Any] | None = None,
     log_flush_interval_s: float | None = None,
     log_flush_rows: int | None = None,
+    serving: Any = None,
+    snapshot: str | None = None,
+    store: ObjectStore | None = None,
 ) -> dict[str, Any]:
     """Import ``models:/<model_name>@<alias>`` and build the serving bento (idempotent).
 
     ``features`` = ``{"categorical": [...], "numeric": [...]}`` (the YAML's ``model.features``).
+    ``serving``: the YAML's ``serving`` section (:class:`~mlops_provider.specs.ServingSpec` or a dict):
+    request limits, threshold, workers, stale-feature policy, smoke request; the explicit ``threshold`` /
+    ``limits`` / ``experiment`` / ``log_flush_interval_s`` arguments win over it. The request schema
+    comes from the feature service (``request_fields`` is no longer used). ``snapshot``: the evaluation
+    snapshot the sample requests come from (default: the version's ``snapshot_path`` tag), read through
+    ``store`` when it is on ``s3://``.
     With ``challenger_alias`` (e.g. ``"challenger"``) the bento also holds that model version and
     runs an online experiment: ``experiment`` = ``{"mode": "shadow" | "split", "share": 0.01,
-    "route_by": [...], "name": ...}`` (see :mod:`mlops_provider.runtime.serving.experiments`); when the alias
-    points at the champion's own version no experiment is configured. ``limits`` overrides
-    :class:`~mlops_provider.runtime.serving.schema.ServiceLimits` fields.
+    "route_by": [...], "name": ...}`` (see :mod:`mlops_provider.runtime.serving.experiments`; default
+    route_by: the entity join keys); when the alias points at the champion's own version no experiment
+    is configured. ``limits`` overrides :class:`~mlops_provider.runtime.serving.schema.ServiceLimits` fields.
     Returns ``{"bento_tag", "model_tag", "model_version", "mlflow_run_id", "bento_created",
-    "model_created", "challenger"}`` (``challenger`` = ``{"model_tag", "model_version", "mode",
-    "share"}`` or None).
+    "model_created", "challenger", "smoke_request", "task", "request_model"}`` (``challenger`` =
+    ``{"model_tag", "model_version", "mode", "share"}`` or None).
     """
     import bentoml
     from bentoml.exceptions import NotFound
@@ -240,8 +257,19 @@ def package_bento(
         )
     if not feature_repo or not feature_service or not inference_log_dir:
         raise DeploymentError("package_bento needs feature_repo, feature_service and inference_log_dir")
+    if request_fields is not None:
+        log.info("request_fields=%s is ignored: the request schema comes from feature service %s",
+                 request_fields, feature_service)
     client = MlflowClient(tracking_uri=mlflow_tracking_uri, registry_uri=mlflow_registry_uri or mlflow_tracking_uri)
     mv = resolve_model_version(model_name, alias, client)
+    task = task_of(mv, client)
+    contract = service_contract(
+        model_name=model_name, feature_repo=feature_repo, feature_service=feature_service, serving=serving,
+        task=task, snapshot=snapshot or (getattr(mv, "tags", None) or {}).get("snapshot_path"), store=store,
+    )
+    exp_spec = spec_value(serving, "experiment")
+    if experiment is None and exp_spec is not None:
+        experiment = {k: spec_value(exp_spec, k) for k in ("mode", "share", "route_by") if spec_value(exp_spec, k) is not None}
 
     challenger_mv = None
     if challenger_alias:
@@ -265,10 +293,12 @@ def package_bento(
             models.append(challenger_tag)
             experiment_cfg = {
                 "mode": "shadow",
-                **dict(experiment or {}),
+                **{k: v for k, v in dict(experiment or {}).items() if v is not None},
                 "challenger_tag": challenger_tag,
                 "challenger_version": str(challenger_mv.version),
             }
+            if not experiment_cfg.get("route_by"):
+                experiment_cfg["route_by"] = list(contract["request_schema"]["entity_keys"])
             from mlops_provider.runtime.serving.experiments import ExperimentSpec
 
             experiment_cfg = ExperimentSpec.model_validate(experiment_cfg).model_dump()
@@ -280,7 +310,14 @@ def package_bento(
         requirements = pinned_requirements(model_reqs)
         from mlops_provider.runtime.serving.schema import ServiceLimits
 
-        service_limits = ServiceLimits.model_validate(dict(limits or {})).model_dump()
+        spec_limits = spec_value(serving, "limits")
+        limits_in = dict(spec_limits.model_dump() if hasattr(spec_limits, "model_dump") else spec_limits or {})
+        limits_in.update(dict(limits or {}))
+        service_limits = ServiceLimits.model_validate(limits_in).model_dump()
+        if threshold is None:
+            threshold = float(spec_value(serving, "threshold", 0.5))
+        if log_flush_interval_s is None and spec_value(serving, "log_flush_interval_s") is not None:
+            log_flush_interval_s = float(spec_value(serving, "log_flush_interval_s"))
 
         config: dict[str, Any] = {
             "model_name": model_name,
@@ -292,11 +329,16 @@ def package_bento(
             "feature_service": feature_service,
             "categorical": list(feats.get("categorical") or []),
             "numeric": list(feats.get("numeric") or []),
-            "request_fields": list(request_fields if request_fields is not None else DEFAULT_REQUEST_FIELDS),
+            "request_schema": contract["request_schema"],
+            "task": contract["task"],
+            "sample_requests": contract["sample_requests"],
+            "smoke_request": contract["smoke_request"],
             "inference_log_dir": log_dir,
             "threshold": float(threshold),
             "limits": service_limits,
             "experiment": experiment_cfg,
+            "workers": int(spec_value(serving, "workers", 1) or 1),
+            "stale_features": str(spec_value(serving, "stale_features", "impute") or "impute"),
         }
         if log_flush_interval_s is not None:
             config["log_flush_interval_s"] = float(log_flush_interval_s)
@@ -343,6 +385,9 @@ def package_bento(
         "mlflow_run_id": str(mv.run_id or ""),
         "bento_created": bento_created,
         "model_created": model_created,
+        "smoke_request": contract["smoke_request"],
+        "task": contract["task"]["type"],
+        "request_model": contract["request_schema"]["request_model"],
         "challenger": (
             {
                 "model_tag": experiment_cfg["challenger_tag"],

@@ -90,6 +90,22 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
+def worker_pids(arbiter: int) -> list[int]:
+    """The live BentoML worker processes of a ``bentoml serve`` arbiter (one per ``serving.workers``)."""
+    out = []
+    try:
+        children = psutil.Process(arbiter).children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return []
+    for child in children:
+        try:
+            if "_bentoml_impl.worker" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                out.append(child.pid)
+        except psutil.Error:
+            continue
+    return sorted(out)
+
+
 def matches(
     pid: int | None,
     proc_start_time: float | int | None,

@@ -1,14 +1,17 @@
-"""Local deployment target: ``bentoml serve`` on loopback, **blue/green on two ports** (runtime module).
+"""Local deployment target: one stable URL, ``bentoml serve`` blue/green behind it (runtime module).
 
-:func:`deploy_local` starts the new bento on whichever of ``port`` / ``port + 1`` the current
-deployment does not use; the state file (:mod:`mlops_provider.runtime.serving.state`) is switched only
-once the new server answers ``/readyz`` (and, when asked, the smoke request and the live-version
-check), and only then is the old server drained and stopped. If the new one fails it is killed and
-the old one keeps serving untouched (:class:`~mlops_provider.exceptions.DeploymentError`).
-Re-deploying the tag that is already serving and ready is a no-op. The URL therefore alternates
-between the two ports; it is returned (and pushed to XCom / the asset event) on every deploy. With
-``front_port`` a stable front (:mod:`mlops_provider.runtime.serving.front`) keeps one URL across
-switches.
+``port`` is the **stable endpoint**: a small reverse proxy (:mod:`mlops_provider.runtime.serving.front`)
+listens there and forwards every request to the server named in the deployment state file
+(:mod:`mlops_provider.runtime.serving.state`). :func:`deploy_local` starts the new bento on a **free
+loopback port**; the state switches only once the new server answers ``/readyz`` (and, when asked, the
+smoke request and the live-version check), and only then is the old server drained and stopped. If the new
+one fails it is killed and the old one keeps serving untouched
+(:class:`~mlops_provider.exceptions.DeploymentError`). Re-deploying the tag that is already serving and
+ready is a no-op. After a switch the same ``http://host:port`` answers with the new champion.
+
+``front_port`` is the deprecated name of the stable port (when given it wins over ``port``). A deployment
+made by an older version (its server on ``port`` itself, no front) is moved behind the front on the next
+deploy: the new server starts on a free port, the old one stops, the front takes the port.
 
 Server logs: ``<state_dir>/logs/<bento-version>-<port>.log``.
 """
@@ -25,9 +28,10 @@ from typing import Any
 
 from mlops_provider.exceptions import DeploymentError
 from mlops_provider.runtime.serving.checks import smoke_test, verify_live_version
-from mlops_provider.runtime.serving.front import ensure_front, stop_front
+from mlops_provider.runtime.serving.front import ensure_front, front_running, stop_front
 from mlops_provider.runtime.serving.package import safe_name
 from mlops_provider.runtime.serving.process import (
+    free_port,
     is_our_server,
     port_free,
     proc_start,
@@ -57,36 +61,37 @@ def deploy_local(
     verify_version: bool = True,
     front_port: int | None = None,
 ) -> dict[str, Any]:
-    """Serve ``bento_tag`` with ``bentoml serve`` on loopback, blue/green (see module docstring).
-
-    With ``front_port`` a stable front (a small reverse proxy, :func:`ensure_front`) listens there and
-    forwards to whatever the state file names, so callers keep one URL (``front_url``) across switches.
+    """Serve ``bento_tag`` behind the stable front on ``host:port`` (see module docstring).
 
     With ``smoke_request`` the new server must also answer it correctly (:func:`smoke_test`) before
     it takes over; with ``verify_version`` its ``/health`` must report ``bento_tag``. Otherwise it is
     stopped and the previous deployment keeps serving. After the switch the previous server keeps
-    answering for ``drain_seconds`` (clients that resolved the old URL finish), then stops gracefully.
+    answering for ``drain_seconds`` (requests the front already sent it finish), then stops gracefully.
 
-    Returns ``{"url", "pid", "bento_tag", "host", "port", "log_file", "changed", "previous"}``
-    where ``previous`` is the replaced deployment's state (or None).
+    Returns ``{"url" (the stable front), "front_url" (the same), "backend_url", "pid", "bento_tag", "host",
+    "port" (the backend's), "log_file", "changed", "previous"}`` where ``previous`` is the replaced
+    deployment's state (or None).
     """
+    if front_port:
+        log.warning("serving.front_port is deprecated: serving.port is the stable front now (using %s)", front_port)
+    stable = int(front_port or port)
     state_dir = Path(state_dir).expanduser().resolve()
     current = read_state(state_dir)
     if current and not is_our_server(current.get("pid"), current.get("proc_start")):
         log.info("Previous deployment %s (pid %s) is not running any more", current.get("bento_tag"), current.get("pid"))
         current = None
-    if current and current.get("bento_tag") == bento_tag and ready(current["url"]):
+    legacy = bool(current) and int((current or {}).get("port", -1)) == stable  # an older version's layout
+    if current and not legacy and current.get("bento_tag") == bento_tag and ready(current["url"]):
         log.info("%s already serving at %s (pid %s); nothing to do", bento_tag, current["url"], current["pid"])
-        front = ensure_front(host, front_port, state_dir) if front_port else None
-        return {**current, "changed": False, "previous": None, "front_url": front["url"] if front else None}
-
-    slots = [port, port + 1]
-    target = slots[1] if current and int(current.get("port", -1)) == slots[0] else slots[0]
-    if not port_free(host, target):
+        front = ensure_front(host, stable, state_dir)
+        return {**current, "url": front["url"], "front_url": front["url"], "backend_url": current["url"],
+                "changed": False, "previous": None}
+    if not legacy and not port_free(host, stable) and not front_running(state_dir, host, stable):
         raise DeploymentError(
-            f"Cannot deploy {bento_tag}: {host}:{target} is in use by a process this deployment does not "
-            f"own (state {state_path(state_dir)}). Free the port or choose another base port."
+            f"Cannot deploy {bento_tag}: the stable port {host}:{stable} is in use by a process this deployment "
+            f"does not own (state {state_path(state_dir)}). Free the port or choose another serving.port."
         )
+    target = free_port(host)
     version = bento_tag.split(":", 1)[-1]
     log_file = state_dir / "logs" / f"{safe_name(version)}-{target}.log"
     proc, log_offset = start_server(
@@ -115,6 +120,7 @@ def deploy_local(
         "host": host,
         "port": target,
         "url": url,
+        "front_url": f"http://{host}:{stable}",
         "log_file": str(log_file),
         "started_at": datetime.now(UTC).isoformat(),
         "previous_bento_tag": current.get("bento_tag") if current else None,
@@ -122,13 +128,14 @@ def deploy_local(
     write_state(state_dir, state)
     log.info("%s ready at %s (pid %s)", bento_tag, url, proc.pid)
     if current:
-        if drain_seconds > 0:
+        if drain_seconds > 0 and not legacy:
             log.info("Draining %s at %s for %.1fs", current.get("bento_tag"), current.get("url"), drain_seconds)
             time.sleep(drain_seconds)
         log.info("Stopping previous deployment %s (pid %s)", current.get("bento_tag"), current.get("pid"))
         stop_server(int(current["pid"]), proc_start_time=current.get("proc_start"))
-    front = ensure_front(host, front_port, state_dir) if front_port else None
-    return {**state, "changed": True, "previous": current, "front_url": front["url"] if front else None}
+    front = ensure_front(host, stable, state_dir)
+    return {**state, "url": front["url"], "front_url": front["url"], "backend_url": url, "changed": True,
+            "previous": current}
 
 
 def stop_local(state_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
