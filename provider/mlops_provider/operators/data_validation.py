@@ -16,7 +16,7 @@ class DataValidationOperator(BaseOperator):
 
     The contract is the plain dict of the model YAML (``features.contract``), wrapped as
     ``{"tables": {table: spec}}``; its schema is documented in ``mlops_provider.runtime.features.contracts``.
-    Each file is matched to a table by its name prefix (``flights_*``, ``weather_*``, ``planes*``).
+    Each file is matched to a table by its name prefix (``<table>_*`` or ``<table>.<ext>``, as the contract names the tables).
 
     Always writes ``<report_dir>/<name>__<run id>.json`` and ``.html`` (one pair per run; the
     "Validation report" link opens the HTML). Returns

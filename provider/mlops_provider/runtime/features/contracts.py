@@ -5,7 +5,7 @@ mirrors it as pydantic models)::
 
     {
       "tables": {
-        "<table>": {                      # flights | weather | planes (matched by file-name prefix)
+        "<table>": {                      # a table of the contract (matched by file-name prefix)
           "min_rows": int,                # at least this many rows            (default 1)
           "columns": {
             "<col>": {
@@ -46,7 +46,7 @@ object is downloaded to a temporary directory first (through ``store``, an
 :class:`~mlops_provider.runtime.io.objstore.ObjectStore`).
 
 A file is matched to the table whose name is the longest prefix of the file name
-(``flights_2013_01.parquet`` -> ``flights``; ``planes.parquet`` -> ``planes``). Every rule is
+(``orders_2024_01.parquet`` -> ``orders``; ``stores.parquet`` -> ``stores``). Every rule is
 checked (no early exit); each violation is reported as
 ``{"file", "table", "rule", "column", "message", "count", "examples"}`` with at most 5 example rows.
 """

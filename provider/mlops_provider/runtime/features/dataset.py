@@ -87,7 +87,8 @@ def build_training_dataset(
     # request-time features come back twice (entity frame input + on-demand output): keep the output
     joined = joined.loc[:, ~joined.columns.duplicated(keep="last")]
     feature_names = [f.name for proj in fs.feature_view_projections for f in proj.features]
-    key_cols = [c for c in ("event_timestamp", "origin", "carrier", "tailnum") if c in joined.columns]
+    # event time first, then the label partition's own columns in their order (entity keys, request fields)
+    key_cols = ["event_timestamp"]
     key_cols += [c for c in labels.columns if c not in key_cols and c not in feature_names and c != label]
     cols = list(dict.fromkeys([*key_cols, *feature_names, label]))
     df = joined[cols].sort_values(cols, kind="stable", na_position="last").reset_index(drop=True)

@@ -1,12 +1,11 @@
 """Live model performance once delayed labels land (runtime module).
 
-A logged request's outcome is known only later: for the flights model, when the flight's row lands
-in the feature pipeline's label partitions (``<lake>/labels/month=YYYY-MM.parquet``, written by
-``feature_repo/transforms.py``: entity keys, request fields, ``event_timestamp`` = scheduled
-departure, and the 0/1 label). :func:`join_outcomes` matches each request to its outcome:
+A logged request's outcome is known only later: when its row lands in the feature pipeline's label
+partitions (``<lake>/labels/...parquet``, written by the model's transform: entity keys, request fields,
+``event_timestamp`` and the label). :func:`join_outcomes` matches each request to its outcome:
 
 * by ``request_id`` when the label frame carries one (an outcome feed keyed by request), else
-* by the ``join_keys`` (e.g. origin, carrier, tailnum, sched_dep_hour) and time: the first outcome
+* by the ``join_keys`` (the entity keys and request fields of the model) and time: the first outcome
   event at or after the request, within ``time_tolerance_hours`` (``pandas.merge_asof``).
 
 :func:`performance_report` then computes the realized metrics of the champion's task (binary: ROC AUC,
