@@ -14,7 +14,7 @@ Installed as the ``mlops`` console script (also ``python -m mlops_provider.cli``
 Feast repo ``feature_repo/<model>/`` (feature_store.yaml, definitions.py, transforms.py) and
 ``tests/test_<model>.py``; the output passes ``mlops validate`` and its own test.
 
-``schema`` writes the JSON Schema of the pipeline YAML (editor completion: the example YAMLs start with
+``schema`` writes the JSON Schema of the pipeline YAML and its Markdown key reference (``docs/configuration.md``) (editor completion: the example YAMLs start with
 ``# yaml-language-server: $schema=../docs/pipeline.schema.json``); ``--check`` exits 1 when the file is stale.
 
 ``reproduce`` (``make reproduce RUN=<id>``) retrains an MLflow training run from its recorded snapshot,
@@ -64,20 +64,23 @@ SCHEMA_PATH = Path("docs") / "pipeline.schema.json"
 
 
 def schema_main(args: argparse.Namespace) -> int:
-    from mlops_provider.scaffold import schema_text
+    from mlops_provider.scaffold import reference_markdown, schema_text
 
     out = Path(args.output)
-    text = schema_text()
+    ref = Path(args.reference) if args.reference else out.with_name("configuration.md")
+    files = {out: schema_text(), ref: reference_markdown()}
     if args.check:
-        current = out.read_text(encoding="utf-8") if out.is_file() else None
-        if current != text:
-            print(f"{out} is stale: regenerate it with `mlops schema --output {out}`", file=sys.stderr)
+        stale = [p for p, text in files.items() if (p.read_text(encoding="utf-8") if p.is_file() else None) != text]
+        for p in stale:
+            print(f"{p} is stale: regenerate it with `mlops schema --output {out}`", file=sys.stderr)
+        if stale:
             return 1
-        print(f"{out} is up to date")
+        print(f"{out} and {ref} are up to date")
         return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    print(f"wrote {out}")
+    for p, text in files.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+        print(f"wrote {p}")
     return 0
 
 
@@ -147,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     sch = commands.add_parser("schema", help="write the JSON Schema of the pipeline YAML",
                               description="Write the JSON Schema of the pipeline YAML (config.json_schema()).")
     sch.add_argument("--output", default=str(SCHEMA_PATH), help=f"file to write (default {SCHEMA_PATH})")
-    sch.add_argument("--check", action="store_true", help="exit 1 when the file differs instead of writing")
+    sch.add_argument("--reference", default=None,
+                     help="the Markdown key reference to write (default configuration.md beside --output)")
+    sch.add_argument("--check", action="store_true", help="exit 1 when a file differs instead of writing")
     sch.set_defaults(func=schema_main)
 
     rep = commands.add_parser(

@@ -72,6 +72,11 @@ def test_the_committed_schema_is_current() -> None:
 
     committed = (REPO / "docs" / "pipeline.schema.json").read_text(encoding="utf-8")
     assert committed == schema_text(), "docs/pipeline.schema.json is stale: run `mlops schema` and commit it"
+    from mlops_provider.scaffold import reference_markdown
+
+    reference = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert reference == reference_markdown(), "docs/configuration.md is stale: run `mlops schema` and commit it"
+    assert "| `serving.port` |" in reference and "| `training.task` |" in reference
     schema = json.loads(committed)
     assert schema["title"] == "airflow-provider-mlops pipeline config"
     assert {"model", "features", "training"} <= set(schema["required"])
@@ -81,6 +86,7 @@ def test_schema_writes_and_checks(capsys, tmp_path: Path) -> None:
     out = tmp_path / "docs" / "pipeline.schema.json"
     assert _run(capsys, "schema", "--output", str(out))[0] == 0
     assert _run(capsys, "schema", "--output", str(out), "--check")[0] == 0
+    assert (out.parent / "configuration.md").read_text().startswith("# Pipeline YAML reference")
     out.write_text(out.read_text().replace('"model"', '"modell"', 1))
     assert main(["schema", "--output", str(out), "--check"]) == 1
     assert "stale" in capsys.readouterr().err
