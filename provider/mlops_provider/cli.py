@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Check pipeline YAML(s) and their Feast repos: config, model names, the FeatureService, "
         "training features vs its outputs, the label, the smoke request, the pools. Exit 0 valid, 1 invalid.",
     )
-    val.add_argument("yaml", nargs="+", help="pipeline YAML file(s), e.g. dags/flights_delay.yaml")
+    val.add_argument("yaml", nargs="+", help="pipeline YAML file(s), e.g. dags/churn_risk.yaml")
     val.add_argument("--json", action="store_true", help="print the report as JSON")
     val.add_argument("--strict", action="store_true", help="warnings fail too")
     val.add_argument("--airflow-url", default=None, help="check that the pools exist through this Airflow API")

@@ -7,7 +7,7 @@ Checks, in order (each ``ok`` / ``warn`` / ``error`` / ``skipped``, with a messa
 ``model_name``      the YAML's ``model`` against the repo's Feast ``project`` (feature_store.yaml and
                     ``Project(name=...)``), a ``MODEL = "..."`` constant and the FeatureService's ``model``
                     tag. A mismatch is a WARNING: a Feast project is a namespace of feature objects and may
-                    serve several registered models (``flights_delay_v1`` and ``flights_delay_v2`` of one
+                    serve several registered models (``churn_v1`` and ``churn_v2`` of one
                     project, or two models sharing views), so it need not equal the model name -- but it
                     usually does, and a FeatureService tagged for another model is most likely a wrong
                     ``features.feature_service``. ``--strict`` turns warnings into a failure.

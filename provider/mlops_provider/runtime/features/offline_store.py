@@ -2,8 +2,8 @@
 
 Feast 0.67's built-in ``file``/``dask`` offline store joins an entity frame to a feature view by
 merging every entity row with *every* source row of its entity, then filtering and de-duplicating
-on ``(join keys of the views seen so far, event timestamp)``. For a training frame of flights that
-(1) silently drops every flight sharing an origin and a departure minute with another flight but
+on ``(join keys of the views seen so far, event timestamp)``. For a training frame of events that
+(1) silently drops every event sharing an entity key and a timestamp with another event but
 one, (2) drops entity rows whose entity has source rows but none inside the TTL, and (3) needs
 memory proportional to ``entity rows x source rows per entity`` (tens of millions of rows for one
 month of hourly weather). This store keeps everything of the dask store (reading sources,

