@@ -301,7 +301,7 @@ def build_deploy_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             feature_repo=cfg.repo_path,
             feature_service=cfg.features.feature_service,
             features=cfg.training.features.model_dump(),
-            inference_log_dir=str(cfg.paths.inference_log),
+            inference_log_dir=cfg.inference_log,
             challenger_alias=s.experiment.challenger_alias if s.experiment.enabled else None,
             experiment=s.experiment.model_dump(include={"mode", "share", "route_by"}),
             limits=s.limits.model_dump(),
@@ -414,7 +414,7 @@ def build_monitor_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
         report = EvidentlyDriftOperator(
             task_id="drift_report",
             model_name=cfg.model,
-            inference_log_dir=str(cfg.paths.inference_log),
+            inference_log_dir=cfg.inference_log,
             features=cfg.training.features.model_dump(),
             report_dir=str(cfg.paths.reports / "drift"),
             window_start=window_start,
@@ -452,7 +452,7 @@ def build_monitor_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             ops = OpsSummaryOperator(
                 task_id="ops_summary",
                 model_name=cfg.model,
-                inference_log_dir=str(cfg.paths.inference_log),
+                inference_log_dir=cfg.inference_log,
                 report_dir=str(cfg.paths.reports / "drift"),
                 state_path=str(cfg.paths.state / "ops" / f"{cfg.model}.json"),
                 window_start=window_start,

@@ -717,6 +717,11 @@ class ServingSpec(_Spec):
     experiment: ExperimentSpec = _d(ExperimentSpec)
     log_flush_interval_s: Annotated[float, Field(ge=0, description="Inference log: seconds between parquet "
                                                                    "parts.")] = 10.0
+    inference_log: Annotated[str | None, Field(description="Where the service logs its requests and the "
+                                               "monitor reads them: a directory shared by the hosts, or "
+                                               "s3://bucket/prefix (connections.aws for the monitor; the "
+                                               "served process uses the AWS environment of its host or "
+                                               "pod). Default <home>/inference_log/<model>.")] = None
     request: RequestSpec = _d(RequestSpec)
     threshold: Annotated[float, Field(ge=0.0, le=1.0, description="Binary task: prediction = 1 when the "
                                                                   "probability >= threshold.")] = 0.5
@@ -1106,6 +1111,18 @@ class PipelineSpec(_Spec):
     @property
     def paths(self) -> ModelPaths:
         return ModelPaths.for_model(self.model, self.home)
+
+    @property
+    def inference_log(self) -> str:
+        """The inference log's root (``serving.inference_log``: a directory or ``s3://`` prefix), default
+        ``<home>/inference_log/<model>``; a relative directory is taken from the YAML's folder."""
+        configured = self.serving.inference_log
+        if not configured:
+            return str(self.paths.inference_log)
+        if configured.startswith("s3://"):
+            return configured.rstrip("/")
+        path = Path(configured).expanduser()
+        return str((path if path.is_absolute() else self.base_dir / path).resolve())
 
     @property
     def repo_path(self) -> str:

@@ -146,3 +146,30 @@ def test_bad_search_space_is_a_config_error(tmp_path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"training\.search"):
         load_config(path)
+
+
+@pytest.mark.parametrize("configured", [None, "s3://logs-bucket/inference/flights/", "shared/inference_log"])
+def test_one_inference_log_location_for_the_service_and_the_monitor(tmp_path, configured) -> None:
+    """serving.inference_log moves the log (e.g. to S3 for a multi-host deployment): the bento writes and
+    the monitor and ops tasks read the same place."""
+    import shutil
+
+    import yaml
+
+    data = yaml.safe_load((REPO / "dags" / "flights_delay.yaml").read_text())
+    if configured:
+        data["serving"]["inference_log"] = configured
+    shutil.copytree(REPO / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "dags").mkdir()
+    path = tmp_path / "dags" / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    dags = build_dags(cfg)
+    expected = {None: str(cfg.paths.inference_log), "s3://logs-bucket/inference/flights/":
+                "s3://logs-bucket/inference/flights", "shared/inference_log":
+                str((tmp_path / "dags" / "shared" / "inference_log").resolve())}[configured]
+    seen = {(dag_id, t.task_id): t.inference_log_dir for dag_id, dag in dags.items() for t in dag.tasks
+            if hasattr(t, "inference_log_dir")}
+    assert {("flights_delay__deploy", "package"), ("flights_delay__monitor", "drift_report"),
+            ("flights_delay__monitor", "ops_summary")} <= set(seen)
+    assert set(seen.values()) == {expected}
