@@ -63,7 +63,8 @@ def test_page_tells_every_decision_apart(airflow_auth, ui_state) -> None:  # noq
 
 
 def test_rejected_version_never_looks_promotable(airflow_auth, ui_state) -> None:  # noqa: F811
-    versions = ui_client().get("/api/models", headers=airflow_auth.headers()).json()[0]["versions"]
+    models = {m["model"]: m for m in ui_client().get("/api/models", headers=airflow_auth.headers()).json()}
+    versions = models[MODEL]["versions"]
     v3 = next(v for v in versions if v["version"] == "3")
     assert v3["decision"]["state"] == "rejected"  # gate.decision is still "promote" on the version
 
