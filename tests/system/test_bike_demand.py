@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -198,6 +199,10 @@ def test_bad_landing_materializes_nothing(env, dags) -> None:
     assert task_states["materialize"] in ("upstream_failed", None)
     assert {p: p.stat().st_mtime_ns for p in online.rglob("*") if p.is_file()} == before
     assert (labels.stat().st_mtime_ns if labels.exists() else None) == labels_before
-    report = json.loads((env["home"] / "reports" / MODEL / "validation" / "landing.json").read_text())
+    # one validation report per run (the next landing never overwrites it)
+    safe_run_id = re.sub(r"[^A-Za-z0-9._-]+", "_", run.run_id).strip("_")  # operator_notes.run_slug
+    reports = sorted((env["home"] / "reports" / MODEL / "validation").glob("landing__*.json"))
+    assert [p.name for p in reports if safe_run_id in p.name], (run.run_id, [p.name for p in reports])
+    report = json.loads(next(p for p in reports if safe_run_id in p.name).read_text())
     rules = {(f["rule"], f["column"]) for f in report["failures"]}
     assert ("max", "hr") in rules and ("missing_column", "registered") in rules, rules
