@@ -159,7 +159,7 @@ def test_features_then_the_whole_loop(env, dags) -> None:
     answers = resp.json()
     assert len(answers) == len(rows)
     for row, answer in zip(rows, answers, strict=True):
-        assert answer["request_id"] == row["request_id"] and answer["model_version"] == champion.version
+        assert answer["request_id"] == row["request_id"] and answer["model_version"] == str(champion.version)
         assert isinstance(answer["prediction"], float) and "probability" not in answer, answer
     bad = httpx.post(f"{url}/predict", json={"requests": [{"segment": "casual"}]}, timeout=60)
     assert 400 <= bad.status_code < 500, bad.text
