@@ -310,6 +310,7 @@ def build_deploy_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             mlflow_conn_id=cfg.connections.mlflow,
             bentoml_conn_id=cfg.connections.bentoml,
             aws_conn_id=cfg.connections.aws,
+            feast_conn_id=cfg.connections.feast,
         )
         chain: list[Any] = [package]
         if s.infra_validate.enabled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
 import sys
 from pathlib import Path
 
@@ -43,3 +44,25 @@ def make_features_home(tmp_path_factory):
         landed = write_landing_month(paths.landing, 2013, 1) + [write_landing_planes(paths.landing)]
         built = load_transforms().build_partitions(landed, str(paths.lake))
         yield {"home": home, "paths": paths, "landed": landed, "built": built}
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def purge_sql_registry(url: str, project: str) -> None:
+    """Remove every registry row of ``project`` (Feast 0.67's teardown leaves feature_view_version_history
+    rows behind, which makes the next apply of the same project fail with a unique violation)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for table in sa.inspect(conn).get_table_names():
+            cols = {c["name"] for c in sa.inspect(conn).get_columns(table)}
+            if "project_id" in cols:
+                conn.execute(sa.text(f'DELETE FROM "{table}" WHERE project_id = :p'), {"p": project})
+    engine.dispose()

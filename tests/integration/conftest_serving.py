@@ -101,7 +101,9 @@ class ServingWorld:
     state_dir: Path
 
 
-def build_feature_repo(repo: Path) -> None:
+def build_feature_repo(repo: Path, *, store_yaml: str | None = None, fs_yaml_file: str = "feature_store.yaml") -> None:
+    """The serving tests' Feast repo (SQLite beside the data), applied and materialized; with ``store_yaml``
+    written as ``fs_yaml_file`` the objects go to that YAML's backends instead."""
     import numpy as np
     import pandas as pd
     from feast import FeatureStore
@@ -141,7 +143,9 @@ def build_feature_repo(repo: Path) -> None:
     spec.loader.exec_module(module)
     kinds = (Entity, FeatureView, OnDemandFeatureView, FeatureService)
     objects = [v for v in vars(module).values() if isinstance(v, kinds)]
-    store = FeatureStore(repo_path=str(repo))
+    if store_yaml is not None:
+        (repo / fs_yaml_file).write_text(store_yaml)
+    store = FeatureStore(repo_path=str(repo), fs_yaml_file=repo / fs_yaml_file)
     store.apply(objects)
     store.materialize(now - timedelta(days=1), now + timedelta(minutes=1))
 

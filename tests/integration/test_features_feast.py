@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest_features import FEATURE_REPO, FEATURE_SERVICE, FEATURES, TRANSFORM, make_features_home
+from conftest_features import (
+    FEATURE_REPO,
+    FEATURE_SERVICE,
+    FEATURES,
+    TRANSFORM,
+    make_features_home,
+    port_open,
+    purge_sql_registry,
+)
 
 from mlops_provider.exceptions import FeatureStoreError
 
@@ -168,14 +175,6 @@ def test_invalid_repo_raises_feature_store_error(tmp_path, monkeypatch):
         FeastApplyOperator(task_id="apply", repo_path=str(tmp_path / "nope")).execute(context={})
 
 
-def _up(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("yaml_file", ["feature_store.yaml", "feature_store.production.yaml"])
 def test_feast_itself_loads_both_configs(yaml_file, tmp_path, monkeypatch):
     from feast.repo_config import load_repo_config as feast_load_repo_config
@@ -200,28 +199,14 @@ def test_production_config_loads():
     assert cfg.online_store.connection_string == "127.0.0.1:6379"
 
 
-def _purge_sql_registry(url: str, project: str) -> None:
-    """Remove every registry row of ``project`` (Feast 0.67's teardown leaves feature_view_version_history
-    rows behind, which makes the next apply of the same project fail with a unique violation)."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        for table in sa.inspect(conn).get_table_names():
-            cols = {c["name"] for c in sa.inspect(conn).get_columns(table)}
-            if "project_id" in cols:
-                conn.execute(sa.text(f'DELETE FROM "{table}" WHERE project_id = :p'), {"p": project})
-    engine.dispose()
-
-
-@pytest.mark.skipif(not (_up(5432) and _up(6379)), reason="loopback PostgreSQL/Redis not running")
+@pytest.mark.skipif(not (port_open(5432) and port_open(6379)), reason="loopback PostgreSQL/Redis not running")
 def test_production_apply_materialize_on_loopback_redis_postgres(features_home):
     from mlops_provider.runtime.features.materialize import materialize
     from mlops_provider.runtime.features.store import apply_repo, open_store
 
     store = open_store(FEATURE_REPO, fs_yaml_file="feature_store.production.yaml")
     registry_url = store.config.registry.path
-    _purge_sql_registry(registry_url, "flights_delay")
+    purge_sql_registry(registry_url, "flights_delay")
     try:
         apply_repo(store)
         assert apply_repo(store)["changed"] is False
@@ -233,4 +218,4 @@ def test_production_apply_materialize_on_loopback_redis_postgres(features_home):
         assert online["carrier_flights_7d"][0] and online["carrier_flights_7d"][0] > 100
     finally:
         store.teardown()
-        _purge_sql_registry(registry_url, "flights_delay")
+        purge_sql_registry(registry_url, "flights_delay")

@@ -68,9 +68,11 @@ class BentoPackageOperator(BaseOperator):
         mlflow_conn_id: str = "mlflow_default",
         bentoml_conn_id: str = "bentoml_default",
         aws_conn_id: str | None = "aws_default",
+        feast_conn_id: str | None = "feast_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.feast_conn_id = feast_conn_id
         self.serving = serving
         self.snapshot = snapshot
         self.aws_conn_id = aws_conn_id
@@ -91,6 +93,7 @@ class BentoPackageOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
+        from mlops_provider.hooks.feast import FeastHook
         from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.hooks.objstore import ObjectStoreHook
         from mlops_provider.runtime.io.objstore import ObjectStore
@@ -122,6 +125,9 @@ class BentoPackageOperator(BaseOperator):
             serving=from_dict(ServingSpec, self.serving) if self.serving else None,
             snapshot=self.snapshot or None,
             store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
+            # the Feast YAML the served process opens (bundled in the bento): the feast connection's choice
+            feature_store_yaml=FeastHook(self.feast_conn_id).settings.get("fs_yaml_file") if self.feast_conn_id
+            else None,
         )
         if result.get("challenger"):
             self.log.info("Online experiment: %s", result["challenger"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from mlops_provider.exceptions import ConfigError
@@ -82,6 +83,7 @@ def service_contract(
     *,
     model_name: str,
     feature_repo: str | os.PathLike[str],
+    feature_store_yaml: str = "feature_store.yaml",
     feature_service: str,
     serving: Any = None,
     task: Any = None,
@@ -103,7 +105,9 @@ def service_contract(
     if feature_store is None:
         import feast
 
-        feature_store = feast.FeatureStore(repo_path=str(feature_repo))
+        feature_store = feast.FeatureStore(
+            repo_path=str(feature_repo), fs_yaml_file=Path(feature_repo) / feature_store_yaml
+        )
     info = feature_service_info(feature_store, feature_service, model=model_name)
     schema = request_schema({**info, "model": model_name}, serving)
     task = task or TaskInfo()

@@ -116,6 +116,60 @@ def pinned_requirements(extra: list[str] | None = None) -> list[str]:
 BUNDLED = ("__init__.py", "paths.py", "exceptions.py", "tasks.py", "specs.py", "search_space.py", "runtime")
 
 
+#: Folder of the bento's ``src/`` holding the Feast repo configuration (``feature_store*.yaml``).
+BUNDLED_REPO = "feature_repo"
+
+
+def _stage_feature_repo(stage: Path, feature_repo: str | os.PathLike[str], yaml_name: str) -> None:
+    """Copy the repo's Feast YAML files into ``stage/feature_repo``. A served process needs only these:
+    the definitions (on-demand transformations included) are read from the registry the YAML names."""
+    repo = Path(feature_repo).expanduser().resolve()
+    if not (repo / yaml_name).is_file():
+        raise DeploymentError(
+            f"Feast config {repo / yaml_name} not found: the feast connection's fs_yaml_file must name a YAML "
+            f"in the model's feature repo ({sorted(p.name for p in repo.glob('*.y*ml'))} there)"
+        )
+    dst = stage / BUNDLED_REPO
+    dst.mkdir(parents=True, exist_ok=True)
+    for src in sorted([*repo.glob("*.yaml"), *repo.glob("*.yml")]):
+        shutil.copy2(src, dst / src.name)
+    bound = _bind_relative_paths(dst / yaml_name, repo)
+    if bound:
+        log.warning(
+            "Feast config %s names relative local path(s) %s: bundled as absolute paths of this host, so the "
+            "bento serves only here. A portable bento takes its registry / online store from remote backends "
+            "or from the environment (${VAR} in the YAML).", repo / yaml_name, bound,
+        )
+
+
+def _is_local_relative(path: Any) -> bool:
+    text = str(path or "")
+    return bool(text) and "://" not in text and not text.startswith(("$", "/", "~")) and ":" not in text[:3]
+
+
+def _bind_relative_paths(config_file: Path, repo: Path) -> list[str]:
+    """Feast resolves a relative registry / online-store path against the repo folder; inside a bento that
+    folder holds only the YAML. Make such paths absolute (host paths) in the bundled copy; return them."""
+    import yaml
+
+    data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    bound: list[str] = []
+    registry = data.get("registry")
+    if isinstance(registry, str) and _is_local_relative(registry):
+        bound.append(registry)
+        data["registry"] = str((repo / registry).resolve())
+    elif isinstance(registry, dict) and _is_local_relative(registry.get("path")):
+        bound.append(str(registry["path"]))
+        registry["path"] = str((repo / registry["path"]).resolve())
+    online = data.get("online_store")
+    if isinstance(online, dict) and online.get("path") and _is_local_relative(online["path"]):
+        bound.append(str(online["path"]))
+        online["path"] = str((repo / online["path"]).resolve())
+    if bound:
+        config_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return bound
+
+
 def _stage_sources(stage: Path, config: Mapping[str, Any]) -> None:
     """Copy the bundled part of mlops_provider (python files only) and the config into ``stage``."""
     import mlops_provider
@@ -227,8 +281,15 @@ def package_bento(
     serving: Any = None,
     snapshot: str | None = None,
     store: ObjectStore | None = None,
+    feature_store_yaml: str | None = None,
 ) -> dict[str, Any]:
     """Import ``models:/<model_name>@<alias>`` and build the serving bento (idempotent).
+
+    The bento is self-contained: it bundles the feature repo's Feast YAML files (``src/feature_repo/``;
+    ``feature_store_yaml`` names the one the service opens, default ``feature_store.yaml``: the feast
+    connection's ``fs_yaml_file``) and records no host path but the inference log's root, which the
+    serving environment overrides (``MLOPS_INFERENCE_LOG_DIR``). Hosts and secrets of the backends come
+    from the served process's environment through Feast's ``${VAR}`` substitution in that YAML.
 
     ``features`` = ``{"categorical": [...], "numeric": [...]}`` (the YAML's ``model.features``).
     ``serving``: the YAML's ``serving`` section (:class:`~mlops_provider.specs.ServingSpec` or a dict):
@@ -263,8 +324,10 @@ def package_bento(
     client = MlflowClient(tracking_uri=mlflow_tracking_uri, registry_uri=mlflow_registry_uri or mlflow_tracking_uri)
     mv = resolve_model_version(model_name, alias, client)
     task = task_of(mv, client)
+    yaml_name = feature_store_yaml or "feature_store.yaml"
     contract = service_contract(
-        model_name=model_name, feature_repo=feature_repo, feature_service=feature_service, serving=serving,
+        model_name=model_name, feature_repo=feature_repo, feature_store_yaml=yaml_name,
+        feature_service=feature_service, serving=serving,
         task=task, snapshot=snapshot or (getattr(mv, "tags", None) or {}).get("snapshot_path"), store=store,
     )
     exp_spec = spec_value(serving, "experiment")
@@ -325,7 +388,8 @@ def package_bento(
             "model_version": str(mv.version),
             "mlflow_run_id": str(mv.run_id or ""),
             "alias": alias,
-            "feature_repo": str(Path(feature_repo).expanduser().resolve()),
+            "feature_repo": BUNDLED_REPO,  # relative: src/feature_repo of the bento
+            "feature_store_yaml": yaml_name,
             "feature_service": feature_service,
             "categorical": list(feats.get("categorical") or []),
             "numeric": list(feats.get("numeric") or []),
@@ -348,6 +412,7 @@ def package_bento(
         with tempfile.TemporaryDirectory(prefix="mlops-bento-") as tmp:
             stage = Path(tmp)
             _stage_sources(stage, config)
+            _stage_feature_repo(stage, feature_repo, yaml_name)
             h = hashlib.sha256()
             h.update(_hash_tree(stage, exclude=set()).encode())
             h.update(json.dumps(requirements).encode())
@@ -366,7 +431,7 @@ def package_bento(
                     name=bento_name,
                     version=bento_tag.split(":", 1)[1],
                     build_ctx=str(stage),
-                    include=["mlops_provider/**/*.py", CONFIG_FILE],
+                    include=["mlops_provider/**/*.py", CONFIG_FILE, f"{BUNDLED_REPO}/*.yaml", f"{BUNDLED_REPO}/*.yml"],
                     models=models,
                     labels={
                         "model": safe_name(model_name),
@@ -420,4 +485,9 @@ def bento_config(bento_tag: str, bentoml_home_dir: str | os.PathLike[str] | None
             f"Bento {bento_tag} has no {CONFIG_FILE}; it was not built by package_bento."
         )
     data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    repo = str(data.get("feature_repo") or "")
+    if repo and not Path(repo).is_absolute():  # bundled: resolve it inside this store's copy of the bento
+        data["feature_repo"] = str(path.parent / repo)
+    return data

@@ -50,6 +50,7 @@ CONFIG_FILE = "bento_config.json"
 ENV_CONFIG = "MLOPS_BENTO_CONFIG"
 ENV_OVERRIDES = {
     "MLOPS_FEATURE_REPO": "feature_repo",
+    "MLOPS_FEATURE_STORE_YAML": "feature_store_yaml",
     "MLOPS_INFERENCE_LOG_DIR": "inference_log_dir",
     "MLOPS_THRESHOLD": "threshold",
 }
@@ -118,7 +119,9 @@ class ServiceConfig(BaseModel):
     model_tag: str
     model_version: str
     bento_tag: str = ""
+    #: The Feast repo configuration: relative paths are inside the bento (``src/feature_repo``).
     feature_repo: str
+    feature_store_yaml: str = "feature_store.yaml"
     feature_service: str
     categorical: list[str]
     numeric: list[str]
@@ -164,7 +167,12 @@ def load_service_config(path: str | os.PathLike[str] | None = None) -> ServiceCo
     for env, key in ENV_OVERRIDES.items():
         if os.environ.get(env):
             data[key] = os.environ[env]
+    repo = Path(str(data.get("feature_repo") or "")).expanduser()
+    if data.get("feature_repo") and not repo.is_absolute():  # bundled in the bento, beside this config
+        data["feature_repo"] = str((p.parent / repo).resolve())
     return ServiceConfig.model_validate(data)
+
+
 
 
 # ---------------------------------------------------------------------------------------------- request state

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,7 +116,9 @@ class Scorer:
         if store is None:
             import feast
 
-            store = feast.FeatureStore(repo_path=cfg.feature_repo)
+            store = feast.FeatureStore(
+                repo_path=cfg.feature_repo, fs_yaml_file=Path(cfg.feature_repo) / cfg.feature_store_yaml
+            )
         self.store = store
         self.fs_info = feature_service_info(store, cfg.feature_service, model=cfg.model_name)
         self.feature_service = store.get_feature_service(cfg.feature_service)
