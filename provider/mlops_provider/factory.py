@@ -349,6 +349,7 @@ def build_deploy_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             kubernetes=s.kubernetes.model_dump(),
             bentocloud=s.bentocloud.model_dump(),
             bentoml_conn_id=cfg.connections.bentoml,
+            deferrable=s.deferrable,
             # no Docker engine here: containerize skips, the manifests are still rendered
             trigger_rule="none_failed" if s.target == "kubernetes" else "all_success",
             outlets=[] if local else [assets.bento],

@@ -731,6 +731,11 @@ class ServingSpec(_Spec):
                                                                       "on the request schema, bundled for "
                                                                       "warm-up and the default smoke "
                                                                       "request.")] = 8
+    deferrable: Annotated[bool | None, Field(description="kubernetes / bentocloud: the deploy task waits for the "
+                                                         "rollout and the endpoint in the triggerer instead of a "
+                                                         "worker slot. Unset: Airflow's [operators] "
+                                                         "default_deferrable. The local target always waits in "
+                                                         "the task.")] = None
 
     @property
     def front(self) -> int:
