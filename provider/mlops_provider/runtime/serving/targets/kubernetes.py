@@ -306,9 +306,15 @@ def rollout_status(
     deferrable trigger both poll this.
     """
     from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
 
     kw = {"_request_timeout": request_timeout} if request_timeout else {}
-    dep = k8s.AppsV1Api(api_client).read_namespaced_deployment_status(name, namespace, **kw)
+    try:
+        dep = k8s.AppsV1Api(api_client).read_namespaced_deployment_status(name, namespace, **kw)
+    except ApiException as e:
+        raise DeploymentError(
+            f"Kubernetes: reading the status of Deployment {namespace}/{name} failed: {e.status} {e.reason}"
+        ) from e
     st, want = dep.status, dep.spec.replicas or 0
     done = (
         st is not None
