@@ -363,6 +363,9 @@ def build_deploy_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
                 expected_bento_tag=_xcom("package", "bento_tag"),  # detects a silent rollback since the deploy
                 outlets=[assets.bento],
             ))
+        if local and s.queue:  # single host: the bento store, the servers and the stable port live there
+            for task in chain:
+                task.queue = s.queue
         for up, down in zip(chain, chain[1:], strict=False):
             up >> down
     return dag
