@@ -350,6 +350,7 @@ def build_deploy_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             kubernetes=s.kubernetes.model_dump(),
             bentocloud=s.bentocloud.model_dump(),
             bentoml_conn_id=cfg.connections.bentoml,
+            deferrable=s.deferrable,
             # no Docker engine here: containerize skips, the manifests are still rendered
             trigger_rule="none_failed" if s.target == "kubernetes" else "all_success",
             outlets=[] if local else [assets.bento],
@@ -363,6 +364,9 @@ def build_deploy_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
                 expected_bento_tag=_xcom("package", "bento_tag"),  # detects a silent rollback since the deploy
                 outlets=[assets.bento],
             ))
+        if local and s.queue:  # single host: the bento store, the servers and the stable port live there
+            for task in chain:
+                task.queue = s.queue
         for up, down in zip(chain, chain[1:], strict=False):
             up >> down
     return dag

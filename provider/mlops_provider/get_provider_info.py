@@ -44,7 +44,8 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {"integration-name": "Feast", "python-modules": [f"{_P}.hooks.feast"]},
             {"integration-name": "MLflow", "python-modules": [f"{_P}.hooks.mlflow"]},
-            {"integration-name": "BentoML", "python-modules": [f"{_P}.hooks.bentoml", f"{_P}.hooks.bentocloud"]},
+            {"integration-name": "BentoML", "python-modules": [f"{_P}.hooks.bentoml", f"{_P}.hooks.bentocloud",
+                                                          f"{_P}.hooks.kubernetes"]},
             {"integration-name": "Object storage", "python-modules": [f"{_P}.hooks.objstore"]},
             {"integration-name": "MLOps pipelines", "python-modules": [f"{_P}.hooks.airflow_api"]},
         ],
@@ -54,6 +55,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "MLOps pipelines", "python-modules": [f"{_P}.triggers.data_arrival"]},
             {"integration-name": "Feast", "python-modules": [f"{_P}.triggers.feast"]},
+            {"integration-name": "BentoML", "python-modules": [f"{_P}.triggers.serving"]},
         ],
         "extra-links": [
             f"{_P}.links.mlflow.MLflowRunLink",

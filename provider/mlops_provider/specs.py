@@ -736,6 +736,16 @@ class ServingSpec(_Spec):
                                                                       "on the request schema, bundled for "
                                                                       "warm-up and the default smoke "
                                                                       "request.")] = 8
+    queue: Annotated[str | None, Field(min_length=1, description="local target: the Celery queue every task of the "
+                                                              "deploy DAG runs on, so one host (the workers of "
+                                                              "that queue: run one) owns the bento store, the "
+                                                              "server processes and the stable port. Unset: "
+                                                              "Airflow's default queue.")] = None
+    deferrable: Annotated[bool | None, Field(description="kubernetes / bentocloud: the deploy task waits for the "
+                                                         "rollout and the endpoint in the triggerer instead of a "
+                                                         "worker slot. Unset: Airflow's [operators] "
+                                                         "default_deferrable. The local target always waits in "
+                                                         "the task.")] = None
 
     @property
     def front(self) -> int:

@@ -7,8 +7,10 @@ loopback ports. One world and one bento per module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -242,6 +244,75 @@ def test_local_deploy_failure_keeps_the_old_version_and_live_version_is_verified
         stop_local(state_dir)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/__front__", timeout=2)  # the front stopped with the deployment
+
+
+def _until(what: str, check: Callable[[], Any], bound: float, log_file: Path) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` (and the front's log) after ``bound``."""
+    import time
+
+    from mlops_provider.runtime.serving.process import log_tail
+
+    deadline = time.monotonic() + bound
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not within {bound:.0f} s; front log:\n{log_tail(log_file)}")
+        time.sleep(0.5)
+
+
+def test_a_killed_local_server_comes_back_without_a_dag_run(
+    serving_world: ServingWorld, bento: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front supervises the served process: kill -9 the whole server (arbiter and workers), then only its
+    arbiter (the workers it orphans keep answering until the restarted server takes over, then stop)."""
+    import os
+    import signal
+
+    from conftest_serving import GOOD_REQUEST
+
+    from mlops_provider.runtime.serving.process import alive, free_port, is_our_server, ready, worker_pids
+    from mlops_provider.runtime.serving.targets.local import deploy_local, read_state, stop_local
+
+    w = serving_world
+    monkeypatch.setenv("MLOPS_SUPERVISE_INTERVAL_S", "0.5")  # the front inherits it
+    state_dir = w.home / "state" / "supervised"
+    port = free_port()
+    front_log = state_dir / "logs" / f"front-{port}.log"
+    try:
+        first = deploy_local(bento["bento_tag"], port=port, state_dir=state_dir, timeout=150,
+                             bentoml_home_dir=w.bentoml_home, drain_seconds=0)
+        front = first["url"]
+        arbiter = first["pid"]
+        workers = worker_pids(arbiter)
+        assert workers and read_state(state_dir)["restarts"] == 0
+        for pid in [arbiter, *workers]:  # the whole server dies at once (an OOM kill, a crash)
+            os.kill(pid, signal.SIGKILL)
+        assert not is_our_server(arbiter)
+
+        def back(previous: int) -> dict | None:
+            st = read_state(state_dir) or {}
+            return st if st.get("pid") not in (None, previous) and ready(front) else None
+
+        st = _until("the endpoint answering again", lambda: back(arbiter), 240, front_log)
+        assert st["bento_tag"] == bento["bento_tag"] and st["restarts"] == 1
+        assert is_our_server(st["pid"], st["proc_start"]) and "is not running" in st["last_exit"]
+        r = httpx.post(f"{front}/predict", json={"requests": [GOOD_REQUEST]}, timeout=60)
+        assert r.status_code == 200 and r.json()[0]["model_version"] == "1"
+        assert httpx.get(f"{front}/__front__", timeout=5).json()["supervisor"]["restarts"] == 1
+
+        orphans = worker_pids(st["pid"])
+        assert orphans
+        os.kill(st["pid"], signal.SIGKILL)  # only the arbiter: its workers are orphaned, still serving
+        st2 = _until("the second restart", lambda: back(st["pid"]), 240, front_log)
+        assert st2["restarts"] == 2
+        _until("the orphaned workers stopped", lambda: not any(alive(p) for p in orphans), 60, front_log)
+        assert "Supervisor: " in front_log.read_text()  # the restarts are in the front's log
+    finally:
+        stopped = stop_local(state_dir)  # the front (and its supervisor) first, then the server
+    assert stopped is not None and not is_our_server(stopped["pid"])
+    assert read_state(state_dir) is None
 
 
 def test_kubernetes_target_renders_validated_manifests_for_the_bento(serving_world: ServingWorld, bento: dict,

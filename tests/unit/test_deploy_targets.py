@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from deploy_stubs import FakeKubernetesApi as _FakeApiServer
 
 from mlops_provider.exceptions import (
     BentoCloudNotConfigured,
@@ -101,61 +102,6 @@ def test_render_only_without_a_connection(tmp_path: Path) -> None:
     docs = list(yaml.safe_load_all(Path(out["manifests_path"]).read_text()))
     assert [d["kind"] for d in docs] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
     assert docs == _render(name="flights_delay-serving")  # the file is exactly what was validated
-
-
-class _FakeApiServer:
-    """The few Kubernetes API routes the apply uses, in memory (GET/POST/PATCH on namespaced objects)."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.calls: list[tuple[str, str]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _body(self) -> dict[str, Any]:
-                n = int(self.headers.get("Content-Length") or 0)
-                return json.loads(self.rfile.read(n) or b"{}")
-
-            def do_GET(self) -> None:  # noqa: N802
-                fake.calls.append(("GET", self.path))
-                path = self.path.split("?")[0]
-                status = path.endswith("/status")
-                obj = fake.objects.get(path.removesuffix("/status"))
-                if obj is None:
-                    self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
-                    return
-                if status:
-                    n = obj["spec"].get("replicas", 1)
-                    obj = {**obj, "metadata": {**obj["metadata"], "generation": 1},
-                           "status": {"observedGeneration": 1, "replicas": n, "updatedReplicas": n,
-                                      "availableReplicas": n, "readyReplicas": n}}
-                self._send(200, obj)
-
-            def do_POST(self) -> None:  # noqa: N802
-                fake.calls.append(("POST", self.path))
-                body = self._body()
-                fake.objects[f"{self.path.split('?')[0]}/{body['metadata']['name']}"] = body
-                self._send(201, body)
-
-            def do_PATCH(self) -> None:  # noqa: N802
-                fake.calls.append(("PATCH", self.path))
-                fake.objects[self.path.split("?")[0]] = self._body()
-                self._send(200, fake.objects[self.path.split("?")[0]])
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
 @pytest.fixture

@@ -9,11 +9,19 @@ bentoml / mlflow / httpx never load when a DAG file is parsed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
+from mlops_provider.hooks.kubernetes import kubernetes_api_client
 from mlops_provider.links.bentoml import BentoEndpointLink
+from mlops_provider.operators import default_deferrable
+
+__all__ = [
+    "BatchPredictOperator", "BentoContainerizeOperator", "BentoDeployOperator", "BentoInfraValidateOperator",
+    "BentoPackageOperator", "BentoSmokeTestOperator", "kubernetes_api_client",
+]
 
 
 def _set_outlet_extras(operator: BaseOperator, context: Context, extra: dict[str, Any]) -> None:
@@ -231,6 +239,15 @@ class BentoDeployOperator(BaseOperator):
     After the deploy the endpoint's ``/health`` must report the deployed bento tag, else
     ``LiveVersionMismatch`` (a silent rollback). Returns ``{"target", "url", "bento_tag", "changed",
     "previous_bento_tag", "live", ...}`` and pushes the URL for the "BentoML endpoint" link.
+
+    ``deferrable`` (default: Airflow's ``[operators] default_deferrable``): a remote target's waits run in
+    the triggerer instead of a worker slot: the task applies / creates-or-updates, then defers to
+    :class:`~mlops_provider.triggers.serving.KubernetesRolloutTrigger` (up to 600 s) or
+    :class:`~mlops_provider.triggers.serving.BentoCloudDeploymentTrigger` (``wait_timeout``), then to
+    :class:`~mlops_provider.triggers.serving.EndpointReadyTrigger` (``/readyz`` and the live version,
+    ``ready_timeout``); ``execute_complete`` returns the same result as the blocking path or raises
+    ``DeploymentError`` / ``LiveVersionMismatch``. The local target always waits in the task: its
+    blue/green servers are processes of the task until the switch.
     """
 
     template_fields: Sequence[str] = ("bento_tag", "state_dir", "host", "target")
@@ -253,9 +270,13 @@ class BentoDeployOperator(BaseOperator):
         kubernetes: dict[str, Any] | None = None,
         bentocloud: dict[str, Any] | None = None,
         bentoml_conn_id: str = "bentoml_default",
+        deferrable: bool | None = None,
+        poll_interval: float = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.deferrable = default_deferrable(deferrable)
+        self.poll_interval = poll_interval
         self.bento_tag = bento_tag
         self.host = host
         self.port = port
@@ -282,6 +303,9 @@ class BentoDeployOperator(BaseOperator):
             from mlops_provider.hooks.bentocloud import BentoCloudHook
 
             cloud = BentoCloudHook(str(self.bentocloud.get("conn_id") or "bentocloud_default")).settings()
+        defer = self.deferrable and self.target != "local"
+        if self.deferrable and not defer:
+            self.log.info("deferrable: the local target waits in the task (its servers are the task's processes)")
         result = deploy_bento(
             self.bento_tag,
             target=self.target,
@@ -301,7 +325,83 @@ class BentoDeployOperator(BaseOperator):
             verify_version=bool(self.verify_version),
             headers=hook.headers() if self.target != "local" else {},
             on_endpoint=lambda u: BentoEndpointLink.persist(context, u),
+            wait=not defer,
         )
+        if defer:
+            self._defer_next(result, after="deploy")
+        return self._done(context, result)
+
+    # --- deferrable path: apply -> [rollout | bentocloud] -> ready -> done ---------------------------------
+    def _deadline(self, seconds: float) -> tuple[str, timedelta]:
+        """The trigger's own deadline (ISO) and the deferral's safety-net timeout behind it."""
+        end = datetime.now(UTC) + timedelta(seconds=float(seconds))
+        return end.isoformat(), timedelta(seconds=float(seconds) + max(60.0, 3 * float(self.poll_interval)))
+
+    def _defer_next(self, result: dict[str, Any], *, after: str) -> None:
+        """Defer to the next wait after stage ``after``; returns when nothing is left to wait for."""
+        from mlops_provider.triggers import serving as t
+
+        poll = {"poll_interval": float(self.poll_interval)}
+        trigger: Any = None
+        seconds = 0.0
+        if after == "deploy" and self.target == "kubernetes" and result.get("mode") == "applied" \
+                and self.kubernetes.get("wait", True):
+            seconds = float(self.kubernetes.get("rollout_timeout") or 600.0)
+            deadline, _ = self._deadline(seconds)
+            trigger = t.KubernetesRolloutTrigger(
+                name=str(result["name"]), namespace=str(result["namespace"]),
+                conn_id=str(self.kubernetes.get("conn_id") or "kubernetes_default"), timeout=seconds,
+                deadline=deadline, **poll)
+        elif after == "deploy" and self.target == "bentocloud" and int(self.bentocloud.get("wait_timeout", 900)) > 0:
+            seconds = float(self.bentocloud.get("wait_timeout", 900))
+            deadline, _ = self._deadline(seconds)
+            trigger = t.BentoCloudDeploymentTrigger(
+                name=str(result["name"]), cluster=result.get("cluster"),
+                conn_id=str(self.bentocloud.get("conn_id") or "bentocloud_default"), timeout=seconds,
+                deadline=deadline, **poll)
+        elif after != "ready" and result.get("url") and self.verify_version:
+            seconds = float(self.ready_timeout)
+            deadline, _ = self._deadline(seconds)
+            trigger = t.EndpointReadyTrigger(
+                url=str(result["url"]), bento_tag=self.bento_tag, bentoml_conn_id=self.bentoml_conn_id,
+                timeout=seconds, deadline=deadline, **poll)
+        elif after == "deploy" and not result.get("url"):
+            self.log.info("No endpoint URL for target %s: live version not verified", self.target)
+        if trigger is None:
+            return
+        _, safety = self._deadline(seconds)
+        self.log.info("Deferring: %s (up to %.0f s)", trigger.describe(), seconds)
+        self.defer(trigger=trigger, method_name="execute_complete", kwargs={"result": result}, timeout=safety)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, result: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after a trigger: raise its error by name, or defer to the next wait, or finish."""
+        from mlops_provider.exceptions import DeploymentError, LiveVersionMismatch
+
+        event = event or {}
+        result = dict(result or {})
+        stage = str(event.get("stage") or "?")
+        if event.get("status") != "success":
+            what = f"{self.bento_tag} to {self.target}: the {stage} wait in the triggerer failed"
+            message = f"{what}: {event.get('error_type', 'error')}: {event.get('message', event)}"
+            if event.get("error_type") == "LiveVersionMismatch":
+                raise LiveVersionMismatch(message, live=event.get("live"))
+            raise DeploymentError(message)
+        if stage == "rollout":
+            result["rollout"] = event.get("rollout")
+        elif stage == "bentocloud":
+            url = (event.get("deployment") or {}).get("url")
+            if url and not result.get("url"):
+                result["url"] = url
+                BentoEndpointLink.persist(context, url)
+        elif stage == "ready":
+            result["live"] = event.get("live")
+            self.log.info("Live version at %s: %s", result.get("url"), result["live"])
+        self._defer_next(result, after=stage)
+        return self._done(context, result)
+
+    def _done(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
         url = result.get("front_url") or result.get("url")  # the stable front when there is one
         self.log.info(
             "%s deployed to %s%s%s", self.bento_tag, self.target, f" at {url}" if url else "",
@@ -309,26 +409,6 @@ class BentoDeployOperator(BaseOperator):
         )
         _set_outlet_extras(self, context, {"bento_tag": self.bento_tag, "url": url, "target": self.target})
         return result
-
-
-def kubernetes_api_client(conn_id: str | None) -> Any | None:
-    """The cncf.kubernetes provider's ApiClient for ``conn_id``; None when the connection does not exist."""
-    if not conn_id:
-        return None
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return None
-    try:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-    except ImportError as e:
-        from mlops_provider.exceptions import MissingDependencyError
-
-        raise MissingDependencyError("apache-airflow-providers-cncf-kubernetes", "kubernetes") from e
-    return KubernetesHook(conn_id=conn_id).api_client
 
 
 class BentoContainerizeOperator(BaseOperator):

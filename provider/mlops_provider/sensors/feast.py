@@ -52,7 +52,7 @@ class FeatureFreshnessSensor(BaseSensorOperator):
     :param target_time: ISO timestamp; default the run's ``data_interval_end``. Templated.
     :param feature_views: check these views instead of the service's. Templated.
     :param deferrable: wait in the triggerer (:class:`~mlops_provider.triggers.feast.FeatureFreshnessTrigger`)
-        instead of a worker slot.
+        instead of a worker slot; default: Airflow's ``[operators] default_deferrable``.
     :param poke_interval: seconds between registry reads (both modes).
     :param timeout: seconds before failing with :class:`FeatureFreshnessTimeout` naming the stale views.
     """
@@ -68,16 +68,18 @@ class FeatureFreshnessSensor(BaseSensorOperator):
         target_time: str | datetime | None = None,
         feature_views: list[str] | None = None,
         feast_conn_id: str = FeastHook.default_conn_name,
-        deferrable: bool = False,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        from mlops_provider.operators import default_deferrable
+
         super().__init__(**kwargs)
         self.repo_path = repo_path
         self.feature_service = feature_service
         self.target_time = target_time
         self.feature_views = feature_views
         self.feast_conn_id = feast_conn_id
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable(deferrable)
         self._last_report: dict[str, Any] | None = None
 
     # --- helpers ----------------------------------------------------------------------------------------

@@ -153,3 +153,46 @@ def check_endpoint(
     prediction = smoke_test(url, request, timeout=timeout, headers=headers)
     live = verify_live_version(url, bento_tag=expected_bento_tag, headers=headers) if expected_bento_tag else None
     return {"prediction": prediction, "live": live}
+
+
+def endpoint_readiness(
+    url: str,
+    *,
+    bento_tag: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """One readiness probe of a remote endpoint: ``{"ready", "reason", "live", "mismatch"}``.
+
+    Ready when ``GET <url>/readyz`` answers 200 and (with ``bento_tag``) ``POST <url>/health`` reports
+    that bento. ``mismatch`` is True when the endpoint is up but serves another bento (``reason`` says
+    which); ``live`` is what ``/health`` reported (None before it answers). Never raises for an
+    endpoint that is down or not ready yet (the deploy operator's deferrable trigger polls this).
+    """
+    import httpx
+
+    from mlops_provider.exceptions import LiveVersionMismatch
+
+    base = url.rstrip("/")
+    out: dict[str, Any] = {"ready": False, "reason": "", "live": None, "mismatch": False}
+    try:
+        resp = httpx.get(f"{base}/readyz", timeout=timeout, headers=dict(headers or {}))
+    except httpx.HTTPError as e:
+        out["reason"] = f"{base}/readyz unreachable: {type(e).__name__}: {e}"
+        return out
+    if resp.status_code != 200:
+        out["reason"] = f"{base}/readyz answered HTTP {resp.status_code}"
+        return out
+    if not bento_tag:
+        out["ready"], out["reason"] = True, f"{base}/readyz answered 200"
+        return out
+    try:
+        out["live"] = verify_live_version(base, bento_tag=bento_tag, headers=headers, timeout=timeout)
+    except LiveVersionMismatch as e:
+        out["live"], out["mismatch"], out["reason"] = e.live, True, str(e)
+        return out
+    except DeploymentError as e:
+        out["reason"] = str(e)
+        return out
+    out["ready"], out["reason"] = True, f"{base} is ready and serves {bento_tag}"
+    return out

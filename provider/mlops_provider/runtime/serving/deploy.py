@@ -58,6 +58,7 @@ def deploy_bento(
     verify_version: bool = True,
     headers: Mapping[str, str] | None = None,
     on_endpoint: Callable[[str], None] | None = None,
+    wait: bool = True,
 ) -> dict[str, Any]:
     """Deploy ``bento_tag`` to ``target`` and verify the live version (module docstring).
 
@@ -66,6 +67,9 @@ def deploy_bento(
     ``smoke_request``: local target only; ``{}`` sends the smoke request bundled in the bento, None none.
     ``on_endpoint`` is called with the endpoint URL as soon as it is known, before the live-version
     check (the operator pushes it for the UI link, so the link works even when the check fails).
+    ``wait=False`` (remote targets; the local target always waits, its servers belong to the task): return
+    right after the apply / create-or-update, without the rollout wait and the live-version check; the
+    deferrable deploy operator waits for both in the triggerer and completes the result (no ``live`` key).
     Returns ``{"target", "url", "bento_tag", "changed", "previous_bento_tag", "live", ...}``.
     """
     if target not in TARGETS:
@@ -81,15 +85,21 @@ def deploy_bento(
             front_port=front_port, verify_version=verify_version,
         )
     elif target == "kubernetes":
-        result = _deploy_kubernetes(bento_tag, dict(kubernetes or {}), kubernetes_api_client, state_dir, bentoml_home_dir)
+        k = dict(kubernetes or {})
+        if not wait:
+            k["wait"] = False
+        result = _deploy_kubernetes(bento_tag, k, kubernetes_api_client, state_dir, bentoml_home_dir)
     else:
-        result = _deploy_bentocloud(
-            bento_tag, dict(bentocloud or {}), bentocloud_api_key, bentocloud_endpoint, bentoml_home_dir
-        )
+        b = dict(bentocloud or {})
+        if not wait:
+            b["wait_timeout"] = 0
+        result = _deploy_bentocloud(bento_tag, b, bentocloud_api_key, bentocloud_endpoint, bentoml_home_dir)
     result["target"] = target
     url = endpoint_url(result)
     if url and on_endpoint is not None:
         on_endpoint(url)
+    if not wait and target != "local":
+        return result
     if url and verify_version:
         from mlops_provider.runtime.serving.checks import verify_live_version
 

@@ -8,6 +8,17 @@ read state, so a switch behind the front loses nothing.
 
 ``<state_dir>/front.json`` records the front's process (pid, start time, host, port, url, log file);
 :func:`ensure_front` is idempotent, :func:`stop_front` stops it with the deployment.
+
+**Supervision.** The front process also supervises the live server, independently of any Airflow worker:
+every ``MLOPS_SUPERVISE_INTERVAL_S`` (2 s) :func:`supervise_once` checks that the ``bentoml serve``
+arbiter named in the state runs; when it died (crash, OOM kill, ``kill -9``) it starts the same bento on a
+free loopback port, waits for ``/readyz``, switches the state to it (the front follows) and stops what
+is left of the dead one (orphaned workers). Restarts count in the state (``restarts``,
+``last_restart_at``, ``last_exit``), in ``GET /__front__`` and in the front's log; failed restarts back off
+exponentially (2 s doubling to 5 min). It never fights a deploy: a deploy or stop holds
+``<state_dir>/deploy.lock`` for its whole run and the supervisor skips while it is held; a deploy writes
+the new state before it stops the old server, and the supervisor restarts only the server the state
+still names after taking the lock. The state's ``supervise: false`` turns it off.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from typing import Any
 from mlops_provider.exceptions import DeploymentError
 from mlops_provider.runtime.io.atomic import atomic_write_json
 from mlops_provider.runtime.serving.process import log_tail, matches, port_free, proc_start, stop_process
-from mlops_provider.runtime.serving.state import read_state, state_path
+from mlops_provider.runtime.serving.state import deploy_lock, read_state, state_path, write_state
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +44,107 @@ FRONT_FILE = "front.json"
 FRONT_INFO_PATH = "/__front__"
 
 
-def _front_app(state_dir: str | os.PathLike[str]) -> Any:
+class Supervisor:
+    """Restart the state's ``bentoml serve`` when it died (module docstring); one per front process."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], *, max_backoff_s: float = 300.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.max_backoff_s = max_backoff_s
+        self.restarts = 0
+        self.failures = 0
+        self.not_before = 0.0
+        self.last_error: str | None = None
+        self.last_restart_at: str | None = None
+        #: the live server's workers as last seen (pid -> [pid, start]): the orphans if its arbiter dies
+        self.workers: dict[int, list[float]] = {}
+
+    def info(self) -> dict[str, Any]:
+        return {"restarts": self.restarts, "failed_attempts": self.failures, "last_error": self.last_error,
+                "last_restart_at": self.last_restart_at}
+
+    def once(self) -> str:
+        """One check; returns what it did: ``idle`` | ``alive`` | ``busy`` | ``backoff`` | ``restarted`` | ``failed``."""
+        from mlops_provider.runtime.serving.process import is_our_server
+
+        st = read_state(self.state_dir)
+        if not st or not st.get("pid") or not st.get("bento_tag") or st.get("supervise") is False:
+            return "idle"
+        if is_our_server(st.get("pid"), st.get("proc_start")):
+            self._remember_workers(int(st["pid"]))
+            return "alive"
+        if time.monotonic() < self.not_before:
+            return "backoff"
+        with deploy_lock(self.state_dir, blocking=False) as held:
+            if not held:
+                return "busy"  # a deploy / stop owns the state now
+            st = read_state(self.state_dir)  # what the state names now, under the lock
+            if not st or not st.get("pid") or is_our_server(st.get("pid"), st.get("proc_start")):
+                return "alive"
+            try:
+                self._restart(st)
+            except Exception as e:  # noqa: BLE001 - logged, retried with backoff
+                self.failures += 1
+                self.last_error = f"{type(e).__name__}: {e}"[:2000]
+                delay = min(self.max_backoff_s, 2.0 ** self.failures)
+                self.not_before = time.monotonic() + delay
+                log.error("Supervisor: restarting %s failed (attempt %d, next in %.0f s): %s",
+                          st.get("bento_tag"), self.failures, delay, self.last_error)
+                return "failed"
+        self.failures, self.not_before = 0, 0.0
+        return "restarted"
+
+    def _remember_workers(self, arbiter: int) -> None:
+        from mlops_provider.runtime.serving.process import worker_identities
+
+        for pid, started in worker_identities(arbiter):
+            self.workers[int(pid)] = [pid, started]
+        if len(self.workers) > 256:  # respawned workers accumulate: keep the newest
+            self.workers = dict(sorted(self.workers.items(), key=lambda kv: kv[1][1])[-64:])
+
+    def _restart(self, st: dict[str, Any]) -> None:
+        from datetime import UTC, datetime
+
+        from mlops_provider.runtime.serving.package import safe_name
+        from mlops_provider.runtime.serving.process import (
+            free_port,
+            start_server,
+            stop_orphans,
+            wait_ready,
+            worker_identities,
+        )
+
+        tag, host = str(st["bento_tag"]), str(st.get("host") or "127.0.0.1")
+        dead = f"pid {st.get('pid')} (started {st.get('started_at')}) is not running"
+        log.warning("Supervisor: the server of %s, %s; restarting it", tag, dead)
+        port = free_port(host)
+        log_file = self.state_dir / "logs" / f"{safe_name(tag.split(':', 1)[-1])}-{port}.log"
+        proc, offset = start_server(tag, host, port, log_file, bentoml_home_dir=st.get("bentoml_home"),
+                                    cwd=self.state_dir)
+        url = f"http://{host}:{port}"
+        wait_ready(proc, url, log_file, offset, float(st.get("ready_timeout") or 120.0), tag,
+                   consequence="the supervisor retries with backoff")
+        now = datetime.now(UTC).isoformat()
+        orphans = [*(st.get("workers") or []), *self.workers.values()]
+        self.workers = {}
+        new = {**st, "pid": proc.pid, "proc_start": proc_start(proc.pid), "port": port, "url": url,
+               "log_file": str(log_file), "workers": worker_identities(proc.pid), "started_at": now,
+               "restarts": int(st.get("restarts") or 0) + 1, "last_restart_at": now, "last_exit": dead}
+        write_state(self.state_dir, new)
+        self.restarts += 1
+        self.last_restart_at, self.last_error = now, None
+        log.warning("Supervisor: %s serving again at %s (pid %s, restart %d)", tag, url, proc.pid, new["restarts"])
+        stop_orphans(orphans)  # workers the dead arbiter left behind (they still answer, unsupervised)
+
+    def run_forever(self, interval: float) -> None:
+        while True:
+            try:
+                self.once()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive any one check
+                log.exception("Supervisor check failed")
+            time.sleep(interval)
+
+
+def _front_app(state_dir: str | os.PathLike[str], supervisor: Supervisor | None = None) -> Any:
     """ASGI reverse proxy to the URL in the deployment state (re-read when the file changes)."""
     import asyncio
 
@@ -64,7 +175,8 @@ def _front_app(state_dir: str | os.PathLike[str]) -> Any:
     drop = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 
     async def info(request: Request) -> Response:
-        return JSONResponse({"upstream": upstream(), "state": str(state_file)})
+        return JSONResponse({"upstream": upstream(), "state": str(state_file),
+                             "supervisor": supervisor.info() if supervisor else None})
 
     async def proxy(request: Request) -> Response:
         body = await request.body()
@@ -91,10 +203,18 @@ def _front_app(state_dir: str | os.PathLike[str]) -> Any:
 
 
 def run_front(host: str, port: int, state_dir: str) -> None:
-    """Serve the stable front (blocking; what :func:`ensure_front` starts in its own process)."""
+    """Serve the stable front and supervise the live server (blocking; :func:`ensure_front` starts it in its
+    own process)."""
+    import threading
+
     import uvicorn
 
-    uvicorn.run(_front_app(state_dir), host=host, port=int(port), log_level="warning", timeout_graceful_shutdown=10)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    supervisor = Supervisor(state_dir)
+    interval = float(os.environ.get("MLOPS_SUPERVISE_INTERVAL_S", "2"))
+    threading.Thread(target=supervisor.run_forever, args=(interval,), name="supervisor", daemon=True).start()
+    uvicorn.run(_front_app(state_dir, supervisor), host=host, port=int(port), log_level="warning",
+                timeout_graceful_shutdown=10)
 
 
 def is_front(pid: int | None, proc_start_time: float | int | None = None) -> bool:

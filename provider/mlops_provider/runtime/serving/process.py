@@ -291,3 +291,33 @@ def stop_process(pid: int, timeout: float = 15.0) -> None:
         time.sleep(0.2)
     if alive(pid):
         _signal(pid, signal.SIGKILL)
+
+
+def worker_identities(arbiter: int) -> list[list[float]]:
+    """``[[pid, start time], ...]`` of the arbiter's live workers (to recognise them once orphaned)."""
+    out = []
+    for pid in worker_pids(arbiter):
+        started = proc_start(pid)
+        if started is not None:
+            out.append([pid, started])
+    return out
+
+
+def stop_orphans(workers: list[list[float]] | None, timeout: float = 10.0) -> list[int]:
+    """Stop the still-running BentoML workers among ``workers`` (:func:`worker_identities` of an arbiter that
+    died: its workers keep the listening socket and answer, unsupervised); returns the pids stopped."""
+    pids = [
+        int(pid) for pid, started in (workers or [])
+        if matches(int(pid), started, lambda cmd: "_bentoml_impl.worker" in cmd, unreadable=False)
+    ]
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in pids:
+        if alive(pid):
+            _signal(pid, signal.SIGKILL)
+    if pids:
+        log.info("Stopped %d worker(s) left behind by a dead server: %s", len(pids), pids)
+    return pids

@@ -8,10 +8,12 @@ re-reads it when it changes; the file is replaced atomically, so a reader never 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +49,25 @@ def write_state(state_dir: str | os.PathLike[str], state: Mapping[str, Any] | No
         p.unlink(missing_ok=True)
         return
     atomic_write_json(p, dict(state))
+
+
+LOCK_FILE = "deploy.lock"
+
+
+@contextlib.contextmanager
+def deploy_lock(state_dir: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[bool]:
+    """Hold ``<state_dir>/deploy.lock`` (an ``flock``): a deploy / stop of the local target holds it for its
+    whole run, the supervisor only for a restart and never waits for it. Yields whether it is held (always
+    True when ``blocking``); released when the holder exits, even on ``kill -9``."""
+    p = Path(state_dir) / LOCK_FILE
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -129,10 +129,7 @@ def deploy_bentocloud(
     if wait_timeout > 0:
         status = deployment.wait_until_ready(timeout=wait_timeout)
         if status not in (0, None):
-            raise DeploymentError(
-                f"BentoCloud deployment {name} did not become ready within {wait_timeout}s (status {status}); "
-                "BentoCloud keeps the previous revision serving. Check the deployment in the BentoCloud console."
-            )
+            raise DeploymentError(not_ready_message(name, f"within {wait_timeout}s (status {status})"))
     try:
         urls = list(deployment.get_endpoint_urls())
     except Exception:  # noqa: BLE001 - "endpoint url is not ready" / no public endpoint
@@ -143,4 +140,40 @@ def deploy_bentocloud(
         "url": url,
         "action": "updated" if exists else "created",
         "cluster": kwargs.get("cluster"),
+    }
+
+
+#: BentoCloud deployment states (``bentoml``'s ``DeploymentStatus`` values) that end a wait.
+READY_STATES = ("running", "scaled-to-zero")
+FAILED_STATES = ("failed", "image-build-failed", "terminated", "terminating", "unhealthy")
+
+
+def not_ready_message(name: str, why: str) -> str:
+    return (
+        f"BentoCloud deployment {name} did not become ready {why}; BentoCloud keeps the previous revision "
+        "serving. Check the deployment in the BentoCloud console."
+    )
+
+
+def deployment_status(name: str, cluster: str | None, *, client: Any, api: Any = None) -> dict[str, Any]:
+    """One read of the deployment: ``{"status", "ready", "failed", "url"}`` (what ``wait_until_ready`` polls).
+
+    ``ready`` for ``running`` / ``scaled-to-zero``; ``failed`` for the states ``wait_until_ready`` gives up
+    on; ``url``: the endpoint once BentoCloud reports exactly one (else None). The deploy operator's
+    deferrable trigger polls this.
+    """
+    import bentoml
+
+    api = api or bentoml.deployment
+    deployment = api.get(name=name, cluster=cluster, _cloud_client=client)
+    status = str(deployment.get_status(refetch=False).status)
+    try:
+        urls = list(deployment.get_endpoint_urls(refetch=False))
+    except Exception:  # noqa: BLE001 - "endpoint url is not ready" / no public endpoint
+        urls = []
+    return {
+        "status": status,
+        "ready": status in READY_STATES,
+        "failed": status in FAILED_STATES,
+        "url": urls[0] if urls else None,
     }

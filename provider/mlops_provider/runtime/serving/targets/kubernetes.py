@@ -296,37 +296,73 @@ def apply_manifests(manifests: Sequence[Mapping[str, Any]], api_client: Any) -> 
     return results
 
 
+def rollout_status(
+    api_client: Any, name: str, namespace: str, request_timeout: float | None = None
+) -> dict[str, Any]:
+    """One read of the Deployment's status: ``{"done", "failed", "replicas", "available", "updated"}``.
+
+    ``done``: the new ReplicaSet is fully rolled out and available; ``failed``: the progress-deadline
+    message when the rollout exceeded it (else None). :func:`wait_rollout` and the deploy operator's
+    deferrable trigger both poll this.
+    """
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    kw = {"_request_timeout": request_timeout} if request_timeout else {}
+    try:
+        dep = k8s.AppsV1Api(api_client).read_namespaced_deployment_status(name, namespace, **kw)
+    except ApiException as e:
+        raise DeploymentError(
+            f"Kubernetes: reading the status of Deployment {namespace}/{name} failed: {e.status} {e.reason}"
+        ) from e
+    st, want = dep.status, dep.spec.replicas or 0
+    done = (
+        st is not None
+        and (st.observed_generation or 0) >= (dep.metadata.generation or 0)
+        and (st.updated_replicas or 0) >= want
+        and (st.available_replicas or 0) >= want
+        and (st.replicas or 0) == (st.updated_replicas or 0)
+    )
+    failed = None
+    for cond in (st.conditions or []) if st else []:
+        if cond.type == "Progressing" and cond.reason == "ProgressDeadlineExceeded":
+            failed = str(cond.message or cond.reason)
+    return {
+        "done": bool(done),
+        "failed": None if done else failed,
+        "replicas": want,
+        "available": st.available_replicas if st else None,
+        "updated": st.updated_replicas if st else None,
+    }
+
+
+def rollout_failed_message(namespace: str, name: str, why: str) -> str:
+    return (
+        f"Kubernetes rollout of {namespace}/{name} exceeded its progress deadline ({why}); "
+        "the old pods keep serving (maxUnavailable 0). Check `kubectl describe deployment`."
+    )
+
+
+def rollout_timeout_message(namespace: str, name: str, timeout: float) -> str:
+    return (
+        f"Kubernetes rollout of {namespace}/{name} not complete within {timeout:.0f}s; the old pods keep "
+        "serving (maxUnavailable 0)."
+    )
+
+
 def wait_rollout(
     api_client: Any, name: str, namespace: str, timeout: float = 600.0, poll: float = 5.0
 ) -> dict[str, Any]:
-    """Wait until the Deployment's new ReplicaSet is fully rolled out and available."""
-    from kubernetes import client as k8s
-
-    apps = k8s.AppsV1Api(api_client)
+    """Wait until the Deployment's new ReplicaSet is fully rolled out and available (blocking)."""
     deadline = time.monotonic() + timeout
     while True:
-        dep = apps.read_namespaced_deployment_status(name, namespace)
-        st, want = dep.status, dep.spec.replicas or 0
-        done = (
-            st is not None
-            and (st.observed_generation or 0) >= (dep.metadata.generation or 0)
-            and (st.updated_replicas or 0) >= want
-            and (st.available_replicas or 0) >= want
-            and (st.replicas or 0) == (st.updated_replicas or 0)
-        )
-        if done:
-            return {"replicas": want, "available": st.available_replicas, "updated": st.updated_replicas}
-        for cond in (st.conditions or []) if st else []:
-            if cond.type == "Progressing" and cond.reason == "ProgressDeadlineExceeded":
-                raise DeploymentError(
-                    f"Kubernetes rollout of {namespace}/{name} exceeded its progress deadline ({cond.message}); "
-                    "the old pods keep serving (maxUnavailable 0). Check `kubectl describe deployment`."
-                )
+        st = rollout_status(api_client, name, namespace)
+        if st["done"]:
+            return {"replicas": st["replicas"], "available": st["available"], "updated": st["updated"]}
+        if st["failed"]:
+            raise DeploymentError(rollout_failed_message(namespace, name, st["failed"]))
         if time.monotonic() > deadline:
-            raise DeploymentError(
-                f"Kubernetes rollout of {namespace}/{name} not complete within {timeout:.0f}s; the old pods keep "
-                "serving (maxUnavailable 0)."
-            )
+            raise DeploymentError(rollout_timeout_message(namespace, name, timeout))
         time.sleep(poll)
 
 

@@ -37,10 +37,12 @@ from mlops_provider.runtime.serving.process import (
     proc_start,
     ready,
     start_server,
+    stop_orphans,
     stop_server,
     wait_ready,
+    worker_identities,
 )
-from mlops_provider.runtime.serving.state import read_state, state_path, write_state
+from mlops_provider.runtime.serving.state import deploy_lock, read_state, state_path, write_state
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +76,32 @@ def deploy_local(
     """
     if front_port:
         log.warning("serving.front_port is deprecated: serving.port is the stable front now (using %s)", front_port)
-    stable = int(front_port or port)
     state_dir = Path(state_dir).expanduser().resolve()
+    with deploy_lock(state_dir):  # one deploy at a time; the front's supervisor keeps off meanwhile
+        return _deploy_locked(
+            bento_tag, host, int(front_port or port), state_dir, timeout, bentoml_home_dir=bentoml_home_dir,
+            env=env, smoke_request=smoke_request, drain_seconds=drain_seconds, verify_version=verify_version,
+        )
+
+
+def _deploy_locked(
+    bento_tag: str,
+    host: str,
+    stable: int,
+    state_dir: Path,
+    timeout: float,
+    *,
+    bentoml_home_dir: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    smoke_request: Mapping[str, Any] | None,
+    drain_seconds: float,
+    verify_version: bool,
+) -> dict[str, Any]:
     current = read_state(state_dir)
+    orphaned = None  # a dead arbiter's workers may still answer: stopped once the new server serves
     if current and not is_our_server(current.get("pid"), current.get("proc_start")):
         log.info("Previous deployment %s (pid %s) is not running any more", current.get("bento_tag"), current.get("pid"))
-        current = None
+        orphaned, current = current.get("workers"), None
     legacy = bool(current) and int((current or {}).get("port", -1)) == stable  # an older version's layout
     if current and not legacy and current.get("bento_tag") == bento_tag and ready(current["url"]):
         log.info("%s already serving at %s (pid %s); nothing to do", bento_tag, current["url"], current["pid"])
@@ -124,27 +146,39 @@ def deploy_local(
         "log_file": str(log_file),
         "started_at": datetime.now(UTC).isoformat(),
         "previous_bento_tag": current.get("bento_tag") if current else None,
+        # what the front's supervisor needs to restart this server if it dies (front.supervise)
+        "workers": worker_identities(proc.pid),
+        "bentoml_home": str(Path(bentoml_home_dir).expanduser().resolve()) if bentoml_home_dir else None,
+        "ready_timeout": float(timeout),
+        "restarts": 0,
     }
     write_state(state_dir, state)
     log.info("%s ready at %s (pid %s)", bento_tag, url, proc.pid)
+    stop_orphans(orphaned)
     if current:
         if drain_seconds > 0 and not legacy:
             log.info("Draining %s at %s for %.1fs", current.get("bento_tag"), current.get("url"), drain_seconds)
             time.sleep(drain_seconds)
         log.info("Stopping previous deployment %s (pid %s)", current.get("bento_tag"), current.get("pid"))
         stop_server(int(current["pid"]), proc_start_time=current.get("proc_start"))
+        stop_orphans(current.get("workers"))
     front = ensure_front(host, stable, state_dir)
     return {**state, "url": front["url"], "front_url": front["url"], "backend_url": url, "changed": True,
             "previous": current}
 
 
 def stop_local(state_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Stop the deployment recorded in ``state_dir`` (if any) and clear the state; returns it."""
+    """Stop the deployment recorded in ``state_dir`` (if any) and clear the state; returns it.
+
+    The front (and with it the supervisor) stops first, so nothing restarts the server being stopped.
+    """
     stop_front(state_dir)
-    current = read_state(state_dir)
-    if current is None:
-        return None
-    if current.get("pid"):
-        stop_server(int(current["pid"]), proc_start_time=current.get("proc_start"))
-    write_state(state_dir, None)
+    with deploy_lock(state_dir):
+        current = read_state(state_dir)
+        if current is None:
+            return None
+        if current.get("pid"):
+            stop_server(int(current["pid"]), proc_start_time=current.get("proc_start"))
+        stop_orphans(current.get("workers"))
+        write_state(state_dir, None)
     return current
