@@ -65,6 +65,8 @@ class EmbeddedAirflow:
     components: tuple[str, ...] = COMPONENTS
     #: extra processes (name -> argv) started after the core ones, e.g. Celery workers
     extra: dict[str, list[str]] = field(default_factory=dict)
+    #: settings of one extra process only (name -> env), e.g. a worker's ``MLOPS_WORKER_NAME``
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     paused_at_creation: bool = False
 
     def __post_init__(self) -> None:
@@ -153,17 +155,17 @@ class EmbeddedAirflow:
                     wait_for(lambda: self.healthy(), f"API server at {self.url}", wait_timeout,
                              alive=lambda: self._alive("api-server"))
             for name, argv in self.extra.items():
-                self._spawn(name, argv)
+                self._spawn(name, argv, self.extra_env.get(name))
         except BaseException:
             self.stop()
             raise
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
         import psutil
 
         log_path = self.home / "logs" / f"{name}.log"
         out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(argv, env=self.process_env(), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, env={**self.process_env(), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=self.home)
         out.close()
         state = json.loads(self.pid_file.read_text())
@@ -206,6 +208,23 @@ class EmbeddedAirflow:
 
     def api(self) -> AirflowApi:
         return AirflowApi(self.url, USER, self.password())
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` for several workers on one host: ``$MLOPS_WORKER_NAME``, else the FQDN.
+
+    A task instance records the hostname its worker reports; workers that share a host (the distributed
+    system test's ``default`` and ``gpu`` Celery workers) tell themselves apart only through this name.
+    """
+    return os.environ.get("MLOPS_WORKER_NAME") or socket.getfqdn()
+
+
+def celery_worker_argv(queues: str, name: str, concurrency: int) -> list[str]:
+    """``airflow celery worker`` consuming ``queues`` with ``concurrency`` slots, Celery hostname
+    ``<name>@<fqdn>``, and no log server (on one host the API server reads the task logs from disk)."""
+    return [sys.executable, "-m", "airflow", "celery", "worker", "--queues", queues,
+            "--concurrency", str(concurrency), "--celery-hostname", f"{name}@{socket.getfqdn()}",
+            "--skip-serve-logs", "--without-mingle", "--without-gossip"]
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -143,6 +143,8 @@ def test_celery_executor_pinned_through_args(name):
         assert re.fullmatch(r"\d+(\.\d+)+", a[arg]), f"{arg}={a[arg]!r} is not a pinned version"
     # the Redis client of the Celery broker comes from the lock (feast[redis])
     assert locked("redis")
+    # the image runs the Celery CI ran (the distributed system test): celery 5.7 breaks provider 3.26
+    assert a["CELERY_VERSION"] == locked("celery"), f"{name}: CELERY_VERSION differs from uv.lock's celery"
 
 
 # ---------------------------------------------------------------------------------------- per role

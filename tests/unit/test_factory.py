@@ -173,3 +173,32 @@ def test_one_inference_log_location_for_the_service_and_the_monitor(tmp_path, co
     assert {("flights_delay__deploy", "package"), ("flights_delay__monitor", "drift_report"),
             ("flights_delay__monitor", "ops_summary")} <= set(seen)
     assert set(seen.values()) == {expected}
+
+
+def test_only_the_training_tasks_go_to_the_gpu_queue_and_pool(tmp_path, monkeypatch) -> None:
+    """With ``training.pool`` set, the network-training tasks (``train``, each HPO trial) carry the YAML's
+    queue and pool; every other task of every DAG stays on the default queue, outside that pool."""
+    import shutil
+
+    import yaml
+
+    monkeypatch.delenv("MLOPS_TRAINING_QUEUE", raising=False)
+    data = yaml.safe_load((REPO / "dags" / "flights_delay.yaml").read_text())
+    assert data["training"]["queue"] == "gpu"
+    shutil.copytree(REPO / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "dags").mkdir()
+    for search in (None, {"max_trials": 2, "params": {"learning_rate": [0.001, 0.003]}}):
+        data["training"].update({"pool": "gpu", "search": search})
+        path = tmp_path / "dags" / "m.yaml"
+        path.write_text(yaml.safe_dump(data))
+        routed = {}
+        for dag_id, dag in build_dags(load_config(path)).items():
+            for task in dag.tasks:
+                routed[f"{dag_id}.{task.task_id}"] = (task.queue, task.pool)
+        training = {k: v for k, v in routed.items() if k.rsplit(".", 1)[1] in ("train", "hpo_trial")}
+        assert list(training) == (["flights_delay__training.train"] if search is None
+                                  else ["flights_delay__training.hpo_trial"])
+        assert set(training.values()) == {("gpu", "gpu")}
+        others = {k: v for k, v in routed.items() if k not in training}
+        assert {q for q, _ in others.values()} == {"default"}, others
+        assert "gpu" not in {p for _, p in others.values()}, others
