@@ -3,12 +3,15 @@
 1. starts the embedded Airflow (``airflow standalone``: SQLite, LocalExecutor, triggerer);
 2. lands January–June 2013 in the landing zone; the DataArrivalTrigger fires the landing
    asset, and Airflow drives features -> training -> gate -> deploy through Assets;
-3. lands July–August (newer data arrives: features refresh, training declines to retrain
-   because retraining is drift-driven once a champion exists);
-4. sends July–August flights to the BentoML endpoint over HTTP (real client);
-5. triggers the monitoring DAG: Evidently finds the seasonal drift, the drift asset
-   schedules retraining on the newer data, the gate decides, a promotion redeploys;
-6. prints a summary and stops every process it started.
+3. replays July 1-10 in simulated time (``replay.py``): each day's features go online hour by hour before
+   that hour's flights are sent to the BentoML endpoint over HTTP with their ``event_timestamp``; at the end
+   of the day its offline rows and the previous day's outcomes (a day late) land as partitions; the monitor
+   DAG runs for the day with ``run_after`` = the end of the day (the next day's traffic is served meanwhile);
+4. replays one more day with a named fault (``temp_celsius``: the weather push feed reports Celsius): the
+   monitor names it, the drift asset schedules the training DAG, its policy decides, the gate decides, a
+   promotion redeploys. No threshold is tuned for the demo;
+5. prints a summary with one line per replayed day (realized and estimated performance, drift, the
+   decision and why), checks that no DAG run or task failed, and stops every process it started.
 
 Run from the repository root: ``python -m mlops_provider.examples.flights.demo`` (what ``make demo`` does).
 """
@@ -188,50 +191,14 @@ class Demo:
         return rows
 
     def serve_day(self, day: Any, url: str, data: Any, store: Any, fault: Any) -> dict[str, Any]:
-        """The day's traffic: carrier statistics at midnight, then hour by hour the hour's weather online and
-        the hour's flights as requests with their event time."""
-        import httpx
+        from mlops_provider.examples.flights.replay import serve_day
 
-        from mlops_provider.examples.flights.replay import online_write
-
-        online_write(store, "carrier_delay_stats", data.carrier_stats(day))
-        weather = data.weather_rows(day)
-        served = fault.apply(weather) if fault else weather
-        reqs = data.requests(day)
-        hours = reqs["event_timestamp"].dt.floor("h")
-        ok = errors = 0
-        probs: list[float] = []
-        with httpx.Client(base_url=url, timeout=60) as client:
-            for hour in sorted(set(served["event_timestamp"]) | set(hours)):
-                online_write(store, "origin_weather_hourly", served[served["event_timestamp"] == hour])
-                batch = reqs[hours == hour]
-                for j in range(0, len(batch), 50):
-                    part = batch.iloc[j : j + 50]
-                    body = [{**r, "event_timestamp": r["event_timestamp"].isoformat()}
-                            for r in part.to_dict(orient="records")]
-                    resp = client.post("/predict", json={"requests": body})
-                    if resp.status_code == 200:
-                        out = resp.json()
-                        ok += len(out)
-                        probs.extend(float(o["probability"]) for o in out)
-                    else:
-                        errors += len(part)
-                        log(f"  request batch failed: {resp.status_code} {resp.text[:200]}")
-        return {"day": f"{day:%Y-%m-%d}", "sent": len(reqs), "ok": ok, "errors": errors,
-                "mean_probability": sum(probs) / max(len(probs), 1), "fault": fault.name if fault else None}
+        return serve_day(url, data, store, day, fault, log=log)
 
     def end_of_day(self, day: Any, data: Any, paths: Any) -> dict[str, Any]:
-        """The end of ``day``: its offline feature rows land, and yesterday's outcomes (a day late)."""
-        from mlops_provider.examples.flights.replay import write_partition
+        from mlops_provider.examples.flights.replay import end_of_day
 
-        write_partition(data.weather_rows(day), paths.offline / "origin_weather_hourly", day)
-        write_partition(data.carrier_stats(day), paths.offline / "carrier_delay_stats", day)
-        yesterday = day - _days(1)
-        if yesterday < pd_timestamp(REPLAY_START):
-            return {"labels_landed": 0, "labels_day": None}
-        lab = data.labels(yesterday)
-        write_partition(lab, paths.labels, yesterday)
-        return {"labels_landed": len(lab), "labels_day": f"{yesterday:%Y-%m-%d}"}
+        return end_of_day(data, paths, day, first_day=pd_timestamp(REPLAY_START))
 
     def start_monitor(self, day: Any, served: dict[str, Any], paths: Any) -> dict[str, Any]:
         label = served["day"]

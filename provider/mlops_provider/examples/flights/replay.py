@@ -27,6 +27,7 @@ the fault day's midnight.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -153,3 +154,49 @@ def online_write(store: Any, view: str, frame: pd.DataFrame) -> int:
         return 0
     store.write_to_online_store(view, frame.reset_index(drop=True))
     return len(frame)
+
+
+def serve_day(url: str, data: FlightsReplay, store: Any, day: Any, fault: Fault | None = None, *,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The day's traffic: its carrier statistics online at midnight, then hour by hour the hour's weather
+    online (through ``fault`` on the fault day) and the hour's flights as requests with their event time."""
+    import httpx
+
+    online_write(store, "carrier_delay_stats", data.carrier_stats(day))
+    weather = data.weather_rows(day)
+    served = fault.apply(weather) if fault else weather
+    reqs = data.requests(day)
+    hours = reqs["event_timestamp"].dt.floor("h")
+    ok = errors = 0
+    probs: list[float] = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for hour in sorted(set(served["event_timestamp"]) | set(hours)):
+            online_write(store, "origin_weather_hourly", served[served["event_timestamp"] == hour])
+            batch = reqs[hours == hour]
+            for j in range(0, len(batch), 50):
+                part = batch.iloc[j : j + 50]
+                body = [{**r, "event_timestamp": r["event_timestamp"].isoformat()}
+                        for r in part.to_dict(orient="records")]
+                resp = client.post("/predict", json={"requests": body})
+                if resp.status_code == 200:
+                    out = resp.json()
+                    ok += len(out)
+                    probs.extend(float(o["probability"]) for o in out)
+                else:
+                    errors += len(part)
+                    log(f"  request batch failed: {resp.status_code} {resp.text[:200]}")
+    return {"day": f"{pd.Timestamp(day):%Y-%m-%d}", "sent": len(reqs), "ok": ok, "errors": errors,
+            "mean_probability": sum(probs) / max(len(probs), 1), "fault": fault.name if fault else None}
+
+
+def end_of_day(data: FlightsReplay, paths: Any, day: Any, *, first_day: Any) -> dict[str, Any]:
+    """The end of ``day``: its offline feature rows land (``paths``: the model's ``ModelPaths``), and the
+    outcomes of the day before (a day late; none before ``first_day``, the replay's first day)."""
+    write_partition(data.weather_rows(day), paths.offline / "origin_weather_hourly", day)
+    write_partition(data.carrier_stats(day), paths.offline / "carrier_delay_stats", day)
+    yesterday = pd.Timestamp(day) - pd.Timedelta(days=1)
+    if yesterday < pd.Timestamp(first_day):
+        return {"labels_landed": 0, "labels_day": None}
+    lab = data.labels(yesterday)
+    write_partition(lab, paths.labels, yesterday)
+    return {"labels_landed": len(lab), "labels_day": f"{yesterday:%Y-%m-%d}"}
