@@ -324,8 +324,16 @@ class AirflowApi:
     def unpause(self, dag_id: str) -> None:
         self.client.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
 
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
-        r = self.client.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": dict(conf or {})})
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, *, run_after: str | None = None,
+                run_id: str | None = None) -> str:
+        """A manual run; ``run_after`` (ISO, UTC) sets the run's clock: a DAG whose window is computed from
+        ``dag_run.run_after`` (the monitor's) then looks at that time, not at now (a replay in simulated time)."""
+        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
+        if run_after is not None:
+            body["run_after"] = run_after
+        if run_id is not None:
+            body["dag_run_id"] = run_id
+        r = self.client.post(f"/dags/{dag_id}/dagRuns", json=body)
         r.raise_for_status()
         return str(r.json()["dag_run_id"])
 

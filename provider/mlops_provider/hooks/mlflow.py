@@ -49,6 +49,35 @@ DEFAULT_CONNECT_BACKOFF = 1.0  # seconds; doubles each attempt (1, 2, 4, 8: ~15 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds per attempt
 
 _log = logging.getLogger(__name__)
+_SQLITE_READY: set[str] = set()
+
+
+def init_sqlite_store(uri: str, db: Path) -> None:
+    """Create an embedded (``sqlite:///``) MLflow store's tables once, under an exclusive file lock.
+
+    MLflow creates and migrates a fresh SQLite store's tables in whichever process opens it first; two
+    tasks doing so at once (e.g. two models' scheduled monitor runs right after start-up) race, and one
+    fails with ``duplicate column name``. The first opener here initializes the store while the others wait
+    on ``<db>.init-lock``; afterwards opening an initialized store only checks its tables. Once per process.
+    """
+    if uri in _SQLITE_READY:
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (the embedded store is for one machine anyway)
+        fcntl = None  # type: ignore[assignment]
+    from mlflow import MlflowClient
+
+    with open(db.with_name(db.name + ".init-lock"), "a") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # creates the tracking tables
+            client.search_registered_models(max_results=1)  # ... and opens the registry store
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    _SQLITE_READY.add(uri)
 
 
 class MlflowUnreachableError(ModelRegistryError):
@@ -296,7 +325,9 @@ class MLflowHook(BaseHook):
         for key, value in cfg.credentials.items():
             os.environ[key] = value
         if cfg.tracking_uri.startswith("sqlite:///"):
-            Path(cfg.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            db = Path(cfg.tracking_uri[len("sqlite:///") :])
+            db.parent.mkdir(parents=True, exist_ok=True)
+            init_sqlite_store(cfg.tracking_uri, db)
         mlflow.set_tracking_uri(cfg.tracking_uri)
         mlflow.set_registry_uri(cfg.registry_uri or cfg.tracking_uri)
         return cfg

@@ -3,12 +3,15 @@
 1. starts the embedded Airflow (``airflow standalone``: SQLite, LocalExecutor, triggerer);
 2. lands January–June 2013 in the landing zone; the DataArrivalTrigger fires the landing
    asset, and Airflow drives features -> training -> gate -> deploy through Assets;
-3. lands July–August (newer data arrives: features refresh, training declines to retrain
-   because retraining is drift-driven once a champion exists);
-4. sends July–August flights to the BentoML endpoint over HTTP (real client);
-5. triggers the monitoring DAG: Evidently finds the seasonal drift, the drift asset
-   schedules retraining on the newer data, the gate decides, a promotion redeploys;
-6. prints a summary and stops every process it started.
+3. replays July 1-10 in simulated time (``replay.py``): each day's features go online hour by hour before
+   that hour's flights are sent to the BentoML endpoint over HTTP with their ``event_timestamp``; at the end
+   of the day its offline rows and the previous day's outcomes (a day late) land as partitions; the monitor
+   DAG runs for the day with ``run_after`` = the end of the day (the next day's traffic is served meanwhile);
+4. replays one more day with a named fault (``temp_celsius``: the weather push feed reports Celsius): the
+   monitor names it, the drift asset schedules the training DAG, its policy decides, the gate decides, a
+   promotion redeploys. No threshold is tuned for the demo;
+5. prints a summary with one line per replayed day (realized and estimated performance, drift, the
+   decision and why), checks that no DAG run or task failed, and stops every process it started.
 
 Run from the repository root: ``python -m mlops_provider.examples.flights.demo`` (what ``make demo`` does).
 """
@@ -38,13 +41,20 @@ def log(msg: str) -> None:
 
 
 class Demo:
-    def __init__(self, repo: Path, workdir: Path, n_requests: int, timeout: float) -> None:
+    def __init__(self, repo: Path, workdir: Path, days: int, fault: str | None, timeout: float) -> None:
         from mlops_provider.embedded import EmbeddedAirflow
 
         self.repo = repo
         self.workdir = workdir
         self.home = workdir / "home"
-        self.n_requests = n_requests
+        from mlops_provider.examples.flights.replay import FAULTS
+
+        self.days = days
+        self.fault = FAULTS[fault] if fault else None
+        self.training_runs: list[str] = []
+        self.deploy_runs: list[str] = []
+        self.gates: list[Any] = []
+        self.n_train = self.n_deploy = 0
         self.timeout = timeout
         self.t0 = time.monotonic()
         mlops_env = {
@@ -149,47 +159,91 @@ class Demo:
             write_landing_month(str(landing), 2013, m)
         log(f"landed 2013 months {months} in {landing}")
 
-    def send_requests(self, url: str) -> dict[str, Any]:
-        import httpx
+    # -- the replay clock ------------------------------------------------------------------------
+    def replay(self, url: str) -> list[dict[str, Any]]:
+        """Replay ``self.days`` July days in simulated time, then the fault day (see ``replay.py``).
 
-        from mlops_provider.examples.flights.data import load_table
+        Day ``d``: its traffic is served (features of each hour written online first) while the monitor of
+        ``d - 1`` runs, as in production; once that run is over, the end of ``d`` lands (its offline rows,
+        the outcomes of ``d - 1``) and the monitor runs for ``d`` (``run_after`` = the end of ``d``).
+        """
+        from feast import FeatureStore
 
-        flights = load_table("flights")
-        summer = flights[flights["month"].isin([7, 8])].sample(n=self.n_requests, random_state=7)
-        ts = summer["time_hour"]
-        reqs = [
-            {
-                "origin": r.origin,
-                "carrier": r.carrier,
-                "tailnum": r.tailnum if isinstance(r.tailnum, str) else "UNKNOWN",
-                "sched_dep_hour": int(r.sched_dep_time // 100),
-                "weekday": int(t.tz_convert("America/New_York").weekday()),
-                "month": int(r.month),
-                "distance": float(r.distance),
-            }
-            for r, t in zip(summer.itertuples(), ts, strict=True)
-        ]
-        ok = errors = 0
-        probs: list[float] = []
-        t0 = time.monotonic()
-        with httpx.Client(base_url=url, timeout=30) as client:
-            for i in range(0, len(reqs), 50):
-                batch = reqs[i : i + 50]
-                resp = client.post("/predict", json={"requests": batch})
-                if resp.status_code == 200:
-                    out = resp.json()
-                    ok += len(out)
-                    probs.extend(float(o["probability"]) for o in out)
-                else:
-                    errors += len(batch)
-                    log(f"  request batch failed: {resp.status_code} {resp.text[:200]}")
-        elapsed = time.monotonic() - t0
-        log(f"sent {len(reqs)} July–August requests to {url}/predict: {ok} ok, {errors} errors, {elapsed:.1f}s")
-        return {"sent": len(reqs), "ok": ok, "errors": errors, "mean_probability": sum(probs) / max(len(probs), 1)}
+        from mlops_provider.examples.flights.replay import FlightsReplay
+        from mlops_provider.paths import ModelPaths
 
-    def trigger(self, kind: str) -> None:
-        run_id = self.api.trigger(f"{MODEL}__{kind}")
-        log(f"triggered {MODEL}__{kind} ({run_id})")
+        paths = ModelPaths.for_model(MODEL, self.home)
+        store = FeatureStore(repo_path=str(self.repo / "feature_repo"))
+        data = FlightsReplay(self.repo)
+        first = pd_timestamp(REPLAY_START)
+        days = [first + _days(i) for i in range(self.days + (1 if self.fault else 0))]
+        rows: list[dict[str, Any]] = []
+        pending: dict[str, Any] | None = None
+        for i, day in enumerate(days):
+            fault = self.fault if (self.fault and i == len(days) - 1) else None
+            served = self.serve_day(day, url, data, store, fault)
+            if pending:
+                rows.append(self.finish_day(pending))
+            served.update(self.end_of_day(day, data, paths))
+            pending = self.start_monitor(day, served, paths)
+        if pending:
+            rows.append(self.finish_day(pending))
+        return rows
+
+    def serve_day(self, day: Any, url: str, data: Any, store: Any, fault: Any) -> dict[str, Any]:
+        from mlops_provider.examples.flights.replay import serve_day
+
+        return serve_day(url, data, store, day, fault, log=log)
+
+    def end_of_day(self, day: Any, data: Any, paths: Any) -> dict[str, Any]:
+        from mlops_provider.examples.flights.replay import end_of_day
+
+        return end_of_day(data, paths, day, first_day=pd_timestamp(REPLAY_START))
+
+    def start_monitor(self, day: Any, served: dict[str, Any], paths: Any) -> dict[str, Any]:
+        label = served["day"]
+        self.wait(lambda: logged_rows(paths.inference_log, label) >= served["ok"],
+                  f"the {label} requests in the inference log", 120)
+        run_id = self.api.trigger(f"{MODEL}__monitor", run_after=(day + _days(1)).isoformat(),
+                                  run_id=f"replay__{label}")
+        return {**served, "run_id": run_id}
+
+    def finish_day(self, pending: dict[str, Any]) -> dict[str, Any]:
+        run_id = pending["run_id"]
+        self.wait_run_id("monitor", run_id)
+        rep = self.xcom("monitor", run_id, "drift_report") or {}
+        signal = self.task_states("monitor", run_id).get("signal_drift")
+        row = day_row(pending["day"], rep, signal, **{k: v for k, v in pending.items() if k != "day"})
+        if signal == "success":  # the drift asset event: the training DAG runs its policy
+            self.follow_retrain(row)
+        log(format_day(row))
+        return row
+
+    def follow_retrain(self, row: dict[str, Any]) -> None:
+        self.n_train += 1
+        train, _ = self.wait_run("training", self.n_train)
+        policy = self.xcom("training", train, "training_policy") or {}
+        states = self.task_states("training", train)
+        row["policy"] = {"action": policy.get("action") or states.get("training_policy"),
+                         "reason": policy.get("reason") or "declined by the guards (see the task's note)",
+                         "guard": policy.get("guard"), "training_run": train}
+        verdict = self.xcom("training", train, "gate") or {}
+        if verdict:
+            row["gate"] = verdict.get("decision")
+            self.gates.append(verdict)
+            self.training_runs.append(train)
+            if verdict.get("decision") == "promote":
+                self.n_deploy += 1
+                deploy, _ = self.wait_run("deploy", self.n_deploy)
+                self.deploy_runs.append(deploy)
+
+    def wait_run_id(self, kind: str, run_id: str) -> None:
+        def done() -> str | None:
+            state = next((s for r, s, _ in self.runs(kind) if r == run_id), None)
+            return state if state in ("success", "failed") else None
+
+        if self.wait(done, f"{MODEL}__{kind} {run_id}") != "success":
+            raise RuntimeError(f"{MODEL}__{kind} run {run_id} failed; task states: {self.task_states(kind, run_id)}")
 
     def run(self) -> dict[str, Any]:
         self.start_airflow()
@@ -199,38 +253,27 @@ class Demo:
         deploy1, _ = self.wait_run("deploy", 1)
         url = self.xcom("deploy", deploy1, "deploy")["url"]
         log(f"champion serving at {url}")
-
-        self.land([7, 8], planes=False)
-        feat2, _ = self.wait_run("features", 2)
-        train2, _ = self.wait_run("training", 2)
-        log(f"training after the July–August refresh: {self.task_states('training', train2)['training_policy']}"
-            " (retraining is drift-driven once a champion exists)")
-
-        traffic = self.send_requests(url)
-        self.trigger("monitor")
-        mon1, _ = self.wait_run("monitor", 1, run_type="manual")
-        drift = self.xcom("monitor", mon1, "drift_report") or {}
-        log(f"drift verdict: {'drift' if drift.get('drift') else 'no drift'} "
-            f"(share {drift.get('share')}, columns {drift.get('drifted_columns')})")
-        retrain = None
-        deploy2 = None
-        if drift.get("drift"):
-            retrain, _ = self.wait_run("training", 3)
-            verdict = self.xcom("training", retrain, "gate") or {}
-            log(f"gate on the retrained challenger: {verdict.get('decision')}")
-            if verdict.get("decision") == "promote":
-                deploy2, _ = self.wait_run("deploy", 2)
+        self.training_runs = [train1]
+        self.deploy_runs = [deploy1]
+        self.gates = [self.xcom("training", train1, "gate")]
+        self.n_train, self.n_deploy = 1, 1
+        t0 = time.monotonic()
+        days = self.replay(url)
+        replay_s = time.monotonic() - t0
+        deploy = self.deploy_runs[-1]
         return {
-            "features_runs": [feat1, feat2],
-            "partitions": [self.xcom("features", r, "write_offline_partition") for r in (feat1, feat2)],
-            "materialized": [self.xcom("features", r, "materialize") for r in (feat1, feat2)],
-            "training_runs": [t for t in (train1, train2, retrain) if t],
-            "deploy_runs": [d for d in (deploy1, deploy2) if d],
-            "url": (self.xcom("deploy", deploy2, "deploy") or {}).get("url", url) if deploy2 else url,
-            "traffic": traffic,
-            "drift": drift,
-            "gate": [self.xcom("training", t, "gate") for t in (train1, retrain) if t],
-            "bento": [self.xcom("deploy", d, "package") for d in (deploy1, deploy2) if d],
+            "features_runs": [feat1],
+            "partitions": [self.xcom("features", feat1, "write_offline_partition")],
+            "materialized": [self.xcom("features", feat1, "materialize")],
+            "training_runs": self.training_runs,
+            "deploy_runs": self.deploy_runs,
+            "url": (self.xcom("deploy", deploy, "deploy") or {}).get("url", url),
+            "replay": days,
+            "replay_seconds": round(replay_s, 1),
+            "fault": dict(vars(self.fault)) if self.fault else None,
+            "drift": next((d["report"] for d in reversed(days) if d.get("report")), {}),
+            "gate": self.gates,
+            "bento": [self.xcom("deploy", d, "package") for d in self.deploy_runs],
         }
 
     def summary(self, out: dict[str, Any]) -> str:
@@ -287,15 +330,9 @@ class Demo:
         for b in out["bento"]:
             if b:
                 lines.append(f"bento: {b.get('bento_tag')} (model v{b.get('model_version')})")
-        t = out["traffic"]
-        lines.append(f"traffic: {t['ok']} of {t['sent']} July–August requests answered over HTTP "
-                     f"(mean delay probability {t['mean_probability']:.3f})")
-        d = out["drift"]
-        lines.append(
-            f"drift verdict: {'DRIFT' if d.get('drift') else 'no drift'} — share {d.get('share')} "
-            f"of columns drifted: {d.get('drifted_columns')}"
-        )
-        lines.append(f"drift report: {(d.get('report') or {}).get('html')}")
+        lines += replay_table(out["replay"], out.get("fault"), out.get("replay_seconds"))
+        last = out["drift"] or {}
+        lines.append(f"last drift report: {(last.get('report') or {}).get('html')}")
         lines.append(f"endpoint: {out['url']}/predict (stopped at the end unless --keep)")
         lines.append(f"MLflow: mlflow ui --backend-store-uri sqlite:///{self.home / 'mlflow' / 'mlflow.db'}")
         lines.append("=" * 78)
@@ -313,6 +350,121 @@ class Demo:
             f"  try it        curl -s -X POST {url}/predict -H 'Content-Type: application/json' -d '{CURL_BODY}'",
             f"  stop it all   make demo-stop   (stops exactly the processes in {self.workdir / PIDS_FILE})",
         ])
+
+
+REPLAY_START = "2013-07-01"
+
+
+def pd_timestamp(value: str) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(value, tz="UTC")
+
+
+def _days(n: int) -> Any:
+    import pandas as pd
+
+    return pd.Timedelta(days=n)
+
+
+def logged_rows(log_dir: Path, day: str) -> int:
+    """Rows of the inference log's compacted parts of ``day`` (what the monitor reads)."""
+    import pyarrow.parquet as pq
+
+    part = Path(log_dir) / f"date={day}"
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(part.glob("*.parquet"))) if part.is_dir() else 0
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def day_row(day: str, rep: dict[str, Any], signal: str | None, **extra: Any) -> dict[str, Any]:
+    """One replayed day: what the monitor saw and decided (from its XCom) and what the clock did."""
+    perf = rep.get("performance") or {}
+    det = perf.get("detector") or {}
+    window = perf.get("window") or {}
+    return {
+        "day": day,
+        **extra,
+        "rows": rep.get("n_current"),
+        "drift": rep.get("drift"),
+        "drifted_columns": list(rep.get("drifted_columns") or []),
+        "alarms": list(rep.get("alarms") or [])[:3],
+        "realized_day": str(window.get("start") or "")[:10] or None,
+        "realized_auc": _num((perf.get("overall") or {}).get("roc_auc")),
+        "n_labelled": perf.get("n_labelled"),
+        "perf_status": perf.get("status"),
+        "estimated_auc": _num((perf.get("estimated") or {}).get("roc_auc")),
+        "detector": {k: det.get(k) for k in ("status", "statistic", "limit", "alarm_day", "why") if k in det},
+        "degraded": perf.get("degraded"),
+        "trigger": rep.get("trigger"),
+        "trigger_reasons": list(rep.get("trigger_reasons") or []),
+        "signal_task": signal,
+        "policy": None,
+        "gate": None,
+        "report": {k: rep.get(k) for k in ("drift", "share", "drifted_columns", "report", "performance")},
+    }
+
+
+def _f(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def decision_text(row: dict[str, Any]) -> str:
+    if not row.get("trigger"):
+        why = "no drift" if not row.get("drift") else "drift"
+        det = row.get("detector") or {}
+        perf = (f"detector {det.get('status')} (CUSUM {_f(det.get('statistic'), '.2f')} < limit "
+                f"{_f(det.get('limit'), '.2f')})" if det.get("statistic") is not None
+                else f"performance {row.get('perf_status')}")
+        return f"no retrain: {why}, {perf}"
+    pol = row.get("policy") or {}
+    text = f"RETRAIN signal: {'; '.join(row.get('trigger_reasons') or [])[:160]}"
+    if pol:
+        text += f" -> training policy: {pol.get('action')} ({pol.get('reason')})"
+    if row.get("gate"):
+        text += f" -> gate: {row['gate']}"
+    return text
+
+
+def format_day(row: dict[str, Any]) -> str:
+    return (f"{row['day']}{' [' + row['fault'] + ']' if row.get('fault') else ''}: {row['ok']}/{row['sent']} requests, "
+            f"monitor rows {row.get('rows')}, realized AUC {_f(row.get('realized_auc'))} "
+            f"({row.get('realized_day') or '-'}, {row.get('n_labelled') or 0} labelled), estimated AUC (CBPE) "
+            f"{_f(row.get('estimated_auc'))}, drift {row.get('drifted_columns') or 'none'}; {decision_text(row)}")
+
+
+def replay_table(days: list[dict[str, Any]], fault: dict[str, Any] | None, seconds: float | None) -> list[str]:
+    """The per-day table of the replay: traffic, realized and estimated performance, drift, the decision."""
+    lines = ["", f"replay clock: {len(days)} July days in simulated time ({_f(seconds, '.0f')}s); each day the "
+             "features of each hour are written online before that hour's requests (sent with their event time),",
+             "the previous day's outcomes land as a label partition, then the monitor runs with run_after = the end "
+             "of the day.", ""]
+    lines.append(f"  {'day':<12}{'requests':>9}{'rows':>6}{'labelled':>9}{'realized':>9}{'estimated':>10}"
+                 f"  {'drift':<18}decision")
+    lines.append(f"  {'':<12}{'':>9}{'':>6}{'(d-1)':>9}{'AUC d-1':>9}{'AUC d':>10}")
+    for d in days:
+        drift = ",".join(d.get("drifted_columns") or []) or "none"
+        lines.append(f"  {d['day']:<12}{d['ok']:>9}{d.get('rows') or 0:>6}{d.get('n_labelled') or 0:>9}"
+                     f"{_f(d.get('realized_auc')):>9}{_f(d.get('estimated_auc')):>10}  {drift:<18}"
+                     f"{decision_text(d)}")
+        if d.get("fault"):
+            lines.append(f"  {'':<12}^ injected fault {d['fault']}: {(fault or {}).get('description')}")
+        for alarm in d.get("alarms") or []:
+            lines.append(f"  {'':<12}  alarm: {alarm[:150]}")
+    ordinary = [d for d in days if not d.get("fault")]
+    fired = [d["day"] for d in ordinary if d.get("trigger")]
+    lines.append("")
+    lines.append(f"ordinary days: {len(ordinary) - len(fired)} of {len(ordinary)} without a retrain signal"
+                 + (f"; signal on {fired}" if fired else " (this stretch of July holds no signal at the configured "
+                                                          "thresholds; none was tuned for the demo)"))
+    for d in days:
+        if d.get("fault"):
+            lines.append(f"fault day {d['day']} ({d['fault']}): "
+                         + ("the policy FIRED" if d.get("trigger") else "the policy did NOT fire")
+                         + f"; {decision_text(d)}")
+    return lines
 
 
 def record_pids(workdir: Path, airflow_pid_file: Path, serving_state_dir: Path) -> None:
@@ -352,7 +504,9 @@ def stop_recorded_demo(workdir: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", default=".demo", help="where the demo keeps everything (wiped first)")
-    p.add_argument("--requests", type=int, default=2000, help="July–August requests sent to the endpoint")
+    p.add_argument("--days", type=int, default=10, help="ordinary July days replayed (from July 1)")
+    p.add_argument("--fault", default="temp_celsius", help="named fault injected on the day after them "
+                   "('none': no fault day)")
     p.add_argument("--timeout", type=float, default=600, help="max seconds to wait for one DAG run")
     p.add_argument("--keep", action="store_true", help="leave Airflow and the endpoint running")
     p.add_argument("--stop", action="store_true", help="stop what a kept demo started, and exit")
@@ -371,13 +525,13 @@ def main(argv: list[str] | None = None) -> int:
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    demo = Demo(repo, workdir, args.requests, args.timeout)
+    demo = Demo(repo, workdir, args.days, None if args.fault == "none" else args.fault, args.timeout)
     ok = False
     try:
         out = demo.run()
         out["failures"] = demo.check_no_failures()
         print(demo.summary(out), flush=True)
-        ok = len(out["training_runs"]) >= 2
+        ok = True
         if args.keep:
             print(demo.keep_message(out["url"]), flush=True)
         return 0 if ok else 1
