@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml uv.lock
 setup: $(STAMP) ## create .venv from uv.lock (idempotent): provider (editable), all extras, dev tools
 
 KEEP ?=
-demo: setup ## the whole loop on real data with the embedded Airflow (about 14 minutes); KEEP=1 leaves it running
+demo: setup ## the whole loop on real data with the embedded Airflow (8-14 minutes); KEEP=1 leaves it running
 	$(BIN)/python -m mlops_provider.examples.flights.demo $(if $(KEEP),--keep)
 
 demo-stop: ## stop exactly what `make demo KEEP=1` left running (from its PID file)
