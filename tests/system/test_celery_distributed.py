@@ -127,8 +127,9 @@ def cluster(services, tmp_path_factory: pytest.TempPathFactory):
         # MLflow only through the connection: no process sees a tracking URI in its environment
         "AIRFLOW_CONN_MLFLOW_DEFAULT": f'{{"conn_type": "mlflow", "host": "{mlflow_url}"}}',
     }
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_TRAINING_QUEUE"):
-        os.environ.pop(var, None)
+    # hidden from every process this test starts; restored for the tests that run after it
+    hidden = {var: os.environ.pop(var) for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
+                                                   "MLOPS_TRAINING_QUEUE") if var in os.environ}
     # the gpu worker has TWO Celery slots on purpose: the one-slot `gpu` pool must keep the trials apart
     workers = {"worker-default": ("default", 2), "worker-gpu": ("gpu", 2)}
     extra = {name: celery_worker_argv(queue, queue, slots) for name, (queue, slots) in workers.items()}
@@ -144,7 +145,11 @@ def cluster(services, tmp_path_factory: pytest.TempPathFactory):
     af = EmbeddedAirflow(home=tmp / "airflow", dags_folder=dags, plugins_folder=REPO / "plugins", port=free_port(),
                          env=env, extra=extra, extra_env=extra_env)
     t0 = time.monotonic()
-    af.start()
+    try:
+        af.start()
+    except BaseException:
+        os.environ.update(hidden)
+        raise
     try:
         wait_for(lambda: _mlflow_up(mlflow_url), f"mlflow server at {mlflow_url}", 300,
                  alive=lambda: "mlflow-server" in af.running())
@@ -159,6 +164,7 @@ def cluster(services, tmp_path_factory: pytest.TempPathFactory):
             stop_local(str(home / "state" / "serving" / MODEL))
         finally:
             af.stop()
+            os.environ.update(hidden)
 
 
 def _mlflow_up(url: str) -> bool:
