@@ -47,7 +47,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
-from mlops_provider.runtime.features.contracts import read_landed
+from mlops_provider.runtime.features.contracts import read_landed, transform_result
 from mlops_provider.runtime.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -272,18 +272,7 @@ def build_partitions(landed_files: list[str], lake_dir: str) -> dict[str, Any]:
             count("labels", len(labels))
             stamps.append(labels["event_timestamp"])
 
-    if stamps:
-        all_ts = pd.concat(stamps, ignore_index=True)
-        window_start = all_ts.min().isoformat()
-        window_end = (all_ts.max() + pd.Timedelta(seconds=1)).isoformat()
-    else:
-        window_start = window_end = None
-    result = {
-        "window_start": window_start,
-        "window_end": window_end,
-        "months": sorted(months),
-        "rows": dict(sorted(rows.items())),
-    }
+    result = transform_result(stamps, months, rows)
     log.info("built partitions under %s: %s", lake, result)
     return result
 

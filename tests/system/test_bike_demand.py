@@ -11,7 +11,6 @@ loudly at the first step that needs regression support. Nothing is skipped.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -27,22 +26,6 @@ from dag_runs import free_port, states, xcom
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "bike_demand"
 pytestmark = [pytest.mark.system, pytest.mark.timeout(1800)]
-
-
-def _tasks_supported() -> bool:
-    from mlops_provider.specs import TrainingSpec
-
-    return "task" in TrainingSpec.__dataclass_fields__
-
-
-def _loadable(data: dict) -> tuple[dict, list[str]]:
-    """The YAML as this provider can load it, and what had to be dropped (nothing once task types land)."""
-    if _tasks_supported():
-        return data, []
-    out = copy.deepcopy(data)
-    out["training"].pop("task", None)
-    out.pop("gate", None)
-    return out, ["training.task", "gate"]
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +45,13 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     data["training"].update({"epochs": 8, "patience": 2})
     data["serving"]["port"] = free_port()
     data["monitoring"]["min_rows"] = 20
-    data, dropped = _loadable(data)
     cfg_path = tmp / "dags" / f"{MODEL}.yaml"
     cfg_path.parent.mkdir()
     cfg_path.write_text(yaml.safe_dump(data))
     # dag.test() serializes the DAGs of the configured DAGs folder: make it this model's folder
     shutil.copy(REPO / "dags" / "mlops_pipelines.py", cfg_path.parent / "mlops_pipelines.py")
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(cfg_path.parent)
-    yield {"tmp": tmp, "home": home, "cfg": cfg_path, "dropped": dropped}
+    yield {"tmp": tmp, "home": home, "cfg": cfg_path}
     try:
         from mlops_provider.runtime.serving.targets.local import stop_local
 
@@ -116,12 +98,7 @@ def test_features_then_the_whole_loop(env, dags) -> None:
     ).to_dict()
     assert online["weathersit"][0] is not None and online["riders_mean_7d"][1] is not None, online
 
-    # -- training: needs issue 13's regression task ------------------------------------------------------
-    assert not env["dropped"], (
-        f"this provider has no task types: the YAML loads only without {env['dropped']}; regression "
-        "training (training.task: regression, gate metrics rmse/mae) has not landed, so the loop stops "
-        "after the features stage"
-    )
+    # -- training: a regression (training.task: regression, gate metrics rmse / mae) -----------------------
     train = dags[f"{MODEL}__training"].test()
     assert train.state == "success", states(train)
     dataset = xcom(train, "training_dataset")

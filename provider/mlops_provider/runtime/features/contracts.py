@@ -136,6 +136,23 @@ def _naive_message(column: str, where: str = "") -> str:
             f"declare their zone in the contract: columns: {{{column}: {{dtype: datetime, tz: America/New_York}}}}")
 
 
+def transform_result(stamps: list[Any], months: Any, rows: dict[str, int]) -> dict[str, Any]:
+    """What a transform returns (the transform contract): ``{"window_start", "window_end", "months", "rows"}``.
+
+    ``stamps``: the ``event_timestamp`` series of every partition written; the window is [first event, last
+    event + 1 s) so that materializing it includes the last event (None, None when nothing was written).
+    """
+    import pandas as pd
+
+    ts = pd.concat(stamps, ignore_index=True) if stamps else pd.Series(dtype="datetime64[ns, UTC]")
+    return {
+        "window_start": ts.min().isoformat() if len(ts) else None,
+        "window_end": (ts.max() + pd.Timedelta(seconds=1)).isoformat() if len(ts) else None,
+        "months": sorted(months),
+        "rows": dict(sorted(rows.items())),
+    }
+
+
 def read_landed(path: str | os.PathLike[str], columns: dict[str, Any] | None = None, *,
                 strict: bool = False) -> pd.DataFrame:
     """Read a landed parquet / CSV file. CSV columns follow the contract's dtypes (``columns``); datetime
