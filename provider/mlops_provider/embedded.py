@@ -194,6 +194,44 @@ class EmbeddedAirflow:
         """Stop exactly the processes in the PID file (and their children); returns the PIDs ended."""
         return stop_recorded(self.pid_file, timeout)
 
+    def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 30.0) -> list[int]:
+        """Send ``sig`` to one component and every process under it (default ``kill -9``: a lost machine,
+        not a shutdown); wait for them to exit. Returns the PIDs signalled ([] when it was not running)."""
+        import psutil
+
+        entry = self._procs().get(name)
+        p = _process(entry) if entry else None
+        if p is None:
+            return []
+        try:
+            tree = [p, *p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        for proc in tree:
+            try:
+                proc.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(tree, timeout=timeout)
+        for proc in alive:  # a graceful signal that was not honoured in time
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+        _log(f"stopped {name} (signal {int(sig)}, pids {sorted(proc.pid for proc in tree)})")
+        return sorted(proc.pid for proc in tree)
+
+    def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop one component (if it runs) and start it again with the same command and settings."""
+        self.kill(name, sig)
+        if name in self.extra:
+            self._spawn(name, self.extra[name], self.extra_env.get(name))
+        elif name in self.components:
+            self._spawn(name, self._argv(name))
+        else:
+            raise KeyError(f"no component named {name!r}: {[*self.components, *self.extra]}")
+
     def healthy(self) -> bool:
         import httpx
 
@@ -217,6 +255,25 @@ def worker_hostname() -> str:
     system test's ``default`` and ``gpu`` Celery workers) tell themselves apart only through this name.
     """
     return os.environ.get("MLOPS_WORKER_NAME") or socket.getfqdn()
+
+
+#: ``[celery]`` settings with which a CeleryExecutor deployment rides out a broker (Redis) outage. By default
+#: the scheduler fails a task at the first refused connection while handing it to the broker (the run
+#: fails; the distributed system test's Redis drill shows it). With these, Celery's publish retries without
+#: limit until ``[celery] operation_timeout`` cuts it; Airflow counts that as a publish timeout and tries
+#: again on its next loop, up to ``task_publish_max_retries`` times (about five minutes), so the task waits
+#: in ``queued`` and runs once the broker is back. Used by ``docker/docker-compose.yaml``,
+#: ``docker/helm/values-celery.yaml`` (tests keep them equal) and the distributed system test.
+CELERY_BROKER_OUTAGE_CONFIG: dict[str, str] = {
+    "extra_celery_config": json.dumps({"task_publish_retry_policy": {
+        "max_retries": None, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}}),
+    "task_publish_max_retries": "150",
+}
+
+
+def airflow_env(section: str, options: Mapping[str, str]) -> dict[str, str]:
+    """Airflow config options as ``AIRFLOW__<SECTION>__<OPTION>`` environment variables."""
+    return {f"AIRFLOW__{section.upper()}__{key.upper()}": value for key, value in options.items()}
 
 
 def celery_worker_argv(queues: str, name: str, concurrency: int) -> list[str]:
@@ -349,8 +406,11 @@ class AirflowApi:
             out[key] = ti.get("state") or "none"
         return out
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        r = self.client.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value",
+             map_index: int | None = None) -> Any:
+        params = {} if map_index is None else {"map_index": map_index}
+        r = self.client.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+                            params=params)
         if r.status_code == 404:
             return None
         r.raise_for_status()

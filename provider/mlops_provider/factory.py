@@ -236,7 +236,8 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
         )
         head: Any
         tail: Any
-        routing: dict[str, Any] = {"queue": _queue(t.queue), **({"pool": t.pool} if t.pool else {})}
+        routing: dict[str, Any] = {"queue": _queue(t.queue), **({"pool": t.pool} if t.pool else {}),
+                                   "retries": t.retries, "retry_delay": timedelta(seconds=t.retry_delay_seconds)}
         if t.search is not None:
             search = add_search_tasks(dag, snapshot=_xcom("training_dataset", "path"), model_name=cfg.model,
                                       training=t, mlflow_conn_id=cfg.connections.mlflow, **routing)

@@ -230,6 +230,11 @@ class TrainingSpec(_Spec):
     search: Annotated[SearchSpec | None, Field(description="Hyperparameter search (mapped trials).")] = None
     queue: Annotated[str, Field(description="Celery queue of the GPU workers.")] = "gpu"
     pool: Annotated[str | None, Field(description="Airflow pool (slots = GPUs).")] = None
+    retries: Annotated[int, Field(ge=0, description="Airflow retries of the training tasks (a trial, the "
+                                                    "single run): a lost worker's attempt is retried and "
+                                                    "resumes from its last checkpoint in the same MLflow run.")] = 2
+    retry_delay_seconds: Annotated[float, Field(ge=0, description="Seconds between a failed training attempt "
+                                                                  "and its retry.")] = 60.0
     retrain_on: Annotated[list[RetrainTrigger], Field(description="Asset events that retrain once a champion "
                                                                   "exists (the first model always trains).")] = _d(
         lambda: ["drift"])

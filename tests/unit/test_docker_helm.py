@@ -170,3 +170,18 @@ def test_gpu_pod_override_survives_dag_serialization(training_dag, local_setting
     back = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task("train")
     pod = back.executor_config["pod_override"]
     assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+
+
+def test_celery_values_and_compose_ride_out_a_broker_outage():
+    """The Redis drill's settings (the scheduler retries handing a task to a missing broker instead of failing
+    it) reach both CeleryExecutor deployments unchanged."""
+    from test_docker_compose import COMPOSE
+
+    from mlops_provider.embedded import CELERY_BROKER_OUTAGE_CONFIG, airflow_env
+
+    assert load("values-celery.yaml")["config"]["celery"] == CELERY_BROKER_OUTAGE_CONFIG
+    compose_env = yaml.safe_load(COMPOSE.read_text())["x-airflow-common"]["environment"]
+    expected = airflow_env("celery", CELERY_BROKER_OUTAGE_CONFIG)
+    assert {k: compose_env.get(k) for k in expected} == expected
+    policy = json.loads(CELERY_BROKER_OUTAGE_CONFIG["extra_celery_config"])["task_publish_retry_policy"]
+    assert policy["max_retries"] is None  # bounded by task_publish_max_retries, not by Celery's 3 tries

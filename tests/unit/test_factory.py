@@ -175,7 +175,7 @@ def test_one_inference_log_location_for_the_service_and_the_monitor(tmp_path, co
     assert set(seen.values()) == {expected}
 
 
-def test_only_the_training_tasks_go_to_the_gpu_queue_and_pool(tmp_path, monkeypatch) -> None:
+def test_only_the_training_tasks_go_to_the_gpu_queue_and_pool_and_retry(tmp_path, monkeypatch) -> None:
     """With ``training.pool`` set, the network-training tasks (``train``, each HPO trial) carry the YAML's
     queue and pool; every other task of every DAG stays on the default queue, outside that pool."""
     import shutil
@@ -188,17 +188,21 @@ def test_only_the_training_tasks_go_to_the_gpu_queue_and_pool(tmp_path, monkeypa
     shutil.copytree(REPO / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "dags").mkdir()
     for search in (None, {"max_trials": 2, "params": {"learning_rate": [0.001, 0.003]}}):
-        data["training"].update({"pool": "gpu", "search": search})
+        data["training"].update({"pool": "gpu", "search": search, "retries": 3, "retry_delay_seconds": 5})
         path = tmp_path / "dags" / "m.yaml"
         path.write_text(yaml.safe_dump(data))
-        routed = {}
+        routed, retried = {}, {}
         for dag_id, dag in build_dags(load_config(path)).items():
             for task in dag.tasks:
                 routed[f"{dag_id}.{task.task_id}"] = (task.queue, task.pool)
+                retried[f"{dag_id}.{task.task_id}"] = (task.retries, task.retry_delay.total_seconds())
         training = {k: v for k, v in routed.items() if k.rsplit(".", 1)[1] in ("train", "hpo_trial")}
         assert list(training) == (["flights_delay__training.train"] if search is None
                                   else ["flights_delay__training.hpo_trial"])
         assert set(training.values()) == {("gpu", "gpu")}
+        # a lost worker's training attempt is retried (and resumes from its checkpoint); nothing else retries
+        assert {retried[k] for k in training} == {(3, 5.0)}
+        assert {r for k, (r, _) in retried.items() if k not in training} == {0}
         others = {k: v for k, v in routed.items() if k not in training}
         assert {q for q, _ in others.values()} == {"default"}, others
         assert "gpu" not in {p for _, p in others.values()}, others

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -242,6 +243,8 @@ def add_search_tasks(
     queue: str = GPU_QUEUE,
     pool: str | None = None,
     task_prefix: str = "",
+    retries: int | None = None,
+    retry_delay: timedelta | None = None,
 ) -> SearchTasks:
     """Add ``hpo_parent >> hpo_trial (mapped) >> select_best`` to a DAG or TaskGroup for ``training.search``.
 
@@ -261,6 +264,10 @@ def add_search_tasks(
     trial_kwargs: dict[str, Any] = {}
     if pool:
         trial_kwargs["pool"] = pool
+    if retries is not None:  # a lost worker's trial is retried and resumes from its checkpoint
+        trial_kwargs["retries"] = retries
+    if retry_delay is not None:
+        trial_kwargs["retry_delay"] = retry_delay
     if search.max_active_trials:
         trial_kwargs["max_active_tis_per_dagrun"] = search.max_active_trials
     spec = as_dict(training)

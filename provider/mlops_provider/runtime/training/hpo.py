@@ -124,7 +124,8 @@ def start_parent_run(
 
 
 # ---------------------------------------------------------------------------- trial
-def _trial_result(run: Any, trial: Mapping[str, Any], parent_run_id: str, reused: bool) -> dict[str, Any]:
+def _trial_result(run: Any, trial: Mapping[str, Any], parent_run_id: str, reused: bool,
+                  resumed_from_epoch: int | None = None) -> dict[str, Any]:
     return {
         "trial_id": str(trial["trial_id"]),
         "index": int(trial.get("index", 0)),
@@ -134,6 +135,7 @@ def _trial_result(run: Any, trial: Mapping[str, Any], parent_run_id: str, reused
         "model_uri": f"runs:/{run.info.run_id}/{MODEL_ARTIFACT_NAME}",
         "metrics": dict(sorted(final_metrics(run.data.metrics).items())),
         "reused": reused,
+        "resumed_from_epoch": resumed_from_epoch,  # a retried trial that continued from its checkpoint
     }
 
 
@@ -166,7 +168,8 @@ def run_trial(
     run = client.get_run(result["run_id"])
     if run.data.tags.get(PARENT_TAG) != parent_run_id:  # a run reused from before it was a child: adopt it
         client.set_tag(run.info.run_id, PARENT_TAG, parent_run_id)
-    out = _trial_result(run, trial, parent_run_id, reused=bool(result["reused"]))
+    out = _trial_result(run, trial, parent_run_id, reused=bool(result["reused"]),
+                        resumed_from_epoch=result.get("resumed_from_epoch"))
     log.info("trial %s (run %s): %s", trial_id, out["run_id"], out["metrics"])
     return out
 
