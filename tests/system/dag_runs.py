@@ -33,9 +33,11 @@ def states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
-def write_dags(dags: Path, model: str, training: dict[str, Any] | None = None) -> Path:
+def write_dags(dags: Path, model: str, training: dict[str, Any] | None = None,
+               settings: dict[str, Any] | None = None) -> Path:
     """``dags`` holding the DAG file and ``model``'s YAML (Feast repo of this checkout, a free serving port,
-    ``training`` overriding the YAML's training section: a small, fast run)."""
+    ``training`` overriding the YAML's training section: a small, fast run; ``settings`` setting any other
+    key by its dotted path, e.g. ``{"features.arrival.path": "s3://bucket/landing/"}``)."""
     import yaml
 
     dags.mkdir(parents=True, exist_ok=True)
@@ -45,19 +47,37 @@ def write_dags(dags: Path, model: str, training: dict[str, Any] | None = None) -
     data["features"]["transform"] = str(REPO / "feature_repo" / "transforms.py") + ":build_partitions"
     data["training"].update(training or {})
     data["serving"]["port"] = free_port()
+    for dotted, value in (settings or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
     (dags / f"{model}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return dags
 
 
-def land_flights(mlops_home: Path, model: str, months: tuple[int, ...] = (1, 2)) -> None:
-    """The example's real data for ``months`` of 2013 (and the planes) into the model's landing zone."""
+def land_flights(mlops_home: Path, model: str, months: tuple[int, ...] = (1, 2), *,
+                 landing: str | None = None, s3: Any = None) -> None:
+    """The example's real data for ``months`` of 2013 (and the planes) into the model's landing zone: the
+    default one under ``mlops_home``, or ``landing`` = ``s3://bucket/prefix/`` through the boto3 client
+    ``s3`` (each file one put: a watcher never sees half a file)."""
+    import tempfile
+
     from mlops_provider.examples.flights.data import write_landing_month, write_landing_planes
 
-    landing = mlops_home / "landing" / model
-    landing.mkdir(parents=True, exist_ok=True)
-    write_landing_planes(str(landing))
-    for month in months:
-        write_landing_month(str(landing), 2013, month)
+    if landing is None:
+        local = mlops_home / "landing" / model
+        local.mkdir(parents=True, exist_ok=True)
+        write_landing_planes(str(local))
+        for month in months:
+            write_landing_month(str(local), 2013, month)
+        return
+    bucket, _, prefix = landing.removeprefix("s3://").partition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [write_landing_planes(tmp)] + [p for m in months for p in write_landing_month(tmp, 2013, m)]
+        for path in map(Path, files):
+            s3.put_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{path.name}", Body=path.read_bytes())
 
 
 def finished(api: Any, dag_id: str, n: int) -> list[dict[str, Any]]:
