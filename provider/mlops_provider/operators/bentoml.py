@@ -99,9 +99,20 @@ class BentoPackageOperator(BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
         self.bentoml_conn_id = bentoml_conn_id
 
+    def _feast(self) -> dict[str, Any]:
+        """``package_bento``'s Feast arguments from the feast connection (none without one)."""
+        from mlops_provider.hooks.feast import FeastHook
+        from mlops_provider.runtime.features.store import open_store
+
+        if not self.feast_conn_id:
+            return {}
+        settings = FeastHook(self.feast_conn_id, repo_path=self.feature_repo).store_settings(self.feature_repo)
+        return {"feature_store_yaml": settings["fs_yaml_file"], "feast_overrides": settings["overrides"],
+                "feast_online_store_password": settings["online_store_password"],
+                "feature_store": open_store(**settings)}
+
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
-        from mlops_provider.hooks.feast import FeastHook
         from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.hooks.objstore import ObjectStoreHook
         from mlops_provider.runtime.io.objstore import ObjectStore
@@ -133,9 +144,10 @@ class BentoPackageOperator(BaseOperator):
             serving=from_dict(ServingSpec, self.serving) if self.serving else None,
             snapshot=self.snapshot or None,
             store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
-            # the Feast YAML the served process opens (bundled in the bento): the feast connection's choice
-            feature_store_yaml=FeastHook(self.feast_conn_id).settings.get("fs_yaml_file") if self.feast_conn_id
-            else None,
+            # the Feast YAML the served process opens (bundled in the bento), the registry / online store
+            # overrides applied to it and the registry the request schema is read from: the feast
+            # connection's, the same as every other task's
+            **self._feast(),
         )
         if result.get("challenger"):
             self.log.info("Online experiment: %s", result["challenger"])

@@ -118,11 +118,56 @@ BUNDLED = ("__init__.py", "paths.py", "exceptions.py", "tasks.py", "specs.py", "
 
 #: Folder of the bento's ``src/`` holding the Feast repo configuration (``feature_store*.yaml``).
 BUNDLED_REPO = "feature_repo"
+#: Environment variables the serving environment sets when the feast connection carries secrets: a password
+#: inside a URL of its overrides (e.g. the SQL registry's) and the connection password (the Redis online
+#: store's). The bundled Feast YAML names them as ``${VAR}``; Feast substitutes them when the service opens it.
+FEAST_PASSWORD_ENV = "MLOPS_FEAST_PASSWORD"
+FEAST_ONLINE_STORE_PASSWORD_ENV = "MLOPS_FEAST_ONLINE_STORE_PASSWORD"
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)([^@\s]+)(@)")
 
 
-def _stage_feature_repo(stage: Path, feature_repo: str | os.PathLike[str], yaml_name: str) -> None:
+def _bundle_connection(config_file: Path, overrides: Mapping[str, Any] | None,
+                       online_store_password: str | None) -> list[str]:
+    """Apply the feast connection's overrides (registry, online store) to the bundled YAML, so the served
+    process reads the registry and online store the tasks use. No secret enters the bento: a password in a
+    URL and the connection password become ``${VAR}`` references. Returns the variables the serving
+    environment must set."""
+    import yaml
+
+    from mlops_provider.runtime.features.store import _deep_merge
+
+    data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    data = _deep_merge(data, dict(overrides or {}))
+    needed: list[str] = []
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: scrub(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        if isinstance(node, str):
+            match = _URL_PASSWORD.search(node)
+            if match and not match.group(2).startswith("${"):
+                needed.append(FEAST_PASSWORD_ENV)
+                return _URL_PASSWORD.sub(rf"\g<1>${{{FEAST_PASSWORD_ENV}}}\g<3>", node)
+        return node
+
+    data = scrub(data)
+    online = data.get("online_store")
+    if online_store_password and isinstance(online, dict) and online.get("type") == "redis":
+        conn_str = str(online.get("connection_string") or "")
+        if "password=" not in conn_str:
+            online["connection_string"] = f"{conn_str},password=${{{FEAST_ONLINE_STORE_PASSWORD_ENV}}}"
+            needed.append(FEAST_ONLINE_STORE_PASSWORD_ENV)
+    config_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return sorted(set(needed))
+
+
+def _stage_feature_repo(stage: Path, feature_repo: str | os.PathLike[str], yaml_name: str,
+                        overrides: Mapping[str, Any] | None = None, online_store_password: str | None = None) -> None:
     """Copy the repo's Feast YAML files into ``stage/feature_repo``. A served process needs only these:
-    the definitions (on-demand transformations included) are read from the registry the YAML names."""
+    the definitions (on-demand transformations included) are read from the registry the YAML names. The
+    feast connection's overrides are applied to the YAML the service opens (:func:`_bundle_connection`)."""
     repo = Path(feature_repo).expanduser().resolve()
     if not (repo / yaml_name).is_file():
         raise DeploymentError(
@@ -133,6 +178,11 @@ def _stage_feature_repo(stage: Path, feature_repo: str | os.PathLike[str], yaml_
     dst.mkdir(parents=True, exist_ok=True)
     for src in sorted([*repo.glob("*.yaml"), *repo.glob("*.yml")]):
         shutil.copy2(src, dst / src.name)
+    if overrides or online_store_password:
+        needed = _bundle_connection(dst / yaml_name, overrides, online_store_password)
+        if needed:
+            log.info("the bento's Feast config takes its secrets from the serving environment: set %s there "
+                     "(the manifests' env, or the environment of the serving host)", ", ".join(needed))
     bound = _bind_relative_paths(dst / yaml_name, repo)
     if bound:
         log.warning(
@@ -282,6 +332,9 @@ def package_bento(
     snapshot: str | None = None,
     store: ObjectStore | None = None,
     feature_store_yaml: str | None = None,
+    feast_overrides: Mapping[str, Any] | None = None,
+    feast_online_store_password: str | None = None,
+    feature_store: Any = None,
 ) -> dict[str, Any]:
     """Import ``models:/<model_name>@<alias>`` and build the serving bento (idempotent).
 
@@ -290,6 +343,10 @@ def package_bento(
     connection's ``fs_yaml_file``) and records no host path but the inference log's root, which the
     serving environment overrides (``MLOPS_INFERENCE_LOG_DIR``). Hosts and secrets of the backends come
     from the served process's environment through Feast's ``${VAR}`` substitution in that YAML.
+    ``feast_overrides`` / ``feast_online_store_password`` (the feast connection's ``store_settings``) are
+    applied to the bundled YAML, secrets as ``${MLOPS_FEAST_PASSWORD}`` /
+    ``${MLOPS_FEAST_ONLINE_STORE_PASSWORD}``; ``feature_store``: the store the request schema is read from
+    (default: opened from the repo's YAML alone).
 
     ``features`` = ``{"categorical": [...], "numeric": [...]}`` (the YAML's ``model.features``).
     ``serving``: the YAML's ``serving`` section (:class:`~mlops_provider.specs.ServingSpec` or a dict):
@@ -329,6 +386,7 @@ def package_bento(
         model_name=model_name, feature_repo=feature_repo, feature_store_yaml=yaml_name,
         feature_service=feature_service, serving=serving,
         task=task, snapshot=snapshot or (getattr(mv, "tags", None) or {}).get("snapshot_path"), store=store,
+        feature_store=feature_store,
     )
     exp_spec = spec_value(serving, "experiment")
     if experiment is None and exp_spec is not None:
@@ -412,7 +470,7 @@ def package_bento(
         with tempfile.TemporaryDirectory(prefix="mlops-bento-") as tmp:
             stage = Path(tmp)
             _stage_sources(stage, config)
-            _stage_feature_repo(stage, feature_repo, yaml_name)
+            _stage_feature_repo(stage, feature_repo, yaml_name, feast_overrides, feast_online_store_password)
             h = hashlib.sha256()
             h.update(_hash_tree(stage, exclude=set()).encode())
             h.update(json.dumps(requirements).encode())
