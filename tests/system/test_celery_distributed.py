@@ -1,11 +1,13 @@
 """The production topology on loopback: a real distributed run on CeleryExecutor.
 
 Started by the test as local processes, all on 127.0.0.1: a fresh PostgreSQL metadata database (also the
-Celery result backend), Celery with a Redis broker (a Redis db of its own), api-server, dag-processor,
-scheduler, triggerer, and two Celery workers: ``default`` (queue ``default``) and ``gpu`` (queue ``gpu``).
-MLflow runs as ``mlflow server`` on a PostgreSQL backend store with proxied artifacts on a local directory,
-and the pipeline reaches it only through the ``mlflow_default`` connection (``AIRFLOW_CONN_MLFLOW_DEFAULT``):
-the connection-only switch of docs/production.md.
+Celery result backend), Celery with a Redis broker (a ``redis-server`` of the test's own), api-server,
+dag-processor, scheduler, triggerer, and two Celery workers: ``default`` (queue ``default``) and ``gpu``
+(queue ``gpu``). MLflow runs as ``mlflow server`` on a PostgreSQL backend store with artifacts proxied to S3
+(a moto server on loopback); Feast uses the repo's production YAML (SQL registry on PostgreSQL, Redis online
+store); the landing zone, the inference log and the retrain-guard ledger are on S3. The pipeline reaches
+every backend only through its connection (``mlflow_default``, ``feast_default``, ``aws_default``) or a YAML
+key: the connection-only switch of docs/production.md.
 
 The golden path (real data landed -> features -> training -> deploy) runs through the scheduler, driven by
 the landing watcher and Asset events. The model's YAML sets ``training.pool: gpu`` and a two-trial search, so
@@ -13,8 +15,9 @@ two training task instances (the HPO trials) compete for the ``gpu`` pool of ONE
 worker offers TWO Celery slots: the pool, not the worker, is what keeps them apart. Asserted through the
 REST API: training task instances ran only on the ``gpu`` worker (``hostname``, ``queue``, ``pool`` recorded
 per task instance), every other task instance on ``default``; no two training task instances overlap in
-time; zero failed DAG runs and task instances; the champion is registered in MLflow's PostgreSQL store; every
-listening socket of the started processes is on 127.0.0.1.
+time; zero failed DAG runs and task instances; the champion is registered in MLflow's PostgreSQL store and
+its artifacts are on S3; the features are in the SQL registry and Redis; the served bento's requests are on
+S3 and read back by the monitor's reader; every listening socket of the started processes is on 127.0.0.1.
 
 The failure drills (:func:`test_failure_drills_while_a_second_month_lands`) then break the same deployment
 while a second landing flows through it, each fault where it hurts: the triggerer is killed while a
@@ -25,9 +28,9 @@ is stopped for a while during the retried trial. Asserted: every run succeeds, t
 the killed trial ran twice and its second attempt resumed from the checkpoint in the same MLflow run, every
 other task instance ran exactly once, and the landing registered exactly one model version.
 
-Needs PostgreSQL (127.0.0.1:5432, trust) and ``redis-server`` (the test runs its own broker on a free port,
-because a drill stops it): skipped with the reason when either is missing, except under ``CI=true`` where
-that is a failure.
+Needs PostgreSQL (127.0.0.1:5432, trust), the machine's Redis (127.0.0.1:6379, an empty db for the online
+store) and ``redis-server`` (the test runs its own broker on a free port, because a drill stops it):
+skipped with the reason when one is missing, except under ``CI=true`` where that is a failure.
 """
 
 from __future__ import annotations
