@@ -197,30 +197,12 @@ class EmbeddedAirflow:
     def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 30.0) -> list[int]:
         """Send ``sig`` to one component and every process under it (default ``kill -9``: a lost machine,
         not a shutdown); wait for them to exit. Returns the PIDs signalled ([] when it was not running)."""
-        import psutil
-
         entry = self._procs().get(name)
-        p = _process(entry) if entry else None
-        if p is None:
-            return []
-        try:
-            tree = [p, *p.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-        for proc in tree:
-            try:
-                proc.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(tree, timeout=timeout)
-        for proc in alive:  # a graceful signal that was not honoured in time
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
-        _log(f"stopped {name} (signal {int(sig)}, pids {sorted(proc.pid for proc in tree)})")
-        return sorted(proc.pid for proc in tree)
+        tree = _tree(entry) if entry else []
+        _end(tree, sig, timeout)
+        if tree:
+            _log(f"stopped {name} (signal {int(sig)}, pids {sorted(p.pid for p in tree)})")
+        return sorted(p.pid for p in tree)
 
     def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop one component (if it runs) and start it again with the same command and settings."""
@@ -306,38 +288,47 @@ def _process(entry: Mapping[str, Any]) -> Any:
         return None
 
 
-def stop_recorded(pid_file: Path, timeout: float = 30.0) -> list[int]:
-    """SIGTERM the recorded processes and their children, wait, then SIGKILL what is left."""
+def _tree(entry: Mapping[str, Any]) -> list[Any]:
+    """The live process of a PID-file entry and every process under it ([] when it is gone)."""
     import psutil
 
+    p = _process(entry)
+    if p is None:
+        return []
+    try:
+        return [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _end(procs: list[Any], sig: int, timeout: float) -> None:
+    """Send ``sig`` to ``procs``, wait up to ``timeout``, then SIGKILL what is left."""
+    import psutil
+
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:  # a graceful signal that was not honoured in time
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+
+
+def stop_recorded(pid_file: Path, timeout: float = 30.0) -> list[int]:
+    """SIGTERM the recorded processes and their children, wait, then SIGKILL what is left."""
     if not pid_file.exists():
         return []
     try:
         entries = json.loads(pid_file.read_text()).get("processes", {})
     except (OSError, ValueError):
         return []
-    procs: dict[int, Any] = {}
-    for entry in entries.values():
-        p = _process(entry)
-        if p is None:
-            continue
-        try:
-            for c in [p, *p.children(recursive=True)]:
-                procs[c.pid] = c
-        except psutil.NoSuchProcess:
-            continue
-    for p in procs.values():
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(list(procs.values()), timeout=timeout)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
+    procs = {p.pid: p for entry in entries.values() for p in _tree(entry)}
+    _end(list(procs.values()), signal.SIGTERM, timeout)
     pid_file.unlink(missing_ok=True)
     return sorted(procs)
 

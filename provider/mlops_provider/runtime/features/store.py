@@ -33,11 +33,12 @@ DEFAULT_FS_YAML = "feature_store.yaml"
 # ----------------------------------------------------------------------------------------------------
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in, nested mappings key by key (neither is changed)."""
     out = copy.deepcopy(base)
     for k, v in override.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = v
     return out
@@ -93,7 +94,7 @@ def load_repo_config(
     if not isinstance(raw, dict):
         raise FeatureStoreError(f"Feast config {yaml_path} must be a mapping, got {type(raw).__name__}")
     if overrides:
-        raw = _deep_merge(raw, overrides)
+        raw = deep_merge(raw, overrides)
     unresolved = [k for k, v in _flatten(raw) if isinstance(v, str) and "${" in v]
     if unresolved:
         raise FeatureStoreError(
@@ -292,5 +293,5 @@ def _strip_ansi(s: str) -> str:
 
 
 
-__all__ = ["DEFAULT_FS_YAML", "apply_repo", "ensure_mlops_home_env", "load_repo_config", "open_store",
+__all__ = ["DEFAULT_FS_YAML", "apply_repo", "deep_merge", "ensure_mlops_home_env", "load_repo_config", "open_store",
            "parse_definitions"]

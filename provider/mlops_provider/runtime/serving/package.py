@@ -134,10 +134,10 @@ def _bundle_connection(config_file: Path, overrides: Mapping[str, Any] | None,
     environment must set."""
     import yaml
 
-    from mlops_provider.runtime.features.store import _deep_merge
+    from mlops_provider.runtime.features.store import deep_merge
 
     data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-    data = _deep_merge(data, dict(overrides or {}))
+    data = deep_merge(data, dict(overrides or {}))
     needed: list[str] = []
 
     def scrub(node: Any) -> Any:
