@@ -147,7 +147,7 @@ def build_features_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             task_id="validate_landing",
             data_paths=_output(files),
             contract={"tables": {k: v.model_dump() for k, v in cfg.features.contract.items()}},
-            report_dir=str(paths.reports / "validation"),
+            report_dir=cfg.report_dir("validation"),
             name="landing",
             aws_conn_id=cfg.connections.aws,
         )
@@ -192,7 +192,7 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
     training = as_dict(t)
     with dag:
         guards = cfg.monitoring.retrain_guards
-        guard_state = guards.state_path or str(cfg.paths.state / "retrain_guard" / f"{cfg.model}.json")
+        guard_state = cfg.retrain_guard_state
         policy = TrainingPolicyOperator(
             task_id="training_policy",
             model_name=cfg.model,
@@ -227,7 +227,7 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             feature_service=cfg.features.feature_service,
             labels_dir=str(cfg.paths.labels),
             label=t.label,
-            snapshot_root=str(cfg.paths.snapshots),
+            snapshot_root=cfg.snapshot_root,
             validation_days=t.validation_days,
             evaluation_days=t.evaluation_days,
             max_rows=t.max_rows,
@@ -240,7 +240,8 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
                                    "retries": t.retries, "retry_delay": timedelta(seconds=t.retry_delay_seconds)}
         if t.search is not None:
             search = add_search_tasks(dag, snapshot=_xcom("training_dataset", "path"), model_name=cfg.model,
-                                      training=t, mlflow_conn_id=cfg.connections.mlflow, **routing)
+                                      training=t, mlflow_conn_id=cfg.connections.mlflow,
+                                      aws_conn_id=cfg.connections.aws, **routing)
             head, tail = search.first, search.last
         else:
             head = tail = TorchTrainOperator(
@@ -249,6 +250,7 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
                 model_name=cfg.model,
                 training=training,
                 mlflow_conn_id=cfg.connections.mlflow,
+                aws_conn_id=cfg.connections.aws,
                 **routing,
             )
         g = cfg.gate
@@ -259,8 +261,9 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             snapshot=_xcom("training_dataset", "path"),
             gate=as_dict(g),
             training=training,
-            report_dir=str(cfg.paths.reports / "gate"),
+            report_dir=cfg.report_dir("gate"),
             mlflow_conn_id=cfg.connections.mlflow,
+            aws_conn_id=cfg.connections.aws,
         )
         promote = PromoteModelOperator(
             task_id="promote",
@@ -268,6 +271,7 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             verdict=_output(gate),
             fail_on_reject=g.fail_on_reject,
             mlflow_conn_id=cfg.connections.mlflow,
+            aws_conn_id=cfg.connections.aws,
             outlets=[assets.champion],
             **_promote_pool(cfg),
         )
@@ -324,7 +328,7 @@ def build_deploy_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
                 latency_budget_ms=iv.latency_budget_ms,
                 latency_quantile=iv.latency_quantile,
                 ready_timeout=s.ready_timeout,
-                report_dir=str(cfg.paths.reports / "infra_validation"),
+                report_dir=cfg.report_dir("infra_validation"),
                 mlflow_conn_id=cfg.connections.mlflow,
                 bentoml_conn_id=cfg.connections.bentoml,
                 aws_conn_id=cfg.connections.aws,
@@ -422,7 +426,7 @@ def build_monitor_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
             model_name=cfg.model,
             inference_log_dir=cfg.inference_log,
             features=cfg.training.features.model_dump(),
-            report_dir=str(cfg.paths.reports / "drift"),
+            report_dir=cfg.report_dir("drift"),
             window_start=window_start,
             window_end=window_end,
             drift_share=mon.drift_share,
@@ -459,7 +463,7 @@ def build_monitor_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
                 task_id="ops_summary",
                 model_name=cfg.model,
                 inference_log_dir=cfg.inference_log,
-                report_dir=str(cfg.paths.reports / "drift"),
+                report_dir=cfg.report_dir("drift"),
                 state_path=str(cfg.paths.state / "ops" / f"{cfg.model}.json"),
                 window_start=window_start,
                 window_end=window_end,

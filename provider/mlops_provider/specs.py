@@ -1086,6 +1086,17 @@ class Connections(_Spec):
 
 
 @dataclass(frozen=True)
+class StorageSpec(_Spec):
+    root: Annotated[str | None, Field(description=(
+        "Where the pipeline's shared files live: training snapshots (<root>/snapshots/<model>), reports "
+        "(<root>/reports/<model>/<kind>) and, unless their own keys say otherwise, the landing zone "
+        "(<root>/landing/<model>), the inference log (<root>/inference_log/<model>) and the retrain-guard "
+        "ledger (<root>/state/retrain_guard/<model>.json). A directory every worker sees, or s3://bucket/prefix "
+        "read and written through connections.aws. Default: the home ($MLOPS_HOME), the embedded layout."),
+        examples=["s3://mlops/pipelines"])] = None
+
+
+@dataclass(frozen=True)
 class PipelineSpec(_Spec):
     """One model's pipeline (the whole YAML). See README 'YAML config reference'."""
 
@@ -1100,6 +1111,7 @@ class PipelineSpec(_Spec):
     serving: ServingSpec = _d(ServingSpec)
     monitoring: MonitoringSpec = _d(MonitoringSpec)
     connections: Connections = _d(Connections)
+    storage: StorageSpec = _d(StorageSpec)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.model):
@@ -1128,12 +1140,40 @@ class PipelineSpec(_Spec):
         return ModelPaths.for_model(self.model, self.home)
 
     @property
+    def storage_root(self) -> str:
+        """The root of the shared files (``storage.root``: an ``s3://`` prefix or a directory, a relative one
+        taken from the YAML's folder), default the home."""
+        return self._location(self.storage.root) if self.storage.root else str(self.paths.home)
+
+    def shared(self, *parts: str) -> str:
+        """``<storage root>/<parts...>`` (``s3://`` URL or local path; no I/O)."""
+        return "/".join([self.storage_root.rstrip("/"), *parts])
+
+    @property
+    def snapshot_root(self) -> str:
+        """Where training snapshots are written: ``<storage root>/snapshots/<model>``."""
+        return self.shared("snapshots", self.model)
+
+    def report_dir(self, kind: str) -> str:
+        """Where reports of one kind (``validation``, ``gate``, ``infra_validation``, ``drift``) are written:
+        ``<storage root>/reports/<model>/<kind>``."""
+        return self.shared("reports", self.model, kind)
+
+    @property
     def inference_log(self) -> str:
         """The inference log's root (``serving.inference_log``: a directory or ``s3://`` prefix), default
-        ``<home>/inference_log/<model>``; a relative directory is taken from the YAML's folder."""
+        ``<storage root>/inference_log/<model>``; a relative directory is taken from the YAML's folder."""
         configured = self.serving.inference_log
-        if not configured:
-            return str(self.paths.inference_log)
+        return self._location(configured) if configured else self.shared("inference_log", self.model)
+
+    @property
+    def retrain_guard_state(self) -> str:
+        """The retrain-guard ledger (``monitoring.retrain_guards.state_path``), default
+        ``<storage root>/state/retrain_guard/<model>.json``."""
+        configured = self.monitoring.retrain_guards.state_path
+        return configured or self.shared("state", "retrain_guard", f"{self.model}.json")
+
+    def _location(self, configured: str) -> str:
         if configured.startswith("s3://"):
             return configured.rstrip("/")
         path = Path(configured).expanduser()
@@ -1152,7 +1192,7 @@ class PipelineSpec(_Spec):
 
     @property
     def landing_path(self) -> str:
-        return self.features.arrival.path or str(self.paths.landing)
+        return self.features.arrival.path or self.shared("landing", self.model)
 
     def dag_id(self, kind: str) -> str:
         return f"{self.model}__{kind}"

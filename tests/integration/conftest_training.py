@@ -121,6 +121,43 @@ def write_training_snapshot(home: Path, validation_days: int = 7, **kwargs) -> s
     return path
 
 
+def write_eval_snapshot(
+    home: Path,
+    start: str,
+    end: str,
+    *,
+    validation_days: int = 7,
+    evaluation_days: int = 7,
+    max_rows: int = 8000,
+    root: str | None = None,
+    store=None,
+) -> str:
+    """A snapshot with train / validation / evaluation splits (what training_dataset writes), under
+    ``root`` (default ``<home>/snapshots/flights_delay``; an ``s3://`` root is written through ``store``)."""
+    from mlops_provider.paths import ModelPaths
+    from mlops_provider.runtime.features.snapshot import split_evaluation, write_snapshot
+
+    df = flights_frame(start, end, max_rows=max_rows)
+    last = df["event_timestamp"].max().normalize() + pd.Timedelta(days=1)
+    val_start = last - pd.Timedelta(days=validation_days + evaluation_days)
+    df["split"] = np.where(df["event_timestamp"] >= val_start, "validation", "train")
+    manifest = {
+        "feature_service": FEATURE_SERVICE,
+        "label": LABEL,
+        "split": {
+            "method": "time",
+            "train_end": val_start.isoformat(),
+            "validation_days": validation_days + evaluation_days,
+        },
+        "window": {
+            "start": df["event_timestamp"].min().isoformat(),
+            "end": df["event_timestamp"].max().isoformat(),
+        },
+    }
+    data, fields = split_evaluation(df, manifest, evaluation_days)
+    return write_snapshot(data, fields, root or ModelPaths.for_model(MODEL, home).snapshots, store=store)[0]
+
+
 @contextmanager
 def mlflow_home(tmp_path_factory, name: str, **snapshot_kwargs):
     """A temp MLOPS_HOME with a sqlite MLflow store and a real training snapshot, env pinned for a module.

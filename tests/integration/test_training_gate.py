@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 from airflow.sdk import Asset
@@ -20,15 +19,13 @@ from conftest_training import (  # noqa: E402
     ARCH,
     CATEGORICAL,
     DELAY_CLASSES,
-    FEATURE_SERVICE,
-    LABEL,
     MODEL,
     MULTICLASS_LABEL,
     NUMERIC,
     REGRESSION_LABEL,
-    flights_frame,
     mlflow_home,
     training_spec,
+    write_eval_snapshot,
 )
 
 from mlops_provider.exceptions import (  # noqa: E402
@@ -96,40 +93,6 @@ GATE = {
     "latency": {"batch_size": 256, "repeats": 2, "max_ms": 60_000},
     "bootstrap": {"samples": 30, "confidence": 0.9, "seed": 0},
 }
-
-
-def write_eval_snapshot(
-    home: Path,
-    start: str,
-    end: str,
-    *,
-    validation_days: int = 7,
-    evaluation_days: int = 7,
-    max_rows: int = 8000,
-) -> str:
-    """A snapshot with train / validation / evaluation splits (what training_dataset writes)."""
-    from mlops_provider.paths import ModelPaths
-    from mlops_provider.runtime.features.snapshot import split_evaluation, write_snapshot
-
-    df = flights_frame(start, end, max_rows=max_rows)
-    last = df["event_timestamp"].max().normalize() + pd.Timedelta(days=1)
-    val_start = last - pd.Timedelta(days=validation_days + evaluation_days)
-    df["split"] = np.where(df["event_timestamp"] >= val_start, "validation", "train")
-    manifest = {
-        "feature_service": FEATURE_SERVICE,
-        "label": LABEL,
-        "split": {
-            "method": "time",
-            "train_end": val_start.isoformat(),
-            "validation_days": validation_days + evaluation_days,
-        },
-        "window": {
-            "start": df["event_timestamp"].min().isoformat(),
-            "end": df["event_timestamp"].max().isoformat(),
-        },
-    }
-    data, fields = split_evaluation(df, manifest, evaluation_days)
-    return write_snapshot(data, fields, ModelPaths.for_model(MODEL, home).snapshots)[0]
 
 
 class OutletEvents(dict):

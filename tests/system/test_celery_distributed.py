@@ -69,12 +69,13 @@ EPOCHS = 40  # ~2 s of training per trial: room to kill one between its first ch
 DRILL_DAG = "drill_freshness"
 HEARTBEAT_TIMEOUT_S = 45  # a task instance whose worker vanished is failed (and retried) after this long
 BUCKET = "mlops"
-# what production keeps on S3 (docs/production.md), switched by the YAML and the aws_default connection
-S3_SETTINGS = {
-    "features.arrival.path": f"s3://{BUCKET}/landing/{MODEL}/",
-    "serving.inference_log": f"s3://{BUCKET}/inference/{MODEL}",
-    "monitoring.retrain_guards.state_path": f"s3://{BUCKET}/state/retrain_guard/{MODEL}.json",
-}
+# what production keeps on S3 (docs/production.md), switched by ONE YAML key and the aws_default connection:
+# the landing zone, training snapshots, reports, the inference log and the retrain-guard ledger
+STORAGE_PREFIX = "pipelines"
+S3_SETTINGS = {"storage.root": f"s3://{BUCKET}/{STORAGE_PREFIX}"}
+LANDING = f"s3://{BUCKET}/{STORAGE_PREFIX}/landing/{MODEL}/"
+INFERENCE_LOG = f"{STORAGE_PREFIX}/inference_log/{MODEL}/"
+LEDGER = f"{STORAGE_PREFIX}/state/retrain_guard/{MODEL}.json"
 MLFLOW_ARTIFACTS = f"s3://{BUCKET}/mlflow-artifacts"
 pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -323,8 +324,7 @@ def golden(cluster) -> dict[str, Any]:
              "the DAGs parsed", 300)
     assert api.import_errors() == []
 
-    land_flights(cluster["home"], MODEL, landing=S3_SETTINGS["features.arrival.path"],
-                 s3=cluster["services"]["s3"]["client"])
+    land_flights(cluster["home"], MODEL, landing=LANDING, s3=cluster["services"]["s3"]["client"])
     t0 = time.monotonic()
     runs = {}
     for kind in ("features", "training", "deploy"):
@@ -357,7 +357,7 @@ def _read_inference_log(endpoint: str) -> Any:
 
     store = ObjectStore(S3Settings(endpoint_url=endpoint, region_name="us-east-1", access_key="testing",
                                    secret_key="testing"))
-    return read_inference_log(S3_SETTINGS["serving.inference_log"], store=store)
+    return read_inference_log(f"s3://{BUCKET}/{INFERENCE_LOG}", store=store)
 
 
 def _task_instances(api: Any) -> list[dict[str, Any]]:
@@ -425,13 +425,30 @@ def test_celery_workers_split_by_queue_and_the_gpu_pool_serializes_training(clus
     # monitor's reader (through aws_default) reads them back
     s3 = cluster["services"]["s3"]
     assert _keys(s3["client"], "mlflow-artifacts/"), "no artifact reached S3 through the MLflow server"
-    assert {"planes.parquet", "flights_2013_01.parquet"} <= {k.rsplit("/", 1)[1] for k in _keys(s3["client"],
-                                                                                              "landing/")}
-    assert not (cluster["home"] / "landing").exists() and not (cluster["tmp"] / "mlflow-artifacts").exists()
-    logged = wait_for(lambda: _keys(s3["client"], "inference/"), "the served bento's inference log on S3", 120)
-    assert all(k.split("/")[2].startswith("date=") for k in logged), logged  # partitioned by date
+    landed = _keys(s3["client"], LANDING.removeprefix(f"s3://{BUCKET}/"))
+    assert {"planes.parquet", "flights_2013_01.parquet"} <= {k.rsplit("/", 1)[1] for k in landed}, landed
+    assert not (cluster["tmp"] / "mlflow-artifacts").exists()
+    logged = wait_for(lambda: _keys(s3["client"], INFERENCE_LOG), "the served bento's inference log on S3", 120)
+    assert all(k.split("/")[3].startswith("date=") for k in logged), logged  # partitioned by date
     frame = _read_inference_log(s3["endpoint"])
     assert len(frame) > 0 and set(frame["traffic"]) <= {"smoke", "infra_validation", "warmup", "live"}, frame
+
+    # the same storage.root holds the training snapshot (written on `default`, read on `gpu`, a worker with no
+    # AWS environment: through aws_default) and every report; none of them touched MLOPS_HOME
+    snapshot = api.xcom(f"{MODEL}__training", golden["runs"]["training"][0]["dag_run_id"], "training_dataset")["path"]
+    assert snapshot.startswith(f"s3://{BUCKET}/{STORAGE_PREFIX}/snapshots/{MODEL}/"), snapshot
+    assert _keys(s3["client"], snapshot.removeprefix(f"s3://{BUCKET}/")) == [
+        f"{snapshot.removeprefix(f's3://{BUCKET}/')}/{name}" for name in ("data.parquet", "manifest.json")]
+    reports = _keys(s3["client"], f"{STORAGE_PREFIX}/reports/{MODEL}/")
+    assert {k.split("/")[3] for k in reports} == {"validation", "gate", "infra_validation"}, reports
+    verdict = api.xcom(f"{MODEL}__training", golden["runs"]["training"][0]["dag_run_id"], "gate")
+    assert verdict["report_path"].removeprefix(f"s3://{BUCKET}/") in reports, verdict
+    for local in ("landing", "snapshots", "reports", "inference_log", "state/retrain_guard"):
+        assert not (cluster["home"] / local).exists(), f"{local} was written under MLOPS_HOME"
+    # the MLOps page (api-server plugin, through aws_default) serves a report that lives only on S3
+    page = next(k for k in reports if "/validation/" in k and k.endswith(".html")).rsplit("/", 1)[1]
+    served = api.client.get(f"{api.url}/mlops/models/{MODEL}/reports/validation/{page}")
+    assert served.status_code == 200 and "Data validation" in served.text, (served.status_code, served.text[:300])
 
     deploy_run = api.runs(f"{MODEL}__deploy")[0]["dag_run_id"]
     url = api.xcom(f"{MODEL}__deploy", deploy_run, "deploy")["url"]
@@ -486,7 +503,7 @@ def test_failure_drills_while_a_second_month_lands(cluster, golden) -> None:
              "the freshness sensor to defer", 300, interval=1)
     af.kill("triggerer")
     mark("triggerer killed (sensor deferred)")
-    land_flights(home, MODEL, months=(3,), landing=S3_SETTINGS["features.arrival.path"],
+    land_flights(home, MODEL, months=(3,), landing=LANDING,
                  s3=cluster["services"]["s3"]["client"])
     time.sleep(20)
     assert _new_run(api, features, known[features]) is None, "a features run started without a triggerer"
@@ -593,6 +610,5 @@ def test_failure_drills_while_a_second_month_lands(cluster, golden) -> None:
     versions = {v.version for v in client.search_model_versions(f"name='{MODEL}'")}
     assert len(versions - versions_before) == 1, (versions_before, versions)
     # the automatic retrain went through the guards, whose ledger lives on S3
-    ledger = S3_SETTINGS["monitoring.retrain_guards.state_path"].removeprefix(f"s3://{BUCKET}/")
-    assert _keys(cluster["services"]["s3"]["client"], ledger) == [ledger]
+    assert _keys(cluster["services"]["s3"]["client"], LEDGER) == [LEDGER]
     print("drills:", *timeline, f"tries: {sorted(tries.items())}", f"killed trial: {result}", sep="\n  ")

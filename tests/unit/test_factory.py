@@ -175,6 +175,56 @@ def test_one_inference_log_location_for_the_service_and_the_monitor(tmp_path, co
     assert set(seen.values()) == {expected}
 
 
+@pytest.mark.parametrize("root", [None, "s3://shared-bucket/pipelines/", "shared"])
+def test_storage_root_moves_every_shared_file_and_every_task_gets_the_aws_connection(tmp_path, root) -> None:
+    """storage.root (default the home) holds the landing zone, snapshots, reports, inference log and guard
+    ledger; every task that reads or writes one of them gets connections.aws; an explicit key still wins."""
+    import shutil
+
+    import yaml
+
+    data = yaml.safe_load((REPO / "dags" / "flights_delay.yaml").read_text())
+    data["connections"] = {"aws": "lake_s3"}
+    if root:
+        data["storage"] = {"root": root}
+    shutil.copytree(REPO / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "dags").mkdir()
+    path = tmp_path / "dags" / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    base = {None: str(cfg.paths.home), "s3://shared-bucket/pipelines/": "s3://shared-bucket/pipelines",
+            "shared": str((tmp_path / "dags" / "shared").resolve())}[root]
+    assert cfg.storage_root == base
+    m = cfg.model
+    if root is None:  # the embedded layout is unchanged
+        assert (cfg.snapshot_root, cfg.report_dir("gate"), cfg.landing_path, cfg.inference_log) == (
+            str(cfg.paths.snapshots), str(cfg.paths.reports / "gate"), str(cfg.paths.landing),
+            str(cfg.paths.inference_log))
+    tasks = {(dag_id.split("__")[1], t.task_id): t for dag_id, dag in build_dags(cfg).items() for t in dag.tasks}
+    expected = {
+        ("features", "landed_files"): ("landing_path", f"{base}/landing/{m}"),
+        ("features", "validate_landing"): ("report_dir", f"{base}/reports/{m}/validation"),
+        ("training", "training_policy"): ("state_path", f"{base}/state/retrain_guard/{m}.json"),
+        ("training", "approve_retrain"): ("state_path", f"{base}/state/retrain_guard/{m}.json"),
+        ("training", "training_dataset"): ("snapshot_root", f"{base}/snapshots/{m}"),
+        ("training", "gate"): ("report_dir", f"{base}/reports/{m}/gate"),
+        ("deploy", "package"): ("inference_log_dir", f"{base}/inference_log/{m}"),
+        ("deploy", "infra_validate"): ("report_dir", f"{base}/reports/{m}/infra_validation"),
+        ("monitor", "drift_report"): ("report_dir", f"{base}/reports/{m}/drift"),
+        ("monitor", "ops_summary"): ("report_dir", f"{base}/reports/{m}/drift"),
+    }
+    assert {k: getattr(tasks[k], attr) for k, (attr, _) in expected.items()} == {
+        k: v for k, (_, v) in expected.items()}
+    # the tasks that read the snapshot or write a report reach S3 through the YAML's aws connection
+    readers = [t for k, t in tasks.items() if k[1] in ("train", "hpo_trial", "hpo_parent", "gate", "promote")
+               or k in expected]
+    assert readers and {t.task_id: t.aws_conn_id for t in readers} == {t.task_id: "lake_s3" for t in readers}
+    # an explicit key wins over the root
+    data["serving"]["inference_log"] = "s3://logs/inference"
+    path.write_text(yaml.safe_dump(data))
+    assert load_config(path).inference_log == "s3://logs/inference"
+
+
 def test_only_the_training_tasks_go_to_the_gpu_queue_and_pool_and_retry(tmp_path, monkeypatch) -> None:
     """With ``training.pool`` set, the network-training tasks (``train``, each HPO trial) carry the YAML's
     queue and pool; every other task of every DAG stays on the default queue, outside that pool."""

@@ -53,3 +53,4 @@ class ObjectStoreHook(BaseHook):
 
     def get_conn(self) -> dict[str, Any]:
         return self.settings()
+

@@ -70,7 +70,7 @@ class TorchDistributedTrainOperator(TrainingSpecOperator):
             self.snapshot, self.model_name, spec, nproc_per_node=nproc, tracking=tracking, dag_id=dag_id,
             airflow_run_id=run_id, data_interval=_data_interval(context),
             force_retrain=force_retrain(context, self.force_retrain), sanity_check=self.sanity_check,
-            timeout=self.launch_timeout, on_line=lambda line: self.log.info("%s", line),
+            timeout=self.launch_timeout, on_line=lambda line: self.log.info("%s", line), store=self.object_store(),
         )
         url = hook.run_url(result["run_id"]) or f"runs:/{result['run_id']}"
         context["ti"].xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)

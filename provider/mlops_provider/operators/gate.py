@@ -44,14 +44,16 @@ def _parse_verdict(verdict: dict[str, Any] | str, task_id: str) -> dict[str, Any
     )
 
 
-def _full_verdict(summary: dict[str, Any]) -> dict[str, Any]:
-    """The full verdict from the summary's ``report_path`` when this worker can read it, else the summary."""
+def _full_verdict(summary: dict[str, Any], aws_conn_id: str | None) -> dict[str, Any]:
+    """The full verdict from the summary's ``report_path`` (a local file or an ``s3://`` object read through
+    ``aws_conn_id``) when this worker can read it, else the summary."""
+    from mlops_provider.operators import object_store
+
     path = summary.get("report_path")
     if path:
         try:
-            with open(path, encoding="utf-8") as fh:
-                full = json.load(fh)
-        except (OSError, ValueError):
+            full = object_store(aws_conn_id).read_json(str(path))
+        except Exception:  # noqa: BLE001 - unreadable or gone: the summary is what the rejection reports
             return summary
         if isinstance(full, dict) and str((full.get("challenger") or {}).get("version")) == str(
             (summary.get("challenger") or {}).get("version")
@@ -107,9 +109,11 @@ class ModelGateOperator(BaseOperator):
         training: dict[str, Any],
         report_dir: str,
         mlflow_conn_id: str = "mlflow_default",
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
         self.model_name = model_name
         self.challenger_version = challenger_version
         self.snapshot = snapshot
@@ -120,6 +124,7 @@ class ModelGateOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.operators import object_store
         from mlops_provider.operators.training import stage_spec, training_spec
         from mlops_provider.runtime.gate import evaluate as gate
         from mlops_provider.runtime.gate.verdict import xcom_summary
@@ -129,7 +134,7 @@ class ModelGateOperator(BaseOperator):
         cfg = MLflowHook(self.mlflow_conn_id).configure()
         verdict = gate.evaluate_gate(
             self.model_name, str(self.challenger_version), self.snapshot, spec, training,
-            report_dir=self.report_dir, tracking=cfg.public(),
+            report_dir=self.report_dir, tracking=cfg.public(), store=object_store(self.aws_conn_id),
         )
         url = ModelCardLink.url(self.model_name, verdict["challenger"]["version"], cfg.ui_url)
         GateVerdictLink.push_all(context, self.model_name, verdict["challenger"]["version"], cfg.ui_url)
@@ -258,6 +263,7 @@ class PromoteModelOperator(BaseOperator):
         verdict: dict[str, Any] | str,
         fail_on_reject: bool = False,
         mlflow_conn_id: str = "mlflow_default",
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -265,6 +271,7 @@ class PromoteModelOperator(BaseOperator):
         self.verdict = verdict
         self.fail_on_reject = fail_on_reject
         self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         verdict = _parse_verdict(self.verdict, self.task_id)
@@ -279,7 +286,7 @@ class PromoteModelOperator(BaseOperator):
             note = f"rejected by the gate: v{version}: {failed_checks_summary(verdict)}"
             if self.fail_on_reject:
                 set_run_note(context, note, log=self.log)
-                raise GateRejected(message, _full_verdict(verdict))
+                raise GateRejected(message, _full_verdict(verdict, self.aws_conn_id))
             skip(message, log=self.log, context=context, note=note)
         from mlops_provider.hooks.mlflow import MLflowHook
         from mlops_provider.runtime.gate import registry

@@ -90,6 +90,7 @@ class HpoParentOperator(BaseOperator):
         search: dict[str, Any],
         force_retrain: bool = False,
         mlflow_conn_id: str = "mlflow_default",
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -99,9 +100,11 @@ class HpoParentOperator(BaseOperator):
         self.search = search
         self.force_retrain = force_retrain
         self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.operators import object_store
         from mlops_provider.runtime.training import hpo
 
         spec = training_spec(self.training, self.task_id)
@@ -111,6 +114,7 @@ class HpoParentOperator(BaseOperator):
         result = hpo.start_parent_run(
             self.snapshot, self.model_name, self.search, base=spec, tracking=cfg.public(), dag_id=dag_id,
             airflow_run_id=run_id, force_retrain=force_retrain(context, self.force_retrain),
+            store=object_store(self.aws_conn_id),
         )
         url = hook.run_url(result["parent_run_id"], result["experiment_id"]) or f"runs:/{result['parent_run_id']}"
         context["ti"].xcom_push(key=MLFLOW_RUN_URL_XCOM_KEY, value=url)
@@ -147,7 +151,7 @@ class HpoTrialOperator(TrainingSpecOperator):
         self.log.info("trial %s: %s", trial.get("trial_id"), trial.get("params"))
         result = hpo.run_trial(
             self.snapshot, self.model_name, spec, trial, parent_run_id=str(parent["parent_run_id"]),
-            tracking=tracking, sanity_check=self.sanity_check, on_run_start=on_run_start,
+            tracking=tracking, sanity_check=self.sanity_check, on_run_start=on_run_start, store=self.object_store(),
         )
         self.log.info("trial %s: %s (run %s%s)", result["trial_id"], result["metrics"], result["run_id"],
                       ", reused" if result["reused"] else "")
@@ -240,6 +244,7 @@ def add_search_tasks(
     model_name: str,
     training: TrainingSpec,
     mlflow_conn_id: str = "mlflow_default",
+    aws_conn_id: str | None = "aws_default",
     queue: str = GPU_QUEUE,
     pool: str | None = None,
     task_prefix: str = "",
@@ -274,11 +279,11 @@ def add_search_tasks(
     with dag_or_group:
         parent = HpoParentOperator(
             task_id=f"{task_prefix}hpo_parent", snapshot=snapshot, model_name=model_name, training=spec,
-            search=described, mlflow_conn_id=mlflow_conn_id,
+            search=described, mlflow_conn_id=mlflow_conn_id, aws_conn_id=aws_conn_id,
         )
         mapped = HpoTrialOperator.partial(
             task_id=f"{task_prefix}hpo_trial", snapshot=snapshot, model_name=model_name, parent=parent.output,
-            training=spec, mlflow_conn_id=mlflow_conn_id, queue=queue, **trial_kwargs,
+            training=spec, mlflow_conn_id=mlflow_conn_id, aws_conn_id=aws_conn_id, queue=queue, **trial_kwargs,
         ).expand(trial=trials)
         select = HpoSelectBestOperator(
             task_id=f"{task_prefix}select_best", model_name=model_name, parent=parent.output,

@@ -107,6 +107,7 @@ class TrainingSpecOperator(GpuRoutedOperator):
         training: dict[str, Any],
         mlflow_conn_id: str = "mlflow_default",
         force_retrain: bool = False,
+        aws_conn_id: str | None = "aws_default",
         queue: str = GPU_QUEUE,
         pool: str | None = None,
         **kwargs: Any,
@@ -117,6 +118,13 @@ class TrainingSpecOperator(GpuRoutedOperator):
         self.training = training
         self.mlflow_conn_id = mlflow_conn_id
         self.force_retrain = force_retrain
+        self.aws_conn_id = aws_conn_id
+
+    def object_store(self) -> Any:
+        """The store an ``s3://`` snapshot is read through (the ``aws_conn_id`` connection)."""
+        from mlops_provider.operators import object_store
+
+        return object_store(self.aws_conn_id)
 
     def prepare(self, context: Context) -> tuple[TrainingSpec, Any, dict[str, Any], Any]:
         """(the spec, the MLflow hook, its resolved public tracking settings, ``on_run_start`` pushing the run's
@@ -164,7 +172,7 @@ class TorchTrainOperator(TrainingSpecOperator):
         result = train_task(
             self.snapshot, self.model_name, spec, tracking=tracking, dag_id=dag_id, airflow_run_id=run_id,
             data_interval=_data_interval(context), force_retrain=force_retrain(context, self.force_retrain),
-            dag_file=_dag_file(context), on_run_start=on_run_start,
+            dag_file=_dag_file(context), on_run_start=on_run_start, store=self.object_store(),
         )
         if result.get("resumed_from_epoch"):
             self.log.info("resumed from the checkpoint of epoch %s in MLflow run %s",
@@ -201,12 +209,14 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
         tolerance: float = 1e-6,
         fail_on_mismatch: bool = False,
         mlflow_conn_id: str = "mlflow_default",
+        aws_conn_id: str | None = "aws_default",
         queue: str = GPU_QUEUE,
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(queue=queue, pool=pool, **kwargs)
         self.run_id = run_id
+        self.aws_conn_id = aws_conn_id
         self.training = training
         self.register = register
         self.tolerance = tolerance
@@ -216,6 +226,7 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.exceptions import TrainingError
         from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.operators import object_store
         from mlops_provider.runtime.training import reproduce
 
         if not self.run_id:
@@ -234,7 +245,7 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
         result = reproduce.reproduce(
             self.run_id, tracking=cfg.public(), register=self.register, key_parts=(dag_id, airflow_run_id),
             tolerance=self.tolerance, runtime=runtime, on_run_start=on_run_start,
-            tags={"dag_id": dag_id, "run_id": airflow_run_id, "data_interval": _data_interval(context)},
+            store=object_store(self.aws_conn_id), tags={"dag_id": dag_id, "run_id": airflow_run_id, "data_interval": _data_interval(context)},
         )
         self.log.info("\n%s", reproduce.format_report(result))
         if self.fail_on_mismatch and not result["match"]:

@@ -212,7 +212,7 @@ class RequestData:
             return None
 
     def report_root(self, cfg: Any, kind: str) -> str:
-        return str(cfg.paths.reports / kind)
+        return str(cfg.report_dir(kind))
 
     def read_report(self, cfg: Any, kind: str, name: str) -> bytes | None:
         if kind not in REPORT_KINDS or "/" in name or "\\" in name or name.startswith("."):

@@ -67,7 +67,6 @@ import pandas as pd
 
 from mlops_provider.exceptions import DataValidationError
 from mlops_provider.runtime.io import objstore
-from mlops_provider.runtime.io.atomic import atomic_write
 from mlops_provider.runtime.io.objstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -336,10 +335,10 @@ def validate_frame(
     return failures
 
 
-def _write_reports(report: dict[str, Any], report_dir: Path, name: str) -> tuple[str, str]:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    jpath, hpath = report_dir / f"{name}.json", report_dir / f"{name}.html"
-    atomic_write(jpath, json.dumps(report, indent=2, default=str))
+def _write_reports(report: dict[str, Any], report_dir: str, name: str, store: ObjectStore) -> tuple[str, str]:
+    """``<report_dir>/<name>.{json,html}``: local files written atomically, or ``s3://`` objects."""
+    jpath, hpath = objstore.join(report_dir, f"{name}.json"), objstore.join(report_dir, f"{name}.html")
+    store.write_bytes(jpath, json.dumps(report, indent=2, default=str))
     rows = "".join(
         f"<tr><td>{html.escape(str(f['file']))}</td><td>{html.escape(str(f['table']))}</td>"
         f"<td>{html.escape(str(f['rule']))}</td><td>{html.escape(str(f['column']))}</td>"
@@ -371,8 +370,8 @@ def _write_reports(report: dict[str, Any], report_dir: Path, name: str) -> tuple
         )
         + "</body></html>"
     )
-    atomic_write(hpath, page)
-    return str(jpath), str(hpath)
+    store.write_bytes(hpath, page)
+    return jpath, hpath
 
 
 def validate_files(
@@ -387,7 +386,7 @@ def validate_files(
 ) -> dict[str, Any]:
     """Validate landed parquet / CSV files (local or ``s3://``, read through ``store``) against ``contract``.
 
-    Always writes ``<report_dir>/<name>.{json,html}``. Returns the report ``{"name", "passed",
+    Always writes ``<report_dir>/<name>.{json,html}`` (an ``s3://`` ``report_dir`` through ``store`` too). Returns the report ``{"name", "passed",
     "checked_at", "files": [...], "failures": [...], "warnings": [...], "report_json", "report_html"}``;
     raises :class:`DataValidationError` (carrying ``failures``) when a
     rule is violated and ``raise_on_failure``.
@@ -456,7 +455,7 @@ def validate_files(
     }
     for w in warnings:
         log.warning("data validation %r: %s: %s", name, w["file"], w["message"])
-    jpath, hpath = _write_reports(report, Path(report_dir), name)
+    jpath, hpath = _write_reports(report, str(report_dir), name, store or objstore.DEFAULT_STORE)
     report["report_json"], report["report_html"] = jpath, hpath
     if failures:
         summary = "\n".join(

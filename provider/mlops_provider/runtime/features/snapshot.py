@@ -264,23 +264,41 @@ def load_snapshot(
 
 
 def _load_remote(url: str, *, verify: bool, store: ObjectStore) -> tuple[pd.DataFrame, dict[str, Any]]:
+    url = _remote_dir(url)
+    with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
+        local = Path(tmp, "snapshot")
+        try:
+            _download(url, local, store)
+            return load_snapshot(local, verify=verify)
+        except DataValidationError as e:
+            raise DataValidationError(str(e).replace(str(local), url)) from e
+
+
+def _remote_dir(url: str) -> str:
     url = url.rstrip("/")
-    if objstore.basename(url) in (DATA_FILE, MANIFEST_FILE):
-        url = url.rsplit("/", 1)[0]
+    return url.rsplit("/", 1)[0] if objstore.basename(url) in (DATA_FILE, MANIFEST_FILE) else url
+
+
+def _download(url: str, local: Path, store: ObjectStore) -> None:
     if store.head(objstore.join_s3(url, MANIFEST_FILE)) is None:
         raise DataValidationError(
             f"snapshot {url} does not exist (no {MANIFEST_FILE}; an interrupted write leaves none). Check the "
             "snapshot path passed through XCom / the model version tag 'snapshot_path', or re-run the "
             "training-dataset task."
         )
-    with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
-        local = Path(tmp, "snapshot")
-        try:
-            for name in (MANIFEST_FILE, DATA_FILE):
-                store.download(objstore.join_s3(url, name), local / name)
-            return load_snapshot(local, verify=verify)
-        except DataValidationError as e:
-            raise DataValidationError(str(e).replace(str(local), url)) from e
+    for name in (MANIFEST_FILE, DATA_FILE):
+        store.download(objstore.join_s3(url, name), local / name)
+
+
+def fetch_snapshot(path: str | os.PathLike[str], dest: str | os.PathLike[str], *,
+                   store: ObjectStore | None = None) -> str:
+    """A local directory holding the snapshot ``path``: ``path`` itself when it is local, else ``dest`` after
+    its manifest and data were downloaded through ``store`` (for processes without the connection, e.g. the
+    ranks of a distributed training run). The hash is checked by whoever loads it."""
+    if not objstore.is_s3(path):
+        return str(path)
+    _download(_remote_dir(str(path)), Path(dest), _store(store))
+    return str(dest)
 
 
 def log_snapshot_input(

@@ -103,11 +103,14 @@ def evaluate_gate(
     report_dir: str,
     tracking: dict[str, Any] | None = None,
     evaluation_split: str = EVALUATION_SPLIT,
+    store: Any = None,
 ) -> dict[str, Any]:
     """Score challenger vs @champion on the snapshot's evaluation split; return the verdict (see module doc).
 
     ``gate``: the :class:`GateSpec` (its task defaults are filled in here, :meth:`GateSpec.for_task`);
-    ``training``: the model's :class:`TrainingSpec` (task, label, features).
+    ``training``: the model's :class:`TrainingSpec` (task, label, features). ``store``: the
+    :class:`~mlops_provider.runtime.io.objstore.ObjectStore` an ``s3://`` snapshot is read and an ``s3://``
+    ``report_dir`` written through (None: the process default).
     """
     try:
         gate = gate.for_task(training)
@@ -130,7 +133,8 @@ def evaluate_gate(
         "evaluated_at": datetime.now(UTC).isoformat(),
     }
     run = _GateRun(client=client, verdict=verdict, model_name=model_name, challenger_version=challenger_version,
-                   snapshot_path=str(snapshot_path), gate=gate, training=training, tracking=tracking)
+                   snapshot_path=str(snapshot_path), gate=gate, training=training, tracking=tracking,
+                   store=store)
     champion_version = None
     try:
         x, labels, side, manifest = run.evaluation_set(evaluation_split)
@@ -154,9 +158,9 @@ def evaluate_gate(
     except MlopsError as e:
         verdict["decision"] = "manual" if isinstance(e, SignatureMismatchError) else "error"
         verdict["error"] = f"{type(e).__name__}: {e}"
-        gate_verdict.record(client, model_name, challenger_version, verdict, report_dir)
+        gate_verdict.record(client, model_name, challenger_version, verdict, report_dir, store=store)
         raise
-    verdict = gate_verdict.record(client, model_name, challenger_version, verdict, report_dir)
+    verdict = gate_verdict.record(client, model_name, challenger_version, verdict, report_dir, store=store)
     if gate.model_card:
         gate_verdict.log_verdict(client, verdict["challenger"]["run_id"], verdict)
     log.info(
@@ -184,8 +188,10 @@ class _GateRun:
         gate: GateSpec,
         training: TrainingSpec,
         tracking: dict[str, Any] | None,
+        store: Any = None,
     ) -> None:
         self.client, self.verdict, self.model_name = client, verdict, model_name
+        self.store = store
         self.challenger_version, self.snapshot_path = challenger_version, snapshot_path
         self.gate, self.training, self.tracking = gate, training, tracking
         self.primary_metric = str(gate.primary_metric)
@@ -201,7 +207,7 @@ class _GateRun:
         from mlops_provider.runtime.features.snapshot import load_snapshot
 
         verdict, t = self.verdict, self.training
-        df, manifest = load_snapshot(self.snapshot_path)
+        df, manifest = load_snapshot(self.snapshot_path, store=self.store)
         extra = [s.column for s in self.gate.slices]
         x, labels, side = evaluation_frame(df, t.features.categorical, t.features.numeric, t.label,
                                            self.snapshot_path, split=split, extra=extra)
@@ -221,7 +227,7 @@ class _GateRun:
             },
         }
         # leakage: the evaluation rows must come after everything the challenger trained / early-stopped on
-        window = model_window(self.client, self.model_name, self.challenger_version)
+        window = model_window(self.client, self.model_name, self.challenger_version, store=self.store)
         verdict["challenger"]["training_window"] = iso_window(window)
         if window is None:
             verdict["warnings"].append("challenger training window unknown (no readable snapshot_path tag)")
@@ -280,7 +286,7 @@ class _GateRun:
                     f"{name}__force_promote DAG with a reason."
                 )
             champion.score(x)
-            champion_window = model_window(self.client, name, champion_version)
+            champion_window = model_window(self.client, name, champion_version, store=self.store)
             if self.eval_start is not None and overlaps(champion_window, self.eval_start, self.eval_end):
                 self.verdict["warnings"].append(
                     f"the champion v{champion_version} trained on part of the evaluation window: its scores are "

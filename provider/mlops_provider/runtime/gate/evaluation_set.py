@@ -70,9 +70,9 @@ def utc(value: Any) -> pd.Timestamp | None:
     return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")
 
 
-def model_window(client: MlflowClient, model_name: str, version: str) -> dict[str, Any] | None:
+def model_window(client: MlflowClient, model_name: str, version: str, *, store: Any = None) -> dict[str, Any] | None:
     """The training window of a version, from the manifest of the snapshot its ``snapshot_path`` tag names
-    (None when the tag or the manifest is missing)."""
+    (read through ``store`` when on ``s3://``; None when the tag or the manifest is missing)."""
     from mlops_provider.runtime.features.snapshot import read_manifest, training_window
 
     mv = client.get_model_version(model_name, version)
@@ -80,7 +80,7 @@ def model_window(client: MlflowClient, model_name: str, version: str) -> dict[st
     if not path:
         return None
     try:
-        manifest = read_manifest(path)
+        manifest = read_manifest(path, store=store)
     except MlopsError as e:
         log.warning(
             "cannot read the snapshot manifest of %s v%s (%s): training window unknown",

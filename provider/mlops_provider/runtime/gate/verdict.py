@@ -3,7 +3,8 @@
 The full verdict (every check with value and bound, the slice tables, behavioral results, calibration
 tables, ROC points, feature importances, confidence intervals) is written, on pass or fail, to
 
-- a JSON file ``<report_dir>/gate_<model>_v<version>.json`` (atomic write, :mod:`..io.atomic`);
+- a JSON file ``<report_dir>/gate_<model>_v<version>.json`` (local: atomic write; or an ``s3://`` object,
+  through the task's :class:`~mlops_provider.runtime.io.objstore.ObjectStore`);
 - ``gate/verdict.json`` + the model card on the challenger's MLflow run (``verdict_uri``);
 - ``gate.*`` tags on the model version (decision, failed checks, headline metrics, report path).
 
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 from mlflow import MlflowClient
 
-from mlops_provider.runtime.io.atomic import atomic_write_json
+from mlops_provider.runtime.io import objstore
+from mlops_provider.runtime.io.objstore import ObjectStore
 
 #: artifact directory of the model card and the verdict on the challenger's MLflow run
 CARD_DIR = "gate"
@@ -48,18 +50,21 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def report_path(report_dir: str, model_name: str, version: str) -> Path:
-    return Path(report_dir) / f"gate_{model_name}_v{version}.json"
+def report_path(report_dir: str, model_name: str, version: str) -> str:
+    """``<report_dir>/gate_<model>_v<version>.json`` (a local path or an ``s3://`` URL)."""
+    return objstore.join(report_dir, f"gate_{model_name}_v{version}.json")
 
 
 def record(
-    client: MlflowClient, model_name: str, version: str, verdict: dict[str, Any], report_dir: str
+    client: MlflowClient, model_name: str, version: str, verdict: dict[str, Any], report_dir: str,
+    *, store: ObjectStore | None = None,
 ) -> dict[str, Any]:
-    """Write the verdict JSON file and tag the version; returns the verdict (with ``report_path``)."""
+    """Write the verdict JSON file (through ``store`` when ``report_dir`` is ``s3://``) and tag the version;
+    returns the verdict (with ``report_path``)."""
     path = report_path(report_dir, model_name, version)
-    verdict["report_path"] = str(path)
+    verdict["report_path"] = path
     verdict = json_safe(verdict)
-    atomic_write_json(path, verdict)
+    (store or objstore.DEFAULT_STORE).write_json(path, verdict)
     failed = [c["name"] for c in verdict.get("checks", []) if not c.get("passed") and c.get("enforced", True)]
     tags = {
         "gate.decision": verdict["decision"],

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_provider.exceptions import DeploymentError, InfraValidationError
-from mlops_provider.runtime.io.atomic import atomic_write_json
+from mlops_provider.runtime.io import objstore
 from mlops_provider.runtime.io.objstore import ObjectStore
 from mlops_provider.runtime.serving.package import bento_config, safe_name
 from mlops_provider.runtime.serving.process import free_port, start_server, stop_server, wait_ready
@@ -241,7 +241,8 @@ def infra_validate(
 ) -> dict[str, Any]:
     """Serve ``bento_tag`` on a free loopback port and validate it (module docstring); returns the report.
 
-    ``store`` reads an ``s3://`` snapshot (None: the process's default store).
+    ``store`` reads an ``s3://`` snapshot and writes to an ``s3://`` ``report_dir`` (None: the process's
+    default store).
     """
     import httpx
     import mlflow
@@ -410,9 +411,9 @@ def infra_validate(
     report["passed"] = not problems
     report["finished_at"] = datetime.now(UTC).isoformat()
     if report_dir:
-        out = Path(report_dir) / f"{safe_name(bento_tag.replace(':', '-'))}.json"
-        atomic_write_json(out, report, sort_keys=False)
-        report["report_path"] = str(out)
+        out = objstore.join(report_dir, f"{safe_name(bento_tag.replace(':', '-'))}.json")
+        (store or objstore.DEFAULT_STORE).write_bytes(out, json.dumps(report, indent=2, default=str))
+        report["report_path"] = out
     if problems:
         shown = "\n  - ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""

@@ -20,11 +20,13 @@ TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
 
 
-def load_snapshot_frame(path: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """``(DataFrame, manifest)`` of a snapshot directory (features area's reader; verifies the hash)."""
+def load_snapshot_frame(path: str, *, store: Any = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``(DataFrame, manifest)`` of a snapshot directory or ``s3://`` prefix (features area's reader; verifies
+    the hash). ``store``: the :class:`~mlops_provider.runtime.io.objstore.ObjectStore` of the task's ``aws``
+    connection (None: the process default)."""
     from mlops_provider.runtime.features.snapshot import load_snapshot
 
-    return load_snapshot(path)
+    return load_snapshot(path, store=store)
 
 
 def check_frame(df: pd.DataFrame, categorical: list[str], numeric: list[str], label: str, where: str) -> None:

@@ -99,7 +99,8 @@ def train_distributed(cfg: dict[str, Any], out_dir: Path) -> dict[str, Any] | No
     epochs, batch_size, lr, seed, patience = spec.epochs, spec.batch_size, spec.learning_rate, spec.seed, spec.patience
     snapshot_path, model_name = str(cfg["snapshot"]), str(cfg["model_name"])
 
-    df, manifest = load_snapshot_frame(snapshot_path)
+    # the parent task downloaded an s3:// snapshot for the ranks (they have no Airflow connection)
+    df, manifest = load_snapshot_frame(str(cfg.get("snapshot_local") or snapshot_path))
     train_df, val_df, head = split_frames(df, spec, snapshot_path)
     del df
     snapshot_hash = str(manifest.get("hash", ""))
@@ -338,6 +339,7 @@ def train_task(
     sanity_check: bool = True,
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
+    store: Any = None,
 ) -> dict[str, Any]:
     """TorchDistributedTrainOperator's entry point: the content key, then :func:`launch`.
 
@@ -348,10 +350,10 @@ def train_task(
     """
     import tempfile
 
-    from mlops_provider.runtime.features.snapshot import read_manifest
+    from mlops_provider.runtime.features.snapshot import fetch_snapshot, read_manifest
     from mlops_provider.runtime.training.loop import sanity_check as run_sanity_check
 
-    manifest = read_manifest(snapshot_path)
+    manifest = read_manifest(snapshot_path, store=store)
     extra = ("force", dag_id, airflow_run_id) if force_retrain else ()
     key = content_key(model_name, str(manifest.get("hash", snapshot_path)), spec, "ddp", nproc_per_node, *extra)
     cfg = {"training": as_dict(spec), "snapshot": snapshot_path, "model_name": model_name,
@@ -362,13 +364,16 @@ def train_task(
         log.info("run %s already registered %s v%s; not relaunching", result["run_id"], model_name,
                  result["model_version"])
         return result
-    if sanity_check:
-        df, _ = load_snapshot_frame(snapshot_path)
-        _, _, head = split_frames(df, spec, snapshot_path)
-        run_sanity_check(df, spec.features.categorical, spec.features.numeric, spec.label, spec.architecture,
-                         head=head, seed=spec.seed)
-        del df
     with tempfile.TemporaryDirectory(prefix="mlops-ddp-") as out:
+        local = fetch_snapshot(snapshot_path, Path(out, "snapshot"), store=store)
+        if local != snapshot_path:
+            cfg["snapshot_local"] = local
+        if sanity_check:
+            df, _ = load_snapshot_frame(local)
+            _, _, head = split_frames(df, spec, snapshot_path)
+            run_sanity_check(df, spec.features.categorical, spec.features.numeric, spec.label, spec.architecture,
+                             head=head, seed=spec.seed)
+            del df
         return launch(cfg, out, nproc_per_node, timeout=timeout, on_line=on_line)
 
 

@@ -86,6 +86,7 @@ def start_parent_run(
     dag_id: str = "",
     airflow_run_id: str = "",
     force_retrain: bool = False,
+    store: Any = None,
 ) -> dict[str, Any]:
     """Create (or find by key) the parent run of a search; returns ``{"parent_run_id", "experiment_id",
     "key", "reused", "n_trials", "metric"}``.
@@ -93,7 +94,7 @@ def start_parent_run(
     Keyed by content like a training run (model, snapshot hash, search, the base training config): a later DAG
     run on the same snapshot and config finds the same parent, so its trials and registered best version are
     reused; ``force_retrain`` adds the Airflow run id."""
-    manifest = read_manifest(snapshot_path)
+    manifest = read_manifest(snapshot_path, store=store)
     snapshot_hash = str(manifest.get("hash", ""))
     base_config = resolved_config(model_name, snapshot_hash, base)
     key = make_idempotency_key(
@@ -149,6 +150,7 @@ def run_trial(
     tracking: dict[str, Any] | None = None,
     sanity_check: bool = True,
     on_run_start: Callable[[str, str], None] | None = None,
+    store: Any = None,
 ) -> dict[str, Any]:
     """Train one trial (``spec``: the training spec with the trial's parameters applied,
     :func:`mlops_provider.search_space.apply_trial`) with :func:`train` in a CHILD run of ``parent_run_id``
@@ -164,6 +166,7 @@ def run_trial(
     result = train(
         snapshot_path, model_name, spec, tracking=tracking, idempotency_key=key, on_run_start=on_run_start,
         register=False, run_name=trial_id, run_tags=run_tags, parent_run_id=parent_run_id, sanity_check=sanity_check,
+        store=store,
     )
     run = client.get_run(result["run_id"])
     if run.data.tags.get(PARENT_TAG) != parent_run_id:  # a run reused from before it was a child: adopt it

@@ -94,6 +94,7 @@ def reproduce(
     tolerance: float = 1e-6,
     runtime: TrainingSpec | None = None,
     on_run_start: Any = None,
+    store: Any = None,
 ) -> dict[str, Any]:
     """Retrain run ``run_id`` from its recorded snapshot, config and seed into a new run.
 
@@ -135,6 +136,7 @@ def reproduce(
         run_name=f"reproduce-{run_id[:8]}",
         run_tags={REPRODUCES_TAG: run_id},
         expected_snapshot_hash=str(config["snapshot_hash"]),
+        store=store,
     )
     new_run = client.get_run(result["run_id"])
     reproduced = {k: float(v) for k, v in new_run.data.metrics.items() if k in COMPARED_METRICS}

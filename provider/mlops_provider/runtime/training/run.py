@@ -108,6 +108,7 @@ def train(
     expected_snapshot_hash: str | None = None,
     sanity_check: bool = False,
     num_threads: int | None = None,
+    store: Any = None,
 ) -> dict[str, Any]:
     """Train ``spec`` on a snapshot, log and (by default) register a new version of ``model_name``. Returns
     ``{"run_id", "model_version", "model_uri", "metrics", "tracking_uri", "reused", "resumed_from_epoch",
@@ -128,10 +129,12 @@ def train(
     ``parent_run_id`` (child runs), ``device`` (default: CUDA when present), ``dag_file`` / ``project_dir``
     (git lineage tags), ``expected_snapshot_hash`` (refuse a snapshot whose manifest hash differs),
     ``sanity_check`` (run :func:`~.loop.sanity_check` before the MLflow run starts; skipped when the keyed run
-    is reused), ``num_threads`` (torch intra-op threads on CPU; default :func:`~.loop.cpu_threads`).
+    is reused), ``num_threads`` (torch intra-op threads on CPU; default :func:`~.loop.cpu_threads`),
+    ``store`` (the :class:`~mlops_provider.runtime.io.objstore.ObjectStore` an ``s3://`` snapshot is read
+    through; None: the process default).
     """
     arch_n = normalize_architecture(spec.architecture)
-    df, manifest = load_snapshot_frame(snapshot_path)
+    df, manifest = load_snapshot_frame(snapshot_path, store=store)
     snapshot_hash = str(manifest.get("hash", ""))
     if expected_snapshot_hash and snapshot_hash != expected_snapshot_hash:
         raise TrainingError(
@@ -310,6 +313,7 @@ def train_task(
     force_retrain: bool = False,
     dag_file: str | None = None,
     on_run_start: Callable[[str, str], None] | None = None,
+    store: Any = None,
 ) -> dict[str, Any]:
     """TorchTrainOperator's entry point: :func:`train` under the content key, with the sanity check.
 
@@ -320,7 +324,7 @@ def train_task(
     """
     from mlops_provider.runtime.features.snapshot import read_manifest
 
-    manifest = read_manifest(snapshot_path)
+    manifest = read_manifest(snapshot_path, store=store)
     snapshot_hash = str(manifest.get("hash", snapshot_path))
     log.info("snapshot %s: %s rows, hash %s", snapshot_path, manifest.get("rows"), snapshot_hash[:16])
     extra = ("force", dag_id, airflow_run_id) if force_retrain else ()
@@ -329,7 +333,7 @@ def train_task(
     if force_retrain:
         tags["force_retrain"] = "true"
     return train(snapshot_path, model_name, spec, tags=tags, tracking=tracking, idempotency_key=key,
-                 on_run_start=on_run_start, dag_file=dag_file, sanity_check=True)
+                 on_run_start=on_run_start, dag_file=dag_file, sanity_check=True, store=store)
 
 
 __all__ = ["content_key", "resolved_config", "train", "train_task"]
