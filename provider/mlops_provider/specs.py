@@ -77,7 +77,7 @@ class ArrivalSpec(_Spec):
     """Data arrival: an AssetWatcher on the landing zone (a directory or an ``s3://`` prefix)."""
 
     path: Annotated[str | None, Field(description="Landing zone: a directory or s3://bucket/prefix/; default "
-                                                  "<home>/landing/<model>.")] = None
+                                                  "<storage root>/landing/<model>.")] = None
     pattern: Annotated[str, Field(description="Glob of the files that count as arrivals.")] = "*.parquet"
     poll_interval: Annotated[float, Field(gt=0, description="Seconds between two scans.")] = 5.0
     settle_seconds: Annotated[float, Field(ge=0, description="A file must be unchanged this long to count.")] = 2.0
@@ -726,7 +726,7 @@ class ServingSpec(_Spec):
                                                "monitor reads them: a directory shared by the hosts, or "
                                                "s3://bucket/prefix (connections.aws for the monitor; the "
                                                "served process uses the AWS environment of its host or "
-                                               "pod). Default <home>/inference_log/<model>.")] = None
+                                               "pod). Default <storage root>/inference_log/<model>.")] = None
     request: RequestSpec = _d(RequestSpec)
     threshold: Annotated[float, Field(ge=0.0, le=1.0, description="Binary task: prediction = 1 when the "
                                                                   "probability >= threshold.")] = 0.5
@@ -1016,7 +1016,7 @@ class RetrainGuards(_Spec):
                                                                             "long.")] = 72.0
     state_path: Annotated[str | None, Field(description="Guard ledger: a local path shared by the workers, or "
                                                         "s3://bucket/key.json; default "
-                                                        "<home>/state/retrain_guard/<model>.json.")] = None
+                                                        "<storage root>/state/retrain_guard/<model>.json.")] = None
 
 
 AlertEvent = Literal["drift", "performance", "circuit_breaker"]

@@ -440,7 +440,7 @@ def test_celery_workers_split_by_queue_and_the_gpu_pool_serializes_training(clus
     assert _keys(s3["client"], snapshot.removeprefix(f"s3://{BUCKET}/")) == [
         f"{snapshot.removeprefix(f's3://{BUCKET}/')}/{name}" for name in ("data.parquet", "manifest.json")]
     reports = _keys(s3["client"], f"{STORAGE_PREFIX}/reports/{MODEL}/")
-    assert {k.split("/")[3] for k in reports} == {"validation", "gate", "infra_validation"}, reports
+    assert {"validation", "gate", "infra_validation"} <= {k.split("/")[3] for k in reports}, reports
     verdict = api.xcom(f"{MODEL}__training", golden["runs"]["training"][0]["dag_run_id"], "gate")
     assert verdict["report_path"].removeprefix(f"s3://{BUCKET}/") in reports, verdict
     for local in ("landing", "snapshots", "reports", "inference_log", "state/retrain_guard"):
