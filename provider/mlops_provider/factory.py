@@ -236,12 +236,15 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
         )
         head: Any
         tail: Any
+        # checkpoints under storage.root (mirrored to S3): a retry on another GPU worker resumes; unset, the
+        # worker's $MLOPS_HOME/checkpoints as before
+        checkpoints = cfg.shared("checkpoints") if cfg.storage.root else None
         routing: dict[str, Any] = {"queue": _queue(t.queue), **({"pool": t.pool} if t.pool else {}),
                                    "retries": t.retries, "retry_delay": timedelta(seconds=t.retry_delay_seconds)}
         if t.search is not None:
             search = add_search_tasks(dag, snapshot=_xcom("training_dataset", "path"), model_name=cfg.model,
                                       training=t, mlflow_conn_id=cfg.connections.mlflow,
-                                      aws_conn_id=cfg.connections.aws, **routing)
+                                      aws_conn_id=cfg.connections.aws, checkpoint_root=checkpoints, **routing)
             head, tail = search.first, search.last
         else:
             head = tail = TorchTrainOperator(
@@ -251,6 +254,7 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
                 training=training,
                 mlflow_conn_id=cfg.connections.mlflow,
                 aws_conn_id=cfg.connections.aws,
+                checkpoint_root=checkpoints,
                 **routing,
             )
         g = cfg.gate

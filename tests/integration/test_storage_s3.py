@@ -121,3 +121,35 @@ def test_validation_reports_of_a_rejected_landing_are_written_to_s3(env) -> None
     report = env.store.read_json(f"s3://{BUCKET}/{keys[1]}")
     assert report["passed"] is False and {f["rule"] for f in report["failures"]} == {"unknown_table"}
     assert "FAILED" in env.store.read_bytes(f"s3://{BUCKET}/{keys[0]}").decode()
+
+
+def test_a_retry_on_another_worker_resumes_from_the_checkpoint_mirrored_to_s3(env, tmp_path) -> None:
+    """Each epoch's checkpoint is uploaded under <storage.root>/checkpoints/<model>/<key>/: the retry of a
+    killed attempt on a worker without the local file (another home) downloads it and resumes in the same
+    MLflow run; a finished run removes it."""
+    from mlops_provider.runtime.training.run import train
+
+    spec = training_spec(epochs=4, patience=4, checkpoint_every=1)
+    root, key = f"{ROOT}/checkpoints", "mirror-key"
+    runs: list[str] = []
+
+    class Killed(Exception):
+        pass
+
+    def die(epoch: int, _row: dict) -> None:
+        if epoch == 2:
+            raise Killed
+
+    common = {"tracking": env.tracking, "idempotency_key": key, "checkpoint_root": root, "store": env.store,
+              "on_run_start": lambda run_id, _exp: runs.append(run_id)}
+    with pytest.raises(Killed):
+        train(env.snapshot, "mirror_model", spec, checkpoint_home=str(tmp_path / "worker-a"), on_epoch=die, **common)
+    mirrored = f"pipelines/checkpoints/mirror_model/{key}/checkpoint.pt"
+    assert _keys(env, "pipelines/checkpoints/") == [mirrored]
+
+    result = train(env.snapshot, "mirror_model", spec, checkpoint_home=str(tmp_path / "worker-b"), **common)
+    assert result["resumed_from_epoch"] in (1, 2), result  # the kill came after epoch 2's checkpoint began
+    assert runs[1] == runs[0] == result["run_id"] and result["model_version"] is not None
+    assert env.client.get_run(result["run_id"]).data.tags["mlops.resumed_from_epoch"] == str(
+        result["resumed_from_epoch"])
+    assert _keys(env, "pipelines/checkpoints/") == []  # done: the mirror is cleared with the local copy

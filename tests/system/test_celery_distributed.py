@@ -554,8 +554,12 @@ def test_failure_drills_while_a_second_month_lands(cluster, golden) -> None:
              or _ti(api, training, run_id, "hpo_trial", killed).get("state") == "up_for_retry",
              "the scheduler to fail the silent trial and schedule its retry", HEARTBEAT_TIMEOUT_S + 180, interval=2)
     mark(f"trial {killed} up for retry")
+    # the worker comes back as another machine: no local checkpoint, only the one mirrored under storage.root
+    mirrored = _keys(cluster["services"]["s3"]["client"], f"{STORAGE_PREFIX}/checkpoints/{MODEL}/")
+    assert len(mirrored) == 1 and mirrored[0].endswith("/checkpoint.pt"), mirrored
+    shutil.rmtree(home / "checkpoints")
     af.restart("worker-gpu")
-    mark("gpu worker restarted")
+    mark("gpu worker restarted (local checkpoints wiped)")
 
     # 4. The broker goes away during the retried trial and stays away while the scheduler has to hand the
     #    next task to Celery; then it comes back with its data. A task reports to the API server, not
@@ -603,6 +607,7 @@ def test_failure_drills_while_a_second_month_lands(cluster, golden) -> None:
     assert result["run_id"] == orphan[0].info.run_id, (result, orphan[0].info.run_id)
     assert result["resumed_from_epoch"] is not None and 1 <= result["resumed_from_epoch"] <= EPOCHS, result
     assert client.get_run(result["run_id"]).info.status == "FINISHED"
+    assert _keys(cluster["services"]["s3"]["client"], f"{STORAGE_PREFIX}/checkpoints/") == []  # cleared when done
     trials = client.search_runs([orphan[0].info.experiment_id],
                                 f"tags.`mlflow.parentRunId` = '{result['parent_run_id']}'")
     assert len(trials) == 2 and {t.info.status for t in trials} == {"FINISHED"}, trials  # one run per trial

@@ -219,6 +219,9 @@ def test_storage_root_moves_every_shared_file_and_every_task_gets_the_aws_connec
     readers = [t for k, t in tasks.items() if k[1] in ("train", "hpo_trial", "hpo_parent", "gate", "promote")
                or k in expected]
     assert readers and {t.task_id: t.aws_conn_id for t in readers} == {t.task_id: "lake_s3" for t in readers}
+    # training checkpoints follow storage.root (mirrored there when it is s3://); unset: the worker's home
+    trainers = [t for k, t in tasks.items() if k[1] in ("train", "hpo_trial")]
+    assert trainers and {t.checkpoint_root for t in trainers} == {f"{base}/checkpoints" if root else None}
     # an explicit key wins over the root
     data["serving"]["inference_log"] = "s3://logs/inference"
     path.write_text(yaml.safe_dump(data))

@@ -152,6 +152,7 @@ class HpoTrialOperator(TrainingSpecOperator):
         result = hpo.run_trial(
             self.snapshot, self.model_name, spec, trial, parent_run_id=str(parent["parent_run_id"]),
             tracking=tracking, sanity_check=self.sanity_check, on_run_start=on_run_start, store=self.object_store(),
+            checkpoint_root=self.checkpoint_root,
         )
         self.log.info("trial %s: %s (run %s%s)", result["trial_id"], result["metrics"], result["run_id"],
                       ", reused" if result["reused"] else "")
@@ -245,6 +246,7 @@ def add_search_tasks(
     training: TrainingSpec,
     mlflow_conn_id: str = "mlflow_default",
     aws_conn_id: str | None = "aws_default",
+    checkpoint_root: str | None = None,
     queue: str = GPU_QUEUE,
     pool: str | None = None,
     task_prefix: str = "",
@@ -283,7 +285,8 @@ def add_search_tasks(
         )
         mapped = HpoTrialOperator.partial(
             task_id=f"{task_prefix}hpo_trial", snapshot=snapshot, model_name=model_name, parent=parent.output,
-            training=spec, mlflow_conn_id=mlflow_conn_id, aws_conn_id=aws_conn_id, queue=queue, **trial_kwargs,
+            training=spec, mlflow_conn_id=mlflow_conn_id, aws_conn_id=aws_conn_id, checkpoint_root=checkpoint_root,
+            queue=queue, **trial_kwargs,
         ).expand(trial=trials)
         select = HpoSelectBestOperator(
             task_id=f"{task_prefix}select_best", model_name=model_name, parent=parent.output,

@@ -93,7 +93,13 @@ class GpuRoutedOperator(BaseOperator):
 
 class TrainingSpecOperator(GpuRoutedOperator):
     """Base of the operators that train ``training`` (the TrainingSpec as one templated dict) on ``snapshot``
-    into MLflow model ``model_name``: the shared arguments and the MLflow preamble of ``execute``."""
+    into MLflow model ``model_name``: the shared arguments and the MLflow preamble of ``execute``.
+
+    ``snapshot`` may be an ``s3://`` URL, read through ``aws_conn_id`` (a GPU worker needs no AWS environment
+    of its own). ``checkpoint_root`` (the factory passes ``<storage.root>/checkpoints`` when the YAML sets
+    ``storage.root``): a directory the workers share, or an ``s3://`` prefix every epoch checkpoint is
+    mirrored to, so a retry on another worker resumes; None: the worker's ``$MLOPS_HOME/checkpoints``. The
+    distributed (torchrun) operator does not checkpoint."""
 
     template_fields: Sequence[str] = ("snapshot", "model_name", "training")
     operator_extra_links = (MLflowRunLink(),)
@@ -108,11 +114,13 @@ class TrainingSpecOperator(GpuRoutedOperator):
         mlflow_conn_id: str = "mlflow_default",
         force_retrain: bool = False,
         aws_conn_id: str | None = "aws_default",
+        checkpoint_root: str | None = None,
         queue: str = GPU_QUEUE,
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(queue=queue, pool=pool, **kwargs)
+        self.checkpoint_root = checkpoint_root
         self.snapshot = snapshot
         self.model_name = model_name
         self.training = training
@@ -173,6 +181,7 @@ class TorchTrainOperator(TrainingSpecOperator):
             self.snapshot, self.model_name, spec, tracking=tracking, dag_id=dag_id, airflow_run_id=run_id,
             data_interval=_data_interval(context), force_retrain=force_retrain(context, self.force_retrain),
             dag_file=_dag_file(context), on_run_start=on_run_start, store=self.object_store(),
+            checkpoint_root=self.checkpoint_root,
         )
         if result.get("resumed_from_epoch"):
             self.log.info("resumed from the checkpoint of epoch %s in MLflow run %s",

@@ -14,8 +14,10 @@ most one write is in flight (the next save waits for it) and ``wait()`` — call
 training result is used — re-raises a failed write.
 
 The directory is local to the worker: a retry resumes when it lands on the same machine (or the
-directory sits on a shared volume, e.g. ``$MLOPS_HOME`` on a PVC); otherwise it starts over in
-the same MLflow run.
+directory sits on a shared volume, e.g. ``$MLOPS_HOME`` on a PVC). With a ``mirror`` (an ``s3://`` prefix:
+``<storage.root>/checkpoints/<model>/<key>``) every durable write is also uploaded, by the same background
+thread, and a worker without the local file downloads the mirror's before it resumes: a retry on another
+machine resumes too. Without either it starts over in the same MLflow run.
 """
 
 from __future__ import annotations
@@ -39,18 +41,44 @@ CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 
 
-def checkpoint_dir(model: str, key: str, home: str | os.PathLike[str] | None = None) -> Path:
-    """``<home>/checkpoints/<model>/<key>/`` (home = ``$MLOPS_HOME`` by default)."""
+def checkpoint_dir(model: str, key: str, home: str | os.PathLike[str] | None = None, *,
+                   root: str | None = None) -> Path:
+    """``<root>/<model>/<key>/`` for a local ``root`` (a directory the workers share), else
+    ``<home>/checkpoints/<model>/<key>/`` (home = ``$MLOPS_HOME`` by default; an ``s3://`` root is mirrored
+    from there: :func:`checkpoint_mirror`)."""
+    if root and not root.startswith("s3://"):
+        return Path(root) / model / key
     return ModelPaths.for_model(model, home).home / "checkpoints" / model / key
 
 
-class CheckpointStore:
-    """Save / load / clear the single latest checkpoint of one training key."""
+def checkpoint_mirror(root: str | None, model: str, key: str) -> str | None:
+    """``<root>/<model>/<key>`` when ``root`` is an ``s3://`` prefix (the checkpoints under the storage root),
+    else None: a local root is a directory the workers share, no mirror needed."""
+    return "/".join([root.rstrip("/"), model, key]) if root and root.startswith("s3://") else None
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+
+class CheckpointStore:
+    """Save / load / clear the single latest checkpoint of one training key (in ``directory``, mirrored to the
+    ``s3://`` prefix ``mirror`` through ``objects``, an ObjectStore, when given)."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, mirror: str | None = None, objects: Any = None) -> None:
         self.directory = Path(directory)
+        self.mirror = mirror.rstrip("/") if mirror else None
+        self._objects = objects
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[Path] | None = None
+
+    @property
+    def objects(self) -> Any:
+        if self._objects is None:
+            from mlops_provider.runtime.io.objstore import DEFAULT_STORE
+
+            self._objects = DEFAULT_STORE
+        return self._objects
+
+    @property
+    def remote(self) -> str | None:
+        return f"{self.mirror}/{CHECKPOINT_FILE}" if self.mirror else None
 
     def save_async(self, state: dict[str, Any]) -> None:
         """Snapshot ``state`` now (tensors cloned to CPU), write it in the background.
@@ -85,10 +113,20 @@ class CheckpointStore:
         """Write ``state`` durably (atomic replace, file and directory fsynced: ``runtime/io/atomic.py``)."""
         with atomic_path(self.path, fsync=True) as tmp, open(tmp, "wb") as f:
             torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
+        if self.remote:  # one object PUT: a reader sees the previous or the new checkpoint, never half of one
+            self.objects.upload(self.path, self.remote)
         return self.path
 
     def load(self) -> dict[str, Any] | None:
-        """The checkpoint, or None when there is none or it is unreadable (then training starts over)."""
+        """The checkpoint (the mirror's when there is one, else the local file), or None when there is none or it
+        is unreadable (then training starts over)."""
+        if self.remote:  # the mirror is never older than a local copy: each save uploads before it returns
+            try:
+                if self.objects.head(self.remote) is not None:
+                    self.objects.download(self.remote, self.path)
+                    log.info("fetched checkpoint %s into %s", self.remote, self.path)
+            except Exception as e:  # noqa: BLE001 - an unreachable mirror must not block training
+                log.warning("cannot fetch checkpoint %s (%s); using a local copy if there is one", self.remote, e)
         if not self.path.is_file():
             return None
         try:
@@ -105,6 +143,11 @@ class CheckpointStore:
     def clear(self) -> None:
         self.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self.remote:
+            try:
+                self.objects.delete(self.remote)
+            except Exception as e:  # noqa: BLE001 - a leftover object is only storage; the run key is what matters
+                log.warning("could not delete checkpoint %s: %s", self.remote, e)
 
 
 def _snapshot(obj: Any) -> Any:

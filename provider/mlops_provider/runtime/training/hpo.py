@@ -151,6 +151,7 @@ def run_trial(
     sanity_check: bool = True,
     on_run_start: Callable[[str, str], None] | None = None,
     store: Any = None,
+    checkpoint_root: str | None = None,
 ) -> dict[str, Any]:
     """Train one trial (``spec``: the training spec with the trial's parameters applied,
     :func:`mlops_provider.search_space.apply_trial`) with :func:`train` in a CHILD run of ``parent_run_id``
@@ -166,7 +167,7 @@ def run_trial(
     result = train(
         snapshot_path, model_name, spec, tracking=tracking, idempotency_key=key, on_run_start=on_run_start,
         register=False, run_name=trial_id, run_tags=run_tags, parent_run_id=parent_run_id, sanity_check=sanity_check,
-        store=store,
+        store=store, checkpoint_root=checkpoint_root,
     )
     run = client.get_run(result["run_id"])
     if run.data.tags.get(PARENT_TAG) != parent_run_id:  # a run reused from before it was a child: adopt it

@@ -40,7 +40,7 @@ import torch
 from mlops_provider.exceptions import TrainingError
 from mlops_provider.runtime.training import loop
 from mlops_provider.runtime.training.architectures import build_network
-from mlops_provider.runtime.training.checkpoint import CheckpointStore, checkpoint_dir
+from mlops_provider.runtime.training.checkpoint import CheckpointStore, checkpoint_dir, checkpoint_mirror
 from mlops_provider.runtime.training.data import load_snapshot_frame, split_frames
 from mlops_provider.runtime.training.model import Preprocessor, normalize_architecture, predict_logits
 from mlops_provider.runtime.training.tracking import (
@@ -102,6 +102,7 @@ def train(
     parent_run_id: str | None = None,
     device: str | None = None,
     checkpoint_home: str | None = None,
+    checkpoint_root: str | None = None,
     keep_checkpoint: bool = False,
     dag_file: str | None = None,
     project_dir: str | None = None,
@@ -131,7 +132,9 @@ def train(
     ``sanity_check`` (run :func:`~.loop.sanity_check` before the MLflow run starts; skipped when the keyed run
     is reused), ``num_threads`` (torch intra-op threads on CPU; default :func:`~.loop.cpu_threads`),
     ``store`` (the :class:`~mlops_provider.runtime.io.objstore.ObjectStore` an ``s3://`` snapshot is read
-    through; None: the process default).
+    through; None: the process default), ``checkpoint_root`` (``<storage.root>/checkpoints``: a directory the
+    workers share, or an ``s3://`` prefix the local checkpoint is mirrored to through ``store``, so a retry on
+    another worker resumes; default ``$MLOPS_HOME/checkpoints`` of the worker).
     """
     arch_n = normalize_architecture(spec.architecture)
     df, manifest = load_snapshot_frame(snapshot_path, store=store)
@@ -153,7 +156,8 @@ def train(
         client, experiment_name or model_name, (tracking or {}).get("artifact_location")
     )
     existing = find_keyed_run(client, experiment_id, key)
-    store = CheckpointStore(checkpoint_dir(model_name, key, checkpoint_home))
+    checkpoints = CheckpointStore(checkpoint_dir(model_name, key, checkpoint_home, root=checkpoint_root),
+                                  mirror=checkpoint_mirror(checkpoint_root, model_name, key), objects=store)
     resume_run_id: str | None = None
     if existing is not None:
         version = registered_version(client, model_name, existing) if register else None
@@ -165,7 +169,7 @@ def train(
                 client.set_terminated(existing.info.run_id, "FINISHED")
             log.info("run %s (key %s) already complete%s; not retraining", existing.info.run_id, key,
                      f" and registered {model_name} v{version.version}" if version is not None else "")
-            store.clear()
+            checkpoints.clear()
             return run_result(existing.info.run_id, version, final_metrics(existing.data.metrics), uri, reused=True,
                               resumed_from_epoch=None, epochs_run=int(existing.data.metrics.get("epochs_run", 0)))
         resume_run_id = existing.info.run_id
@@ -179,11 +183,11 @@ def train(
     probe_net = build_network(arch_n, len(numeric), pre.cardinalities, head.n_outputs, head.task)
     del probe_net
 
-    checkpoint = store.load()
+    checkpoint = checkpoints.load()
     if checkpoint is not None and (resume_run_id is None or checkpoint.get("run_id") != resume_run_id
                                    or checkpoint.get("config_hash") != resolved_hash):
-        log.info("discarding checkpoint %s: it belongs to another run or configuration", store.path)
-        store.clear()
+        log.info("discarding checkpoint %s: it belongs to another run or configuration", checkpoints.path)
+        checkpoints.clear()
         checkpoint = None
     if resume_run_id is not None and checkpoint is None:
         # killed before its first checkpoint: nothing to resume; close it instead of leaving it RUNNING
@@ -250,7 +254,7 @@ def train(
             net, history, best_epoch = loop.fit_network(
                 pre, train_df, val_df, label, arch_n, epochs=spec.epochs, batch_size=spec.batch_size,
                 lr=spec.learning_rate, seed=spec.seed, patience=spec.patience, head=head, on_epoch=epoch_done,
-                device=dev, compile_model=spec.compile, checkpoint=store, checkpoint_every=spec.checkpoint_every,
+                device=dev, compile_model=spec.compile, checkpoint=checkpoints, checkpoint_every=spec.checkpoint_every,
                 checkpoint_extra={"run_id": run_id, "key": key, "config_hash": resolved_hash},
                 resume=checkpoint, num_threads=num_threads,
             )
@@ -272,7 +276,7 @@ def train(
         finally:
             writer.close()  # idempotent: on an error, what is queued still reaches the store
     if not keep_checkpoint:
-        store.clear()
+        checkpoints.clear()
     log.info("%s %s from run %s: %s", "registered" if version is not None else "logged",
              f"{model_name} v{version.version}" if version is not None else model_name, run_id, metrics)
     return run_result(run_id, version, final_metrics(metrics), uri, False, resumed_from_epoch=resumed_from,
@@ -314,6 +318,7 @@ def train_task(
     dag_file: str | None = None,
     on_run_start: Callable[[str, str], None] | None = None,
     store: Any = None,
+    checkpoint_root: str | None = None,
 ) -> dict[str, Any]:
     """TorchTrainOperator's entry point: :func:`train` under the content key, with the sanity check.
 
@@ -333,7 +338,8 @@ def train_task(
     if force_retrain:
         tags["force_retrain"] = "true"
     return train(snapshot_path, model_name, spec, tags=tags, tracking=tracking, idempotency_key=key,
-                 on_run_start=on_run_start, dag_file=dag_file, sanity_check=True, store=store)
+                 on_run_start=on_run_start, dag_file=dag_file, sanity_check=True, store=store,
+                 checkpoint_root=checkpoint_root)
 
 
 __all__ = ["content_key", "resolved_config", "train", "train_task"]
