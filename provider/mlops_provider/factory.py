@@ -85,7 +85,9 @@ class PipelineAssets:
                     trigger=DataArrivalTrigger(
                         path=cfg.landing_path,
                         pattern=arrival.pattern,
-                        state_path=str(cfg.paths.state / f"{m}_arrival_watermark.json"),
+                        # under storage.root when set: a triggerer restarted on another host keeps it
+                        state_path=(cfg.shared("state", f"{m}_arrival_watermark.json") if cfg.storage.root
+                                    else str(cfg.paths.state / f"{m}_arrival_watermark.json")),
                         poll_interval=arrival.poll_interval,
                         settle_seconds=arrival.settle_seconds,
                         batch_files=arrival.batch_files,

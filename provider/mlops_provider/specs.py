@@ -1091,7 +1091,9 @@ class StorageSpec(_Spec):
         "Where the pipeline's shared files live: training snapshots (<root>/snapshots/<model>), reports "
         "(<root>/reports/<model>/<kind>) and, unless their own keys say otherwise, the landing zone "
         "(<root>/landing/<model>), the inference log (<root>/inference_log/<model>) and the retrain-guard "
-        "ledger (<root>/state/retrain_guard/<model>.json). A directory every worker sees, or s3://bucket/prefix "
+        "ledger (<root>/state/retrain_guard/<model>.json). When set, also the landing watcher's watermark "
+        "(<root>/state) and the training checkpoints (<root>/checkpoints, mirrored there from the GPU worker), "
+        "so no worker or triggerer keeps state of its own. A directory every worker sees, or s3://bucket/prefix "
         "read and written through connections.aws. Default: the home ($MLOPS_HOME), the embedded layout."),
         examples=["s3://mlops/pipelines"])] = None
 

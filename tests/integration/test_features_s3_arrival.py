@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from conftest_features_s3 import bucket, moto_s3  # noqa: F401 - fixtures
 
 from mlops_provider.triggers.data_arrival import DataArrivalTrigger, Watermark
@@ -14,9 +15,9 @@ PREFIX = "landing/flights_delay/"
 
 
 def _trigger(tmp_path: Path, bucket_name: str, **kw) -> DataArrivalTrigger:
-    opts = {"poll_interval": 0.01, "settle_seconds": 0, "batch_files": 1, "batch_seconds": 0, **kw}
-    return DataArrivalTrigger(path=f"s3://{bucket_name}/{PREFIX}", pattern="*.parquet",
-                              state_path=str(tmp_path / "wm.json"), **opts)
+    opts = {"poll_interval": 0.01, "settle_seconds": 0, "batch_files": 1, "batch_seconds": 0,
+            "state_path": str(tmp_path / "wm.json"), **kw}
+    return DataArrivalTrigger(path=f"s3://{bucket_name}/{PREFIX}", pattern="*.parquet", **opts)
 
 
 def _events(trig: DataArrivalTrigger, wait: float = 1.5, first: float | None = 30.0) -> list:
@@ -103,3 +104,27 @@ def test_s3_coalescing_n_files_or_t_seconds(tmp_path, moto_s3, bucket):  # noqa:
 def test_missing_bucket_prefix_is_empty_not_an_error(tmp_path, moto_s3, bucket):  # noqa: F811
     trig = DataArrivalTrigger(path=f"s3://{bucket}/nothing-here/", state_path=str(tmp_path / "wm.json"))
     assert trig.poll_once(Watermark(trig.state_path), {}, 0.0) is None
+
+
+def test_watermark_under_an_s3_storage_root_survives_a_triggerer_on_another_host(tmp_path, moto_s3, bucket):  # noqa: F811
+    """storage.root on S3 puts the watermark there: a trigger rebuilt from its serialized kwargs (another
+    triggerer host, nothing local) replays nothing, and sees the next file once."""
+    state = f"s3://{bucket}/pipelines/state/flights_delay_arrival_watermark.json"
+    trig = _trigger(tmp_path, bucket, state_path=state)
+    classpath, kwargs = trig.serialize()
+    assert kwargs["state_path"] == state and kwargs["aws_conn_id"] == "aws_default"
+    jan = moto_s3.put(bucket, PREFIX + "flights_2013_01.parquet", b"jan")
+    (ev,) = _events(trig)
+    assert ev.payload["files"] == [jan]
+    assert set(json.loads(moto_s3.client.get_object(Bucket=bucket, Key=state.split("/", 3)[3])["Body"].read())[
+        "seen"]) == {jan}
+    assert not list(tmp_path.iterdir())  # nothing written locally
+
+    again = DataArrivalTrigger(**kwargs)
+    assert _events(again, wait=2, first=None) == []
+    feb = moto_s3.put(bucket, PREFIX + "flights_2013_02.parquet", b"feb")
+    (ev2,) = _events(DataArrivalTrigger(**kwargs))
+    assert ev2.payload["files"] == [feb]
+    # an S3 watermark needs the store: refusing is better than treating it as "nothing seen"
+    with pytest.raises(ValueError, match="object store"):
+        Watermark(state)

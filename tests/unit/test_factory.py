@@ -219,6 +219,10 @@ def test_storage_root_moves_every_shared_file_and_every_task_gets_the_aws_connec
     readers = [t for k, t in tasks.items() if k[1] in ("train", "hpo_trial", "hpo_parent", "gate", "promote")
                or k in expected]
     assert readers and {t.task_id: t.aws_conn_id for t in readers} == {t.task_id: "lake_s3" for t in readers}
+    # the landing watcher's watermark too (a triggerer restarted elsewhere keeps it); unset: the home's state
+    (watcher,) = PipelineAssets(cfg).landing.watchers
+    assert watcher.trigger.state_path == (f"{base}/state/{m}_arrival_watermark.json" if root
+                                          else str(cfg.paths.state / f"{m}_arrival_watermark.json"))
     # training checkpoints follow storage.root (mirrored there when it is s3://); unset: the worker's home
     trainers = [t for k, t in tasks.items() if k[1] in ("train", "hpo_trial")]
     assert trainers and {t.checkpoint_root for t in trainers} == {f"{base}/checkpoints" if root else None}

@@ -16,7 +16,9 @@ The event payload (``asset_event.extra["payload"]``) is::
     {"path": <landing dir or s3 prefix>, "files": [absolute paths or s3:// URLs, sorted], "count": n,
      "fingerprints": {file: "size:mtime_ns" | "size:etag"}, "skipped": [0-byte files, sorted]}
 
-The watermark is a local JSON file (``state_path``): for a directory it defaults to
+The watermark is a JSON file (``state_path``), local or an ``s3://`` object (the factory puts it under
+``storage.root`` when the YAML sets one, so a triggerer that restarts on another host keeps it); for a
+directory it defaults to
 ``<dir>/.mlops_arrival_watermark.json``; for an S3 prefix to
 ``$MLOPS_HOME/state/arrival/s3-<sha1 of the prefix URL>.json`` (resolved when the trigger is built,
 i.e. at DAG parse time, and serialized, so the triggerer uses the same file). The triggerer must be
@@ -94,16 +96,24 @@ def default_s3_state_path(path: str) -> str:
 
 
 class Watermark:
-    """The set of (file, fingerprint) already emitted, persisted atomically as JSON."""
+    """The set of (file, fingerprint) already emitted, persisted as JSON: a local file written atomically, or
+    an ``s3://`` object (one PUT) through ``store``. A missing or corrupt watermark starts empty; an S3 error
+    other than "absent" is raised (the trigger fails and is restarted), never read as "nothing seen"."""
 
-    def __init__(self, state_path: str) -> None:
-        self.state_path = Path(state_path)
+    def __init__(self, state_path: str, store: Any = None) -> None:
+        self.state_path = str(state_path)
+        self.store = store
         self.seen: dict[str, str] = {}
-        if self.state_path.exists():
-            try:
-                self.seen = json.loads(self.state_path.read_text())["seen"]
-            except (ValueError, KeyError, OSError):
-                self.seen = {}
+        remote = self.state_path.startswith("s3://")
+        if remote and store is None:
+            raise ValueError(f"watermark {self.state_path} is on S3: pass the trigger's object store")
+        try:
+            if remote:
+                self.seen = store.read_json(self.state_path)["seen"] if store.head(self.state_path) else {}
+            elif Path(self.state_path).exists():
+                self.seen = json.loads(Path(self.state_path).read_text())["seen"]
+        except (ValueError, KeyError, TypeError, OSError):
+            self.seen = {}
 
     def new_or_changed(self, current: dict[str, str]) -> dict[str, str]:
         return {f: fp for f, fp in current.items() if self.seen.get(f) != fp}
@@ -112,7 +122,11 @@ class Watermark:
         from mlops_provider.runtime.io.atomic import atomic_write
 
         self.seen.update(files)
-        atomic_write(self.state_path, json.dumps({"seen": self.seen}, sort_keys=True))
+        body = json.dumps({"seen": self.seen}, sort_keys=True)
+        if self.state_path.startswith("s3://"):
+            self.store.write_bytes(self.state_path, body)
+        else:
+            atomic_write(self.state_path, body)
 
 
 class DataArrivalTrigger(BaseEventTrigger):
@@ -155,6 +169,10 @@ class DataArrivalTrigger(BaseEventTrigger):
     def is_s3(self) -> bool:
         return self.path.startswith("s3://")
 
+    @property
+    def remote_state(self) -> bool:
+        return str(self.state_path).startswith("s3://")
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "path": self.path,
@@ -165,7 +183,7 @@ class DataArrivalTrigger(BaseEventTrigger):
             "batch_files": self.batch_files,
             "batch_seconds": self.batch_seconds,
         }
-        if self.is_s3:  # a directory trigger serializes exactly as before
+        if self.is_s3 or self.remote_state:  # a directory trigger with a local watermark serializes as before
             kwargs["aws_conn_id"] = self.aws_conn_id
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
@@ -205,7 +223,8 @@ class DataArrivalTrigger(BaseEventTrigger):
         return None
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        watermark = Watermark(self.state_path)
+        watermark = await asyncio.to_thread(Watermark, self.state_path,
+                                            self._objects() if self.remote_state else None)
         pending: dict[str, tuple[str, float]] = {}
         self.log.info("Watching %s for %s (watermark: %s)", self.path, self.pattern, self.state_path)
         while True:
