@@ -114,8 +114,7 @@ class BentoPackageOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.hooks.objstore import ObjectStoreHook
-        from mlops_provider.runtime.io.objstore import ObjectStore
+        from mlops_provider.operators import object_store
         from mlops_provider.runtime.serving.package import package_bento
         from mlops_provider.specs import ServingSpec, from_dict
 
@@ -143,7 +142,7 @@ class BentoPackageOperator(BaseOperator):
             log_flush_interval_s=self.log_flush_interval_s,
             serving=from_dict(ServingSpec, self.serving) if self.serving else None,
             snapshot=self.snapshot or None,
-            store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
+            store=object_store(self.aws_conn_id),
             # the Feast YAML the served process opens (bundled in the bento), the registry / online store
             # overrides applied to it and the registry the request schema is read from: the feast
             # connection's, the same as every other task's
@@ -204,8 +203,7 @@ class BentoInfraValidateOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.bentoml import BentoMLHook
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.hooks.objstore import ObjectStoreHook
-        from mlops_provider.runtime.io.objstore import ObjectStore
+        from mlops_provider.operators import object_store
         from mlops_provider.runtime.serving.infra_validation import infra_validate
 
         tracking = MLflowHook(self.mlflow_conn_id).configure()
@@ -221,7 +219,7 @@ class BentoInfraValidateOperator(BaseOperator):
             latency_quantile=float(self.latency_quantile),
             ready_timeout=float(self.ready_timeout),
             report_dir=self.report_dir or None,
-            store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
+            store=object_store(self.aws_conn_id),
         )
         self.log.info(
             "Bento %s passed infra validation: replayed %s, max |diff| %s, latency %s",
@@ -506,8 +504,7 @@ class BatchPredictOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.hooks.mlflow import MLflowHook
-        from mlops_provider.hooks.objstore import ObjectStoreHook
-        from mlops_provider.runtime.io.objstore import ObjectStore
+        from mlops_provider.operators import object_store
         from mlops_provider.runtime.serving.batch import batch_predict
 
         tracking = MLflowHook(self.mlflow_conn_id).configure()
@@ -524,7 +521,7 @@ class BatchPredictOperator(BaseOperator):
             chunk_rows=int(self.chunk_rows),
             mlflow_tracking_uri=tracking.tracking_uri,
             mlflow_registry_uri=tracking.registry_uri,
-            store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
+            store=object_store(self.aws_conn_id),
         )
         self.log.info(
             "%s rows of %s scored with %s v%s -> %s%s", result["rows"], self.source, self.model_name,

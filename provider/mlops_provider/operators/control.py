@@ -77,10 +77,9 @@ class LandedFilesOperator(BaseOperator):
 
     def _objects(self) -> Any:
         """The landing zone's object store (the connection is resolved at its first S3 use)."""
-        from mlops_provider.hooks.objstore import ObjectStoreHook
-        from mlops_provider.runtime.io.objstore import ObjectStore
+        from mlops_provider.operators import object_store
 
-        return ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
+        return object_store(self.aws_conn_id)
 
     def _missing(self, files: list[str]) -> list[str]:
         remote = [f for f in files if f.startswith("s3://")]
@@ -161,10 +160,9 @@ class TrainingPolicyOperator(BaseOperator):
         return MLflowHook(mlflow_conn_id=self.mlflow_conn_id).get_client()
 
     def _objects(self) -> Any:
-        from mlops_provider.hooks.objstore import ObjectStoreHook
-        from mlops_provider.runtime.io.objstore import ObjectStore
+        from mlops_provider.operators import object_store
 
-        return ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
+        return object_store(self.aws_conn_id)
 
     def registry(self, store: Any) -> Any:
         """The registry reads of the guards (the MLflow client is created at the first read)."""
@@ -262,12 +260,11 @@ class RetrainApprovalOperator(ApprovalOperator):
         approved = "error" not in (event or {}) and chosen[:1] == [self.APPROVE]
         decision = self._decision(context)
         if self.state_path and decision.get("key"):
-            from mlops_provider.hooks.objstore import ObjectStoreHook
-            from mlops_provider.runtime.io.objstore import ObjectStore
+            from mlops_provider.operators import object_store
             from mlops_provider.runtime.monitoring.policy import record_approval
 
             record_approval(self.state_path, self.model_name, str(decision["key"]), approved,
                             by=(event or {}).get("responded_by_user"),
-                            store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings))
+                            store=object_store(self.aws_conn_id))
         self.log.info("Retrain of %s %s by a human.", self.model_name, "approved" if approved else "declined")
         return super().execute_complete(context, event)

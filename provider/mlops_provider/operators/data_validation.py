@@ -52,14 +52,13 @@ class DataValidationOperator(BaseOperator):
         self.name = name
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.operators import object_store
         from mlops_provider.operators.feast import as_path_list
         from mlops_provider.runtime.features.contracts import validate_files
-        from mlops_provider.runtime.io.objstore import ObjectStore
 
         paths = as_path_list(self.data_paths)
         self.log.info("validating %d file(s) against the %r contract", len(paths), self.name)
-        store = ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
+        store = object_store(self.aws_conn_id)
         name = f"{self.name}__{run_slug(context)}"  # kept per run: the next landing writes its own
         ValidationReportLink.persist(context, f"{self.report_dir}/{name}.html")  # written on pass and fail
         report = validate_files(paths, self.contract, self.report_dir, name=name, store=store)

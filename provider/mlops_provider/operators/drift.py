@@ -173,8 +173,7 @@ class EvidentlyDriftOperator(BaseOperator):
         """Resolve the hooks, run :func:`~mlops_provider.runtime.monitoring.monitor.run_monitor`, push
         its small summary (the per-feature details are in the report files)."""
         from mlops_provider.exceptions import NothingToMonitorError
-        from mlops_provider.hooks.objstore import ObjectStoreHook
-        from mlops_provider.runtime.io.objstore import ObjectStore
+        from mlops_provider.operators import object_store
         from mlops_provider.runtime.monitoring.monitor import run_monitor
         from mlops_provider.runtime.monitoring.reports import xcom_summary
 
@@ -197,7 +196,7 @@ class EvidentlyDriftOperator(BaseOperator):
                 labels_dir=self.labels_dir,
                 label_column=self.label_column,
                 reference_cache_dir=self.reference_cache_dir,
-                store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
+                store=object_store(self.aws_conn_id),
             )
         except NothingToMonitorError as e:
             # Normal before the first promotion (the monitor's cron starts with the deployment).

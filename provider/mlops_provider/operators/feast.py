@@ -145,10 +145,9 @@ class OfflinePartitionOperator(BaseOperator):
         import tempfile
 
         from mlops_provider.exceptions import DataValidationError
-        from mlops_provider.hooks.objstore import ObjectStoreHook
+        from mlops_provider.operators import object_store
         from mlops_provider.runtime.features.landed import normalize_landed
         from mlops_provider.runtime.features.transform_loader import load_callable
-        from mlops_provider.runtime.io.objstore import ObjectStore
 
         files = as_path_list(self.landed_files)
         if not files:
@@ -157,7 +156,7 @@ class OfflinePartitionOperator(BaseOperator):
             )
         fn = load_callable(self.transform)
         self.log.info("running %s on %d file(s) into %s", self.transform, len(files), self.lake_dir)
-        store = ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
+        store = object_store(self.aws_conn_id)
         with store.localized(files) as local_files, tempfile.TemporaryDirectory(prefix="mlops-landed-") as tmp:
             result = fn(normalize_landed(local_files, self.contract, tmp), self.lake_dir)
         if not isinstance(result, dict):
@@ -369,10 +368,9 @@ class FeastTrainingDatasetOperator(_FeastOperator):
 
     def _objects(self) -> Any:
         """The object store of an ``s3://`` snapshot root (the connection is resolved at its first S3 use)."""
-        from mlops_provider.hooks.objstore import ObjectStoreHook
-        from mlops_provider.runtime.io.objstore import ObjectStore
+        from mlops_provider.operators import object_store
 
-        return ObjectStore(ObjectStoreHook(self.aws_conn_id).settings)
+        return object_store(self.aws_conn_id)
 
     def log_dataset_input(self, run_id: str, result: dict[str, Any]) -> dict[str, Any]:
         """Record the snapshot as a dataset input of the MLflow run ``run_id`` (idempotent)."""

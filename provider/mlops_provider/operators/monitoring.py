@@ -105,8 +105,7 @@ class OpsSummaryOperator(BaseOperator):
         return {k: value.get(k) for k in keys if k in value}
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.hooks.objstore import ObjectStoreHook
-        from mlops_provider.runtime.io.objstore import ObjectStore
+        from mlops_provider.operators import object_store
         from mlops_provider.runtime.monitoring.ops_metrics import run_ops_summary
 
         start, end = _text(self.window_start), _text(self.window_end)
@@ -125,7 +124,7 @@ class OpsSummaryOperator(BaseOperator):
             metrics_url=self.metrics_url,
             timeout=self.timeout,
             drift=self._drift(context),
-            store=ObjectStore(ObjectStoreHook(self.aws_conn_id).settings),
+            store=object_store(self.aws_conn_id),
         )
 
 
