@@ -85,9 +85,7 @@ class PipelineAssets:
                     trigger=DataArrivalTrigger(
                         path=cfg.landing_path,
                         pattern=arrival.pattern,
-                        # under storage.root when set: a triggerer restarted on another host keeps it
-                        state_path=(cfg.shared("state", f"{m}_arrival_watermark.json") if cfg.storage.root
-                                    else str(cfg.paths.state / f"{m}_arrival_watermark.json")),
+                        state_path=cfg.arrival_watermark,
                         poll_interval=arrival.poll_interval,
                         settle_seconds=arrival.settle_seconds,
                         batch_files=arrival.batch_files,
@@ -238,15 +236,12 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
         )
         head: Any
         tail: Any
-        # checkpoints under storage.root (mirrored to S3): a retry on another GPU worker resumes; unset, the
-        # worker's $MLOPS_HOME/checkpoints as before
-        checkpoints = cfg.shared("checkpoints") if cfg.storage.root else None
         routing: dict[str, Any] = {"queue": _queue(t.queue), **({"pool": t.pool} if t.pool else {}),
                                    "retries": t.retries, "retry_delay": timedelta(seconds=t.retry_delay_seconds)}
         if t.search is not None:
             search = add_search_tasks(dag, snapshot=_xcom("training_dataset", "path"), model_name=cfg.model,
                                       training=t, mlflow_conn_id=cfg.connections.mlflow,
-                                      aws_conn_id=cfg.connections.aws, checkpoint_root=checkpoints, **routing)
+                                      aws_conn_id=cfg.connections.aws, checkpoint_root=cfg.checkpoint_root, **routing)
             head, tail = search.first, search.last
         else:
             head = tail = TorchTrainOperator(
@@ -256,7 +251,7 @@ def build_training_dag(cfg: PipelineConfig, assets: PipelineAssets) -> DAG:
                 training=training,
                 mlflow_conn_id=cfg.connections.mlflow,
                 aws_conn_id=cfg.connections.aws,
-                checkpoint_root=checkpoints,
+                checkpoint_root=cfg.checkpoint_root,
                 **routing,
             )
         g = cfg.gate

@@ -1175,6 +1175,19 @@ class PipelineSpec(_Spec):
         configured = self.monitoring.retrain_guards.state_path
         return configured or self.shared("state", "retrain_guard", f"{self.model}.json")
 
+    @property
+    def arrival_watermark(self) -> str:
+        """The landing watcher's watermark: ``<storage root>/state/<model>_arrival_watermark.json`` when
+        ``storage.root`` is set (a triggerer restarted on another host keeps it), else under the home's state."""
+        name = f"{self.model}_arrival_watermark.json"
+        return self.shared("state", name) if self.storage.root else str(self.paths.state / name)
+
+    @property
+    def checkpoint_root(self) -> str | None:
+        """``<storage root>/checkpoints`` when ``storage.root`` is set (mirrored there when ``s3://``: a retry on
+        another GPU worker resumes); None: each worker's ``$MLOPS_HOME/checkpoints``."""
+        return self.shared("checkpoints") if self.storage.root else None
+
     def _location(self, configured: str) -> str:
         if configured.startswith("s3://"):
             return configured.rstrip("/")

@@ -254,7 +254,8 @@ class ReproduceTrainingOperator(GpuRoutedOperator):
         result = reproduce.reproduce(
             self.run_id, tracking=cfg.public(), register=self.register, key_parts=(dag_id, airflow_run_id),
             tolerance=self.tolerance, runtime=runtime, on_run_start=on_run_start,
-            store=object_store(self.aws_conn_id), tags={"dag_id": dag_id, "run_id": airflow_run_id, "data_interval": _data_interval(context)},
+            store=object_store(self.aws_conn_id),
+            tags={"dag_id": dag_id, "run_id": airflow_run_id, "data_interval": _data_interval(context)},
         )
         self.log.info("\n%s", reproduce.format_report(result))
         if self.fail_on_mismatch and not result["match"]:
